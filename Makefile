@@ -1,0 +1,88 @@
+# mailpull — plain, non-recursive Makefile.
+#   make            build ./build/mailpull
+#   make check      unit + integration tests (needs the packages in tests/deps.sh)
+#   make asan       the whole test suite again under AddressSanitizer + UBSan
+#   make demo       fetch sample mail from a throwaway local Dovecot
+#   make bench      mailpull against mpop on the same local mailbox
+#   make install    PREFIX=/usr/local DESTDIR=
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/mailpull
+SYSCONFDIR ?= /etc
+PYTHON ?= /usr/bin/python3
+
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PKGS = openssl libconfuse libsystemd
+
+BUILDDIR ?= build
+SAN ?=
+
+WERROR ?= -Werror
+WARN = $(WERROR) -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+       -Wno-missing-field-initializers
+CFLAGS ?= -O2 -g
+ifeq ($(SAN),1)
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude \
+	     $(shell $(PKG_CONFIG) --cflags $(PKGS)) -MMD -MP
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
+LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
+
+SRCS = $(wildcard src/*.c)
+OBJS = $(SRCS:src/%.c=$(BUILDDIR)/obj/%.o)
+LIBOBJS = $(filter-out $(BUILDDIR)/obj/main.o,$(OBJS))
+BIN = $(BUILDDIR)/mailpull
+
+UNIT_SRCS = $(wildcard tests/unit/test_*.c)
+UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILDDIR)/tests/%)
+
+all: $(BIN)
+
+$(BIN): $(OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(BUILDDIR)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILDDIR)/tests/%: tests/unit/%.c $(LIBOBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBOBJS) $(ALL_LDFLAGS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: $(BIN)
+	MAILPULL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+check: all unit integration
+
+asan:
+	$(MAKE) BUILDDIR=build-asan SAN=1 CFLAGS="-O1 -g" check
+
+lint:
+	sh tests/lint.sh
+
+demo: $(BIN)
+	$(PYTHON) tests/demo.py $(abspath $(BIN))
+
+bench: $(BIN)
+	$(PYTHON) tests/bench.py $(abspath $(BIN))
+
+install: $(BIN)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/mailpull
+	install -m 0644 man/mailpull.1 $(DESTDIR)$(MANDIR)/man1/mailpull.1
+	install -m 0644 man/mailpull.conf.5 $(DESTDIR)$(MANDIR)/man5/mailpull.conf.5
+	install -m 0644 conf/mailpull.conf $(DESTDIR)$(DOCDIR)/mailpull.conf.sample
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all unit integration check asan lint demo bench install clean
+
+-include $(OBJS:.o=.d)

@@ -1,0 +1,37 @@
+/*
+ * One run of one account: lock its state, recover what a crash left,
+ * connect, authenticate, list, fetch what is new into the Maildir with
+ * group commit, record it, then delete on the server what the account's
+ * policy (keep, keep_days) allows. All policy lives here.
+ */
+#ifndef MAILPULL_ACCOUNT_H
+#define MAILPULL_ACCOUNT_H
+
+#include "mailpull/common.h"
+#include "mailpull/err.h"
+#include "mailpull/config.h"
+
+struct account_opts {
+	bool wait;        /* wait for the account's lock instead of failing */
+	bool progress;    /* show a progress line (terminal) */
+};
+
+struct account_stats {
+	unsigned on_server;    /* messages listed */
+	unsigned fetched;
+	unsigned deleted;
+	unsigned too_large;    /* left on the server because of max_size */
+	uint64_t bytes;        /* stored bytes fetched */
+	int64_t elapsed_ms;
+};
+
+/*
+ * Runs account a of cfg once. Fills *ret_stats (also on error, with what
+ * was done). Errors carry the exit class in err->ex and a message that
+ * names what failed; the caller prefixes the account and host.
+ */
+int account_run(const struct mp_config *cfg, const struct mp_account *a,
+		const struct account_opts *o, struct account_stats *ret_stats,
+		struct mp_err *err) MP_WUR;
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * Configuration: the only module that includes <confuse.h>. Loads one file
+ * into validated, fully defaulted accounts. Errors read "FILE:LINE: message".
+ */
+#ifndef MAILPULL_CONFIG_H
+#define MAILPULL_CONFIG_H
+
+#include "mailpull/common.h"
+#include "mailpull/err.h"
+
+enum mp_proto { MP_PROTO_POP3, MP_PROTO_IMAP, MP_PROTO_MAX };
+enum mp_tls { MP_TLS_IMPLICIT, MP_TLS_STARTTLS, MP_TLS_NONE, MP_TLS_MAX };
+
+const char *mp_proto_to_string(enum mp_proto p);
+const char *mp_tls_to_string(enum mp_tls t);
+
+struct mp_account {
+	char *name;
+	enum mp_proto protocol;
+	char *host;
+	unsigned port;             /* defaulted: 995/110 (pop3), 993/143 (imap) */
+	enum mp_tls tls;
+	bool allow_plaintext;
+	char *tls_ca_file;         /* NULL: system store */
+	char *tls_fingerprint;     /* NULL: no pin */
+	char *user;
+	char *password;            /* exactly one of the three is set */
+	char *password_file;       /* "~" expanded */
+	char *password_command;
+	char *auth;                /* mechanism list as written, NULL: automatic */
+	char *maildir;             /* "~" expanded */
+	bool keep;                 /* defaulted: no (pop3), yes (imap) */
+	int64_t keep_days;         /* -1: unset */
+	uint64_t max_size;         /* 0: no limit */
+	unsigned timeout_s;        /* default 60 */
+	char **folders;            /* imap only; default { "INBOX" } */
+	size_t nfolders;
+	int line;                  /* where the account section starts */
+};
+
+struct mp_config {
+	char *path;
+	char *state_dir;           /* "~" expanded; default $XDG_STATE_HOME/mailpull */
+	struct mp_account *accounts;
+	size_t naccounts;
+};
+
+/*
+ * Loads and validates path. Every error is "PATH:LINE: message" in err->msg
+ * with err->ex = MP_EX_CONFIG. A file that holds a `password` and is
+ * readable by group or others is refused (the message says to chmod 600).
+ * Errors: -ENOENT (missing file), -EINVAL (any content problem), -EACCES,
+ * -ENOMEM.
+ */
+int config_load(const char *path, struct mp_config **ret, struct mp_err *err) MP_WUR;
+
+/*
+ * The default file: $XDG_CONFIG_HOME/mailpull/config, or
+ * ~/.config/mailpull/config. malloc'd; NULL on ENOMEM or unset HOME.
+ */
+char *config_default_path(void);
+
+/* Finds an account by name or NULL. */
+const struct mp_account *config_find(const struct mp_config *cfg, const char *name);
+
+/* Wipes passwords and frees. NULL-safe. */
+void config_free(struct mp_config *cfg);
+
+#endif

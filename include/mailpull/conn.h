@@ -1,0 +1,88 @@
+/*
+ * One connection to a server: TCP (IPv6 and IPv4, every address tried in
+ * turn) with optional TLS, behind the same read and write calls. Every call
+ * is bounded by the configured timeout; every line by a length cap.
+ */
+#ifndef MAILPULL_CONN_H
+#define MAILPULL_CONN_H
+
+#include "mailpull/common.h"
+#include "mailpull/err.h"
+
+struct conn_opts {
+	const char *host;
+	unsigned port;
+	const char *ca_file;      /* NULL: the system CA store */
+	const char *fingerprint;  /* SHA-256 pin (hex, colons optional) or NULL */
+	unsigned timeout_ms;      /* every wait: connect, handshake, a whole line */
+	size_t max_line;          /* cap on a response line, excluding CRLF */
+};
+
+/*
+ * Minimum rate at which a body read through conn_peek() must progress: each
+ * timeout period must bring at least CONN_MIN_RATE bytes per second of it.
+ */
+#define CONN_MIN_RATE 1024
+
+struct conn;
+
+/*
+ * Connects to o->host:o->port and, when tls is true, completes a verified
+ * TLS handshake (chain, validity, host name, optional pin; TLS 1.2 minimum;
+ * SNI). o's strings are copied. On success *ret is set and owned by the
+ * caller (conn_close()).
+ * Errors: -EINVAL (bad host/port/pin), -ENOENT (name does not resolve),
+ * -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH / other connect errno,
+ * -EPROTO (TLS handshake failed or certificate not trusted; err->msg says
+ * why and shows the certificate's SHA-256 fingerprint), -ENOMEM.
+ */
+int conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err *err) MP_WUR;
+
+/*
+ * Upgrades a plain connection to verified TLS after the server accepted
+ * STARTTLS/STLS. Refuses with -EPROTO ("data after STARTTLS response") when
+ * any byte is buffered: such bytes were sent before the handshake and are
+ * never acted on. Errors as conn_open()'s TLS ones.
+ */
+int conn_starttls(struct conn *c, struct mp_err *err) MP_WUR;
+
+bool conn_is_tls(const struct conn *c);
+
+/* Bytes received and buffered but not consumed yet. */
+size_t conn_buffered(const struct conn *c);
+
+/*
+ * Reads one line. *ret_line points at the line without its CRLF (or bare
+ * LF), NUL-terminated, valid until the next read call on c. The whole line
+ * must arrive within the timeout.
+ * Errors: -ETIMEDOUT, -ECONNRESET (peer closed), -E2BIG (longer than
+ * max_line), -EBADMSG (NUL byte in the line), -EPROTO (TLS failure), -EIO.
+ */
+int conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp_err *err) MP_WUR;
+
+/*
+ * Body streaming: returns the buffered bytes (reading from the network first
+ * when none are buffered). The data stays buffered until conn_consume().
+ * Enforces CONN_MIN_RATE between conn_body_start() and the next
+ * conn_read_line(). Errors as conn_read_line(), -ETIMEDOUT also when the
+ * body arrives slower than the minimum rate.
+ */
+int conn_peek(struct conn *c, const char **ret_data, size_t *ret_len, struct mp_err *err) MP_WUR;
+void conn_consume(struct conn *c, size_t n);
+void conn_body_start(struct conn *c);
+
+/*
+ * Queues bytes for sending (pipelining: several commands, one flush).
+ * Queued bytes are sent by conn_flush(), or as soon as the queue is full.
+ * Errors: -ETIMEDOUT, -ECONNRESET / -EPIPE, -EPROTO (TLS), -ENOMEM.
+ */
+int conn_write(struct conn *c, const void *data, size_t len, struct mp_err *err) MP_WUR;
+int conn_flush(struct conn *c, struct mp_err *err) MP_WUR;
+
+/* "host:port" for messages. Valid while c lives. */
+const char *conn_peer(const struct conn *c);
+
+/* Closes (TLS close_notify best effort, no wait) and frees. NULL-safe. */
+void conn_close(struct conn *c);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * Error detail carried up from the layer that knows it.
+ *
+ * Functions return 0 or a negative errno with a fixed meaning:
+ *   -ETIMEDOUT  a deadline passed          -EPROTO   the peer broke the protocol
+ *   -EBADMSG    malformed input            -E2BIG    a cap was hit
+ *   -EACCES     authentication refused     -EIO / -ENOSPC  local disk
+ *   -ECONNRESET the peer closed            -EINVAL   bad configuration / argument
+ *   -ENOMEM     out of memory              -EAGAIN   another run holds the lock
+ * and, when given a non-NULL struct mp_err, fill it with our message, the
+ * server's (sanitized) text, and the exit class the failure maps to.
+ */
+#ifndef MAILPULL_ERR_H
+#define MAILPULL_ERR_H
+
+#include "mailpull/common.h"
+
+/*
+ * Exit classes, from sysexits.h. Their numeric values are the exit statuses.
+ * mp_exit_worse() orders them by severity (see mailpull(1)).
+ */
+enum mp_exit {
+	MP_EX_OK = 0,
+	MP_EX_USAGE = 64,
+	MP_EX_IOERR = 74,     /* local I/O: disk full, unwritable Maildir or state */
+	MP_EX_TEMPFAIL = 75,  /* network, timeout, lock held by another run */
+	MP_EX_PROTOCOL = 76,  /* protocol error, TLS refused or failed */
+	MP_EX_NOPERM = 77,    /* authentication refused */
+	MP_EX_CONFIG = 78,    /* configuration error */
+};
+
+struct mp_err {
+	int code;              /* negative errno, 0 when unset */
+	enum mp_exit ex;       /* exit class */
+	char msg[512];         /* our words */
+	char srv[256];         /* the server's words, sanitized; may be empty */
+};
+
+/* Clears *err (NULL-safe). */
+void mp_err_clear(struct mp_err *err);
+
+/*
+ * Records an error unless one is already recorded (the lowest layer that
+ * knows the detail wins). NULL-safe. Returns code (a negative errno) so
+ * callers can write `return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, ...)`.
+ */
+int mp_err_set(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...) MP_PRINTF(4, 5);
+
+/* Same, overwriting an earlier error. */
+int mp_err_reset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...) MP_PRINTF(4, 5);
+
+/* Stores a sanitized copy of the server's text (control bytes replaced). */
+void mp_err_server(struct mp_err *err, const char *text, size_t len);
+
+/* Default exit class for a bare negative errno. */
+enum mp_exit mp_exit_from_errno(int code);
+
+/* The more severe of two exit classes (see mailpull(1), EXIT STATUS). */
+enum mp_exit mp_exit_worse(enum mp_exit a, enum mp_exit b);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * Maildir writer (https://cr.yp.to/proto/maildir.html). A message is
+ * written to tmp/ under a unique name, fsynced, and later published into
+ * new/ under the same name. Group commit: write and sync a batch of
+ * messages, maildir_sync_tmp(), record them durably elsewhere, publish each,
+ * then maildir_sync_new() once.
+ *
+ * Names: "<sec>.M<usec>P<pid>Q<seq>X<tag>.<host>" where tag identifies the
+ * owner (the account), so maildir_recover() only ever touches its own
+ * files when several accounts share one Maildir.
+ */
+#ifndef MAILPULL_MAILDIR_H
+#define MAILPULL_MAILDIR_H
+
+#include "mailpull/common.h"
+#include "mailpull/err.h"
+
+struct maildir;
+struct maildir_msg;
+
+/*
+ * Opens the Maildir at path, creating it (tmp, new, cur and any missing
+ * parents, mode 0700) when missing. tag: up to 16 chars [A-Za-z0-9],
+ * identifying the owner. *ret is owned by the caller (maildir_close()).
+ * Errors: -EACCES, -ENOTDIR, -EROFS, -ENOSPC, -EIO, -EINVAL (bad tag),
+ * -ENOMEM; err->msg names the path.
+ */
+int maildir_open(const char *path, const char *tag, struct maildir **ret, struct mp_err *err) MP_WUR;
+
+const char *maildir_path(const struct maildir *md);
+
+/*
+ * Creates a new tmp/ file (O_EXCL, O_CLOEXEC, mode 0600). *ret owned by
+ * the caller until maildir_msg_publish() or maildir_msg_discard().
+ */
+int maildir_msg_new(struct maildir *md, struct maildir_msg **ret, struct mp_err *err) MP_WUR;
+
+/* Appends bytes (buffered). -ENOSPC, -EIO, -EDQUOT... with the path named. */
+int maildir_msg_write(struct maildir_msg *m, const void *data, size_t len, struct mp_err *err) MP_WUR;
+
+/* The unique base name (same in tmp/ and new/). Valid while m lives. */
+const char *maildir_msg_name(const struct maildir_msg *m);
+
+/* Bytes written so far. */
+uint64_t maildir_msg_size(const struct maildir_msg *m);
+
+/* Flushes, fsyncs and closes the tmp file. Errors as write. */
+int maildir_msg_sync(struct maildir_msg *m, struct mp_err *err) MP_WUR;
+
+/* fsyncs tmp/ so the synced tmp files' names are durable. */
+int maildir_sync_tmp(struct maildir *md, struct mp_err *err) MP_WUR;
+
+/*
+ * Renames tmp/NAME to new/NAME (or to cur/NAME:2,FLAGS when flags is not
+ * NULL, flags being Maildir info letters in ASCII order, e.g. "FS"), then
+ * frees m. The message must have been synced. On error m is still freed
+ * and the tmp file left in place for recovery.
+ */
+int maildir_msg_publish(struct maildir_msg *m, const char *flags, struct mp_err *err) MP_WUR;
+
+/* fsyncs new/ and cur/ (whichever publish touched since the last call). */
+int maildir_sync_new(struct maildir *md, struct mp_err *err) MP_WUR;
+
+/* Removes the tmp file (best effort) and frees m. NULL-safe. */
+void maildir_msg_discard(struct maildir_msg *m);
+
+/*
+ * Start-up recovery: for each tmp/ file carrying this Maildir's tag,
+ * committed(ud, name) decides: true → publish it into new/ (a crash hit
+ * between recording and publishing), false → unlink it (an unrecorded,
+ * possibly partial download). Files of other owners are never touched.
+ * Syncs the directories it changed. Counts go to *ret_published and
+ * *ret_removed (either may be NULL).
+ */
+int maildir_recover(struct maildir *md, bool (*committed)(void *ud, const char *name), void *ud,
+		    unsigned *ret_published, unsigned *ret_removed, struct mp_err *err) MP_WUR;
+
+/* NULL-safe. */
+void maildir_close(struct maildir *md);
+
+#endif

@@ -1,0 +1,79 @@
+/*
+ * POP3 engine (RFC 1939, RFC 2449 CAPA and PIPELINING, RFC 5034 AUTH,
+ * RFC 2595 STLS). Speaks the protocol and nothing else: no files, no
+ * policy. Runs sequentially over a blocking conn with deadlines.
+ */
+#ifndef MAILPULL_POP3_H
+#define MAILPULL_POP3_H
+
+#include "mailpull/common.h"
+#include "mailpull/conn.h"
+#include "mailpull/sasl.h"
+#include "mailpull/sink.h"
+
+struct pop3_caps {
+	bool stls, uidl, top, user, pipelining, resp_codes;
+	char sasl[256];   /* space-separated SASL mechanisms, "" if none */
+};
+
+struct pop3_msg {
+	unsigned num;      /* message number in this session */
+	uint64_t size;     /* octets as LISTed (CRLF, stuffed) */
+	char uidl[71];     /* RFC 1939: 1 to 70 chars 0x21-0x7E; "" without UIDL */
+};
+
+struct pop3;
+
+/*
+ * Takes ownership of c (closed by pop3_free() even on error), reads the
+ * greeting and asks CAPA. With stls, issues STLS (refusing with -EPROTO,
+ * before any credential, when STLS is not offered or not accepted, or when
+ * data follows the +OK), upgrades, and asks CAPA again, forgetting all
+ * that was learned before.
+ * Errors: conn's, -EPROTO (bad greeting), -ENOMEM.
+ */
+int pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err) MP_WUR;
+
+const struct pop3_caps *pop3_caps(const struct pop3 *p);
+
+/*
+ * Authenticates with the given mechanism. The secret never reaches a trace.
+ * Errors: -EACCES (refused; err->srv holds the server's reason), conn's.
+ */
+int pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+	      struct mp_err *err) MP_WUR;
+
+/*
+ * Lists the mailbox: LIST sizes merged with UIDL (when the server has it).
+ * *ret is malloc'd (caller frees), ordered by number.
+ * Errors: -EPROTO (malformed or inconsistent listing, duplicate UIDL),
+ * -E2BIG (more than 10 million messages), conn's.
+ */
+int pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
+
+/*
+ * Retrieves messages nums[0..n) (RETR, pipelined when PIPELINING is
+ * offered), streaming each decoded body into sink with idx = position.
+ * Errors: -EPROTO (-ERR reply, server text in err->srv), the sink's error,
+ * conn's. After any error the session must be abandoned (pop3_free()).
+ */
+int pop3_retr(struct pop3 *p, const unsigned *nums, size_t n, const struct mp_sink *sink,
+	      struct mp_err *err) MP_WUR;
+
+/* TOP num lines, streamed like RETR. */
+int pop3_top(struct pop3 *p, unsigned num, unsigned lines, const struct mp_sink *sink,
+	     struct mp_err *err) MP_WUR;
+
+/* DELE each of nums[0..n) (pipelined when offered). -EPROTO on any -ERR. */
+int pop3_dele(struct pop3 *p, const unsigned *nums, size_t n, struct mp_err *err) MP_WUR;
+
+/*
+ * QUIT: the server commits deletions only on a +OK here (RFC 1939 UPDATE
+ * state). Errors: -EPROTO (-ERR: deletions may not have happened), conn's.
+ */
+int pop3_quit(struct pop3 *p, struct mp_err *err) MP_WUR;
+
+/* Frees and closes without QUIT, so nothing marked is deleted. NULL-safe. */
+void pop3_free(struct pop3 *p);
+
+#endif

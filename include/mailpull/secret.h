@@ -1,0 +1,33 @@
+/*
+ * The account's secret (password or OAuth token): from `password`, the
+ * first line of `password_file`, or the first line printed by
+ * `password_command` (run by /bin/sh -c, stdin from /dev/null, bounded in
+ * time and output size). The returned string is malloc'd, owned by the
+ * caller, and must be released with secret_free() (wipes it).
+ */
+#ifndef MAILPULL_SECRET_H
+#define MAILPULL_SECRET_H
+
+#include "mailpull/common.h"
+#include "mailpull/err.h"
+#include "mailpull/config.h"
+
+/* Cap on what password_command may print. */
+#define SECRET_MAX_OUTPUT (64 * 1024)
+
+/*
+ * Errors (err->ex = MP_EX_CONFIG unless said otherwise):
+ * -ENOENT  no secret configured, or password_file missing
+ * -EACCES  password_file readable by group or others (the message says chmod 600)
+ * -ETIMEDOUT password_command ran longer than timeout_ms (killed; MP_EX_TEMPFAIL)
+ * -ECHILD  password_command exited non-zero or by a signal (its stderr passes through)
+ * -ENODATA empty secret
+ * -E2BIG   output over SECRET_MAX_OUTPUT
+ * -ENOMEM, -EIO
+ * Error messages never contain the secret.
+ */
+int secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct mp_err *err) MP_WUR;
+
+void secret_free(char *s);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * Per-account state: which messages were fetched (by key: the POP3 UIDL,
+ * later IMAP folder/UIDVALIDITY/UID) and when, plus the Maildir names
+ * recorded since the last compaction (for start-up recovery).
+ *
+ * Files in dir, for account NAME (escaped for the file system):
+ *   NAME.state    snapshot, replaced atomically (.new, fsync, rename, fsync dir)
+ *   NAME.journal  append-only log of changes since the snapshot
+ *   NAME.lock     flock()ed while a run works on the account
+ * Changes are buffered by state_add()/state_remove() and made durable, in
+ * one write and one fdatasync, by state_sync(). A torn last journal line
+ * (crash mid-write) is ignored on load.
+ */
+#ifndef MAILPULL_STATE_H
+#define MAILPULL_STATE_H
+
+#include "mailpull/common.h"
+#include "mailpull/err.h"
+
+struct state;
+
+/*
+ * Creates dir (0700) when missing, takes the account's lock (waiting when
+ * wait is true), loads the snapshot and replays the journal.
+ * Errors: -EAGAIN (another process holds the lock; err->msg says so),
+ * -EBADMSG (corrupt state file, err->msg names file and line), -EACCES,
+ * -EIO, -ENOMEM.
+ */
+int state_open(const char *dir, const char *account, bool wait, struct state **ret,
+	       struct mp_err *err) MP_WUR;
+
+/* Whether key was recorded; when so and ret_when is not NULL, its time. */
+bool state_has(const struct state *s, const char *key, int64_t *ret_when);
+
+/* Number of keys recorded. */
+size_t state_count(const struct state *s);
+
+/*
+ * Records key as fetched at time when (Unix seconds), delivered as
+ * maildir_name (may be NULL). Buffered until state_sync(). Keys are
+ * arbitrary bytes except NUL. Re-adding a key keeps the first time.
+ */
+int state_add(struct state *s, const char *key, int64_t when, const char *maildir_name,
+	      struct mp_err *err) MP_WUR;
+
+/* Forgets key (deleted on the server). Buffered until state_sync(). */
+int state_remove(struct state *s, const char *key, struct mp_err *err) MP_WUR;
+
+/* Writes buffered changes to the journal and fdatasyncs it. -EIO, -ENOSPC. */
+int state_sync(struct state *s, struct mp_err *err) MP_WUR;
+
+/* Whether maildir_name was recorded by state_add() since the last compaction. */
+bool state_name_recorded(const struct state *s, const char *maildir_name);
+
+/* Calls cb for every key; stops early when cb returns non-zero and returns that. */
+int state_foreach(const struct state *s, int (*cb)(void *ud, const char *key, int64_t when), void *ud);
+
+/*
+ * Writes a new snapshot holding every key (without Maildir names), then
+ * empties the journal. Call only when every recorded name is published.
+ */
+int state_compact(struct state *s, struct mp_err *err) MP_WUR;
+
+/* Releases the lock and frees. Buffered, unsynced changes are dropped. NULL-safe. */
+void state_close(struct state *s);
+
+#endif

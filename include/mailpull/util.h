@@ -1,0 +1,48 @@
+/* Helpers usable everywhere: parsing, paths, time, sanitizing. */
+#ifndef MAILPULL_UTIL_H
+#define MAILPULL_UTIL_H
+
+#include "mailpull/common.h"
+
+/*
+ * Copies src into dst (always NUL-terminated, truncated to dstlen-1),
+ * replacing control bytes (< 0x20 except none, and 0x7f) with "\xNN" so
+ * server text can never move a terminal cursor or start an escape
+ * sequence. Bytes >= 0x80 are kept (UTF-8). Returns strlen(dst).
+ */
+size_t util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen);
+
+/*
+ * Parses a duration: a plain integer (seconds) or one with a suffix s, m, h, d
+ * ("90", "90s", "5m", "2h", "7d"). Returns 0 or -EINVAL / -ERANGE.
+ */
+int util_parse_duration(const char *s, uint64_t *ret_seconds);
+
+/* Parses a size: integer bytes or with suffix k/K, m/M, g/G (powers of 1024). */
+int util_parse_size(const char *s, uint64_t *ret_bytes);
+
+/* Parses an unsigned decimal without sign, spaces or overflow. */
+int util_parse_u64(const char *s, size_t len, uint64_t *ret);
+
+/*
+ * Expands a leading "~" or "~/" to $HOME. Returns a malloc'd string the
+ * caller owns, or NULL on ENOMEM / unset HOME (errno set).
+ */
+char *util_expand_home(const char *path);
+
+/* mkdir -p with the given mode for every created directory. 0 or -errno. */
+int util_mkdir_p(const char *path, unsigned mode);
+
+/* fsync a directory by path. 0 or -errno. */
+int util_fsync_dir(const char *path);
+
+/* Monotonic clock in milliseconds. */
+int64_t util_now_ms(void);
+
+/* 32-bit FNV-1a hash (used for stable short tags). */
+uint32_t util_fnv1a(const void *data, size_t len);
+
+/* Duplicates n bytes into a NUL-terminated malloc'd string (NULL on ENOMEM). */
+char *util_strndup(const char *s, size_t n);
+
+#endif

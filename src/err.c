@@ -1,0 +1,112 @@
+/* Error detail: the lowest layer that knows it fills it once. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mailpull/err.h"
+#include "mailpull/util.h"
+
+void
+mp_err_clear(struct mp_err *err)
+{
+	if (err)
+		memset(err, 0, sizeof(*err));
+}
+
+static void
+err_vset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, va_list ap)
+{
+	err->code = code;
+	err->ex = ex;
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+}
+
+int
+mp_err_set(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || err->code != 0)
+		return code;
+	va_start(ap, fmt);
+	err_vset(err, code, ex, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int
+mp_err_reset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err)
+		return code;
+	va_start(ap, fmt);
+	err_vset(err, code, ex, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+void
+mp_err_server(struct mp_err *err, const char *text, size_t len)
+{
+	if (err)
+		util_sanitize(err->srv, sizeof(err->srv), text, len);
+}
+
+enum mp_exit
+mp_exit_from_errno(int code)
+{
+	switch (code) {
+	case 0:
+		return MP_EX_OK;
+	case -EACCES:
+		return MP_EX_NOPERM;
+	case -EPROTO:
+	case -EBADMSG:
+	case -E2BIG:
+		return MP_EX_PROTOCOL;
+	case -EINVAL:
+		return MP_EX_CONFIG;
+	case -EIO:
+	case -ENOSPC:
+	case -EDQUOT:
+	case -EROFS:
+		return MP_EX_IOERR;
+	default:
+		return MP_EX_TEMPFAIL;
+	}
+}
+
+/*
+ * Most severe first: local I/O (mail at risk on this side), configuration,
+ * authentication, protocol/TLS, temporary, usage.
+ */
+static int
+exit_rank(enum mp_exit e)
+{
+	switch (e) {
+	case MP_EX_IOERR:
+		return 6;
+	case MP_EX_CONFIG:
+		return 5;
+	case MP_EX_NOPERM:
+		return 4;
+	case MP_EX_PROTOCOL:
+		return 3;
+	case MP_EX_TEMPFAIL:
+		return 2;
+	case MP_EX_USAGE:
+		return 1;
+	case MP_EX_OK:
+		break;
+	}
+	return 0;
+}
+
+enum mp_exit
+mp_exit_worse(enum mp_exit a, enum mp_exit b)
+{
+	return exit_rank(b) > exit_rank(a) ? b : a;
+}

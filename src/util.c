@@ -1,0 +1,204 @@
+/* Parsing, paths, time and sanitizing helpers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailpull/util.h"
+
+size_t
+util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (dstlen == 0)
+		return 0;
+	for (size_t i = 0; i < srclen; i++) {
+		unsigned char ch = (unsigned char)src[i];
+
+		if (ch < 0x20 || ch == 0x7f) {
+			if (o + 4 >= dstlen)
+				break;
+			dst[o++] = '\\';
+			dst[o++] = 'x';
+			dst[o++] = hex[ch >> 4];
+			dst[o++] = hex[ch & 15];
+		} else {
+			if (o + 1 >= dstlen)
+				break;
+			dst[o++] = (char)ch;
+		}
+	}
+	dst[o] = '\0';
+	return o;
+}
+
+int
+util_parse_u64(const char *s, size_t len, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (len == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	*ret = v;
+	return 0;
+}
+
+static int
+parse_with_suffix(const char *s, const char *suffixes, const uint64_t *mult, uint64_t *ret)
+{
+	size_t len = strlen(s);
+	uint64_t m = 1, v;
+	int r;
+
+	if (len > 0) {
+		const char *p = strchr(suffixes, s[len - 1]);
+
+		if (p && *p) {
+			m = mult[p - suffixes];
+			len--;
+		}
+	}
+	r = util_parse_u64(s, len, &v);
+	if (r < 0)
+		return r;
+	if (m > 1 && v > UINT64_MAX / m)
+		return -ERANGE;
+	*ret = v * m;
+	return 0;
+}
+
+int
+util_parse_duration(const char *s, uint64_t *ret_seconds)
+{
+	static const uint64_t mult[] = { 1, 60, 3600, 86400 };
+
+	return parse_with_suffix(s, "smhd", mult, ret_seconds);
+}
+
+int
+util_parse_size(const char *s, uint64_t *ret_bytes)
+{
+	static const uint64_t mult[] = { 1024, 1024, 1048576, 1048576, 1073741824, 1073741824 };
+
+	return parse_with_suffix(s, "kKmMgG", mult, ret_bytes);
+}
+
+char *
+util_expand_home(const char *path)
+{
+	const char *home;
+	char *out;
+	size_t hl, pl;
+
+	if (path[0] != '~' || (path[1] != '\0' && path[1] != '/'))
+		return strdup(path);
+	home = getenv("HOME");
+	if (!home || !*home) {
+		errno = ENOENT;
+		return NULL;
+	}
+	hl = strlen(home);
+	pl = strlen(path + 1);
+	out = malloc(hl + pl + 1);
+	if (!out)
+		return NULL;
+	memcpy(out, home, hl);
+	memcpy(out + hl, path + 1, pl + 1);
+	return out;
+}
+
+int
+util_mkdir_p(const char *path, unsigned mode)
+{
+	char *p = strdup(path);
+	int r = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (char *s = p + 1;; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST) {
+			r = -errno;
+			break;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	if (r == 0) {
+		struct stat st;
+
+		if (stat(path, &st) < 0)
+			r = -errno;
+		else if (!S_ISDIR(st.st_mode))
+			r = -ENOTDIR;
+	}
+	free(p);
+	return r;
+}
+
+int
+util_fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int64_t
+util_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint32_t
+util_fnv1a(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+char *
+util_strndup(const char *s, size_t n)
+{
+	char *d = malloc(n + 1);
+
+	if (!d)
+		return NULL;
+	memcpy(d, s, n);
+	d[n] = '\0';
+	return d;
+}
