@@ -52,7 +52,7 @@ teardown(void **state)
 	return 0;
 }
 
-static void
+static void MP_PRINTF(3, 4)
 pathf(char *buf, size_t len, const char *fmt, ...)
 {
 	va_list ap;
