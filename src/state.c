@@ -265,7 +265,10 @@ hexval(char c)
 	return -1;
 }
 
-/* Decodes s in place. -EBADMSG on a bad escape or an escaped NUL. */
+/*
+ * Decodes s in place. -EBADMSG on a bad escape, an escaped NUL, or a raw
+ * byte we would have escaped: such a byte can only come from damage.
+ */
 static int
 unescape(char *s)
 {
@@ -273,6 +276,8 @@ unescape(char *s)
 
 	for (const char *p = s; *p; p++) {
 		if (*p != '%') {
+			if (esc_needed((unsigned char)*p))
+				return -EBADMSG;
 			*o++ = *p;
 			continue;
 		}
