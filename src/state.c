@@ -410,8 +410,8 @@ state_lock(struct state *s, bool wait, struct mp_err *err)
 		if (errno == EINTR)
 			continue;
 		if (errno == EWOULDBLOCK)
-			return mp_err_set(err, -EAGAIN, MP_EX_TEMPFAIL,
-					  "another mailpull process is working on account '%s' (lock %s)",
+			return mp_err_set(err, -EAGAIN, MP_EX_TEMPFAIL, "another mailpull process"
+					  " is working on account '%s' (lock %s)",
 					  s->account, s->lock_path);
 		return st_fail(err, -errno, "cannot lock", s->lock_path);
 	}
@@ -552,7 +552,8 @@ state_open(const char *dir, const char *account, bool wait, struct state **ret,
 	int r;
 
 	if (!dir || !*dir || !account || !*account)
-		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "state: empty directory or account name");
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "state: empty directory or account name");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return st_fail(err, -ENOMEM, "cannot open state in", dir);
@@ -635,7 +636,8 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: invalid Maildir name '%s'",
 				  s->account, maildir_name);
 	/* Reserve first so that, once the set changed, the journal line cannot fail. */
-	r = dbuf_reserve(&s->pending, 32 + esc_max(key) + (maildir_name ? esc_max(maildir_name) : 1));
+	r = dbuf_reserve(&s->pending,
+			 32 + esc_max(key) + (maildir_name ? esc_max(maildir_name) : 1));
 	if (r == 0)
 		r = kv_insert(&s->keys, key, when, &sl, &added);
 	if (r == 0 && maildir_name)

@@ -397,7 +397,8 @@ test_recover(void **state)
 	if (pid == 0) {
 		char buf[3 * 256];
 
-		if (maildir_open(fx->md, "aaa", &a, &err) < 0 || maildir_open(fx->md, "bbb", &b, &err) < 0)
+		if (maildir_open(fx->md, "aaa", &a, &err) < 0 ||
+		    maildir_open(fx->md, "bbb", &b, &err) < 0)
 			_exit(1);
 		a1 = make_msg(a, "one");
 		a2 = make_msg(a, "two");

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -532,8 +533,8 @@ test_lock_conflict(void **state)
 	assert_null(s2);
 	assert_int_equal(err.code, -EAGAIN);
 	assert_int_equal(err.ex, MP_EX_TEMPFAIL);
-	pathf(want, sizeof(want),
-	      "another mailpull process is working on account 'acct' (lock %s/acct.lock)", fx->sdir);
+	pathf(want, sizeof(want), "another mailpull process is working on account 'acct'"
+	      " (lock %s/acct.lock)", fx->sdir);
 	assert_string_equal(err.msg, want);
 	/* Other accounts are independent. */
 	other = open_ok(fx, "acct2");
@@ -544,6 +545,53 @@ test_lock_conflict(void **state)
 	/* Waiting succeeds at once when nobody holds it. */
 	assert_int_equal(state_open(fx->sdir, "acct", true, &s2, NULL), 0);
 	state_close(s2);
+}
+
+/* wait = true blocks until the other process lets go. */
+static void
+test_lock_wait(void **state)
+{
+	struct fixture *fx = *state;
+	struct state *s = NULL;
+	int fds[2], status;
+	char c;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (state_open(fx->sdir, "w", false, &s, NULL) < 0)
+			_exit(1);
+		if (write(fds[1], "x", 1) != 1)
+			_exit(1);
+		usleep(300 * 1000);
+		_exit(0);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &c, 1), 1);
+	close(fds[0]);
+	assert_int_equal(state_open(fx->sdir, "w", false, &s, NULL), -EAGAIN);
+	assert_int_equal(state_open(fx->sdir, "w", true, &s, NULL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	state_close(s);
+}
+
+static void
+test_dir_is_file(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = NULL;
+	char p[256];
+
+	pathf(p, sizeof(p), "%s/x", fx->dir);
+	put_file(p, "not a directory\n", false);
+	assert_int_equal(state_open(fx->sdir, "a", false, &s, &err), -ENOTDIR);
+	assert_null(s);
+	assert_non_null(strstr(err.msg, fx->sdir));
+	assert_int_equal(err.ex, MP_EX_IOERR);
 }
 
 static int
@@ -658,6 +706,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_odd_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_account_name_escaped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_conflict, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_wait, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dir_is_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_foreach, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_keys, setup, teardown),
 	};
