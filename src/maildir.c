@@ -334,8 +334,8 @@ maildir_msg_write(struct maildir_msg *m, const void *data, size_t len, struct mp
 
 	if (m->failed)
 		return md_msg_fail(m, m->failed, "cannot write", err);
-	if (m->fd < 0)
-		return md_msg_fail(m, -EINVAL, "write after sync to", err);
+	if (m->fd < 0 || !m->buf)
+		return md_msg_fail(m, -EINVAL, "write after flush or sync to", err);
 	m->size += len;
 	if (m->buflen + len <= MD_BUF_SIZE) {
 		memcpy(m->buf + m->buflen, p, len);
@@ -365,6 +365,23 @@ uint64_t
 maildir_msg_size(const struct maildir_msg *m)
 {
 	return m->size;
+}
+
+int
+maildir_msg_flush(struct maildir_msg *m, struct mp_err *err)
+{
+	int r;
+
+	if (m->synced)
+		return 0;
+	if (m->failed < 0)
+		return md_msg_fail(m, m->failed, "cannot write", err);
+	r = md_flush(m, err);
+	if (r < 0)
+		return r;
+	free(m->buf);
+	m->buf = NULL;
+	return 0;
 }
 
 int
