@@ -136,7 +136,8 @@ conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 		return;
 	va_copy(aq, ap);
 	if (strcmp(fmt, "found duplicate title '%s'") == 0)
-		snprintf(raw, sizeof(raw), "account \"%s\" is defined twice", va_arg(aq, const char *));
+		snprintf(raw, sizeof(raw), "account \"%s\" is defined twice",
+			 va_arg(aq, const char *));
 	else
 		vsnprintf(raw, sizeof(raw), fmt, aq);
 	va_end(aq);
@@ -230,8 +231,8 @@ parse_timeout(const char *v, uint64_t *ret)
 
 /*
  * A SHA-256 fingerprint: 64 hex digits, or 32 pairs separated by colons as
- * `openssl x509 -fingerprint -sha256` prints them. out gets 64 upper-case
- * hex digits and a NUL.
+ * `openssl x509 -fingerprint -sha256` prints them. Writes 64 upper-case
+ * hex digits and a NUL to out.
  */
 static int
 parse_fingerprint(const char *v, char out[65])
@@ -267,10 +268,11 @@ check_auth(const char *v, char *why, size_t whylen)
 		bool known = false;
 
 		for (size_t i = 0; i < ARRAY_SIZE(auth_names); i++)
-			known |= strlen(auth_names[i]) == len && strncasecmp(p, auth_names[i], len) == 0;
+			known |= strlen(auth_names[i]) == len &&
+				 strncasecmp(p, auth_names[i], len) == 0;
 		if (!known) {
-			snprintf(why, whylen, "auth: unknown mechanism \"%.*s\" (known: plain login xoauth2 "
-				 "oauthbearer user)", (int)(len > 40 ? 40 : len), p);
+			snprintf(why, whylen, "auth: unknown mechanism \"%.*s\" (known: plain "
+				 "login xoauth2 oauthbearer user)", (int)(len > 40 ? 40 : len), p);
 			return -EINVAL;
 		}
 		p += len;
@@ -332,14 +334,16 @@ check_value(const struct key_def *k, const char *v, char *why, size_t whylen)
 			"must be implicit, starttls or none" : NULL;
 		break;
 	case KEY_PORT:
-		what = parse_ranged(v, 1, 65535, &n) < 0 ? "must be a number from 1 to 65535" : NULL;
+		what = parse_ranged(v, 1, 65535, &n) < 0 ?
+			"must be a number from 1 to 65535" : NULL;
 		break;
 	case KEY_DURATION:
 		what = parse_timeout(v, &n) < 0 ?
 			"must be a duration from 1s to 3600s (as 90, 90s, 5m or 1h)" : NULL;
 		break;
 	case KEY_SIZE:
-		what = util_parse_size(v, &n) < 0 ? "must be a size (as 500000, 512k, 10M or 1G)" : NULL;
+		what = util_parse_size(v, &n) < 0 ?
+			"must be a size (as 500000, 512k, 10M or 1G)" : NULL;
 		break;
 	case KEY_DAYS:
 		what = parse_ranged(v, 1, KEEP_DAYS_MAX, &n) < 0 ?
@@ -376,7 +380,8 @@ val_parse(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
 	if (!ctx || !k || !value)
 		return -1;
 	if (ctx->overwritten == k) {
-		cfg_error(cfg, "%s is set twice (first at line %d)", k->name, ctx->overwritten_line);
+		cfg_error(cfg, "%s is set twice (first at line %d)", k->name,
+			  ctx->overwritten_line);
 		return -1;
 	}
 	ctx->overwritten = NULL;
@@ -569,7 +574,8 @@ read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *re
 		goto out;
 	}
 	if (!S_ISREG(ret_st->st_mode)) {
-		r = mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s: not a regular file", ctx->path);
+		r = mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s: not a regular file",
+			       ctx->path);
 		goto out;
 	}
 	if (ret_st->st_size > CONFIG_MAX_SIZE) {
@@ -708,7 +714,8 @@ dup_value(const struct acct_src *src, const struct cval *v, bool expand, char **
 		return 0;
 	s = expand ? util_expand_home(v->s) : strdup(v->s);
 	if (!s && errno == ENOENT)
-		return acct_error(src, v->line, "%s: HOME is not set, cannot expand ~", v->key->name);
+		return acct_error(src, v->line, "%s: HOME is not set, cannot expand ~",
+				  v->key->name);
 	if (!s)
 		return -ENOMEM;
 	*ret = s;
@@ -724,8 +731,8 @@ check_account_name(const struct acct_src *src)
 
 	if (len == 0 || len > ACCOUNT_NAME_MAX || n[0] == '.' ||
 	    strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+") != len)
-		return ctx_error(src->ctx, src->line, "account name \"%.64s\" must be 1 to 64 letters, "
-				 "digits or . _ - @ + and not start with '.'", n);
+		return ctx_error(src->ctx, src->line, "account name \"%.64s\" must be 1 to 64 "
+				 "letters, digits or . _ - @ + and not start with '.'", n);
 	return 0;
 }
 
@@ -868,7 +875,8 @@ acct_folders(const struct acct_src *src, struct mp_account *a)
 
 		for (unsigned j = 0; j < i; j++)
 			if (strcmp(a->folders[j], f->s) == 0)
-				return acct_error(src, f->line, "folder \"%.100s\" is listed twice", f->s);
+				return acct_error(src, f->line, "folder \"%.100s\" is listed twice",
+						  f->s);
 		a->folders[i] = strdup(f->s);
 		if (!a->folders[i])
 			return -ENOMEM;
@@ -932,7 +940,8 @@ build_config(struct load_ctx *ctx, cfg_t *cfg, struct mp_config *c)
 	if (sd) {
 		c->state_dir = util_expand_home(sd->s);
 		if (!c->state_dir && errno == ENOENT)
-			return ctx_error(ctx, sd->line, "state_dir: HOME is not set, cannot expand ~");
+			return ctx_error(ctx, sd->line,
+					 "state_dir: HOME is not set, cannot expand ~");
 	} else {
 		c->state_dir = default_state_dir();
 		if (!c->state_dir && errno == ENOENT)

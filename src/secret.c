@@ -50,8 +50,9 @@ take_first_line(const struct mp_account *a, const char *what, const char *buf, s
 		unsigned char c = (unsigned char)buf[i];
 
 		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return mp_err_set(err, -EBADMSG, MP_EX_CONFIG, "account \"%s\": the secret "
-					  "from %s contains a control character", acct_name(a), what);
+			return mp_err_set(err, -EBADMSG, MP_EX_CONFIG, "account \"%s\": the "
+					  "secret from %s contains a control character",
+					  acct_name(a), what);
 	}
 	s = util_strndup(buf, n);
 	if (!s)
@@ -91,7 +92,8 @@ secret_from_file(const struct mp_account *a, char *buf, char **ret, struct mp_er
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = mp_err_set(err, -EIO, MP_EX_CONFIG, "account \"%s\": password_file %s: %s",
+			r = mp_err_set(err, -EIO, MP_EX_CONFIG,
+				       "account \"%s\": password_file %s: %s",
 				       acct_name(a), path, strerror(errno));
 			goto out;
 		}
@@ -218,7 +220,8 @@ command_failed(const struct mp_account *a, int r, unsigned timeout_ms, struct mp
 	switch (r) {
 	case -ETIMEDOUT:
 		return mp_err_set(err, r, MP_EX_TEMPFAIL, "account \"%s\": password_command did "
-				  "not finish within %u ms and was killed", acct_name(a), timeout_ms);
+				  "not finish within %u ms and was killed", acct_name(a),
+				  timeout_ms);
 	case -E2BIG:
 		return mp_err_set(err, r, MP_EX_CONFIG, "account \"%s\": password_command printed "
 				  "more than %d bytes", acct_name(a), SECRET_MAX_OUTPUT);
@@ -266,8 +269,8 @@ secret_from_command(const struct mp_account *a, unsigned timeout_ms, char *buf, 
 		return command_failed(a, r, timeout_ms, err);
 	}
 	if (WIFSIGNALED(status))
-		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "account \"%s\": password_command was "
-				  "killed by signal %d", acct_name(a), WTERMSIG(status));
+		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "account \"%s\": password_command "
+				  "was killed by signal %d", acct_name(a), WTERMSIG(status));
 	if (WEXITSTATUS(status) != 0)
 		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "account \"%s\": password_command "
 				  "exited with status %d", acct_name(a), WEXITSTATUS(status));

@@ -251,8 +251,8 @@ test_secret_override(void **state)
 	assert_int_equal(load(fx, "defaults { password_command = \"pass x\" }\n"
 			      "account a {\n protocol = pop3\n host = h\n user = u\n maildir = /m\n"
 			      " password = 'se$cret'\n}\n"
-			      "account b {\n protocol = pop3\n host = h\n user = u\n maildir = /m\n}\n",
-			      0600), 0);
+			      "account b {\n protocol = pop3\n host = h\n user = u\n"
+			      " maildir = /m\n}\n", 0600), 0);
 	a = config_find(fx->cfg, "a");
 	assert_string_equal(a->password, "se$cret");
 	assert_null(a->password_command);
