@@ -22,7 +22,7 @@ struct mp_account {
 	enum mp_tls tls;
 	bool allow_plaintext;
 	char *tls_ca_file;         /* NULL: system store */
-	char *tls_fingerprint;     /* NULL: no pin */
+	char *tls_fingerprint;     /* SHA-256, 64 upper-case hex digits; NULL: no pin */
 	char *user;
 	char *password;            /* exactly one of the three is set */
 	char *password_file;       /* "~" expanded */

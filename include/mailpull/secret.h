@@ -23,7 +23,9 @@
  * -ECHILD  password_command exited non-zero or by a signal (its stderr passes through)
  * -ENODATA empty secret
  * -E2BIG   output over SECRET_MAX_OUTPUT
- * -ENOMEM, -EIO
+ * -EBADMSG the secret holds a control byte (CR, NUL...), which could end a
+ *          protocol command early
+ * -ENOMEM, -EIO (MP_EX_TEMPFAIL when the command could not be run)
  * Error messages never contain the secret.
  */
 int secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct mp_err *err) MP_WUR;

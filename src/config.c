@@ -1,0 +1,1112 @@
+/*
+ * Configuration: parses one file with libconfuse into validated accounts.
+ *
+ * Two libconfuse 3.3 limits shape this file. It keeps no line number per
+ * option, so every value is a CFGT_PTR holding a struct cval that records
+ * the line it came from; validation after parsing can then still say
+ * "FILE:LINE". And its lexer miscounts lines after a comment and rejects a
+ * comment inside a list, so comments are blanked here (newlines kept)
+ * before the parser sees the text.
+ *
+ * libconfuse's lexer is global state: config_load() is not reentrant.
+ */
+#include <confuse.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mailpull/config.h"
+#include "mailpull/util.h"
+
+/* A configuration file is a few kilobytes; this only bounds a mistake. */
+#define CONFIG_MAX_SIZE (1024 * 1024)
+#define ACCOUNT_NAME_MAX 64
+#define KEEP_DAYS_MAX 36500
+#define TIMEOUT_MAX_S 3600
+
+enum key_kind {
+	KEY_TEXT,       /* non-empty, no control bytes */
+	KEY_HOST,       /* non-empty, no control bytes, spaces or '/' */
+	KEY_PATH,       /* absolute or "~/..." */
+	KEY_COMMAND,    /* non-empty shell command */
+	KEY_SECRET,     /* non-empty, no CR or LF; never echoed */
+	KEY_BOOL,
+	KEY_PROTO,
+	KEY_TLS,
+	KEY_PORT,
+	KEY_DURATION,
+	KEY_SIZE,
+	KEY_DAYS,
+	KEY_FPR,
+	KEY_AUTH,
+	KEY_FOLDER,
+};
+
+struct key_def {
+	const char *name;
+	enum key_kind kind;
+};
+
+static const struct key_def key_defs[] = {
+	{ "state_dir", KEY_PATH },
+	{ "protocol", KEY_PROTO },
+	{ "host", KEY_HOST },
+	{ "port", KEY_PORT },
+	{ "tls", KEY_TLS },
+	{ "allow_plaintext", KEY_BOOL },
+	{ "tls_ca_file", KEY_PATH },
+	{ "tls_fingerprint", KEY_FPR },
+	{ "user", KEY_TEXT },
+	{ "password", KEY_SECRET },
+	{ "password_file", KEY_PATH },
+	{ "password_command", KEY_COMMAND },
+	{ "auth", KEY_AUTH },
+	{ "maildir", KEY_PATH },
+	{ "keep", KEY_BOOL },
+	{ "keep_days", KEY_DAYS },
+	{ "max_size", KEY_SIZE },
+	{ "timeout", KEY_DURATION },
+	{ "folders", KEY_FOLDER },
+};
+
+static const char *const auth_names[] = { "plain", "login", "xoauth2", "oauthbearer", "user" };
+
+/* One parsed value and where it was written. */
+struct cval {
+	const struct key_def *key;
+	int line;
+	size_t len;
+	char s[];
+};
+
+struct load_ctx {
+	const char *path;
+	struct mp_err *err;
+	int rc;                 /* first error, 0 while none */
+	bool parsing;
+	int *sec_lines;         /* line of each top-level section's "{" */
+	size_t nsec_lines;
+	size_t sec_done;        /* sections libconfuse has finished */
+	int password_line;      /* first `password` key, 0: none */
+	int defaults_line;
+	const struct key_def *overwritten; /* a key being assigned again */
+	int overwritten_line;
+};
+
+/*
+ * libconfuse callbacks carry no user pointer; this points at the running
+ * config_load()'s context and is NULL at any other time.
+ */
+static _Thread_local struct load_ctx *cur_ctx;
+
+static int MP_PRINTF(3, 4)
+ctx_error(struct load_ctx *ctx, int line, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s:%d: %s", ctx->path, line, msg);
+	else
+		mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s: %s", ctx->path, msg);
+	if (ctx->rc == 0)
+		ctx->rc = -EINVAL;
+	return -EINVAL;
+}
+
+/* Receives every libconfuse error so none reaches stderr. */
+static void MP_PRINTF(2, 0)
+conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
+{
+	struct load_ctx *ctx = cur_ctx;
+	char raw[400], clean[400];
+	va_list aq;
+
+	if (!ctx)
+		return;
+	va_copy(aq, ap);
+	if (strcmp(fmt, "found duplicate title '%s'") == 0)
+		snprintf(raw, sizeof(raw), "account \"%s\" is defined twice",
+			 va_arg(aq, const char *));
+	else
+		vsnprintf(raw, sizeof(raw), fmt, aq);
+	va_end(aq);
+	/* libconfuse quotes file text; keep escape sequences off the terminal */
+	util_sanitize(clean, sizeof(clean), raw, strlen(raw));
+	ctx_error(ctx, cfg ? cfg->line : 0, "%s", clean);
+	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(clean, sizeof(clean));
+}
+
+static const struct key_def *
+key_find(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(key_defs); i++)
+		if (strcmp(key_defs[i].name, name) == 0)
+			return &key_defs[i];
+	return NULL;
+}
+
+static bool
+has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+static int
+parse_bool(const char *v, bool *ret)
+{
+	int b = cfg_parse_boolean(v);
+
+	if (b < 0)
+		return -EINVAL;
+	*ret = b == 1;
+	return 0;
+}
+
+static int
+parse_proto(const char *v, enum mp_proto *ret)
+{
+	for (int p = 0; p < MP_PROTO_MAX; p++) {
+		if (strcasecmp(v, mp_proto_to_string((enum mp_proto)p)) == 0) {
+			*ret = (enum mp_proto)p;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int
+parse_tls(const char *v, enum mp_tls *ret)
+{
+	for (int t = 0; t < MP_TLS_MAX; t++) {
+		if (strcasecmp(v, mp_tls_to_string((enum mp_tls)t)) == 0) {
+			*ret = (enum mp_tls)t;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int
+parse_ranged(const char *v, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	uint64_t n;
+	int r = util_parse_u64(v, strlen(v), &n);
+
+	if (r < 0)
+		return r;
+	if (n < min || n > max)
+		return -ERANGE;
+	*ret = n;
+	return 0;
+}
+
+static int
+parse_timeout(const char *v, uint64_t *ret)
+{
+	uint64_t s;
+	int r = util_parse_duration(v, &s);
+
+	if (r < 0)
+		return r;
+	if (s < 1 || s > TIMEOUT_MAX_S)
+		return -ERANGE;
+	*ret = s;
+	return 0;
+}
+
+/*
+ * A SHA-256 fingerprint: 64 hex digits, or 32 pairs separated by colons as
+ * `openssl x509 -fingerprint -sha256` prints them. Writes 64 upper-case
+ * hex digits and a NUL to out.
+ */
+static int
+parse_fingerprint(const char *v, char out[65])
+{
+	size_t len = strlen(v), n = 0;
+	bool colons = len == 95;
+
+	if (len != 64 && !colons)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (colons && i % 3 == 2) {
+			if (v[i] != ':')
+				return -EINVAL;
+			continue;
+		}
+		if (!isxdigit((unsigned char)v[i]))
+			return -EINVAL;
+		out[n++] = (char)toupper((unsigned char)v[i]);
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* Mechanism names separated by spaces or commas, each one we implement. */
+static int
+check_auth(const char *v, char *why, size_t whylen)
+{
+	const char *sep = " \t,";
+	size_t n = 0;
+
+	for (const char *p = v + strspn(v, sep); *p; p += strspn(p, sep)) {
+		size_t len = strcspn(p, sep);
+		bool known = false;
+
+		for (size_t i = 0; i < ARRAY_SIZE(auth_names); i++)
+			known |= strlen(auth_names[i]) == len &&
+				 strncasecmp(p, auth_names[i], len) == 0;
+		if (!known) {
+			snprintf(why, whylen, "auth: unknown mechanism \"%.*s\" (known: plain "
+				 "login xoauth2 oauthbearer user)", (int)(len > 40 ? 40 : len), p);
+			return -EINVAL;
+		}
+		p += len;
+		n++;
+	}
+	if (n == 0) {
+		snprintf(why, whylen, "auth names no mechanism");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool
+path_ok(const char *v)
+{
+	return v[0] == '/' || (v[0] == '~' && (v[1] == '\0' || v[1] == '/'));
+}
+
+/* Checks v against its key's kind; on error writes the reason into why. */
+static int
+check_value(const struct key_def *k, const char *v, char *why, size_t whylen)
+{
+	const char *what = NULL;
+	uint64_t n;
+	char fpr[65];
+	bool b;
+
+	if (k->kind != KEY_SECRET && k->kind != KEY_COMMAND && has_control(v))
+		what = "contains a control character";
+	else if (v[strspn(v, " \t")] == '\0')
+		what = "is empty";
+	if (what) {
+		snprintf(why, whylen, "%s %s", k->name, what);
+		return -EINVAL;
+	}
+	switch (k->kind) {
+	case KEY_TEXT:
+	case KEY_COMMAND:
+	case KEY_FOLDER:
+		return 0;
+	case KEY_HOST:
+		what = strpbrk(v, " \t/") ? "is not a host name" : NULL;
+		break;
+	case KEY_PATH:
+		what = path_ok(v) ? NULL : "must be an absolute path or start with ~/";
+		break;
+	case KEY_SECRET:
+		/* never quote the value: it is a password */
+		what = strpbrk(v, "\r\n") ? "contains a line break" : NULL;
+		break;
+	case KEY_BOOL:
+		what = parse_bool(v, &b) < 0 ? "must be yes or no" : NULL;
+		break;
+	case KEY_PROTO:
+		what = parse_proto(v, &(enum mp_proto){ 0 }) < 0 ? "must be pop3 or imap" : NULL;
+		break;
+	case KEY_TLS:
+		what = parse_tls(v, &(enum mp_tls){ 0 }) < 0 ?
+			"must be implicit, starttls or none" : NULL;
+		break;
+	case KEY_PORT:
+		what = parse_ranged(v, 1, 65535, &n) < 0 ?
+			"must be a number from 1 to 65535" : NULL;
+		break;
+	case KEY_DURATION:
+		what = parse_timeout(v, &n) < 0 ?
+			"must be a duration from 1s to 3600s (as 90, 90s, 5m or 1h)" : NULL;
+		break;
+	case KEY_SIZE:
+		what = util_parse_size(v, &n) < 0 ?
+			"must be a size (as 500000, 512k, 10M or 1G)" : NULL;
+		break;
+	case KEY_DAYS:
+		what = parse_ranged(v, 1, KEEP_DAYS_MAX, &n) < 0 ?
+			"must be a whole number of days from 1 to 36500" : NULL;
+		break;
+	case KEY_FPR:
+		what = parse_fingerprint(v, fpr) < 0 ?
+			"must be a SHA-256 fingerprint: 64 hex digits, colons optional" : NULL;
+		break;
+	case KEY_AUTH:
+		if (check_auth(v, why, whylen) < 0)
+			return -EINVAL;
+		break;
+	}
+	if (!what)
+		return 0;
+	if (k->kind == KEY_SECRET)
+		snprintf(why, whylen, "%s %s", k->name, what);
+	else
+		snprintf(why, whylen, "%s \"%.60s\" %s", k->name, v, what);
+	return -EINVAL;
+}
+
+/* libconfuse parse callback for every key: validate, then keep value and line. */
+static int
+val_parse(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+{
+	struct load_ctx *ctx = cur_ctx;
+	const struct key_def *k = key_find(opt->name);
+	struct cval *v;
+	char why[200];
+	size_t len;
+
+	if (!ctx || !k || !value)
+		return -1;
+	if (ctx->overwritten == k) {
+		cfg_error(cfg, "%s is set twice (first at line %d)", k->name,
+			  ctx->overwritten_line);
+		return -1;
+	}
+	ctx->overwritten = NULL;
+	if (check_value(k, value, why, sizeof(why)) < 0) {
+		cfg_error(cfg, "%s", why);
+		return -1;
+	}
+	len = strlen(value);
+	v = malloc(sizeof(*v) + len + 1);
+	if (!v) {
+		mp_err_set(ctx->err, -ENOMEM, MP_EX_TEMPFAIL, "%s: out of memory", ctx->path);
+		ctx->rc = ctx->rc ? ctx->rc : -ENOMEM;
+		return -1;
+	}
+	v->key = k;
+	v->line = cfg->line;
+	v->len = len;
+	memcpy(v->s, value, len + 1);
+	if (k->kind == KEY_SECRET && ctx->password_line == 0)
+		ctx->password_line = v->line;
+	*(void **)result = v;
+	return 0;
+}
+
+/*
+ * libconfuse frees a value while parsing only when the same key is
+ * assigned again; note it so val_parse() can refuse the second one.
+ */
+static void
+val_free(void *p)
+{
+	struct cval *v = p;
+
+	if (!v)
+		return;
+	if (cur_ctx && cur_ctx->parsing && !cur_ctx->overwritten) {
+		cur_ctx->overwritten = v->key;
+		cur_ctx->overwritten_line = v->line;
+	}
+	explicit_bzero(v->s, v->len);
+	free(v);
+}
+
+/*
+ * Called by libconfuse after each top-level section. Its `line` then
+ * holds where the section ended; replace it with where it began.
+ */
+static int
+section_done(cfg_t *cfg, cfg_opt_t *opt)
+{
+	struct load_ctx *ctx = cur_ctx;
+	cfg_t *sec;
+	int line = 0;
+
+	if (!ctx || opt->nvalues == 0)
+		return -1;
+	if (ctx->sec_done < ctx->nsec_lines)
+		line = ctx->sec_lines[ctx->sec_done];
+	ctx->sec_done++;
+	sec = cfg_opt_getnsec(opt, opt->nvalues - 1);
+	if (strcmp(opt->name, "defaults") == 0) {
+		if (ctx->defaults_line) {
+			ctx_error(ctx, line, "defaults is given twice (first at line %d)",
+				  ctx->defaults_line);
+			return -1;
+		}
+		ctx->defaults_line = line;
+	}
+	if (sec && line > 0)
+		sec->line = line;
+	(void)cfg;
+	return 0;
+}
+
+static int
+sec_line_add(struct load_ctx *ctx, int line)
+{
+	int *n = reallocarray(ctx->sec_lines, ctx->nsec_lines + 1, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	n[ctx->nsec_lines++] = line;
+	ctx->sec_lines = n;
+	return 0;
+}
+
+/*
+ * Blanks comments (#..., //..., / * ... * /) outside quoted strings,
+ * keeping newlines, with the same rules as libconfuse's lexer. Records
+ * the line of each top-level section's opening brace (a brace right
+ * after '=' opens a list instead).
+ */
+static int
+blank_comments(struct load_ctx *ctx, char *buf, size_t len)
+{
+	enum { S_CODE, S_DQ, S_SQ, S_LINE, S_BLOCK } st = S_CODE;
+	int line = 1, depth = 0, open_line = 0, top_line = 0;
+	char last = '\n';
+
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i], next = i + 1 < len ? buf[i + 1] : '\0';
+
+		if (c == '\0')
+			return ctx_error(ctx, line, "the file contains a NUL byte");
+		switch (st) {
+		case S_CODE:
+			if (c == '"' || c == '\'') {
+				st = c == '"' ? S_DQ : S_SQ;
+				open_line = line;
+			} else if (c == '#' || (c == '/' && (next == '/' || next == '*'))) {
+				st = c == '/' && next == '*' ? S_BLOCK : S_LINE;
+				open_line = line;
+				buf[i] = ' ';
+				if (c == '/') {
+					buf[++i] = ' ';
+					continue;
+				}
+			} else if (c == '{') {
+				if (depth == 0 && last != '=' && sec_line_add(ctx, line) < 0)
+					return -ENOMEM;
+				if (depth == 0)
+					top_line = line;
+				depth++;
+			} else if (c == '}' && depth > 0) {
+				depth--;
+			}
+			if (st == S_CODE && !isspace((unsigned char)c))
+				last = c;
+			break;
+		case S_DQ:
+		case S_SQ:
+			if (c == '\\' && next != '\0') {
+				i++;
+				line += next == '\n';
+				continue;
+			}
+			if (c == (st == S_DQ ? '"' : '\'')) {
+				st = S_CODE;
+				last = c;
+			}
+			break;
+		case S_LINE:
+			if (c == '\n')
+				st = S_CODE;
+			else
+				buf[i] = ' ';
+			break;
+		case S_BLOCK:
+			if (c == '*' && next == '/') {
+				buf[i] = buf[i + 1] = ' ';
+				i++;
+				st = S_CODE;
+			} else if (c != '\n') {
+				buf[i] = ' ';
+			}
+			break;
+		}
+		line += c == '\n';
+	}
+	/*
+	 * libconfuse 3.3 takes the end of the file as the end of an open
+	 * section: a truncated file would load without a word.
+	 */
+	if (st == S_BLOCK)
+		return ctx_error(ctx, open_line, "comment is not closed (missing */)");
+	if (st == S_DQ || st == S_SQ)
+		return ctx_error(ctx, open_line, "string is not closed (missing %c)",
+				 st == S_DQ ? '"' : '\'');
+	if (depth > 0)
+		return ctx_error(ctx, top_line, "'{' is not closed (missing })");
+	return 0;
+}
+
+/* Reads the whole file through one descriptor so the mode checked is the file read. */
+static int
+read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *ret_st)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int fd, r = 0;
+
+	fd = open(ctx->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		r = -errno;
+		return mp_err_set(ctx->err, r, MP_EX_CONFIG, "%s: %s", ctx->path, strerror(-r));
+	}
+	if (fstat(fd, ret_st) < 0) {
+		r = -errno;
+		mp_err_set(ctx->err, r, MP_EX_CONFIG, "%s: %s", ctx->path, strerror(-r));
+		goto out;
+	}
+	if (!S_ISREG(ret_st->st_mode)) {
+		r = mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s: not a regular file",
+			       ctx->path);
+		goto out;
+	}
+	if (ret_st->st_size > CONFIG_MAX_SIZE) {
+		r = mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s: larger than 1 MiB", ctx->path);
+		goto out;
+	}
+	buf = malloc(CONFIG_MAX_SIZE + 1);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + len, CONFIG_MAX_SIZE + 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			mp_err_set(ctx->err, r, MP_EX_CONFIG, "%s: %s", ctx->path, strerror(-r));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > CONFIG_MAX_SIZE) {
+			r = mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s: larger than 1 MiB",
+				       ctx->path);
+			goto out;
+		}
+	}
+	buf[len] = '\0';
+	*ret_buf = buf;
+	*ret_len = len;
+	buf = NULL;
+out:
+	if (buf) {
+		explicit_bzero(buf, len);
+		free(buf);
+	}
+	close(fd);
+	return r;
+}
+
+static int
+parse_text(struct load_ctx *ctx, char *buf, size_t len, cfg_t **ret)
+{
+	cfg_opt_t acct_opts[] = {
+#define K(name) CFG_PTR_CB(name, 0, CFGF_NODEFAULT, val_parse, val_free)
+		K("protocol"), K("host"), K("port"), K("tls"), K("allow_plaintext"),
+		K("tls_ca_file"), K("tls_fingerprint"), K("user"), K("password"),
+		K("password_file"), K("password_command"), K("auth"), K("maildir"), K("keep"),
+		K("keep_days"), K("max_size"), K("timeout"),
+		CFG_PTR_LIST_CB("folders", 0, CFGF_NODEFAULT, val_parse, val_free),
+		CFG_END()
+	};
+	cfg_opt_t root_opts[] = {
+		K("state_dir"),
+#undef K
+		CFG_SEC("defaults", acct_opts, CFGF_NONE),
+		CFG_SEC("account", acct_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+		CFG_END()
+	};
+	cfg_t *cfg;
+	FILE *fp;
+	int rc;
+
+	cfg = cfg_init(root_opts, CFGF_NONE);
+	if (!cfg)
+		return -ENOMEM;
+	cfg_set_error_function(cfg, conf_errfunc);
+	cfg_set_validate_func(cfg, "account", section_done);
+	cfg_set_validate_func(cfg, "defaults", section_done);
+	*ret = cfg;
+	if (len == 0)
+		return 0;
+	fp = fmemopen(buf, len, "r");
+	if (!fp)
+		return -errno;
+	ctx->parsing = true;
+	rc = cfg_parse_fp(cfg, fp);
+	ctx->parsing = false;
+	fclose(fp);
+	if (ctx->rc < 0)
+		return ctx->rc;
+	if (rc != CFG_SUCCESS)
+		return ctx_error(ctx, 0, "cannot be parsed");
+	return 0;
+}
+
+/* The values that make up one account: its own section, then defaults. */
+struct acct_src {
+	struct load_ctx *ctx;
+	cfg_t *sec;
+	cfg_t *defs;
+	const char *name;
+	int line;
+};
+
+static const struct cval *
+own(const struct acct_src *src, const char *key)
+{
+	if (cfg_size(src->sec, key) > 0)
+		return cfg_getptr(src->sec, key);
+	return NULL;
+}
+
+static const struct cval *
+get(const struct acct_src *src, const char *key)
+{
+	const struct cval *v = own(src, key);
+
+	if (!v && src->defs && cfg_size(src->defs, key) > 0)
+		v = cfg_getptr(src->defs, key);
+	return v;
+}
+
+static int MP_PRINTF(3, 4)
+acct_error(const struct acct_src *src, int line, const char *fmt, ...)
+{
+	char msg[320];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return ctx_error(src->ctx, line, "account \"%s\": %s", src->name, msg);
+}
+
+static int
+dup_value(const struct acct_src *src, const struct cval *v, bool expand, char **ret)
+{
+	char *s;
+
+	*ret = NULL;
+	if (!v)
+		return 0;
+	s = expand ? util_expand_home(v->s) : strdup(v->s);
+	if (!s && errno == ENOENT)
+		return acct_error(src, v->line, "%s: HOME is not set, cannot expand ~",
+				  v->key->name);
+	if (!s)
+		return -ENOMEM;
+	*ret = s;
+	return 0;
+}
+
+/* Account names become state file names: keep them to a safe alphabet. */
+static int
+check_account_name(const struct acct_src *src)
+{
+	const char *n = src->name;
+	size_t len = strlen(n);
+
+	if (len == 0 || len > ACCOUNT_NAME_MAX || n[0] == '.' ||
+	    strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+") != len)
+		return ctx_error(src->ctx, src->line, "account name \"%.64s\" must be 1 to 64 "
+				 "letters, digits or . _ - @ + and not start with '.'", n);
+	return 0;
+}
+
+static int
+acct_required(const struct acct_src *src, struct mp_account *a)
+{
+	static const char *const required[] = { "protocol", "host", "user", "maildir" };
+	const struct cval *pw[3] = {
+		own(src, "password"), own(src, "password_file"), own(src, "password_command"),
+	};
+	const struct cval *proto;
+	int n = 0, r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(required); i++)
+		if (!get(src, required[i]))
+			return acct_error(src, src->line, "%s is required", required[i]);
+	proto = get(src, "protocol");
+	(void)parse_proto(proto->s, &a->protocol);
+	/* the account's own secret replaces every inherited one */
+	if (!pw[0] && !pw[1] && !pw[2]) {
+		pw[0] = get(src, "password");
+		pw[1] = get(src, "password_file");
+		pw[2] = get(src, "password_command");
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(pw); i++)
+		n += pw[i] != NULL;
+	if (n == 0)
+		return acct_error(src, src->line,
+				  "one of password, password_file or password_command is required");
+	if (n > 1)
+		return acct_error(src, src->line,
+				  "set only one of password, password_file and password_command");
+	if ((r = dup_value(src, get(src, "host"), false, &a->host)) < 0 ||
+	    (r = dup_value(src, get(src, "user"), false, &a->user)) < 0 ||
+	    (r = dup_value(src, get(src, "maildir"), true, &a->maildir)) < 0 ||
+	    (r = dup_value(src, pw[0], false, &a->password)) < 0 ||
+	    (r = dup_value(src, pw[1], true, &a->password_file)) < 0 ||
+	    (r = dup_value(src, pw[2], false, &a->password_command)) < 0 ||
+	    (r = dup_value(src, get(src, "auth"), false, &a->auth)) < 0)
+		return r;
+	return 0;
+}
+
+static int
+acct_tls(const struct acct_src *src, struct mp_account *a)
+{
+	const struct cval *tls = get(src, "tls"), *port = get(src, "port");
+	const struct cval *plain = get(src, "allow_plaintext");
+	const struct cval *ca = get(src, "tls_ca_file"), *fpr = get(src, "tls_fingerprint");
+	static const unsigned ports[MP_PROTO_MAX][2] = { { 995, 110 }, { 993, 143 } };
+	uint64_t n;
+	int r;
+
+	a->tls = MP_TLS_IMPLICIT;
+	if (tls)
+		(void)parse_tls(tls->s, &a->tls);
+	if (plain)
+		(void)parse_bool(plain->s, &a->allow_plaintext);
+	if (a->tls == MP_TLS_NONE && !a->allow_plaintext)
+		return acct_error(src, tls->line, "tls = none sends the password in clear; "
+				  "set allow_plaintext = yes to accept that");
+	if (a->tls == MP_TLS_NONE && (ca || fpr))
+		return acct_error(src, (ca ? ca : fpr)->line, "%s needs TLS, but tls = none",
+				  (ca ? ca : fpr)->key->name);
+	a->port = ports[a->protocol][a->tls == MP_TLS_IMPLICIT ? 0 : 1];
+	if (port && parse_ranged(port->s, 1, 65535, &n) == 0)
+		a->port = (unsigned)n;
+	if ((r = dup_value(src, ca, true, &a->tls_ca_file)) < 0)
+		return r;
+	if (fpr) {
+		a->tls_fingerprint = malloc(65);
+		if (!a->tls_fingerprint)
+			return -ENOMEM;
+		(void)parse_fingerprint(fpr->s, a->tls_fingerprint);
+	}
+	return 0;
+}
+
+static int
+acct_limits(const struct acct_src *src, struct mp_account *a)
+{
+	const struct cval *keep = get(src, "keep"), *days = get(src, "keep_days");
+	const struct cval *size = get(src, "max_size"), *timeout = get(src, "timeout");
+	uint64_t n;
+
+	/* POP3 clients traditionally delete what they fetched; IMAP ones keep it */
+	a->keep = a->protocol == MP_PROTO_IMAP;
+	a->keep_days = -1;
+	if (keep)
+		(void)parse_bool(keep->s, &a->keep);
+	if (days) {
+		if (keep && !a->keep)
+			return acct_error(src, days->line, "keep_days needs keep = yes "
+					  "(keep = no at line %d deletes at once)", keep->line);
+		/* keep_days alone means: keep, then delete after N days */
+		a->keep = true;
+		if (parse_ranged(days->s, 1, KEEP_DAYS_MAX, &n) == 0)
+			a->keep_days = (int64_t)n;
+	}
+	a->max_size = 0;
+	if (size)
+		(void)util_parse_size(size->s, &a->max_size);
+	a->timeout_s = 60;
+	if (timeout && parse_timeout(timeout->s, &n) == 0)
+		a->timeout_s = (unsigned)n;
+	return 0;
+}
+
+static int
+acct_folders(const struct acct_src *src, struct mp_account *a)
+{
+	cfg_t *from = src->sec;
+	unsigned n = cfg_size(src->sec, "folders");
+	const struct cval *first;
+
+	if (a->protocol == MP_PROTO_POP3) {
+		/* folders from defaults are meant for the IMAP accounts */
+		if (n == 0)
+			return 0;
+		first = cfg_getnptr(src->sec, "folders", 0);
+		return acct_error(src, first->line,
+				  "POP3 has one mailbox; folders is an IMAP key");
+	}
+	if (n == 0 && src->defs && cfg_size(src->defs, "folders") > 0) {
+		from = src->defs;
+		n = cfg_size(from, "folders");
+	}
+	if (n == 0) {
+		a->folders = calloc(1, sizeof(*a->folders));
+		if (!a->folders || !(a->folders[0] = strdup("INBOX")))
+			return -ENOMEM;
+		a->nfolders = 1;
+		return 0;
+	}
+	a->folders = calloc(n, sizeof(*a->folders));
+	if (!a->folders)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++) {
+		const struct cval *f = cfg_getnptr(from, "folders", i);
+
+		for (unsigned j = 0; j < i; j++)
+			if (strcmp(a->folders[j], f->s) == 0)
+				return acct_error(src, f->line, "folder \"%.100s\" is listed twice",
+						  f->s);
+		a->folders[i] = strdup(f->s);
+		if (!a->folders[i])
+			return -ENOMEM;
+		a->nfolders = i + 1;
+	}
+	return 0;
+}
+
+static int
+build_account(struct load_ctx *ctx, cfg_t *sec, cfg_t *defs, struct mp_account *a)
+{
+	struct acct_src src = {
+		.ctx = ctx, .sec = sec, .defs = defs, .name = cfg_title(sec), .line = sec->line,
+	};
+	int r;
+
+	a->line = sec->line;
+	if ((r = check_account_name(&src)) < 0)
+		return r;
+	a->name = strdup(src.name);
+	if (!a->name)
+		return -ENOMEM;
+	if ((r = acct_required(&src, a)) < 0 ||
+	    (r = acct_tls(&src, a)) < 0 ||
+	    (r = acct_limits(&src, a)) < 0 ||
+	    (r = acct_folders(&src, a)) < 0)
+		return r;
+	return 0;
+}
+
+static char *
+default_state_dir(void)
+{
+	const char *xdg = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	char *s = NULL;
+
+	/* the XDG spec says to ignore a relative XDG_STATE_HOME */
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&s, "%s/mailpull", xdg) < 0)
+			return NULL;
+	} else if (home && *home) {
+		if (asprintf(&s, "%s/.local/state/mailpull", home) < 0)
+			return NULL;
+	} else {
+		errno = ENOENT;
+	}
+	return s;
+}
+
+static int
+build_config(struct load_ctx *ctx, cfg_t *cfg, struct mp_config *c)
+{
+	cfg_t *defs = cfg_getsec(cfg, "defaults");
+	unsigned n = cfg_size(cfg, "account");
+	const struct cval *sd = NULL;
+	int r;
+
+	if (cfg_size(cfg, "state_dir") > 0)
+		sd = cfg_getptr(cfg, "state_dir");
+	if (sd) {
+		c->state_dir = util_expand_home(sd->s);
+		if (!c->state_dir && errno == ENOENT)
+			return ctx_error(ctx, sd->line,
+					 "state_dir: HOME is not set, cannot expand ~");
+	} else {
+		c->state_dir = default_state_dir();
+		if (!c->state_dir && errno == ENOENT)
+			return ctx_error(ctx, 0, "neither XDG_STATE_HOME nor HOME is set; "
+					 "set state_dir");
+	}
+	if (!c->state_dir)
+		return -ENOMEM;
+	if (n == 0)
+		return ctx_error(ctx, 0, "no account is defined");
+	c->accounts = calloc(n, sizeof(*c->accounts));
+	if (!c->accounts)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++) {
+		c->naccounts = i + 1;
+		r = build_account(ctx, cfg_getnsec(cfg, "account", i), defs, &c->accounts[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* OpenSMTPD's rule: a file holding a password must be ours alone. */
+static int
+check_secrecy(struct load_ctx *ctx, const struct stat *st)
+{
+	if (ctx->password_line == 0 || (st->st_mode & 077) == 0)
+		return 0;
+	return mp_err_set(ctx->err, -EACCES, MP_EX_CONFIG,
+			  "%s: holds a password and is readable by others; run: chmod 600 %s",
+			  ctx->path, ctx->path);
+}
+
+int
+config_load(const char *path, struct mp_config **ret, struct mp_err *err)
+{
+	struct load_ctx ctx = { .path = path, .err = err };
+	struct mp_config *c = NULL;
+	cfg_t *cfg = NULL;
+	char *buf = NULL;
+	size_t len = 0;
+	struct stat st;
+	int r;
+
+	r = read_file(&ctx, &buf, &len, &st);
+	if (r < 0)
+		return r;
+	cur_ctx = &ctx;
+	r = blank_comments(&ctx, buf, len);
+	if (r >= 0)
+		r = parse_text(&ctx, buf, len, &cfg);
+	if (r >= 0)
+		r = check_secrecy(&ctx, &st);
+	if (r >= 0) {
+		c = calloc(1, sizeof(*c));
+		r = c ? 0 : -ENOMEM;
+	}
+	if (r >= 0 && !(c->path = strdup(path)))
+		r = -ENOMEM;
+	if (r >= 0)
+		r = build_config(&ctx, cfg, c);
+	if (cfg)
+		cfg_free(cfg);
+	cur_ctx = NULL;
+	explicit_bzero(buf, len);
+	free(buf);
+	free(ctx.sec_lines);
+	if (r < 0) {
+		if (r == -ENOMEM)
+			mp_err_set(err, r, MP_EX_TEMPFAIL, "%s: out of memory", path);
+		config_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+char *
+config_default_path(void)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+	char *s = NULL;
+
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&s, "%s/mailpull/config", xdg) < 0)
+			return NULL;
+	} else if (home && *home) {
+		if (asprintf(&s, "%s/.config/mailpull/config", home) < 0)
+			return NULL;
+	}
+	return s;
+}
+
+const struct mp_account *
+config_find(const struct mp_config *cfg, const char *name)
+{
+	if (!cfg || !name)
+		return NULL;
+	for (size_t i = 0; i < cfg->naccounts; i++)
+		if (strcmp(cfg->accounts[i].name, name) == 0)
+			return &cfg->accounts[i];
+	return NULL;
+}
+
+static void
+account_free(struct mp_account *a)
+{
+	if (a->password) {
+		explicit_bzero(a->password, strlen(a->password));
+		free(a->password);
+	}
+	free(a->name);
+	free(a->host);
+	free(a->tls_ca_file);
+	free(a->tls_fingerprint);
+	free(a->user);
+	free(a->password_file);
+	free(a->password_command);
+	free(a->auth);
+	free(a->maildir);
+	for (size_t i = 0; i < a->nfolders; i++)
+		free(a->folders[i]);
+	free(a->folders);
+}
+
+void
+config_free(struct mp_config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->naccounts; i++)
+		account_free(&cfg->accounts[i]);
+	free(cfg->accounts);
+	free(cfg->state_dir);
+	free(cfg->path);
+	free(cfg);
+}
+
+const char *
+mp_proto_to_string(enum mp_proto p)
+{
+	switch (p) {
+	case MP_PROTO_POP3:
+		return "pop3";
+	case MP_PROTO_IMAP:
+		return "imap";
+	case MP_PROTO_MAX:
+		break;
+	}
+	return "?";
+}
+
+const char *
+mp_tls_to_string(enum mp_tls t)
+{
+	switch (t) {
+	case MP_TLS_IMPLICIT:
+		return "implicit";
+	case MP_TLS_STARTTLS:
+		return "starttls";
+	case MP_TLS_NONE:
+		return "none";
+	case MP_TLS_MAX:
+		break;
+	}
+	return "?";
+}

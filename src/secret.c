@@ -1,0 +1,315 @@
+/*
+ * The account's secret: from the configuration, the first line of a file,
+ * or the first line a command prints. Every buffer that held a secret is
+ * wiped before it is freed, and no message ever quotes one.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailpull/secret.h"
+#include "mailpull/util.h"
+
+/* One byte past the cap tells "exactly the cap" from "more". */
+#define SECRET_BUF_SIZE (SECRET_MAX_OUTPUT + 1)
+
+static const char *
+acct_name(const struct mp_account *a)
+{
+	return a->name ? a->name : "?";
+}
+
+/*
+ * Takes the first line of buf[0..len) (without its CR LF) as the secret.
+ * A NUL, CR or other control byte in it would be cut or reach the wire
+ * as a command separator, so it is refused rather than passed on.
+ */
+static int
+take_first_line(const struct mp_account *a, const char *what, const char *buf, size_t len,
+		char **ret, struct mp_err *err)
+{
+	const char *nl = memchr(buf, '\n', len);
+	size_t n = nl ? (size_t)(nl - buf) : len;
+	char *s;
+
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	if (n == 0)
+		return mp_err_set(err, -ENODATA, MP_EX_CONFIG, "account \"%s\": %s gave an empty "
+				  "secret", acct_name(a), what);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)buf[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return mp_err_set(err, -EBADMSG, MP_EX_CONFIG, "account \"%s\": the "
+					  "secret from %s contains a control character",
+					  acct_name(a), what);
+	}
+	s = util_strndup(buf, n);
+	if (!s)
+		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	*ret = s;
+	return 0;
+}
+
+static int
+secret_from_file(const struct mp_account *a, char *buf, char **ret, struct mp_err *err)
+{
+	const char *path = a->password_file;
+	size_t len = 0;
+	struct stat st;
+	int fd, r = 0;
+
+	/* O_NONBLOCK: a FIFO must not hang the open; it is refused below */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		r = errno == ENOENT ? -ENOENT : -EIO;
+		return mp_err_set(err, r, MP_EX_CONFIG, "account \"%s\": password_file %s: %s",
+				  acct_name(a), path, strerror(errno));
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = mp_err_set(err, -EIO, MP_EX_CONFIG, "account \"%s\": password_file %s: "
+			       "not a regular file", acct_name(a), path);
+		goto out;
+	}
+	if (st.st_mode & 077) {
+		r = mp_err_set(err, -EACCES, MP_EX_CONFIG, "account \"%s\": password_file %s is "
+			       "readable by others; run: chmod 600 %s", acct_name(a), path, path);
+		goto out;
+	}
+	while (len < SECRET_BUF_SIZE) {
+		ssize_t n = read(fd, buf + len, SECRET_BUF_SIZE - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = mp_err_set(err, -EIO, MP_EX_CONFIG,
+				       "account \"%s\": password_file %s: %s",
+				       acct_name(a), path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	if (len > SECRET_MAX_OUTPUT && !memchr(buf, '\n', SECRET_MAX_OUTPUT))
+		r = mp_err_set(err, -E2BIG, MP_EX_CONFIG, "account \"%s\": password_file %s: first "
+			       "line longer than %d bytes", acct_name(a), path, SECRET_MAX_OUTPUT);
+	else
+		r = take_first_line(a, "password_file", buf, len, ret, err);
+out:
+	close(fd);
+	return r;
+}
+
+/* A descriptor below 3 would be clobbered by the dup2() calls; move it up. */
+static int
+above_stdio(int fd)
+{
+	return fd > STDERR_FILENO ? fd : fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+}
+
+/* In the child: only async-signal-safe calls until exec. */
+static _Noreturn void
+child_exec(const char *cmd, int in, int out)
+{
+	struct sigaction sa = { .sa_handler = SIG_DFL };
+	sigset_t none;
+
+	/* its own process group, so a timeout kills whatever it started too */
+	setpgid(0, 0);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+	in = above_stdio(in);
+	out = above_stdio(out);
+	if (in < 0 || out < 0 || dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0)
+		_exit(127);
+	execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+	_exit(127);
+}
+
+/* Reads until end of file, the deadline or more than the cap. */
+static int
+read_output(int fd, int64_t deadline, char *buf, size_t *ret_len)
+{
+	size_t len = 0;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - util_now_ms();
+		ssize_t n;
+		int k;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		k = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -EIO;
+		if (k == 0)
+			continue;
+		n = read(fd, buf + len, SECRET_BUF_SIZE - len);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return -EIO;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > SECRET_MAX_OUTPUT)
+			return -E2BIG;
+	}
+	*ret_len = len;
+	return 0;
+}
+
+/*
+ * Waits for the child until the deadline. It closed its output already,
+ * so this is normally immediate; the short sleeps only cover a child that
+ * lingers after closing stdout.
+ */
+static int
+wait_exit(pid_t pid, int64_t deadline, int *ret_status)
+{
+	long delay_ms = 1;
+
+	for (;;) {
+		struct timespec ts;
+		pid_t w = waitpid(pid, ret_status, WNOHANG);
+
+		if (w == pid)
+			return 0;
+		if (w < 0 && errno != EINTR)
+			return -ECHILD;
+		if (util_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		ts.tv_sec = 0;
+		ts.tv_nsec = delay_ms * 1000000L;
+		nanosleep(&ts, NULL);
+		delay_ms = delay_ms < 50 ? delay_ms * 2 : 50;
+	}
+}
+
+static void
+kill_and_reap(pid_t pid)
+{
+	int status;
+
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+}
+
+static int
+command_failed(const struct mp_account *a, int r, unsigned timeout_ms, struct mp_err *err)
+{
+	switch (r) {
+	case -ETIMEDOUT:
+		return mp_err_set(err, r, MP_EX_TEMPFAIL, "account \"%s\": password_command did "
+				  "not finish within %u ms and was killed", acct_name(a),
+				  timeout_ms);
+	case -E2BIG:
+		return mp_err_set(err, r, MP_EX_CONFIG, "account \"%s\": password_command printed "
+				  "more than %d bytes", acct_name(a), SECRET_MAX_OUTPUT);
+	default:
+		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "account \"%s\": password_command: "
+				  "cannot read its output", acct_name(a));
+	}
+}
+
+static int
+secret_from_command(const struct mp_account *a, unsigned timeout_ms, char *buf, char **ret,
+		    struct mp_err *err)
+{
+	int64_t deadline = util_now_ms() + timeout_ms;
+	int pfd[2], devnull, status = 0, r;
+	size_t len = 0;
+	pid_t pid;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "account \"%s\": password_command: "
+				  "pipe: %s", acct_name(a), strerror(errno));
+	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pid = devnull < 0 ? -1 : fork();
+	if (pid == 0)
+		child_exec(a->password_command, devnull, pfd[1]);
+	if (pid < 0) {
+		r = mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "account \"%s\": password_command: "
+			       "cannot start: %s", acct_name(a), strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		if (devnull >= 0)
+			close(devnull);
+		return r;
+	}
+	/* also here, so kill(-pid) works even before the child got to run */
+	setpgid(pid, pid);
+	close(pfd[1]);
+	close(devnull);
+	r = read_output(pfd[0], deadline, buf, &len);
+	close(pfd[0]);
+	if (r == 0)
+		r = wait_exit(pid, deadline, &status);
+	if (r < 0) {
+		kill_and_reap(pid);
+		return command_failed(a, r, timeout_ms, err);
+	}
+	if (WIFSIGNALED(status))
+		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "account \"%s\": password_command "
+				  "was killed by signal %d", acct_name(a), WTERMSIG(status));
+	if (WEXITSTATUS(status) != 0)
+		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "account \"%s\": password_command "
+				  "exited with status %d", acct_name(a), WEXITSTATUS(status));
+	return take_first_line(a, "password_command", buf, len, ret, err);
+}
+
+int
+secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct mp_err *err)
+{
+	char *buf, *s = NULL;
+	int r;
+
+	if (a->password)
+		r = take_first_line(a, "password", a->password, strlen(a->password), &s, err);
+	else if (a->password_file || a->password_command) {
+		buf = malloc(SECRET_BUF_SIZE);
+		if (!buf)
+			return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		if (a->password_file)
+			r = secret_from_file(a, buf, &s, err);
+		else
+			r = secret_from_command(a, timeout_ms, buf, &s, err);
+		explicit_bzero(buf, SECRET_BUF_SIZE);
+		free(buf);
+	} else {
+		r = mp_err_set(err, -ENOENT, MP_EX_CONFIG, "account \"%s\": no password, "
+			       "password_file or password_command", acct_name(a));
+	}
+	if (r < 0)
+		return r;
+	*ret = s;
+	return 0;
+}
+
+void
+secret_free(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}

@@ -1,0 +1,543 @@
+/* Unit tests for the configuration loader. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailpull/config.h"
+
+struct fx {
+	char dir[64];
+	char path[128];
+	struct mp_config *cfg;
+	struct mp_err err;
+};
+
+static int
+setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+
+	assert_non_null(fx);
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/mp-config-XXXXXX");
+	assert_non_null(mkdtemp(fx->dir));
+	snprintf(fx->path, sizeof(fx->path), "%s/config", fx->dir);
+	setenv("HOME", fx->dir, 1);
+	unsetenv("XDG_STATE_HOME");
+	unsetenv("XDG_CONFIG_HOME");
+	*state = fx;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *fx = *state;
+
+	config_free(fx->cfg);
+	unlink(fx->path);
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+static void
+write_file(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	size_t len = strlen(text);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	assert_int_equal(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+static int
+load(struct fx *fx, const char *text, mode_t mode)
+{
+	config_free(fx->cfg);
+	fx->cfg = NULL;
+	mp_err_clear(&fx->err);
+	write_file(fx->path, text, mode);
+	return config_load(fx->path, &fx->cfg, &fx->err);
+}
+
+/* Asserts a content error: -EINVAL, "PATH:LINE: " and a part of the message. */
+static void
+expect_error(struct fx *fx, const char *text, int line, const char *part)
+{
+	char prefix[200];
+	int r = load(fx, text, 0600);
+
+	snprintf(prefix, sizeof(prefix), "%s:%d: ", fx->path, line);
+	if (r != -EINVAL || strncmp(fx->err.msg, prefix, strlen(prefix)) != 0 ||
+	    !strstr(fx->err.msg, part))
+		print_error("config:\n%s\nwant %d line %d \"%s\"\ngot  %d \"%s\"\n", text, -EINVAL,
+			    line, part, r, fx->err.msg);
+	assert_int_equal(r, -EINVAL);
+	assert_null(fx->cfg);
+	assert_int_equal(fx->err.ex, MP_EX_CONFIG);
+	assert_int_equal(strncmp(fx->err.msg, prefix, strlen(prefix)), 0);
+	assert_non_null(strstr(fx->err.msg, part));
+}
+
+static const char good_conf[] =
+	"# mail\n"
+	"state_dir = ~/state   // trailing comment\n"
+	"defaults {\n"
+	"    timeout = 2m  tls = implicit\n"
+	"    /* a block\n"
+	"       comment */\n"
+	"    folders = { \"INBOX\", # inside a list\n"
+	"                Archive }\n"
+	"    max_size = 10M\n"
+	"}\n"
+	"account \"work\" {\n"
+	"    protocol = pop3\n"
+	"    host = \"pop.example.com\"\n"
+	"    user = \"me@example.com\"\n"
+	"    password_command = \"pass show mail/work\"\n"
+	"    maildir = ~/Mail/work\n"
+	"    auth = \"plain login\"\n"
+	"}\n"
+	"account home {\n"
+	"    protocol = IMAP\n"
+	"    host = imap.example.org\n"
+	"    port = 10993\n"
+	"    user = me\n"
+	"    password_file = \"~/.secret\"\n"
+	"    maildir = \"/var/mail/home\"\n"
+	"    keep_days = 14\n"
+	"    timeout = 90\n"
+	"    max_size = 0\n"
+	"    tls_fingerprint = \"ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:"
+	"ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89\"\n"
+	"    tls_ca_file = /etc/ssl/ca.pem\n"
+	"}\n";
+
+static void
+test_good(void **state)
+{
+	struct fx *fx = *state;
+	const struct mp_account *w, *h;
+	char want[256];
+
+	assert_int_equal(load(fx, good_conf, 0644), 0);
+	assert_int_equal(fx->cfg->naccounts, 2);
+	assert_string_equal(fx->cfg->path, fx->path);
+	snprintf(want, sizeof(want), "%s/state", fx->dir);
+	assert_string_equal(fx->cfg->state_dir, want);
+
+	w = config_find(fx->cfg, "work");
+	assert_non_null(w);
+	assert_int_equal(w->line, 11);
+	assert_int_equal(w->protocol, MP_PROTO_POP3);
+	assert_string_equal(w->host, "pop.example.com");
+	assert_int_equal(w->port, 995);
+	assert_int_equal(w->tls, MP_TLS_IMPLICIT);
+	assert_false(w->allow_plaintext);
+	assert_null(w->tls_ca_file);
+	assert_null(w->tls_fingerprint);
+	assert_string_equal(w->user, "me@example.com");
+	assert_null(w->password);
+	assert_null(w->password_file);
+	assert_string_equal(w->password_command, "pass show mail/work");
+	assert_string_equal(w->auth, "plain login");
+	snprintf(want, sizeof(want), "%s/Mail/work", fx->dir);
+	assert_string_equal(w->maildir, want);
+	assert_false(w->keep);
+	assert_int_equal(w->keep_days, -1);
+	assert_int_equal(w->max_size, 10 * 1024 * 1024);
+	assert_int_equal(w->timeout_s, 120);
+	/* folders in defaults are for IMAP accounts only */
+	assert_int_equal(w->nfolders, 0);
+
+	h = config_find(fx->cfg, "home");
+	assert_non_null(h);
+	assert_int_equal(h->line, 19);
+	assert_int_equal(h->protocol, MP_PROTO_IMAP);
+	assert_int_equal(h->port, 10993);
+	snprintf(want, sizeof(want), "%s/.secret", fx->dir);
+	assert_string_equal(h->password_file, want);
+	assert_string_equal(h->maildir, "/var/mail/home");
+	assert_true(h->keep);
+	assert_int_equal(h->keep_days, 14);
+	assert_int_equal(h->max_size, 0);
+	assert_int_equal(h->timeout_s, 90);
+	assert_null(h->auth);
+	assert_string_equal(h->tls_ca_file, "/etc/ssl/ca.pem");
+	assert_string_equal(h->tls_fingerprint,
+			    "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789");
+	assert_int_equal(h->nfolders, 2);
+	assert_string_equal(h->folders[0], "INBOX");
+	assert_string_equal(h->folders[1], "Archive");
+
+	assert_null(config_find(fx->cfg, "nope"));
+	assert_null(config_find(NULL, "work"));
+}
+
+#define ACCT_HEAD "account \"a\" {\n"
+#define ACCT_BODY \
+	"  host = h\n" \
+	"  user = u\n" \
+	"  password_command = \"echo x\"\n" \
+	"  maildir = /m\n"
+
+/* Defaults, protocol from defaults, default ports and keep. */
+static void
+test_defaults(void **state)
+{
+	struct fx *fx = *state;
+	const struct mp_account *a;
+	char want[256];
+
+	assert_int_equal(load(fx, "defaults { protocol = imap tls = starttls keep = no }\n"
+			      ACCT_HEAD ACCT_BODY "}\n"
+			      "account b {\n" ACCT_BODY "  protocol = pop3\n  keep = yes\n}\n"
+			      "account c {\n" ACCT_BODY "  tls = implicit\n}\n", 0600), 0);
+	a = config_find(fx->cfg, "a");
+	assert_int_equal(a->protocol, MP_PROTO_IMAP);
+	assert_int_equal(a->tls, MP_TLS_STARTTLS);
+	assert_int_equal(a->port, 143);
+	assert_false(a->keep);
+	assert_int_equal(a->timeout_s, 60);
+	assert_int_equal(a->nfolders, 1);
+	assert_string_equal(a->folders[0], "INBOX");
+	a = config_find(fx->cfg, "b");
+	assert_int_equal(a->protocol, MP_PROTO_POP3);
+	assert_int_equal(a->port, 110);
+	assert_true(a->keep);
+	a = config_find(fx->cfg, "c");
+	assert_int_equal(a->port, 993);
+	snprintf(want, sizeof(want), "%s/.local/state/mailpull", fx->dir);
+	assert_string_equal(fx->cfg->state_dir, want);
+
+	setenv("XDG_STATE_HOME", "/xdg/state", 1);
+	assert_int_equal(load(fx, ACCT_HEAD ACCT_BODY "  protocol = pop3\n}\n", 0600), 0);
+	a = config_find(fx->cfg, "a");
+	assert_int_equal(a->port, 995);
+	assert_false(a->keep);
+	assert_string_equal(fx->cfg->state_dir, "/xdg/state/mailpull");
+	assert_int_equal(load(fx, ACCT_HEAD ACCT_BODY "  protocol = pop3\n  keep_days = 3\n}\n",
+			      0600), 0);
+	a = config_find(fx->cfg, "a");
+	assert_true(a->keep);
+	assert_int_equal(a->keep_days, 3);
+	assert_int_equal(load(fx, ACCT_HEAD ACCT_BODY "  protocol = pop3\n  tls = none\n"
+			      "  allow_plaintext = yes\n}\n", 0600), 0);
+	a = config_find(fx->cfg, "a");
+	assert_int_equal(a->port, 110);
+	assert_true(a->allow_plaintext);
+	unsetenv("XDG_STATE_HOME");
+}
+
+/* The account's own secret replaces the inherited one. */
+static void
+test_secret_override(void **state)
+{
+	struct fx *fx = *state;
+	const struct mp_account *a;
+
+	assert_int_equal(load(fx, "defaults { password_command = \"pass x\" }\n"
+			      "account a {\n protocol = pop3\n host = h\n user = u\n maildir = /m\n"
+			      " password = 'se$cret'\n}\n"
+			      "account b {\n protocol = pop3\n host = h\n user = u\n"
+			      " maildir = /m\n}\n", 0600), 0);
+	a = config_find(fx->cfg, "a");
+	assert_string_equal(a->password, "se$cret");
+	assert_null(a->password_command);
+	a = config_find(fx->cfg, "b");
+	assert_null(a->password);
+	assert_string_equal(a->password_command, "pass x");
+}
+
+struct err_case {
+	const char *text;
+	int line;
+	const char *part;
+};
+
+static const struct err_case err_cases[] = {
+	{ "bogus = 1\n", 1, "no such option 'bogus'" },
+	{ "# c\n// c\n/* c\n c */\n" ACCT_HEAD "  protocol = pop3\n  hots = x\n}\n", 7,
+	  "'hots'" },
+	{ "defaults {\n  # x\n  colour = blue\n}\n", 3, "'colour'" },
+	{ ACCT_HEAD "  protocol = smtp\n" ACCT_BODY "}\n", 2, "must be pop3 or imap" },
+	{ ACCT_HEAD "  protocol = pop3\n  tls = maybe\n" ACCT_BODY "}\n", 3,
+	  "implicit, starttls or none" },
+	{ ACCT_HEAD "  protocol = pop3\n  port = 70000\n" ACCT_BODY "}\n", 3, "1 to 65535" },
+	{ ACCT_HEAD "  protocol = pop3\n  port = 0\n" ACCT_BODY "}\n", 3, "1 to 65535" },
+	{ ACCT_HEAD "  protocol = pop3\n\n  timeout = 0\n" ACCT_BODY "}\n", 4, "duration" },
+	{ ACCT_HEAD "  protocol = pop3\n  timeout = 2h\n" ACCT_BODY "}\n", 3, "duration" },
+	{ ACCT_HEAD "  protocol = pop3\n  timeout = 5x\n" ACCT_BODY "}\n", 3, "duration" },
+	{ ACCT_HEAD "  protocol = pop3\n  max_size = 10Q\n" ACCT_BODY "}\n", 3, "size" },
+	{ ACCT_HEAD "  protocol = pop3\n  max_size = -1\n" ACCT_BODY "}\n", 3, "size" },
+	{ ACCT_HEAD "  protocol = pop3\n  keep = perhaps\n" ACCT_BODY "}\n", 3, "yes or no" },
+	{ ACCT_HEAD "  protocol = pop3\n  keep_days = 0\n" ACCT_BODY "}\n", 3, "keep_days" },
+	{ ACCT_HEAD "  protocol = pop3\n  keep_days = 1.5\n" ACCT_BODY "}\n", 3, "keep_days" },
+	{ ACCT_HEAD "  protocol = pop3\n  tls_fingerprint = ABCD\n" ACCT_BODY "}\n", 3,
+	  "SHA-256" },
+	{ ACCT_HEAD "  protocol = pop3\n  tls_fingerprint = \"AB:CD:EF:01:23:45:67:89:AB:CD:EF:"
+	  "01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:8G\"\n" ACCT_BODY "}\n", 3,
+	  "SHA-256" },
+	{ ACCT_HEAD "  protocol = pop3\n  auth = \"plain cram-md5\"\n" ACCT_BODY "}\n", 3,
+	  "unknown mechanism \"cram-md5\"" },
+	{ ACCT_HEAD "  protocol = pop3\n  auth = \" , \"\n" ACCT_BODY "}\n", 3, "auth" },
+	{ ACCT_HEAD "  protocol = pop3\n  maildir = Mail/x\n  host = h\n}\n", 3, "absolute path" },
+	{ ACCT_HEAD "  protocol = pop3\n  host = \"a b\"\n}\n", 3, "not a host name" },
+	{ ACCT_HEAD "  protocol = pop3\n  user = \"a\\nb\"\n}\n", 3, "control character" },
+	{ ACCT_HEAD "  protocol = pop3\n  user = \"\"\n}\n", 3, "user is empty" },
+	{ ACCT_HEAD "  protocol = pop3\n  password = \"se\\ncret\"\n}\n", 3, "line break" },
+	{ ACCT_HEAD "  protocol = pop3\n  host = a\n  host = b\n}\n", 4,
+	  "host is set twice (first at line 3)" },
+	/* missing required keys point at the account */
+	{ "\n" ACCT_HEAD ACCT_BODY "}\n", 2, "protocol is required" },
+	{ ACCT_HEAD "  protocol = pop3\n  user = u\n  maildir = /m\n  password = p\n}\n", 1,
+	  "host is required" },
+	{ ACCT_HEAD "  protocol = pop3\n  host = h\n  maildir = /m\n  password = p\n}\n", 1,
+	  "user is required" },
+	{ ACCT_HEAD "  protocol = pop3\n  host = h\n  user = u\n  password = p\n}\n", 1,
+	  "maildir is required" },
+	{ "\n\n" ACCT_HEAD "  protocol = pop3\n  host = h\n  user = u\n  maildir = /m\n}\n", 3,
+	  "one of password, password_file or password_command is required" },
+	{ ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "  password = p\n}\n", 1,
+	  "set only one of" },
+	{ ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\naccount \"a\"\n{\n" ACCT_BODY "}\n", 9,
+	  "account \"a\" is defined twice" },
+	{ "account \"../x\" {\n  protocol = pop3\n" ACCT_BODY "}\n", 1, "account name" },
+	{ ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "\n  folders = { INBOX }\n}\n", 8,
+	  "POP3 has one mailbox; folders is an IMAP key" },
+	{ ACCT_HEAD "  protocol = imap\n" ACCT_BODY "  folders = { INBOX, \"x\", INBOX }\n}\n", 7,
+	  "folder \"INBOX\" is listed twice" },
+	{ ACCT_HEAD "  protocol = imap\n  tls = none\n" ACCT_BODY "}\n", 3, "allow_plaintext" },
+	{ ACCT_HEAD "  protocol = imap\n  tls = none\n  allow_plaintext = yes\n"
+	  "  tls_fingerprint = \"" "0123456789abcdef0123456789abcdef"
+	  "0123456789abcdef0123456789abcdef\"\n" ACCT_BODY "}\n", 5, "needs TLS" },
+	{ ACCT_HEAD "  protocol = pop3\n  keep = no\n  keep_days = 3\n" ACCT_BODY "}\n", 4,
+	  "keep_days needs keep = yes" },
+	{ "defaults { keep = no }\n" ACCT_HEAD "  protocol = pop3\n  keep_days = 3\n"
+	  ACCT_BODY "}\n", 4, "line 1" },
+	{ "defaults {}\n\ndefaults {}\n" ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 3,
+	  "defaults is given twice" },
+	/* syntax */
+	{ "\n" ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "\n", 2, "'{' is not closed" },
+	{ ACCT_HEAD "  protocol = imap\n" ACCT_BODY "  folders = { a, b\n}\n", 1,
+	  "'{' is not closed" },
+	{ ACCT_HEAD "  protocol = pop3\n  host = 'h\n}\n", 3, "string is not closed (missing ')" },
+	{ ACCT_HEAD "  protocol = pop3\n\n  host = \"h\n}\n", 4, "string is not closed" },
+	{ ACCT_HEAD "  protocol = pop3\n  host = \"h\\\"\n}\n", 3, "string is not closed" },
+	{ ACCT_HEAD "  protocol = pop3\n  /* never closed\n" ACCT_BODY "}\n", 3,
+	  "comment is not closed" },
+	{ ACCT_HEAD "  protocol = pop3\n  host \"h\"\n}\n", 3, "missing equal sign" },
+	{ "}\n", 1, "unexpected closing brace" },
+	{ "state_dir = relative\n" ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 1,
+	  "absolute path" },
+};
+
+static void
+test_errors(void **state)
+{
+	struct fx *fx = *state;
+
+	for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++)
+		expect_error(fx, err_cases[i].text, err_cases[i].line, err_cases[i].part);
+}
+
+static void
+test_no_account(void **state)
+{
+	struct fx *fx = *state;
+	char want[256];
+
+	assert_int_equal(load(fx, "# nothing\n", 0600), -EINVAL);
+	snprintf(want, sizeof(want), "%s: no account is defined", fx->path);
+	assert_string_equal(fx->err.msg, want);
+	assert_int_equal(load(fx, "", 0600), -EINVAL);
+	assert_string_equal(fx->err.msg, want);
+}
+
+static void
+test_missing_file(void **state)
+{
+	struct fx *fx = *state;
+	char want[256];
+
+	mp_err_clear(&fx->err);
+	assert_int_equal(config_load(fx->path, &fx->cfg, &fx->err), -ENOENT);
+	assert_null(fx->cfg);
+	snprintf(want, sizeof(want), "%s: No such file or directory", fx->path);
+	assert_string_equal(fx->err.msg, want);
+	assert_int_equal(fx->err.ex, MP_EX_CONFIG);
+}
+
+static void
+test_permissions(void **state)
+{
+	struct fx *fx = *state;
+	static const char with_pw[] = "defaults { password = hunter2 }\n"
+		ACCT_HEAD "  protocol = pop3\n  host = h\n  user = u\n  maildir = /m\n}\n";
+	static const mode_t bad[] = { 0640, 0604, 0610, 0601, 0620, 0644, 0602 };
+	char want[512];
+
+	snprintf(want, sizeof(want),
+		 "%s: holds a password and is readable by others; run: chmod 600 %s",
+		 fx->path, fx->path);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(load(fx, with_pw, bad[i]), -EACCES);
+		assert_string_equal(fx->err.msg, want);
+		assert_int_equal(fx->err.ex, MP_EX_CONFIG);
+		assert_null(strstr(fx->err.msg, "hunter2"));
+	}
+	assert_int_equal(load(fx, with_pw, 0600), 0);
+	assert_string_equal(fx->cfg->accounts[0].password, "hunter2");
+	assert_int_equal(load(fx, with_pw, 0400), 0);
+	/* password_command holds no secret: any mode will do */
+	assert_int_equal(load(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 0644), 0);
+}
+
+/* No secret in any message, even when its value is the thing that is wrong. */
+static void
+test_secret_not_echoed(void **state)
+{
+	struct fx *fx = *state;
+
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n  password = \"hun\\rter2\"\n}\n", 3,
+		     "line break");
+	assert_null(strstr(fx->err.msg, "hun"));
+}
+
+static void
+test_durations_and_sizes(void **state)
+{
+	struct fx *fx = *state;
+	static const struct {
+		const char *timeout, *size;
+		unsigned secs;
+		uint64_t bytes;
+	} cases[] = {
+		{ "1", "0", 1, 0 },
+		{ "45s", "512", 45, 512 },
+		{ "5m", "64k", 300, 65536 },
+		{ "1h", "3M", 3600, 3 * 1048576 },
+		{ "60m", "2G", 3600, 2ull * 1073741824 },
+	};
+	char text[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), ACCT_HEAD "  protocol = pop3\n" ACCT_BODY
+			 "  timeout = %s\n  max_size = %s\n}\n", cases[i].timeout, cases[i].size);
+		assert_int_equal(load(fx, text, 0600), 0);
+		assert_int_equal(fx->cfg->accounts[0].timeout_s, cases[i].secs);
+		assert_int_equal(fx->cfg->accounts[0].max_size, cases[i].bytes);
+	}
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n  timeout = 61m\n}\n", 3, "duration");
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n  timeout = 1d\n}\n", 3, "duration");
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n  max_size = 99999999999999999999\n}\n", 3,
+		     "size");
+}
+
+/* A failing load says nothing on stderr: the caller decides what to print. */
+static void
+test_quiet_stderr(void **state)
+{
+	struct fx *fx = *state;
+	char errpath[128];
+	struct stat st;
+	int saved, fd;
+
+	snprintf(errpath, sizeof(errpath), "%s/stderr", fx->dir);
+	fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	fflush(stderr);
+	saved = dup(2);
+	dup2(fd, 2);
+	close(fd);
+	(void)load(fx, "account \"a\" { bogus = 1 }\naccount \"a\" {}\n", 0600);
+	(void)load(fx, "account \"a\" { host = \"unterminated }\n", 0600);
+	(void)load(fx, "account \"a\" { protocol = pop3 }\naccount \"a\" { }\n", 0600);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	assert_int_equal(stat(errpath, &st), 0);
+	unlink(errpath);
+	assert_int_equal(st.st_size, 0);
+}
+
+static void
+test_default_path(void **state)
+{
+	struct fx *fx = *state;
+	char want[256], *p;
+
+	p = config_default_path();
+	snprintf(want, sizeof(want), "%s/.config/mailpull/config", fx->dir);
+	assert_string_equal(p, want);
+	free(p);
+	setenv("XDG_CONFIG_HOME", "/xdg", 1);
+	p = config_default_path();
+	assert_string_equal(p, "/xdg/mailpull/config");
+	free(p);
+	setenv("XDG_CONFIG_HOME", "relative", 1);
+	p = config_default_path();
+	assert_string_equal(p, want);
+	free(p);
+	unsetenv("XDG_CONFIG_HOME");
+	assert_string_equal(mp_proto_to_string(MP_PROTO_IMAP), "imap");
+	assert_string_equal(mp_tls_to_string(MP_TLS_STARTTLS), "starttls");
+}
+
+/* The shipped sample must load as it is (the test runs from the repository root). */
+static void
+test_sample(void **state)
+{
+	struct fx *fx = *state;
+	FILE *f = fopen("conf/mailpull.conf", "re");
+	char *text;
+	long len;
+
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	len = ftell(f);
+	assert_true(len > 0);
+	rewind(f);
+	text = calloc(1, (size_t)len + 1);
+	assert_non_null(text);
+	assert_int_equal(fread(text, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	if (load(fx, text, 0600) != 0)
+		print_error("%s\n", fx->err.msg);
+	free(text);
+	assert_non_null(fx->cfg);
+	assert_true(fx->cfg->naccounts >= 2);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_good, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_secret_override, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_account, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_secret_not_echoed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_durations_and_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quiet_stderr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_default_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sample, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
