@@ -14,7 +14,7 @@ mp_err_clear(struct mp_err *err)
 		memset(err, 0, sizeof(*err));
 }
 
-static void
+MP_PRINTF(4, 0) static void
 err_vset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, va_list ap)
 {
 	err->code = code;

@@ -1,8 +1,122 @@
-/* Placeholder entry point; replaced by the command line module. */
-#include "mailpull/common.h"
+/* Entry point: options, configuration, one pass over the accounts. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mailpull/account.h"
+#include "mailpull/cli.h"
+#include "mailpull/config.h"
+#include "mailpull/log.h"
+
+static void
+print_summary(const struct mp_account *a, const struct account_stats *s)
+{
+	printf("%s: %u new message%s (%.1f KiB)", a->name, s->fetched, s->fetched == 1 ? "" : "s",
+	       (double)s->bytes / 1024.0);
+	if (s->deleted)
+		printf(", %u deleted on the server", s->deleted);
+	printf(", %u on the server", s->on_server - s->deleted);
+	if (s->too_large)
+		printf(", %u over max_size left there", s->too_large);
+	printf(", %.1f s\n", (double)s->elapsed_ms / 1000.0);
+	fflush(stdout);
+}
+
+static void
+print_error(const struct mp_account *a, const struct mp_err *err)
+{
+	if (err->srv[0])
+		log_err("account %s (%s:%u): %s; the server said: %s", a->name, a->host, a->port,
+			err->msg, err->srv);
+	else
+		log_err("account %s (%s:%u): %s", a->name, a->host, a->port, err->msg);
+}
+
+static enum mp_exit
+run_one(const struct mp_config *cfg, const struct mp_account *a, const struct cli_opts *o)
+{
+	struct account_opts ao = { .wait = o->wait, .progress = !o->quiet && isatty(STDERR_FILENO) };
+	struct account_stats stats;
+	struct mp_err err = { 0 };
+
+	if (a->tls == MP_TLS_NONE)
+		log_warn("account %s: tls = none: the password and all mail cross the network "
+			 "in clear", a->name);
+	if (account_run(cfg, a, &ao, &stats, &err) < 0) {
+		print_error(a, &err);
+		return err.ex ? err.ex : MP_EX_TEMPFAIL;
+	}
+	if (!o->quiet)
+		print_summary(a, &stats);
+	return MP_EX_OK;
+}
+
+static enum mp_exit
+fetch(const struct mp_config *cfg, const struct cli_opts *o)
+{
+	enum mp_exit worst = MP_EX_OK;
+
+	for (int i = 0; i < o->naccounts; i++)
+		if (!config_find(cfg, o->accounts[i])) {
+			log_err("no account named \"%s\" in %s", o->accounts[i], cfg->path);
+			return MP_EX_USAGE;
+		}
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		const struct mp_account *a = &cfg->accounts[i];
+		bool selected = o->naccounts == 0;
+
+		for (int j = 0; j < o->naccounts && !selected; j++)
+			selected = strcmp(o->accounts[j], a->name) == 0;
+		if (selected)
+			worst = mp_exit_worse(worst, run_one(cfg, a, o));
+	}
+	return worst;
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-	return 0;
+	struct cli_opts o;
+	struct mp_config *cfg = NULL;
+	struct mp_err err = { 0 };
+	char *path = NULL;
+	enum mp_exit ex;
+
+	/* A closed connection must be an error return, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
+	if (cli_parse(argc, argv, &o) < 0)
+		return MP_EX_USAGE;
+	if (o.mode == CLI_HELP) {
+		cli_usage();
+		return 0;
+	}
+	if (o.mode == CLI_VERSION) {
+		puts("mailpull " MAILPULL_VERSION);
+		return 0;
+	}
+	log_set_level(o.quiet ? LOG_LVL_WARN : o.verbose ? LOG_LVL_TRACE : LOG_LVL_INFO);
+	path = o.config ? strdup(o.config) : config_default_path();
+	if (!path) {
+		log_err("cannot find the configuration: set HOME or use -c FILE");
+		return MP_EX_CONFIG;
+	}
+	if (config_load(path, &cfg, &err) < 0) {
+		log_err("%s", err.msg);
+		free(path);
+		return err.ex ? err.ex : MP_EX_CONFIG;
+	}
+	if (o.mode == CLI_CHECK_CONFIG) {
+		if (!o.quiet)
+			printf("%s: OK, %zu account%s\n", path, cfg->naccounts,
+			       cfg->naccounts == 1 ? "" : "s");
+		ex = MP_EX_OK;
+	} else {
+		ex = fetch(cfg, &o);
+	}
+	config_free(cfg);
+	free(path);
+	return ex;
 }

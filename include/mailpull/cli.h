@@ -1,0 +1,27 @@
+/* The command line: argv to options, with usage errors named. */
+#ifndef MAILPULL_CLI_H
+#define MAILPULL_CLI_H
+
+#include "mailpull/common.h"
+
+enum cli_mode { CLI_FETCH, CLI_CHECK_CONFIG, CLI_HELP, CLI_VERSION };
+
+struct cli_opts {
+	enum cli_mode mode;
+	const char *config;      /* NULL: the default path */
+	bool quiet;
+	int verbose;
+	bool wait;
+	char **accounts;         /* borrowed from argv */
+	int naccounts;
+};
+
+/*
+ * Parses argv. Returns 0, or -EINVAL after printing one line naming the
+ * problem and a hint to --help on stderr.
+ */
+int cli_parse(int argc, char **argv, struct cli_opts *ret);
+
+void cli_usage(void);
+
+#endif

@@ -1,0 +1,534 @@
+/*
+ * One run of one account. All policy lives here: what to fetch, when a
+ * batch is durable, what may be deleted. The order of the durable steps is
+ * the exactly-once argument (DESIGN invariants 1 and 2):
+ *
+ *   1. each message streams into tmp/NAME and is fsynced;
+ *   2. tmp/ is fsynced (the names are durable);
+ *   3. the journal records UIDL -> NAME for the batch and is fsynced;
+ *   4. each tmp/NAME is renamed to new/NAME, then new/ is fsynced;
+ *   5. only then may the server delete it (DELE ... QUIT).
+ *
+ * A crash before 3 leaves unrecorded tmp files: start-up removes them and
+ * the messages are fetched again. A crash after 3 leaves recorded ones:
+ * start-up publishes them. Nothing is deleted before 4 completed.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailpull/account.h"
+#include "mailpull/conn.h"
+#include "mailpull/log.h"
+#include "mailpull/maildir.h"
+#include "mailpull/pop3.h"
+#include "mailpull/secret.h"
+#include "mailpull/state.h"
+#include "mailpull/util.h"
+
+/* A batch ends at whichever cap comes first. */
+#define BATCH_MAX_MSGS 128
+#define BATCH_MAX_BYTES (32u * 1024 * 1024)
+
+struct run {
+	const struct mp_account *a;
+	const struct account_opts *o;
+	struct account_stats *stats;
+	struct state *st;
+	struct maildir *md;
+	struct pop3 *pop;
+	struct pop3_msg *msgs;
+	size_t nmsgs;
+	time_t now;
+	bool changed;          /* state needs compaction at the end */
+	bool unpublished;      /* names recorded but not all published: never compact */
+
+	/* the batch being fetched */
+	const struct pop3_msg **batch;
+	struct maildir_msg **files;
+	size_t nbatch;
+	struct maildir_msg *cur;
+	unsigned total_new, done;
+	int64_t start_ms, last_progress_ms;
+	uint64_t batch_bytes;
+	struct mp_err *err;
+};
+
+/*
+ * Fault injection for the crash tests: MAILPULL_CRASH_AT=N ends the process
+ * at the Nth durable step, as a SIGKILL would.
+ */
+static void
+crash_point(void)
+{
+	static long at = -1, count;
+
+	if (at < 0) {
+		const char *e = getenv("MAILPULL_CRASH_AT");
+
+		at = e ? strtol(e, NULL, 10) : 0;
+	}
+	if (at > 0 && ++count == at)
+		_exit(101);
+}
+
+static void
+progress(struct run *r, bool final)
+{
+	int64_t now = util_now_ms();
+	double secs;
+
+	if (!r->o->progress || (!final && now - r->last_progress_ms < 200))
+		return;
+	r->last_progress_ms = now;
+	secs = (double)(now - r->start_ms) / 1000.0;
+	fprintf(stderr, "\r%s: message %u of %u, %.1f KiB, %.0f KiB/s\033[K%s", r->a->name, r->done,
+		r->total_new, (double)r->stats->bytes / 1024.0,
+		secs > 0 ? (double)r->stats->bytes / 1024.0 / secs : 0.0, final ? "\r\033[K" : "");
+	fflush(stderr);
+}
+
+static int
+sink_begin(void *ud, size_t idx)
+{
+	struct run *r = ud;
+
+	(void)idx;
+	return maildir_msg_new(r->md, &r->cur, r->err);
+}
+
+static int
+sink_data(void *ud, const char *buf, size_t len)
+{
+	struct run *r = ud;
+	int ret = maildir_msg_write(r->cur, buf, len, r->err);
+
+	r->stats->bytes += len;
+	progress(r, false);
+	return ret;
+}
+
+static int
+sink_end(void *ud)
+{
+	struct run *r = ud;
+	int ret = maildir_msg_sync(r->cur, r->err);
+
+	r->files[r->nbatch++] = r->cur;
+	r->cur = NULL;
+	r->done++;
+	crash_point();
+	return ret;
+}
+
+static void
+batch_discard(struct run *r)
+{
+	maildir_msg_discard(r->cur);
+	r->cur = NULL;
+	for (size_t i = 0; i < r->nbatch; i++)
+		maildir_msg_discard(r->files[i]);
+	r->nbatch = 0;
+}
+
+/*
+ * Key under which a message is recorded: its UIDL. A server without UIDL
+ * cannot name a message across sessions; such messages are recorded under
+ * their Maildir name only so that recovery publishes them, and forgotten
+ * once the server confirmed their deletion.
+ */
+#define NOUIDL_PREFIX "nouidl/"
+
+static const char *
+msg_key(const struct pop3_msg *m, const char *name, char *buf, size_t len)
+{
+	if (m->uidl[0])
+		return m->uidl;
+	snprintf(buf, len, NOUIDL_PREFIX "%s", name ? name : "");
+	return buf;
+}
+
+static bool
+already_fetched(struct run *r, const struct pop3_msg *m, int64_t *ret_when)
+{
+	return m->uidl[0] && state_has(r->st, m->uidl, ret_when);
+}
+
+/* Steps 2 to 4 of the file comment for the fetched batch. */
+static int
+batch_commit(struct run *r)
+{
+	size_t n = r->nbatch;
+	int ret;
+
+	ret = maildir_sync_tmp(r->md, r->err);
+	if (ret < 0)
+		return ret;
+	crash_point();
+	r->unpublished = true;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = maildir_msg_name(r->files[i]);
+		char kbuf[300];
+
+		ret = state_add(r->st, msg_key(r->batch[i], name, kbuf, sizeof(kbuf)),
+				(int64_t)r->now, name, r->err);
+		if (ret < 0)
+			return ret;
+	}
+	ret = state_sync(r->st, r->err);
+	if (ret < 0)
+		return ret;
+	r->changed = true;
+	crash_point();
+	r->nbatch = 0;
+	for (size_t i = 0; i < n; i++) {
+		int pr = maildir_msg_publish(r->files[i], NULL, r->err);
+
+		r->files[i] = NULL;
+		if (pr < 0 && ret == 0)
+			ret = pr;
+		crash_point();
+	}
+	if (ret < 0)
+		return ret;
+	ret = maildir_sync_new(r->md, r->err);
+	if (ret < 0)
+		return ret;
+	r->unpublished = false;
+	crash_point();
+	r->stats->fetched += (unsigned)n;
+	return 0;
+}
+
+static int
+fetch_batch(struct run *r, unsigned *nums, size_t n)
+{
+	struct mp_sink sink = { sink_begin, sink_data, sink_end, r };
+	int ret;
+
+	r->nbatch = 0;
+	ret = pop3_retr(r->pop, nums, n, &sink, r->err);
+	if (ret < 0) {
+		batch_discard(r);
+		return ret;
+	}
+	ret = batch_commit(r);
+	if (ret < 0)
+		batch_discard(r);
+	return ret;
+}
+
+static bool
+wanted(struct run *r, const struct pop3_msg *m)
+{
+	if (already_fetched(r, m, NULL))
+		return false;
+	if (r->a->max_size && m->size > r->a->max_size) {
+		r->stats->too_large++;
+		log_notice("%s: message %u (%llu bytes) is over max_size; left on the server",
+			   r->a->name, m->num, (unsigned long long)m->size);
+		return false;
+	}
+	return true;
+}
+
+static int
+fetch_new(struct run *r)
+{
+	unsigned *nums = calloc(BATCH_MAX_MSGS, sizeof(*nums));
+	size_t n = 0;
+	int ret = 0;
+
+	r->batch = calloc(BATCH_MAX_MSGS, sizeof(*r->batch));
+	r->files = calloc(BATCH_MAX_MSGS, sizeof(*r->files));
+	if (!nums || !r->batch || !r->files) {
+		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < r->nmsgs; i++)
+		if (!already_fetched(r, &r->msgs[i], NULL))
+			r->total_new++;
+	r->batch_bytes = 0;
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
+		const struct pop3_msg *m = &r->msgs[i];
+
+		if (!wanted(r, m))
+			continue;
+		r->batch[n] = m;
+		nums[n++] = m->num;
+		r->batch_bytes += m->size;
+		if (n == BATCH_MAX_MSGS || r->batch_bytes >= BATCH_MAX_BYTES) {
+			ret = fetch_batch(r, nums, n);
+			n = 0;
+			r->batch_bytes = 0;
+		}
+	}
+	if (ret == 0 && n > 0)
+		ret = fetch_batch(r, nums, n);
+	progress(r, true);
+out:
+	free(nums);
+	free(r->batch);
+	free(r->files);
+	r->batch = NULL;
+	r->files = NULL;
+	return ret;
+}
+
+/* Whether the server copy of m may go now (DESIGN: keep, keep_days). */
+static bool
+deletable(struct run *r, const struct pop3_msg *m)
+{
+	int64_t when;
+
+	if (!m->uidl[0])
+		return !r->a->max_size || m->size <= r->a->max_size;    /* fetched in this session */
+	if (!already_fetched(r, m, &when))
+		return false;
+	if (r->a->keep_days >= 0)
+		return (int64_t)r->now - when >= r->a->keep_days * 86400;
+	return !r->a->keep;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+struct prune {
+	const char **server;   /* sorted UIDLs on the server */
+	size_t nserver;
+	char **gone;
+	size_t ngone, cap;
+};
+
+static int
+prune_cb(void *ud, const char *key, int64_t when)
+{
+	struct prune *p = ud;
+
+	(void)when;
+	/* No-UIDL keys served start-up recovery only: drop them (see msg_key). */
+	if (strncmp(key, NOUIDL_PREFIX, strlen(NOUIDL_PREFIX)) != 0 &&
+	    bsearch(&key, p->server, p->nserver, sizeof(*p->server), cmp_str))
+		return 0;
+	if (p->ngone == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 64;
+		char **v = realloc(p->gone, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		p->gone = v;
+		p->cap = cap;
+	}
+	p->gone[p->ngone] = strdup(key);
+	if (!p->gone[p->ngone])
+		return -ENOMEM;
+	p->ngone++;
+	return 0;
+}
+
+/*
+ * Forgets what the server no longer has (deleted here or by another
+ * client), so the state stays the size of the mailbox.
+ */
+static int
+prune_state(struct run *r)
+{
+	struct prune p = { 0 };
+	int ret = 0;
+
+	p.server = calloc(r->nmsgs + 1, sizeof(*p.server));
+	if (!p.server)
+		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	for (size_t i = 0; i < r->nmsgs; i++)
+		if (r->msgs[i].uidl[0])
+			p.server[p.nserver++] = r->msgs[i].uidl;
+	qsort(p.server, p.nserver, sizeof(*p.server), cmp_str);
+	ret = state_foreach(r->st, prune_cb, &p);
+	if (ret < 0)
+		ret = mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory");
+	for (size_t i = 0; i < p.ngone; i++) {
+		if (ret == 0)
+			ret = state_remove(r->st, p.gone[i], r->err);
+		free(p.gone[i]);
+	}
+	if (ret == 0 && p.ngone > 0) {
+		r->changed = true;
+		ret = state_sync(r->st, r->err);
+	}
+	free(p.gone);
+	free(p.server);
+	return ret;
+}
+
+/*
+ * DELE what policy allows, then QUIT: the server deletes only on QUIT's +OK
+ * (RFC 1939 section 6), after which the state forgets those messages.
+ */
+static int
+delete_and_quit(struct run *r)
+{
+	unsigned *nums = calloc(r->nmsgs + 1, sizeof(*nums));
+	size_t n = 0;
+	int ret;
+
+	if (!nums)
+		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	for (size_t i = 0; i < r->nmsgs; i++)
+		if (deletable(r, &r->msgs[i]))
+			nums[n++] = r->msgs[i].num;
+	ret = n ? pop3_dele(r->pop, nums, n, r->err) : 0;
+	if (ret == 0)
+		crash_point();
+	if (ret == 0)
+		ret = pop3_quit(r->pop, r->err);
+	if (ret == 0) {
+		crash_point();
+		r->stats->deleted = (unsigned)n;
+		for (size_t i = 0; i < r->nmsgs && ret == 0; i++)
+			if (r->msgs[i].uidl[0] && deletable(r, &r->msgs[i]))
+				ret = state_remove(r->st, r->msgs[i].uidl, r->err);
+		if (n > 0 && ret == 0) {
+			r->changed = true;
+			ret = state_sync(r->st, r->err);
+		}
+	}
+	free(nums);
+	return ret;
+}
+
+static bool
+recorded_cb(void *ud, const char *name)
+{
+	return state_name_recorded(ud, name);
+}
+
+/* Lock, then finish or discard what an interrupted run left (invariant 2). */
+static int
+open_local(struct run *r, const struct mp_config *cfg)
+{
+	char tag[16];
+	unsigned published = 0, removed = 0;
+	int ret;
+
+	ret = state_open(cfg->state_dir, r->a->name, r->o->wait, &r->st, r->err);
+	if (ret < 0)
+		return ret;
+	snprintf(tag, sizeof(tag), "%08x", util_fnv1a(r->a->name, strlen(r->a->name)));
+	ret = maildir_open(r->a->maildir, tag, &r->md, r->err);
+	if (ret < 0)
+		return ret;
+	ret = maildir_recover(r->md, recorded_cb, r->st, &published, &removed, r->err);
+	if (ret < 0)
+		return ret;
+	if (published || removed)
+		log_info("%s: recovered from an interrupted run: %u message(s) completed, "
+			 "%u partial download(s) removed", r->a->name, published, removed);
+	return 0;
+}
+
+static int
+open_session(struct run *r)
+{
+	const struct mp_account *a = r->a;
+	struct conn_opts co = {
+		.host = a->host, .port = a->port, .ca_file = a->tls_ca_file,
+		.fingerprint = a->tls_fingerprint, .timeout_ms = a->timeout_s * 1000,
+		.max_line = 8192,
+	};
+	struct conn *c = NULL;
+	enum sasl_mech mech;
+	char *secret = NULL;
+	int ret;
+
+	ret = conn_open(&co, a->tls == MP_TLS_IMPLICIT, &c, r->err);
+	if (ret < 0)
+		return ret;
+	ret = pop3_open(c, a->tls == MP_TLS_STARTTLS, &r->pop, r->err);
+	if (ret < 0)
+		return ret;
+	ret = sasl_choose(pop3_caps(r->pop)->sasl, pop3_caps(r->pop)->user, a->auth, &mech);
+	if (ret < 0)
+		return mp_err_set(r->err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
+				  "no usable authentication mechanism (server offers \"%s\"%s; auth = %s)",
+				  pop3_caps(r->pop)->sasl, pop3_caps(r->pop)->user ? " and USER" : "",
+				  a->auth ? a->auth : "automatic");
+	/* The secret is fetched only now: after TLS is verified, right before use. */
+	ret = secret_get(a, a->timeout_s * 1000, &secret, r->err);
+	if (ret < 0)
+		return ret;
+	ret = pop3_auth(r->pop, mech, a->user, secret, r->err);
+	secret_free(secret);
+	return ret;
+}
+
+static int
+run_session(struct run *r)
+{
+	int ret = open_session(r);
+
+	if (ret < 0)
+		return ret;
+	ret = pop3_list(r->pop, &r->msgs, &r->nmsgs, r->err);
+	if (ret < 0)
+		return ret;
+	r->stats->on_server = (unsigned)r->nmsgs;
+	if (r->nmsgs > 0 && !r->msgs[0].uidl[0] && (r->a->keep || r->a->keep_days >= 0))
+		return mp_err_set(r->err, -EPROTO, MP_EX_PROTOCOL,
+				  "the server does not support UIDL, so keep = yes and keep_days "
+				  "cannot be honoured (messages could not be told apart across runs)");
+	ret = prune_state(r);
+	if (ret < 0)
+		return ret;
+	ret = fetch_new(r);
+	if (ret < 0)
+		return ret;
+	return delete_and_quit(r);
+}
+
+int
+account_run(const struct mp_config *cfg, const struct mp_account *a,
+	    const struct account_opts *o, struct account_stats *ret_stats, struct mp_err *err)
+{
+	struct run r = { .a = a, .o = o, .stats = ret_stats, .err = err };
+	int ret, cret;
+
+	memset(ret_stats, 0, sizeof(*ret_stats));
+	r.start_ms = util_now_ms();
+	r.now = time(NULL);
+	if (a->protocol != MP_PROTO_POP3) {
+		ret = mp_err_set(err, -ENOTSUP, MP_EX_CONFIG, "protocol %s is not supported yet",
+				 mp_proto_to_string(a->protocol));
+		goto out;
+	}
+	ret = open_local(&r, cfg);
+	if (ret == 0)
+		ret = run_session(&r);
+	/*
+	 * Compaction forgets the recorded names, which start-up recovery needs
+	 * while any recorded message still sits in tmp/.
+	 */
+	if (r.st && r.changed && !r.unpublished) {
+		struct mp_err cerr = { 0 };
+
+		cret = state_compact(r.st, &cerr);
+		if (cret < 0 && ret == 0) {
+			*err = cerr;
+			ret = cret;
+		}
+	}
+out:
+	pop3_free(r.pop);
+	free(r.msgs);
+	maildir_close(r.md);
+	state_close(r.st);
+	ret_stats->elapsed_ms = util_now_ms() - r.start_ms;
+	if (ret < 0 && err->code == 0)
+		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));
+	return ret;
+}

@@ -1,0 +1,93 @@
+/* Command line parsing. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mailpull/cli.h"
+
+enum { OPT_CHECK_CONFIG = 256, OPT_WAIT };
+
+void
+cli_usage(void)
+{
+	fputs("usage: mailpull [-c FILE] [-q] [-v] [--wait] [ACCOUNT...]\n"
+	      "       mailpull --check-config [-c FILE]\n"
+	      "\n"
+	      "Fetches mail from every account in FILE (or only those named) into\n"
+	      "their Maildirs, once, then exits.\n"
+	      "\n"
+	      "  -c, --config FILE   configuration (default $XDG_CONFIG_HOME/mailpull/config)\n"
+	      "  -q, --quiet         print only errors\n"
+	      "  -v, --verbose       also print a protocol trace (secrets shown as ***)\n"
+	      "      --wait          wait for another run on the same account instead of failing\n"
+	      "      --check-config  validate FILE and exit\n"
+	      "  -h, --help          this text\n"
+	      "  -V, --version       the version\n"
+	      "\n"
+	      "See mailpull(1) and mailpull.conf(5).\n", stdout);
+}
+
+int
+cli_parse(int argc, char **argv, struct cli_opts *ret)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "wait", no_argument, NULL, OPT_WAIT },
+		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cli_opts o = { .mode = CLI_FETCH };
+	int ch;
+
+	opterr = 0;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+c:qvhV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			o.config = optarg;
+			break;
+		case 'q':
+			o.quiet = true;
+			break;
+		case 'v':
+			o.verbose++;
+			break;
+		case OPT_WAIT:
+			o.wait = true;
+			break;
+		case OPT_CHECK_CONFIG:
+			o.mode = CLI_CHECK_CONFIG;
+			break;
+		case 'h':
+			o.mode = CLI_HELP;
+			break;
+		case 'V':
+			o.mode = CLI_VERSION;
+			break;
+		case ':':
+			fprintf(stderr, "mailpull: option %s needs an argument (see --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		default:
+			fprintf(stderr, "mailpull: unknown option %s (see --help)\n", argv[optind - 1]);
+			return -EINVAL;
+		}
+	}
+	if (o.quiet && o.verbose) {
+		fputs("mailpull: -q and -v exclude each other\n", stderr);
+		return -EINVAL;
+	}
+	o.accounts = argv + optind;
+	o.naccounts = argc - optind;
+	if (o.mode == CLI_CHECK_CONFIG && o.naccounts > 0) {
+		fputs("mailpull: --check-config takes no account names\n", stderr);
+		return -EINVAL;
+	}
+	*ret = o;
+	return 0;
+}
