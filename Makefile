@@ -35,6 +35,7 @@ LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
 SRCS = $(wildcard src/*.c)
 OBJS = $(SRCS:src/%.c=$(BUILDDIR)/obj/%.o)
 LIBOBJS = $(filter-out $(BUILDDIR)/obj/main.o,$(OBJS))
+LIB = $(BUILDDIR)/libmailpull.a
 BIN = $(BUILDDIR)/mailpull
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -49,9 +50,14 @@ $(BUILDDIR)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILDDIR)/tests/%: tests/unit/%.c $(LIBOBJS)
+# Unit tests link against an archive so each pulls in only the modules it uses.
+$(LIB): $(LIBOBJS)
+	rm -f $@
+	$(AR) rcs $@ $(LIBOBJS)
+
+$(BUILDDIR)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBOBJS) $(ALL_LDFLAGS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(ALL_LDFLAGS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
