@@ -793,9 +793,13 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 	r = send_cmd(p, err, "LIST");
 	if (r == 0)
 		r = expect_ok(p, "LIST", err);
-	while (r == 0 && (r = read_ml_line(p, &line, &len, err)) > 0) {
+	while (r == 0) {
 		struct pop3_msg m = { 0 };
 
+		r = read_ml_line(p, &line, &len, err);
+		if (r <= 0)
+			break;
+		r = 0;
 		if (parse_list_line(line, len, &m.num, &m.size) < 0)
 			r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				     "malformed LIST line from server");
