@@ -687,9 +687,13 @@ pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *sec
 	r = check_usable(p, err);
 	if (r < 0)
 		return r;
-	if (!user || !secret || !line_safe(user) || !line_safe(secret))
+	if (!user || !secret)
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "user name or secret is missing");
+	/* The SASL mechanisms send base64; only USER/PASS put them on the line as is. */
+	if (mech == SASL_USER && (!line_safe(user) || !line_safe(secret)))
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
-				  "user name or secret is missing or holds a line break");
+				  "user name or password holds a line break, which USER/PASS "
+				  "cannot carry");
 	p->state = POP3_ST_AUTH;
 	switch (mech) {
 	case SASL_PLAIN:

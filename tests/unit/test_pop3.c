@@ -337,6 +337,10 @@ test_auth_refused_then_user_pass(void **state)
 	assert_string_equal(err.msg, "authentication refused");
 	assert_string_equal(err.srv, "[AUTH] invalid credentials");
 	mp_err_clear(&err);
+	/* a line break would end the command and start another: never sent */
+	assert_int_equal(pop3_auth(p, SASL_USER, "user\r\nDELE 1", "secret", &err), -EINVAL);
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "x\nDELE 1", &err), -EINVAL);
+	mp_err_clear(&err);
 	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
