@@ -162,7 +162,8 @@ read_reply(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
 		kind = REPLY_CONT;
 	else
 		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
-				"unexpected POP3 reply in %s state", pop3_state_to_string(p->state));
+				"unexpected POP3 reply in %s state",
+				pop3_state_to_string(p->state));
 	*ret_text = line + rest;
 	*ret_len = len - rest;
 	return kind;
@@ -606,7 +607,8 @@ auth_login(struct pop3 *p, const char *user, const char *pass, struct mp_err *er
 	if (r == REPLY_ERR)
 		r = auth_refused(p, text, len, err);
 	else if (r == REPLY_OK)
-		r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "server accepted LOGIN without a password");
+		r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+			       "server accepted LOGIN without a password");
 	if (r < 0)
 		goto out;
 	r = send_secret(p, p64, err);
@@ -897,8 +899,8 @@ check_unique(const struct pop3_msg *msgs, size_t n, struct mp_err *err)
 	for (size_t i = 1; i < n && r == 0; i++)
 		if (strcmp(v[i - 1], v[i]) == 0)
 			r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				       "server listed UIDL %s twice; refusing to tell messages apart "
-				       "by it", v[i]);
+				       "server listed UIDL %s twice; refusing to tell "
+				       "messages apart by it", v[i]);
 	free(v);
 	return r;
 }

@@ -145,7 +145,9 @@ struct fake {
 static void
 fake_listen(struct fake *f)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {
+		.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
 	socklen_t sl = sizeof(sa);
 
 	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -512,7 +514,8 @@ test_list_errors(void **state)
 	list_fails("+OK\r\n1 10\r\n.\r\n", "+OK\r\n1 a\001b\r\n.\r\n", "invalid UIDL");
 	list_fails("+OK\r\n1 10\r\n.\r\n", "+OK\r\n1 \r\n.\r\n", "invalid UIDL");
 	list_fails("+OK\r\n1 10\r\n.\r\n",
-		   "+OK\r\n1 12345678901234567890123456789012345678901234567890123456789012345678901"
+		   "+OK\r\n1 1234567890123456789012345678901234567890"
+		   "1234567890123456789012345678901"
 		   "\r\n.\r\n", "invalid UIDL");
 	list_fails("+OK\r\n1 10\r\n.\r\n", "-ERR no\r\n", "advertised UIDL");
 }
@@ -596,7 +599,9 @@ test_retr_window_large(void **state)
 		nums[i] = (unsigned)(i + 1);
 		memcpy(b, "+OK\r\n", 5);
 		for (size_t j = 5; j < len; j++)
-			b[j] = (j % 80 == 78) ? '\r' : (j % 80 == 79) ? '\n' : (char)('a' + (i + j) % 26);
+			b[j] = (j % 80 == 78)   ? '\r'
+			       : (j % 80 == 79) ? '\n'
+						: (char)('a' + (i + j) % 26);
 		memcpy(b + len, "\r\n.\r\n", 6);
 		bodies[i] = b;
 		lens[i] = len;
