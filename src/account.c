@@ -115,7 +115,7 @@ static int
 sink_end(void *ud)
 {
 	struct run *r = ud;
-	int ret = maildir_msg_sync(r->cur, r->err);
+	int ret = maildir_msg_flush(r->cur, r->err);
 
 	r->files[r->nbatch++] = r->cur;
 	r->cur = NULL;
@@ -164,6 +164,12 @@ batch_commit(struct run *r)
 	size_t n = r->nbatch;
 	int ret;
 
+	/* Back to back, so the file system can commit the batch at once. */
+	for (size_t i = 0; i < n; i++) {
+		ret = maildir_msg_sync(r->files[i], r->err);
+		if (ret < 0)
+			return ret;
+	}
 	ret = maildir_sync_tmp(r->md, r->err);
 	if (ret < 0)
 		return ret;

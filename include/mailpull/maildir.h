@@ -44,6 +44,14 @@ const char *maildir_msg_name(const struct maildir_msg *m);
 /* Bytes written so far. */
 uint64_t maildir_msg_size(const struct maildir_msg *m);
 
+/*
+ * Hands the buffered bytes to the kernel and frees the buffer, keeping the
+ * file open: a batch of finished messages then costs a descriptor each, and
+ * their fsyncs can run back to back (one file system journal commit can
+ * cover them all). No further write is allowed. Errors as write.
+ */
+int maildir_msg_flush(struct maildir_msg *m, struct mp_err *err) MP_WUR;
+
 /* Flushes, fsyncs and closes the tmp file. Errors as write. */
 int maildir_msg_sync(struct maildir_msg *m, struct mp_err *err) MP_WUR;
 
