@@ -1,0 +1,1133 @@
+/*
+ * POP3 engine: RFC 1939, CAPA and PIPELINING (RFC 2449), AUTH (RFC 5034),
+ * STLS (RFC 2595). A state enum names what the session is doing for
+ * traces and errors; each step sends its command and then handles the
+ * reply, sequentially over the blocking conn. Message bodies go through
+ * the pop3_body byte machine straight into the sink.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mailpull/log.h"
+#include "mailpull/pop3.h"
+#include "mailpull/pop3_body.h"
+#include "mailpull/util.h"
+
+#define POP3_BUFSIZE (64 * 1024)   /* decoded body chunk handed to the sink */
+#define POP3_WINDOW 32             /* pipelined commands in flight at most */
+#define POP3_QUEUE_MAX 2048        /* bytes of unanswered commands at most */
+#define POP3_MAX_MSGS 10000000u
+#define POP3_MAX_CAPA_LINES 256
+#define POP3_CMD_MAX 255           /* RFC 2449 section 4: octets, CRLF included */
+#define POP3_UIDL_MAX 70           /* RFC 1939 section 7 */
+
+enum pop3_state {
+	POP3_ST_GREETING,
+	POP3_ST_CAPA,
+	POP3_ST_STLS,
+	POP3_ST_AUTH,
+	POP3_ST_LIST,
+	POP3_ST_UIDL,
+	POP3_ST_RETR,
+	POP3_ST_TOP,
+	POP3_ST_DELE,
+	POP3_ST_QUIT,
+	POP3_ST_MAX
+};
+
+static const char *const state_names[POP3_ST_MAX] = {
+	[POP3_ST_GREETING] = "greeting",
+	[POP3_ST_CAPA] = "CAPA",
+	[POP3_ST_STLS] = "STLS",
+	[POP3_ST_AUTH] = "AUTH",
+	[POP3_ST_LIST] = "LIST",
+	[POP3_ST_UIDL] = "UIDL",
+	[POP3_ST_RETR] = "RETR",
+	[POP3_ST_TOP] = "TOP",
+	[POP3_ST_DELE] = "DELE",
+	[POP3_ST_QUIT] = "QUIT",
+};
+
+enum pop3_reply {
+	REPLY_OK,    /* +OK */
+	REPLY_ERR,   /* -ERR */
+	REPLY_CONT,  /* "+ " SASL continuation (RFC 5034 section 4) */
+};
+
+struct pop3 {
+	struct conn *c;
+	struct pop3_caps caps;
+	bool capa_ok;        /* caps came from a CAPA answer, not a guess */
+	bool broken;         /* out of step with the server: refuse further use */
+	enum pop3_state state;
+	char *buf;           /* POP3_BUFSIZE + 1 decoded body bytes */
+};
+
+static const char *
+pop3_state_to_string(enum pop3_state s)
+{
+	return (unsigned)s < POP3_ST_MAX ? state_names[s] : "?";
+}
+
+/* Records an error with the server's words kept apart from ours. */
+static int MP_PRINTF(6, 7)
+fail_srv(struct mp_err *err, int code, enum mp_exit ex, const char *text, size_t len,
+	 const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	if (!err || err->code != 0)
+		return code;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	mp_err_server(err, text, len);
+	return mp_err_set(err, code, ex, "%s", msg);
+}
+
+/*
+ * Queues one command line. redact_from is the offset of a secret in line
+ * (or >= len), so the trace shows "***" instead.
+ */
+static int
+send_line(struct pop3 *p, const char *line, size_t len, size_t redact_from, struct mp_err *err)
+{
+	int r;
+
+	log_trace("C", line, len, redact_from);
+	r = conn_write(p->c, line, len, err);
+	if (r < 0)
+		return r;
+	return conn_write(p->c, "\r\n", 2, err);
+}
+
+/* A command without a secret. */
+static int MP_PRINTF(3, 4)
+send_cmd(struct pop3 *p, struct mp_err *err, const char *fmt, ...)
+{
+	char line[POP3_CMD_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n + 2 > sizeof(line))
+		return mp_err_set(err, -EINVAL, MP_EX_USAGE, "POP3 command too long");
+	return send_line(p, line, (size_t)n, SIZE_MAX, err);
+}
+
+/* Whether line starts with word followed by a space or the end. */
+static bool
+starts_word(const char *line, size_t len, const char *word, size_t *ret_rest)
+{
+	size_t wl = strlen(word);
+
+	if (len < wl || memcmp(line, word, wl) != 0 || (len > wl && line[wl] != ' '))
+		return false;
+	*ret_rest = len > wl ? wl + 1 : wl;
+	return true;
+}
+
+/*
+ * Reads a status line: REPLY_OK, REPLY_ERR, or (when cont_ok) REPLY_CONT.
+ * *ret_text is the text after the indicator, valid until the next read.
+ * Anything else is -EPROTO: a reply we cannot place means we are out of
+ * step with the server.
+ */
+static int
+read_reply(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
+	   struct mp_err *err)
+{
+	const char *line;
+	size_t len, rest;
+	int kind;
+	int r;
+
+	r = conn_read_line(p->c, &line, &len, err);
+	if (r < 0)
+		return r;
+	log_trace("S", line, len, SIZE_MAX);
+	if (starts_word(line, len, "+OK", &rest))
+		kind = REPLY_OK;
+	else if (starts_word(line, len, "-ERR", &rest))
+		kind = REPLY_ERR;
+	else if (cont_ok && starts_word(line, len, "+", &rest))
+		kind = REPLY_CONT;
+	else
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+				"unexpected POP3 reply in %s state",
+				pop3_state_to_string(p->state));
+	*ret_text = line + rest;
+	*ret_len = len - rest;
+	return kind;
+}
+
+/* Sends what is queued, then expects +OK; -ERR becomes -EPROTO naming what. */
+static int
+expect_ok(struct pop3 *p, const char *what, struct mp_err *err)
+{
+	const char *text;
+	size_t len;
+	int r;
+
+	r = conn_flush(p->c, err);
+	if (r < 0)
+		return r;
+	r = read_reply(p, false, &text, &len, err);
+	if (r == REPLY_ERR)
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len, "server refused %s", what);
+	return r < 0 ? r : 0;
+}
+
+/*
+ * One line of a multi-line response (RFC 1939 section 3): 1 with the line
+ * (dot-stuffing undone), 0 at the terminating ".", or a negative errno.
+ */
+static int
+read_ml_line(struct pop3 *p, const char **ret_line, size_t *ret_len, struct mp_err *err)
+{
+	const char *line;
+	size_t len;
+	int r;
+
+	r = conn_read_line(p->c, &line, &len, err);
+	if (r < 0)
+		return r;
+	log_trace("S", line, len, SIZE_MAX);
+	if (len > 0 && line[0] == '.') {
+		if (len == 1)
+			return 0;
+		line++;
+		len--;
+	}
+	*ret_line = line;
+	*ret_len = len;
+	return 1;
+}
+
+/*
+ * Appends the mechanism names of a "SASL" capability line. Only names in
+ * the RFC 4422 section 3.1 form are kept, so nothing odd reaches a message.
+ */
+static void
+capa_sasl(struct pop3_caps *caps, const char *args, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t start, n;
+		bool ok = true;
+
+		while (i < len && args[i] == ' ')
+			i++;
+		start = i;
+		while (i < len && args[i] != ' ')
+			i++;
+		n = i - start;
+		for (size_t k = start; k < i; k++) {
+			char ch = args[k];
+
+			if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+				ok = false;
+		}
+		size_t used = strlen(caps->sasl);
+
+		if (!ok || n == 0 || n > 20 || used + n + 2 > sizeof(caps->sasl))
+			continue;
+		if (used > 0)
+			caps->sasl[used++] = ' ';
+		memcpy(caps->sasl + used, args + start, n);
+		caps->sasl[used + n] = '\0';
+	}
+}
+
+/* One capability line (RFC 2449 section 6): a case-insensitive tag and arguments. */
+static void
+capa_line(struct pop3_caps *caps, const char *line, size_t len)
+{
+	static const struct {
+		const char *tag;
+		size_t off;
+	} flags[] = {
+		{ "STLS", offsetof(struct pop3_caps, stls) },
+		{ "UIDL", offsetof(struct pop3_caps, uidl) },
+		{ "TOP", offsetof(struct pop3_caps, top) },
+		{ "USER", offsetof(struct pop3_caps, user) },
+		{ "PIPELINING", offsetof(struct pop3_caps, pipelining) },
+		{ "RESP-CODES", offsetof(struct pop3_caps, resp_codes) },
+	};
+	const char *sp = memchr(line, ' ', len);
+	size_t tl = sp ? (size_t)(sp - line) : len;
+
+	if (tl == 4 && strncasecmp(line, "SASL", 4) == 0) {
+		capa_sasl(caps, line + tl, len - tl);
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
+		if (strlen(flags[i].tag) == tl && strncasecmp(line, flags[i].tag, tl) == 0)
+			*(bool *)((char *)caps + flags[i].off) = true;
+}
+
+/*
+ * CAPA (RFC 2449 section 5). What was known before is forgotten first:
+ * after STLS the earlier answer came over an unprotected channel.
+ */
+static int
+pop3_capa(struct pop3 *p, struct mp_err *err)
+{
+	const char *line;
+	size_t len;
+	int r;
+
+	memset(&p->caps, 0, sizeof(p->caps));
+	p->capa_ok = false;
+	p->state = POP3_ST_CAPA;
+	r = send_cmd(p, err, "CAPA");
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &line, &len, err);
+	if (r < 0)
+		return r;
+	if (r == REPLY_ERR) {
+		/*
+		 * An RFC 1939-only server: USER, UIDL and TOP are optional
+		 * there and may exist; they are tried and their -ERR believed.
+		 * Pipelining is never assumed.
+		 */
+		p->caps.user = p->caps.uidl = p->caps.top = true;
+		return 0;
+	}
+	for (unsigned n = 0;; n++) {
+		r = read_ml_line(p, &line, &len, err);
+		if (r <= 0)
+			break;
+		if (n >= POP3_MAX_CAPA_LINES)
+			return mp_err_set(err, -E2BIG, MP_EX_PROTOCOL,
+					  "CAPA answer longer than %d lines", POP3_MAX_CAPA_LINES);
+		capa_line(&p->caps, line, len);
+	}
+	if (r < 0)
+		return r;
+	p->capa_ok = true;
+	return 0;
+}
+
+/*
+ * STLS (RFC 2595 section 4). Mandatory once asked for: any outcome but
+ * +OK ends the session before a credential is sent. Nothing else is sent
+ * until the reply; conn_starttls() refuses if bytes follow the +OK, since
+ * they came before the handshake and could be injected.
+ */
+static int
+pop3_stls(struct pop3 *p, struct mp_err *err)
+{
+	const char *text;
+	size_t len;
+	int r;
+
+	if (!p->caps.stls)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server does not offer STLS; refusing to continue without TLS");
+	p->state = POP3_ST_STLS;
+	r = send_cmd(p, err, "STLS");
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
+	if (r < 0)
+		return r;
+	if (r != REPLY_OK)
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
+				"server refused STLS; refusing to continue without TLS");
+	r = conn_starttls(p->c, err);
+	if (r < 0)
+		return r;
+	return pop3_capa(p, err);
+}
+
+int
+pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err)
+{
+	struct pop3 *p;
+	const char *text;
+	size_t len;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		conn_close(c);
+		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	}
+	p->c = c;
+	p->state = POP3_ST_GREETING;
+	p->buf = malloc(POP3_BUFSIZE + 1);
+	if (!p->buf) {
+		r = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		goto fail;
+	}
+	r = read_reply(p, false, &text, &len, err);
+	if (r < 0)
+		goto fail;
+	if (r != REPLY_OK) {
+		r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len, "server greeting is not +OK");
+		goto fail;
+	}
+	r = pop3_capa(p, err);
+	if (r == 0 && stls)
+		r = pop3_stls(p, err);
+	if (r < 0)
+		goto fail;
+	*ret = p;
+	return 0;
+fail:
+	pop3_free(p);
+	return r;
+}
+
+const struct pop3_caps *
+pop3_caps(const struct pop3 *p)
+{
+	return &p->caps;
+}
+
+void
+pop3_free(struct pop3 *p)
+{
+	if (!p)
+		return;
+	conn_close(p->c);
+	free(p->buf);
+	free(p);
+}
+
+static int
+check_usable(struct pop3 *p, struct mp_err *err)
+{
+	if (p->broken)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "POP3 session unusable after an earlier error");
+	return 0;
+}
+
+/*
+ * After a transport or protocol error the reply stream can no longer be
+ * trusted to line up with our commands. A refused login or a rejected
+ * argument leaves the session in step.
+ */
+static int
+settle(struct pop3 *p, int r)
+{
+	if (r < 0 && r != -EACCES && r != -EINVAL)
+		p->broken = true;
+	return r;
+}
+
+/* ---- authentication ---------------------------------------------------- */
+
+/*
+ * A refused login. RFC 2449 section 8.1 [IN-USE], [LOGIN-DELAY] and RFC
+ * 3206 [SYS/TEMP] say the credentials may be fine: retry later rather
+ * than ask the user to fix the password.
+ */
+static int
+auth_refused(struct pop3 *p, const char *text, size_t len, struct mp_err *err)
+{
+	static const char *const temp[] = { "[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]" };
+
+	(void)p;
+	for (size_t i = 0; i < ARRAY_SIZE(temp); i++) {
+		size_t tl = strlen(temp[i]);
+
+		if (len >= tl && strncasecmp(text, temp[i], tl) == 0)
+			return fail_srv(err, -EACCES, MP_EX_TEMPFAIL, text, len,
+					"login refused for now (%s); will retry", temp[i]);
+	}
+	return fail_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
+}
+
+/* Reads the reply that ends an authentication exchange. */
+static int
+auth_final(struct pop3 *p, struct mp_err *err)
+{
+	const char *text;
+	size_t len;
+	int r;
+
+	r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
+	if (r < 0)
+		return r;
+	if (r == REPLY_ERR)
+		return auth_refused(p, text, len, err);
+	return 0;
+}
+
+/* Queues a whole-line secret (a SASL response), traced as "***". */
+static int
+send_secret(struct pop3 *p, const char *s, struct mp_err *err)
+{
+	return send_line(p, s, strlen(s), 0, err);
+}
+
+/*
+ * Sends "AUTH mech", then waits for the "+ " challenge. 1 when it came,
+ * 0 after a refusal (recorded in err as -EACCES and returned negative).
+ */
+static int
+auth_start(struct pop3 *p, const char *mech, struct mp_err *err)
+{
+	const char *text;
+	size_t len;
+	int r;
+
+	r = send_cmd(p, err, "AUTH %s", mech);
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, true, &text, &len, err);
+	if (r < 0)
+		return r;
+	if (r == REPLY_ERR)
+		return auth_refused(p, text, len, err);
+	if (r == REPLY_OK)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server accepted AUTH %s without checking credentials", mech);
+	return 0;
+}
+
+/*
+ * The server answered the response with another challenge. For the OAuth
+ * mechanisms that is an error report (RFC 7628 section 3.2.2); the client
+ * must answer it (a dummy ^A, RFC 7628 section 3.2.3; an empty line for
+ * XOAUTH2) to get the final -ERR. For PLAIN it is unexpected: cancel with
+ * "*" (RFC 5034 section 4).
+ */
+static int
+auth_error_challenge(struct pop3 *p, enum sasl_mech mech, const char *chal, size_t chlen,
+		     struct mp_err *err)
+{
+	char detail[256] = "", *json = NULL;
+	const char *text, *answer;
+	size_t len, jlen;
+	int r;
+
+	if (sasl_base64_decode(chal, chlen, &json, &jlen) == 0) {
+		util_sanitize(detail, sizeof(detail), json, jlen);
+		free(json);
+	}
+	answer = mech == SASL_OAUTHBEARER ? "AQ==" : mech == SASL_XOAUTH2 ? "" : "*";
+	r = send_cmd(p, err, "%s", answer);
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
+	if (r < 0)
+		return r;
+	if (r == REPLY_OK)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server accepted a cancelled authentication");
+	if (len == 0 && detail[0])
+		return fail_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
+				"authentication refused");
+	return auth_refused(p, text, len, err);
+}
+
+/*
+ * PLAIN, XOAUTH2, OAUTHBEARER: one client response. It goes on the AUTH
+ * line when that fits in 255 octets (RFC 5034 section 4), else after the
+ * server's empty challenge.
+ */
+static int
+auth_sasl_ir(struct pop3 *p, enum sasl_mech mech, const char *resp, struct mp_err *err)
+{
+	const char *name = sasl_mech_to_string(mech), *text;
+	size_t nl = strlen(name), rl = strlen(resp), len;
+	int r;
+
+	if (5 + nl + 1 + rl + 2 <= POP3_CMD_MAX) {
+		char line[POP3_CMD_MAX];
+
+		memcpy(line, "AUTH ", 5);
+		memcpy(line + 5, name, nl);
+		line[5 + nl] = ' ';
+		memcpy(line + 6 + nl, resp, rl);
+		r = send_line(p, line, 6 + nl + rl, 6 + nl, err);
+		explicit_bzero(line, sizeof(line));
+	} else {
+		r = auth_start(p, name, err);
+		if (r == 0)
+			r = send_secret(p, resp, err);
+	}
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, true, &text, &len, err);
+	if (r < 0)
+		return r;
+	if (r == REPLY_ERR)
+		return auth_refused(p, text, len, err);
+	if (r == REPLY_CONT)
+		return auth_error_challenge(p, mech, text, len, err);
+	return 0;
+}
+
+/* LOGIN: two challenges, answered with the base64 user name, then password. */
+static int
+auth_login(struct pop3 *p, const char *user, const char *pass, struct mp_err *err)
+{
+	char *u64 = NULL, *p64 = NULL;
+	const char *text;
+	size_t len;
+	int r;
+
+	r = sasl_base64_encode(user, strlen(user), &u64);
+	if (r == 0)
+		r = sasl_base64_encode(pass, strlen(pass), &p64);
+	if (r < 0) {
+		r = mp_err_set(err, r, MP_EX_TEMPFAIL, "out of memory");
+		goto out;
+	}
+	r = auth_start(p, "LOGIN", err);
+	if (r == 0)
+		r = send_line(p, u64, strlen(u64), SIZE_MAX, err);
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, true, &text, &len, err);
+	if (r == REPLY_ERR)
+		r = auth_refused(p, text, len, err);
+	else if (r == REPLY_OK)
+		r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+			       "server accepted LOGIN without a password");
+	if (r < 0)
+		goto out;
+	r = send_secret(p, p64, err);
+	if (r == 0)
+		r = auth_final(p, err);
+out:
+	sasl_free(u64);
+	sasl_free(p64);
+	return r;
+}
+
+/* USER/PASS (RFC 1939 section 7). */
+static int
+auth_user(struct pop3 *p, const char *user, const char *pass, struct mp_err *err)
+{
+	size_t pl = strlen(pass);
+	char *line;
+	int r;
+
+	r = send_cmd(p, err, "USER %s", user);
+	if (r == 0)
+		r = auth_final(p, err);
+	if (r < 0)
+		return r;
+	line = malloc(5 + pl + 1);
+	if (!line)
+		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	memcpy(line, "PASS ", 5);
+	memcpy(line + 5, pass, pl);
+	r = send_line(p, line, 5 + pl, 5, err);
+	explicit_bzero(line, 5 + pl);
+	free(line);
+	if (r == 0)
+		r = auth_final(p, err);
+	return r;
+}
+
+/* "host:port" or "[v6]:port" of the peer, for the OAUTHBEARER kvpairs. */
+static void
+peer_host_port(const struct conn *c, char *host, size_t hostlen, unsigned *ret_port)
+{
+	const char *peer = conn_peer(c), *colon = strrchr(peer, ':');
+	uint64_t port = 0;
+	size_t hl;
+
+	*ret_port = 0;
+	host[0] = '\0';
+	if (!colon)
+		return;
+	if (util_parse_u64(colon + 1, strlen(colon + 1), &port) == 0 && port <= 65535)
+		*ret_port = (unsigned)port;
+	hl = (size_t)(colon - peer);
+	if (hl >= 2 && peer[0] == '[' && peer[hl - 1] == ']') {
+		peer++;
+		hl -= 2;
+	}
+	if (hl < hostlen) {
+		memcpy(host, peer, hl);
+		host[hl] = '\0';
+	}
+}
+
+/* No CR or LF may reach a command line: it would end it and start another. */
+static bool
+line_safe(const char *s)
+{
+	return strpbrk(s, "\r\n") == NULL;
+}
+
+int
+pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+	  struct mp_err *err)
+{
+	char *resp = NULL, host[256];
+	unsigned port;
+	int r;
+
+	r = check_usable(p, err);
+	if (r < 0)
+		return r;
+	if (!user || !secret)
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "user name or secret is missing");
+	/* The SASL mechanisms send base64; only USER/PASS put them on the line as is. */
+	if (mech == SASL_USER && (!line_safe(user) || !line_safe(secret)))
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "user name or password holds a line break, which USER/PASS "
+				  "cannot carry");
+	p->state = POP3_ST_AUTH;
+	switch (mech) {
+	case SASL_PLAIN:
+		r = sasl_plain(user, secret, &resp);
+		break;
+	case SASL_XOAUTH2:
+		r = sasl_xoauth2(user, secret, &resp);
+		break;
+	case SASL_OAUTHBEARER:
+		peer_host_port(p->c, host, sizeof(host), &port);
+		r = sasl_oauthbearer(user, host, port, secret, &resp);
+		break;
+	case SASL_LOGIN:
+		return settle(p, auth_login(p, user, secret, err));
+	case SASL_USER:
+		return settle(p, auth_user(p, user, secret, err));
+	default:
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "unknown authentication mechanism");
+	}
+	if (r < 0)
+		return mp_err_set(err, r, r == -ENOMEM ? MP_EX_TEMPFAIL : MP_EX_CONFIG,
+				  "cannot build the %s response", sasl_mech_to_string(mech));
+	r = auth_sasl_ir(p, mech, resp, err);
+	sasl_free(resp);
+	return settle(p, r);
+}
+
+/* ---- listing ------------------------------------------------------------ */
+
+/* Splits "a b..." into its first token and the rest; false if a is empty. */
+static bool
+split_token(const char *line, size_t len, size_t *ret_toklen, const char **ret_rest,
+	    size_t *ret_restlen)
+{
+	const char *sp = memchr(line, ' ', len);
+	size_t tl = sp ? (size_t)(sp - line) : len;
+
+	if (tl == 0)
+		return false;
+	*ret_toklen = tl;
+	*ret_rest = sp ? sp + 1 : line + len;
+	*ret_restlen = sp ? len - tl - 1 : 0;
+	return true;
+}
+
+static int
+parse_num(const char *s, size_t len, unsigned *ret)
+{
+	uint64_t v;
+
+	if (util_parse_u64(s, len, &v) < 0 || v == 0 || v > UINT32_MAX)
+		return -EBADMSG;
+	*ret = (unsigned)v;
+	return 0;
+}
+
+/*
+ * A scan listing line (RFC 1939 section 5): number, one space, size.
+ * Whatever follows the size after a space is allowed and ignored.
+ */
+static int
+parse_list_line(const char *line, size_t len, unsigned *ret_num, uint64_t *ret_size)
+{
+	const char *rest, *more;
+	size_t tl, rl, sl, ml;
+
+	if (!split_token(line, len, &tl, &rest, &rl) || parse_num(line, tl, ret_num) < 0)
+		return -EBADMSG;
+	if (!split_token(rest, rl, &sl, &more, &ml))
+		return -EBADMSG;
+	return util_parse_u64(rest, sl, ret_size) < 0 ? -EBADMSG : 0;
+}
+
+static int
+grow_msgs(struct pop3_msg **msgs, size_t *cap, size_t n)
+{
+	struct pop3_msg *m;
+	size_t nc;
+
+	if (n < *cap)
+		return 0;
+	nc = *cap ? *cap * 2 : 64;
+	m = reallocarray(*msgs, nc, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	*msgs = m;
+	*cap = nc;
+	return 0;
+}
+
+/* LIST: every message's number and size, numbers strictly increasing. */
+static int
+read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *err)
+{
+	struct pop3_msg *msgs = NULL;
+	size_t n = 0, cap = 0, len;
+	const char *line;
+	int r;
+
+	p->state = POP3_ST_LIST;
+	r = send_cmd(p, err, "LIST");
+	if (r == 0)
+		r = expect_ok(p, "LIST", err);
+	while (r == 0) {
+		struct pop3_msg m = { 0 };
+
+		r = read_ml_line(p, &line, &len, err);
+		if (r <= 0)
+			break;
+		r = 0;
+		if (parse_list_line(line, len, &m.num, &m.size) < 0)
+			r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+				     "malformed LIST line from server");
+		else if (n > 0 && m.num <= msgs[n - 1].num)
+			r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				       "server LISTed message %u after %u", m.num, msgs[n - 1].num);
+		else if (n >= POP3_MAX_MSGS)
+			r = mp_err_set(err, -E2BIG, MP_EX_PROTOCOL,
+				       "server lists more than %u messages", POP3_MAX_MSGS);
+		else if (grow_msgs(&msgs, &cap, n) < 0)
+			r = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		else
+			msgs[n++] = m;
+	}
+	if (r < 0) {
+		free(msgs);
+		return r;
+	}
+	*ret = msgs;
+	*ret_n = n;
+	return 0;
+}
+
+/* RFC 1939 section 7: a unique-id is 1 to 70 characters in 0x21-0x7E. */
+static bool
+uidl_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > POP3_UIDL_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* One unique-id listing line, matched against the LIST entry at *pos. */
+static int
+merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, const char *line, size_t len,
+		struct mp_err *err)
+{
+	const char *uid;
+	size_t tl, ul;
+	unsigned num;
+
+	if (!split_token(line, len, &tl, &uid, &ul) || parse_num(line, tl, &num) < 0)
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+				"malformed UIDL line from server");
+	/* Trailing blanks are not part of the id (they are outside 0x21-0x7E). */
+	while (ul > 0 && (uid[ul - 1] == ' ' || uid[ul - 1] == '\t'))
+		ul--;
+	if (!uidl_valid(uid, ul))
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+				"server sent an invalid UIDL for message %u", num);
+	/*
+	 * LIST and UIDL come from the same locked maildrop (RFC 1939 section
+	 * 8), so they must name the same messages in the same order.
+	 */
+	if (*pos >= n || msgs[*pos].num != num)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server's UIDL and LIST disagree at message %u", num);
+	memcpy(msgs[*pos].uidl, uid, ul);
+	msgs[*pos].uidl[ul] = '\0';
+	(*pos)++;
+	return 0;
+}
+
+static int
+cmp_uidl_ptr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * Two messages with one UIDL would look like one: the second would be
+ * taken as already fetched and could be deleted unread.
+ */
+static int
+check_unique(const struct pop3_msg *msgs, size_t n, struct mp_err *err)
+{
+	const char **v;
+	int r = 0;
+
+	if (n < 2)
+		return 0;
+	v = calloc(n, sizeof(*v));
+	if (!v)
+		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		v[i] = msgs[i].uidl;
+	qsort(v, n, sizeof(*v), cmp_uidl_ptr);
+	for (size_t i = 1; i < n && r == 0; i++)
+		if (strcmp(v[i - 1], v[i]) == 0)
+			r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				       "server listed UIDL %s twice; refusing to tell "
+				       "messages apart by it", v[i]);
+	free(v);
+	return r;
+}
+
+/* UIDL: every LIST entry gets its unique id, or none when the server lacks UIDL. */
+static int
+read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
+{
+	const char *line;
+	size_t len, pos = 0;
+	int r;
+
+	p->state = POP3_ST_UIDL;
+	r = send_cmd(p, err, "UIDL");
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &line, &len, err);
+	if (r < 0)
+		return r;
+	if (r == REPLY_ERR) {
+		/* Without CAPA, UIDL was only a guess, and -ERR settles it. */
+		if (!p->capa_ok) {
+			p->caps.uidl = false;
+			return 0;
+		}
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+				"server advertised UIDL but refused it");
+	}
+	while ((r = read_ml_line(p, &line, &len, err)) > 0) {
+		r = merge_uidl_line(msgs, n, &pos, line, len, err);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	if (pos < n)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server listed no UIDL for message %u", msgs[pos].num);
+	return check_unique(msgs, n, err);
+}
+
+int
+pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *err)
+{
+	struct pop3_msg *msgs = NULL;
+	size_t n = 0;
+	int r;
+
+	r = check_usable(p, err);
+	if (r < 0)
+		return r;
+	r = read_list(p, &msgs, &n, err);
+	if (r == 0 && p->caps.uidl)
+		r = read_uidl(p, msgs, n, err);
+	if (r < 0) {
+		free(msgs);
+		return settle(p, r);
+	}
+	*ret = msgs;
+	*ret_n = n;
+	return 0;
+}
+
+/* ---- transfer ----------------------------------------------------------- */
+
+static int
+sink_failed(struct mp_err *err, int r, size_t idx)
+{
+	return mp_err_set(err, r, mp_exit_from_errno(r), "storing message %zu failed: %s", idx,
+			  strerror(-r));
+}
+
+/*
+ * Streams one multi-line body into the sink through the byte machine,
+ * a bounded chunk at a time: memory does not grow with message size.
+ */
+static int
+stream_body(struct pop3 *p, size_t idx, const struct mp_sink *sink, struct mp_err *err)
+{
+	struct pop3_body b;
+	char note[48];
+	int done = 0, r, n;
+
+	r = sink->begin(sink->ud, idx);
+	if (r < 0)
+		return sink_failed(err, r, idx);
+	pop3_body_init(&b);
+	conn_body_start(p->c);
+	while (!done) {
+		const char *data;
+		size_t len, outlen, used;
+
+		r = conn_peek(p->c, &data, &len, err);
+		if (r < 0)
+			return r;
+		if (len > POP3_BUFSIZE)
+			len = POP3_BUFSIZE;
+		done = pop3_body_feed(&b, data, len, p->buf, &outlen, &used);
+		if (outlen > 0) {
+			r = sink->data(sink->ud, p->buf, outlen);
+			if (r < 0)
+				return sink_failed(err, r, idx);
+		}
+		conn_consume(p->c, used);
+	}
+	n = snprintf(note, sizeof(note), "<%" PRIu64 " octets>", b.bytes);
+	log_trace("S", note, (size_t)n, SIZE_MAX);
+	r = sink->end(sink->ud);
+	return r < 0 ? sink_failed(err, r, idx) : 0;
+}
+
+/*
+ * Sends "verb num" for each of nums[0..n) and handles the replies in
+ * order; with a sink each reply carries a body. With PIPELINING (RFC 2449
+ * section 6.6) up to POP3_WINDOW commands are in flight, but never more
+ * than POP3_QUEUE_MAX bytes of them: a server that stops reading while we
+ * stop reading would otherwise deadlock both TCP windows.
+ */
+static int
+run_batch(struct pop3 *p, const char *verb, const unsigned *nums, size_t n,
+	  const struct mp_sink *sink, struct mp_err *err)
+{
+	size_t window = p->caps.pipelining ? POP3_WINDOW : 1;
+	size_t sent = 0, done = 0, queued = 0;
+	unsigned short qlen[POP3_WINDOW];
+	const char *text;
+	size_t len;
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		if (nums[i] == 0)
+			return mp_err_set(err, -EINVAL, MP_EX_USAGE, "message number 0");
+	while (done < n) {
+		while (sent < n && sent - done < window) {
+			char cmd[32];
+			int cl = snprintf(cmd, sizeof(cmd), "%s %u", verb, nums[sent]);
+
+			if (sent > done && queued + (size_t)cl + 2 > POP3_QUEUE_MAX)
+				break;
+			r = send_line(p, cmd, (size_t)cl, SIZE_MAX, err);
+			if (r < 0)
+				return r;
+			qlen[sent % POP3_WINDOW] = (unsigned short)(cl + 2);
+			queued += (size_t)cl + 2;
+			sent++;
+		}
+		r = conn_flush(p->c, err);
+		if (r == 0)
+			r = read_reply(p, false, &text, &len, err);
+		if (r < 0)
+			return r;
+		if (r == REPLY_ERR)
+			return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
+					"server refused %s %u", verb, nums[done]);
+		if (sink) {
+			r = stream_body(p, done, sink, err);
+			if (r < 0)
+				return r;
+		}
+		queued -= qlen[done % POP3_WINDOW];
+		done++;
+	}
+	return 0;
+}
+
+int
+pop3_retr(struct pop3 *p, const unsigned *nums, size_t n, const struct mp_sink *sink,
+	  struct mp_err *err)
+{
+	int r = check_usable(p, err);
+
+	if (r < 0)
+		return r;
+	p->state = POP3_ST_RETR;
+	return settle(p, run_batch(p, "RETR", nums, n, sink, err));
+}
+
+int
+pop3_top(struct pop3 *p, unsigned num, unsigned lines, const struct mp_sink *sink,
+	 struct mp_err *err)
+{
+	int r = check_usable(p, err);
+
+	if (r < 0)
+		return r;
+	if (num == 0)
+		return mp_err_set(err, -EINVAL, MP_EX_USAGE, "message number 0");
+	p->state = POP3_ST_TOP;
+	r = send_cmd(p, err, "TOP %u %u", num, lines);
+	if (r == 0)
+		r = expect_ok(p, "TOP", err);
+	if (r == 0)
+		r = stream_body(p, 0, sink, err);
+	return settle(p, r);
+}
+
+int
+pop3_dele(struct pop3 *p, const unsigned *nums, size_t n, struct mp_err *err)
+{
+	int r = check_usable(p, err);
+
+	if (r < 0)
+		return r;
+	p->state = POP3_ST_DELE;
+	return settle(p, run_batch(p, "DELE", nums, n, NULL, err));
+}
+
+int
+pop3_quit(struct pop3 *p, struct mp_err *err)
+{
+	const char *text;
+	size_t len;
+	int r = check_usable(p, err);
+
+	if (r < 0)
+		return r;
+	p->state = POP3_ST_QUIT;
+	r = send_cmd(p, err, "QUIT");
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
+	if (r == REPLY_ERR)
+		r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
+			     "server did not confirm QUIT; deletions may not have happened");
+	/* RFC 1939 section 6: the session is over either way. */
+	p->broken = true;
+	return r < 0 ? r : 0;
+}

@@ -1,0 +1,1028 @@
+/*
+ * The POP3 engine against a scripted fake server forked on 127.0.0.1.
+ * The server checks every line the client sends against its script and
+ * answers from it; when the script ends it fails if the client sends
+ * anything more, so a test also proves what was NOT sent (no credential
+ * after a failed STLS, no QUIT after a failed RETR).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "mailpull/log.h"
+#include "mailpull/pop3.h"
+
+struct step {
+	char dir;          /* 'S' send text as is, 'C' expect this line, 'Q' expect silence */
+	const char *text;
+};
+
+#define S(t) { 'S', t }
+#define C(t) { 'C', t }
+#define QUIET { 'Q', NULL }
+#define END { 0, NULL }
+
+/* ---- the fake server (child process) ------------------------------------ */
+
+struct rd {
+	int fd;
+	char buf[65536];
+	size_t len;
+};
+
+static void MP_PRINTF(2, 3)
+die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "fake server: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	_exit(code);
+}
+
+/* Reads one CRLF line into line (without CRLF). false at EOF. */
+static bool
+rd_line(struct rd *r, char *line, size_t cap)
+{
+	for (;;) {
+		char *nl = memchr(r->buf, '\n', r->len);
+		ssize_t n;
+
+		if (nl) {
+			size_t l = (size_t)(nl - r->buf);
+
+			if (l == 0 || r->buf[l - 1] != '\r')
+				die(3, "client line without CRLF");
+			if (l - 1 >= cap)
+				die(3, "client line too long");
+			memcpy(line, r->buf, l - 1);
+			line[l - 1] = '\0';
+			memmove(r->buf, nl + 1, r->len - l - 1);
+			r->len -= l + 1;
+			return true;
+		}
+		if (r->len == sizeof(r->buf))
+			die(3, "client line too long");
+		n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+		if (n <= 0)
+			return false;
+		r->len += (size_t)n;
+	}
+}
+
+static void
+write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n <= 0)
+			die(4, "write: %s", strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Nothing buffered and nothing arriving for a while: the client waits for us. */
+static void
+expect_quiet(struct rd *r)
+{
+	struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+	if (r->len > 0 || poll(&pfd, 1, 150) > 0)
+		die(5, "client sent a command before the previous reply");
+}
+
+static void
+serve(int cfd, const struct step *script)
+{
+	struct rd r = { .fd = cfd };
+	char line[8192];
+
+	for (const struct step *s = script; s->dir; s++) {
+		if (s->dir == 'S') {
+			write_all(cfd, s->text, strlen(s->text));
+		} else if (s->dir == 'Q') {
+			expect_quiet(&r);
+		} else {
+			if (!rd_line(&r, line, sizeof(line)))
+				die(1, "expected \"%s\", got EOF", s->text);
+			if (strcmp(line, s->text) != 0)
+				die(1, "expected \"%s\", got \"%s\"", s->text, line);
+		}
+	}
+	/* The script is over: the client must send nothing more. */
+	if (rd_line(&r, line, sizeof(line)))
+		die(2, "unexpected \"%s\" after the script", line);
+	if (r.len > 0)
+		die(2, "unexpected bytes after the script");
+	_exit(0);
+}
+
+struct fake {
+	pid_t pid;
+	unsigned port;
+	int lfd;
+};
+
+/* Binds 127.0.0.1 on a free port, so a script can name the port. */
+static void
+fake_listen(struct fake *f)
+{
+	struct sockaddr_in sa = {
+		.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	socklen_t sl = sizeof(sa);
+
+	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(f->lfd >= 0);
+	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(f->lfd, 1), 0);
+	assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
+	f->port = ntohs(sa.sin_port);
+}
+
+static void
+fake_run(struct fake *f, const struct step *script)
+{
+	fflush(NULL);
+	f->pid = fork();
+	assert_true(f->pid >= 0);
+	if (f->pid == 0) {
+		int cfd;
+
+		alarm(20);
+		cfd = accept(f->lfd, NULL, NULL);
+		if (cfd < 0)
+			die(6, "accept: %s", strerror(errno));
+		close(f->lfd);
+		serve(cfd, script);
+	}
+	close(f->lfd);
+}
+
+static void
+fake_start(struct fake *f, const struct step *script)
+{
+	fake_listen(f);
+	fake_run(f, script);
+}
+
+/* The server's verdict: 0 when the client followed the script exactly. */
+static int
+fake_wait(struct fake *f)
+{
+	int status = 0;
+
+	assert_int_equal(waitpid(f->pid, &status, 0), f->pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int
+fake_open(struct fake *f, bool stls, struct pop3 **ret, struct mp_err *err)
+{
+	struct conn_opts o = { .host = "127.0.0.1", .port = f->port, .timeout_ms = 3000,
+			       .max_line = 8192 };
+	struct conn *c = NULL;
+	int r;
+
+	mp_err_clear(err);
+	r = conn_open(&o, false, &c, err);
+	assert_int_equal(r, 0);
+	return pop3_open(c, stls, ret, err);
+}
+
+/* ---- a sink that keeps what it gets ------------------------------------- */
+
+struct got {
+	char *buf[64];
+	size_t len[64];
+	size_t cur, begun, ended;
+	int fail_at;  /* idx whose data() fails, or -1 */
+};
+
+static int
+got_begin(void *ud, size_t idx)
+{
+	struct got *g = ud;
+
+	assert_true(idx < 64);
+	assert_int_equal(idx, g->begun);
+	g->cur = idx;
+	g->begun++;
+	return 0;
+}
+
+static int
+got_data(void *ud, const char *buf, size_t len)
+{
+	struct got *g = ud;
+	char *n;
+
+	if (g->fail_at == (int)g->cur)
+		return -ENOSPC;
+	n = realloc(g->buf[g->cur], g->len[g->cur] + len + 1);
+	assert_non_null(n);
+	memcpy(n + g->len[g->cur], buf, len);
+	g->len[g->cur] += len;
+	n[g->len[g->cur]] = '\0';
+	g->buf[g->cur] = n;
+	return 0;
+}
+
+static int
+got_end(void *ud)
+{
+	struct got *g = ud;
+
+	g->ended++;
+	return 0;
+}
+
+static void
+got_free(struct got *g)
+{
+	for (size_t i = 0; i < 64; i++)
+		free(g->buf[i]);
+}
+
+#define GREET S("+OK POP3 ready\r\n")
+#define CAPA_FULL C("CAPA"), \
+	S("+OK\r\nUSER\r\nUIDL\r\nTOP\r\nSASL PLAIN LOGIN XOAUTH2 OAUTHBEARER\r\nPIPELINING\r\n" \
+	  "RESP-CODES\r\n.\r\n")
+#define CAPA_SIMPLE C("CAPA"), S("+OK\r\nUSER\r\nUIDL\r\nSASL PLAIN\r\n.\r\n")
+/* base64("\0user\0secret") */
+#define PLAIN_IR "AHVzZXIAc2VjcmV0"
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void
+test_open_auth_plain_quit(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_FULL,
+		C("AUTH PLAIN " PLAIN_IR), S("+OK logged in\r\n"),
+		C("QUIT"), S("+OK bye\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+	const struct pop3_caps *caps;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	caps = pop3_caps(p);
+	assert_true(caps->user && caps->uidl && caps->top && caps->pipelining && caps->resp_codes);
+	assert_false(caps->stls);
+	assert_string_equal(caps->sasl, "PLAIN LOGIN XOAUTH2 OAUTHBEARER");
+	assert_int_equal(pop3_auth(p, SASL_PLAIN, "user", "secret", &err), 0);
+	assert_int_equal(pop3_quit(p, &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_bad_greeting(void **state)
+{
+	static const struct step script[] = { S("-ERR \033[2Jgo away\r\n"), END };
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), -EPROTO);
+	assert_null(p);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	/* server text is kept apart and sanitized */
+	assert_string_equal(err.srv, "\\x1b[2Jgo away");
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_auth_refused_then_user_pass(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE,
+		C("AUTH PLAIN " PLAIN_IR), S("-ERR [AUTH] invalid credentials\r\n"),
+		C("USER user"), S("+OK\r\n"),
+		C("PASS secret"), S("+OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_auth(p, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(err.ex, MP_EX_NOPERM);
+	assert_string_equal(err.msg, "authentication refused");
+	assert_string_equal(err.srv, "[AUTH] invalid credentials");
+	mp_err_clear(&err);
+	/* a line break would end the command and start another: never sent */
+	assert_int_equal(pop3_auth(p, SASL_USER, "user\r\nDELE 1", "secret", &err), -EINVAL);
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "x\nDELE 1", &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_pass_refused_in_use(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE,
+		C("USER user"), S("+OK\r\n"),
+		C("PASS secret"), S("-ERR [IN-USE] mailbox locked\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), -EACCES);
+	assert_int_equal(err.ex, MP_EX_TEMPFAIL);
+	assert_string_equal(err.srv, "[IN-USE] mailbox locked");
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* Without CAPA: USER/UIDL/TOP are tried, UIDL's -ERR believed, nothing pipelined. */
+static void
+test_no_capa(void **state)
+{
+	static const struct step script[] = {
+		GREET, C("CAPA"), S("-ERR unknown command\r\n"),
+		C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
+		C("LIST"), S("+OK 2 messages\r\n1 10\r\n2 20\r\n.\r\n"),
+		C("UIDL"), S("-ERR unknown command\r\n"),
+		C("RETR 1"), QUIET, S("+OK\r\na\r\n.\r\n"),
+		C("RETR 2"), QUIET, S("+OK\r\nb\r\n.\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct pop3_msg *m = NULL;
+	struct got g = { .fail_at = -1 };
+	struct mp_sink sink = { got_begin, got_data, got_end, &g };
+	unsigned nums[] = { 1, 2 };
+	struct mp_err err;
+	size_t n = 0;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_true(pop3_caps(p)->user && pop3_caps(p)->uidl && pop3_caps(p)->top);
+	assert_false(pop3_caps(p)->pipelining);
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(pop3_list(p, &m, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(m[0].uidl, "");
+	assert_false(pop3_caps(p)->uidl);
+	assert_int_equal(pop3_retr(p, nums, 2, &sink, &err), 0);
+	assert_string_equal(g.buf[0], "a\n");
+	assert_string_equal(g.buf[1], "b\n");
+	free(m);
+	got_free(&g);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_list_uidl_merge(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE,
+		C("LIST"), S("+OK\r\n1 100\r\n3 300 extra\r\n7 7000000000\r\n.\r\n"),
+		C("UIDL"), S("+OK\r\n1 aaa\r\n3 b~!b \r\n7 ccc\r\n.\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct pop3_msg *m = NULL;
+	struct mp_err err;
+	size_t n = 0;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_list(p, &m, &n, &err), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(m[0].num, 1);
+	assert_int_equal(m[0].size, 100);
+	assert_string_equal(m[0].uidl, "aaa");
+	assert_int_equal(m[1].num, 3);
+	assert_string_equal(m[1].uidl, "b~!b");
+	assert_int_equal(m[2].size, 7000000000ull);
+	assert_string_equal(m[2].uidl, "ccc");
+	free(m);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_empty_list(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE, C("LIST"), S("+OK 0 messages\r\n.\r\n"),
+		C("UIDL"), S("+OK\r\n.\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct pop3_msg *m = NULL;
+	struct mp_err err;
+	size_t n = 99;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_list(p, &m, &n, &err), 0);
+	assert_int_equal(n, 0);
+	free(m);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* A listing problem is -EPROTO with msg containing want; nothing more is sent. */
+static void
+list_fails(const char *list, const char *uidl, const char *want)
+{
+	struct step script[] = {
+		GREET, CAPA_SIMPLE, C("LIST"), S(list), C("UIDL"), S(uidl), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct pop3_msg *m = NULL;
+	struct mp_err err;
+	size_t n = 0;
+
+	if (!uidl)
+		script[5] = (struct step)END;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_list(p, &m, &n, &err), -EPROTO);
+	assert_null(m);
+	if (!strstr(err.msg, want))
+		fail_msg("error \"%s\" lacks \"%s\"", err.msg, want);
+	/* the session refuses further use */
+	assert_int_equal(pop3_quit(p, &err), -EPROTO);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_list_errors(void **state)
+{
+	(void)state;
+	list_fails("+OK\r\n1 10\r\n2 20\r\n.\r\n", "+OK\r\n1 abc\r\n2 abc\r\n.\r\n",
+		   "server listed UIDL abc twice");
+	list_fails("+OK\r\n1 10\r\n2 20\r\n3 5\r\n.\r\n", "+OK\r\n3 x\r\n1 y\r\n2 x\r\n.\r\n",
+		   "disagree");
+	list_fails("+OK\r\n2 10\r\n1 20\r\n.\r\n", NULL, "after");
+	list_fails("+OK\r\n1 10\r\n1 20\r\n.\r\n", NULL, "after");
+	list_fails("+OK\r\n1 ten\r\n.\r\n", NULL, "malformed LIST");
+	list_fails("+OK\r\n0 10\r\n.\r\n", NULL, "malformed LIST");
+	list_fails("+OK\r\n1  10\r\n.\r\n", NULL, "malformed LIST");
+	list_fails("+OK\r\n-1 10\r\n.\r\n", NULL, "malformed LIST");
+	list_fails("-ERR no\r\n", NULL, "refused LIST");
+	list_fails("+OK\r\n1 10\r\n2 20\r\n.\r\n", "+OK\r\n1 a\r\n.\r\n", "no UIDL for message 2");
+	list_fails("+OK\r\n1 10\r\n.\r\n", "+OK\r\n1 a\r\n2 b\r\n.\r\n", "disagree");
+	list_fails("+OK\r\n1 10\r\n.\r\n", "+OK\r\n1 a\001b\r\n.\r\n", "invalid UIDL");
+	list_fails("+OK\r\n1 10\r\n.\r\n", "+OK\r\n1 \r\n.\r\n", "invalid UIDL");
+	list_fails("+OK\r\n1 10\r\n.\r\n",
+		   "+OK\r\n1 1234567890123456789012345678901234567890"
+		   "1234567890123456789012345678901"
+		   "\r\n.\r\n", "invalid UIDL");
+	list_fails("+OK\r\n1 10\r\n.\r\n", "-ERR no\r\n", "advertised UIDL");
+}
+
+/* PIPELINING: all RETRs go out before the first reply; bodies are decoded. */
+static void
+test_retr_pipelined(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_FULL,
+		C("RETR 1"), C("RETR 2"), C("RETR 5"),
+		S("+OK 10 octets\r\nA: 1\r\n\r\n..dot\r\n.\r\n"
+		  "+OK\r\n.\r\n"
+		  "+OK\r\nline\r\n..\r\nno newline\r\n.\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct got g = { .fail_at = -1 };
+	struct mp_sink sink = { got_begin, got_data, got_end, &g };
+	unsigned nums[] = { 1, 2, 5 };
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_retr(p, nums, 3, &sink, &err), 0);
+	assert_int_equal(g.begun, 3);
+	assert_int_equal(g.ended, 3);
+	assert_string_equal(g.buf[0], "A: 1\n\n.dot\n");
+	assert_null(g.buf[1]);
+	assert_string_equal(g.buf[2], "line\n.\nno newline\n");
+	got_free(&g);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* What a body generated by make_body() decodes to. */
+static char *
+decoded(const char *wire, size_t len)
+{
+	char *out = malloc(len + 1);
+	size_t o = 0;
+
+	assert_non_null(out);
+	for (size_t i = 0; i < len; i++)
+		if (!(wire[i] == '\r' && i + 1 < len && wire[i + 1] == '\n'))
+			out[o++] = wire[i];
+	out[o] = '\0';
+	return out;
+}
+
+/*
+ * More messages than the window, some far larger than every buffer: the
+ * first 32 commands arrive before any reply, then one more per reply.
+ */
+static void
+test_retr_window_large(void **state)
+{
+	enum { NMSG = 40, BIG = 300000 };
+	struct step script[3 + 2 * NMSG + 1];
+	char *bodies[NMSG], cmds[NMSG][16];
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct got g = { .fail_at = -1 };
+	struct mp_sink sink = { got_begin, got_data, got_end, &g };
+	unsigned nums[NMSG];
+	size_t lens[NMSG], k = 0;
+	struct mp_err err;
+
+	(void)state;
+	script[k++] = (struct step)GREET;
+	script[k++] = (struct step)C("CAPA");
+	script[k++] = (struct step)S("+OK\r\nPIPELINING\r\n.\r\n");
+	for (size_t i = 0; i < NMSG; i++) {
+		size_t len = i % 7 == 0 ? BIG : 50 + i;
+		char *b = malloc(len + 32);
+
+		assert_non_null(b);
+		snprintf(cmds[i], sizeof(cmds[i]), "RETR %zu", i + 1);
+		nums[i] = (unsigned)(i + 1);
+		memcpy(b, "+OK\r\n", 5);
+		for (size_t j = 5; j < len; j++)
+			b[j] = (j % 80 == 78)   ? '\r'
+			       : (j % 80 == 79) ? '\n'
+						: (char)('a' + (i + j) % 26);
+		memcpy(b + len, "\r\n.\r\n", 6);
+		bodies[i] = b;
+		lens[i] = len;
+	}
+	for (size_t i = 0; i < 32; i++)
+		script[k++] = (struct step)C(cmds[i]);
+	for (size_t i = 0; i < NMSG; i++) {
+		script[k++] = (struct step)S(bodies[i]);
+		if (i + 32 < NMSG)
+			script[k++] = (struct step)C(cmds[i + 32]);
+	}
+	script[k] = (struct step)END;
+	assert_true(k < ARRAY_SIZE(script));
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_retr(p, nums, NMSG, &sink, &err), 0);
+	assert_int_equal(g.ended, NMSG);
+	for (size_t i = 0; i < NMSG; i++) {
+		char *want = decoded(bodies[i] + 5, lens[i] - 5 + 2);
+
+		assert_int_equal(g.len[i], strlen(want));
+		assert_memory_equal(g.buf[i], want, g.len[i]);
+		free(want);
+	}
+	got_free(&g);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+	for (size_t i = 0; i < NMSG; i++)
+		free(bodies[i]);
+}
+
+static void
+test_retr_err(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_FULL,
+		C("RETR 1"), C("RETR 2"),
+		S("+OK\r\nx\r\n.\r\n-ERR no such message\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct got g = { .fail_at = -1 };
+	struct mp_sink sink = { got_begin, got_data, got_end, &g };
+	unsigned nums[] = { 1, 2 };
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_retr(p, nums, 2, &sink, &err), -EPROTO);
+	assert_string_equal(err.msg, "server refused RETR 2");
+	assert_string_equal(err.srv, "no such message");
+	assert_int_equal(g.ended, 1);
+	/* no QUIT: that would commit nothing here, but the session is out of step */
+	assert_int_equal(pop3_quit(p, &err), -EPROTO);
+	got_free(&g);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_retr_sink_fails(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE, C("RETR 1"), S("+OK\r\nx\r\n.\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct got g = { .fail_at = 0 };
+	struct mp_sink sink = { got_begin, got_data, got_end, &g };
+	unsigned nums[] = { 1 };
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_retr(p, nums, 1, &sink, &err), -ENOSPC);
+	assert_int_equal(g.ended, 0);
+	got_free(&g);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_top(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE, C("TOP 3 0"), S("+OK\r\nSubject: hi\r\n\r\n.\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct got g = { .fail_at = -1 };
+	struct mp_sink sink = { got_begin, got_data, got_end, &g };
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_top(p, 3, 0, &sink, &err), 0);
+	assert_string_equal(g.buf[0], "Subject: hi\n\n");
+	got_free(&g);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_dele_quit(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_FULL,
+		C("DELE 1"), C("DELE 2"), C("DELE 4"), S("+OK\r\n+OK\r\n+OK\r\n"),
+		C("QUIT"), S("+OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	unsigned nums[] = { 1, 2, 4 };
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_dele(p, nums, 3, &err), 0);
+	assert_int_equal(pop3_quit(p, &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_dele_err_quit_err(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE,
+		C("DELE 1"), QUIET, S("-ERR message 1 already deleted\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	unsigned nums[] = { 1, 2 };
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_dele(p, nums, 2, &err), -EPROTO);
+	assert_string_equal(err.srv, "message 1 already deleted");
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_quit_err(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE, C("QUIT"), S("-ERR some deleted messages not removed\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_quit(p, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "deletions may not have happened"));
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* STLS asked for but not offered: stop before any credential. */
+static void
+test_stls_not_offered(void **state)
+{
+	static const struct step script[] = { GREET, CAPA_FULL, END };
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &p, &err), -EPROTO);
+	assert_null(p);
+	assert_non_null(strstr(err.msg, "server does not offer STLS"));
+	/* the server fails if AUTH, USER or anything else followed CAPA */
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_stls_refused(void **state)
+{
+	static const struct step script[] = {
+		GREET, C("CAPA"), S("+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
+		C("STLS"), QUIET, S("-ERR not now\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &p, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "refused STLS"));
+	assert_string_equal(err.srv, "not now");
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* Bytes after the STLS +OK came before the handshake: refuse them. */
+static void
+test_stls_injection(void **state)
+{
+	static const struct step script[] = {
+		GREET, C("CAPA"), S("+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
+		C("STLS"), S("+OK begin TLS\r\n+OK\r\nSASL ANONYMOUS\r\n.\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &p, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "data after STARTTLS response"));
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_stls_garbage(void **state)
+{
+	static const struct step script[] = {
+		GREET, C("CAPA"), S("+OK\r\nSTLS\r\n.\r\n"), C("STLS"), S("* OK what\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &p, &err), -EPROTO);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* An initial response that would make the AUTH line exceed 255 octets follows "+ ". */
+static void
+test_auth_plain_long(void **state)
+{
+	char user[201], *b64 = NULL;
+	struct step script[] = {
+		GREET, CAPA_SIMPLE, C("AUTH PLAIN"), S("+ \r\n"), C(NULL), S("+OK\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	memset(user, 'u', sizeof(user) - 1);
+	user[sizeof(user) - 1] = '\0';
+	assert_int_equal(sasl_plain(user, "secret", &b64), 0);
+	script[5].text = b64;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_auth(p, SASL_PLAIN, user, "secret", &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+	sasl_free(b64);
+}
+
+static void
+test_auth_login(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_FULL,
+		C("AUTH LOGIN"), S("+ VXNlcm5hbWU6\r\n"),
+		C("dXNlcg=="), S("+ UGFzc3dvcmQ6\r\n"),
+		C("c2VjcmV0"), S("+OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_auth(p, SASL_LOGIN, "user", "secret", &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* XOAUTH2 failure: an error challenge, an empty answer, then -ERR. */
+static void
+test_auth_xoauth2_error(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_FULL,
+		/* base64("user=user\1auth=Bearer tok\1\1") */
+		C("AUTH XOAUTH2 dXNlcj11c2VyAWF1dGg9QmVhcmVyIHRvawEB"),
+		S("+ eyJzdGF0dXMiOiI0MDEifQ==\r\n"),
+		C(""), S("-ERR\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_auth(p, SASL_XOAUTH2, "user", "tok", &err), -EACCES);
+	assert_int_equal(err.ex, MP_EX_NOPERM);
+	/* the decoded error report stands in for an empty -ERR text */
+	assert_string_equal(err.srv, "{\"status\":\"401\"}");
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* OAUTHBEARER names the server's host and port; an error challenge gets ^A. */
+static void
+test_auth_oauthbearer_error(void **state)
+{
+	char want[300], *b64 = NULL;
+	struct step script[] = {
+		GREET, CAPA_FULL, C(NULL), S("+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n"),
+		C("AQ=="), S("-ERR token expired\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_listen(&f);
+	assert_int_equal(sasl_oauthbearer("user", "127.0.0.1", f.port, "tok", &b64), 0);
+	snprintf(want, sizeof(want), "AUTH OAUTHBEARER %s", b64);
+	sasl_free(b64);
+	script[3].text = want;
+	fake_run(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_auth(p, SASL_OAUTHBEARER, "user", "tok", &err), -EACCES);
+	assert_string_equal(err.srv, "token expired");
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* With -v, no secret reaches the trace: only "***". */
+static void
+test_trace_redacts(void **state)
+{
+	static const struct step script[] = {
+		GREET, CAPA_SIMPLE,
+		C("AUTH PLAIN " PLAIN_IR), S("-ERR no\r\n"),
+		C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+	char buf[8192];
+	FILE *tmp = tmpfile();
+	int saved = dup(2);
+	size_t n;
+
+	(void)state;
+	assert_non_null(tmp);
+	fake_start(&f, script);
+	fflush(stderr);
+	dup2(fileno(tmp), 2);
+	log_set_level(LOG_LVL_TRACE);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(pop3_auth(p, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	log_set_level(LOG_LVL_INFO);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+	rewind(tmp);
+	n = fread(buf, 1, sizeof(buf) - 1, tmp);
+	buf[n] = '\0';
+	fclose(tmp);
+	assert_non_null(strstr(buf, "C: AUTH PLAIN ***"));
+	assert_non_null(strstr(buf, "C: PASS ***"));
+	assert_non_null(strstr(buf, "C: USER user"));
+	assert_non_null(strstr(buf, "S: +OK POP3 ready"));
+	assert_null(strstr(buf, "secret"));
+	assert_null(strstr(buf, PLAIN_IR));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_auth_plain_quit),
+		cmocka_unit_test(test_bad_greeting),
+		cmocka_unit_test(test_auth_refused_then_user_pass),
+		cmocka_unit_test(test_pass_refused_in_use),
+		cmocka_unit_test(test_no_capa),
+		cmocka_unit_test(test_list_uidl_merge),
+		cmocka_unit_test(test_empty_list),
+		cmocka_unit_test(test_list_errors),
+		cmocka_unit_test(test_retr_pipelined),
+		cmocka_unit_test(test_retr_window_large),
+		cmocka_unit_test(test_retr_err),
+		cmocka_unit_test(test_retr_sink_fails),
+		cmocka_unit_test(test_top),
+		cmocka_unit_test(test_dele_quit),
+		cmocka_unit_test(test_dele_err_quit_err),
+		cmocka_unit_test(test_quit_err),
+		cmocka_unit_test(test_stls_not_offered),
+		cmocka_unit_test(test_stls_refused),
+		cmocka_unit_test(test_stls_injection),
+		cmocka_unit_test(test_stls_garbage),
+		cmocka_unit_test(test_auth_plain_long),
+		cmocka_unit_test(test_auth_login),
+		cmocka_unit_test(test_auth_xoauth2_error),
+		cmocka_unit_test(test_auth_oauthbearer_error),
+		cmocka_unit_test(test_trace_redacts),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
