@@ -186,6 +186,7 @@ class Dovecot:
         os.chown(self.maildir_root, self.uid, self.gid)
         os.chmod(self.maildir_root, 0o755)
         os.chmod(self.workdir, 0o755)
+        self._check_traversable(self.workdir)
         used = set()
         ports = {}
         for name in ("pop3", "pop3s", "imap", "imaps"):
@@ -269,6 +270,20 @@ service imap {{
         with open(self.conf, "w") as f:
             f.write(conf)
         os.chmod(self.conf, 0o644)
+
+    @staticmethod
+    def _check_traversable(path):
+        """The mail user and Dovecot's helpers must reach the work directory."""
+        p = path
+        while True:
+            st = os.stat(p)
+            if not st.st_mode & 0o001:
+                raise RuntimeError(f"{p} is not searchable by others: the mail user cannot "
+                                   f"reach {path} (use a work directory under /tmp)")
+            parent = os.path.dirname(p)
+            if parent == p:
+                return
+            p = parent
 
     def start(self, timeout=20.0):
         if not os.path.exists(os.path.join(self.certdir, "server.pem")):
@@ -399,25 +414,42 @@ service imap {{
         raise RuntimeError(f"unexpected doveadm output: {out!r}")
 
     def message_files(self, user):
-        """Paths of the message files in the user's INBOX (new/ and cur/)."""
+        """Paths of the message files in the user's INBOX (new/ and cur/).
+
+        Dovecot may be moving files from new/ to cur/ (or renaming them to
+        add flags) meanwhile, e.g. in a session whose client was just
+        killed: the listing is retried until new/ stays the same around the
+        listing of cur/, so no file is missed in transit."""
         md = self.user_maildir(user)
-        out = []
-        for sub in ("new", "cur"):
+
+        def ls(sub):
             d = os.path.join(md, sub)
-            if os.path.isdir(d):
-                out += [os.path.join(d, n) for n in sorted(os.listdir(d))]
-        return out
+            try:
+                return sorted(os.listdir(d))
+            except FileNotFoundError:
+                return []
+        for _ in range(100):
+            new1 = ls("new")
+            cur = ls("cur")
+            new2 = ls("new")
+            if new1 == new2:
+                return ([os.path.join(md, "new", n) for n in new1]
+                        + [os.path.join(md, "cur", n) for n in cur])
+            time.sleep(0.01)
+        raise RuntimeError(f"{md} keeps changing")
 
     def bodies(self, user):
         """The raw contents of the user's INBOX messages, read from disk."""
-        res = []
-        for p in self.message_files(user):
+        for _ in range(100):
+            res = []
             try:
-                with open(p, "rb") as f:
-                    res.append(f.read())
+                for p in self.message_files(user):
+                    with open(p, "rb") as f:
+                        res.append(f.read())
+                return res
             except FileNotFoundError:
-                pass  # expunged meanwhile
-        return res
+                time.sleep(0.01)    # renamed or expunged meanwhile: list again
+        raise RuntimeError(f"messages of {user} keep moving")
 
     def expunge_all(self, user, folder="INBOX"):
         self.doveadm("expunge", "-u", user, "mailbox", folder, "all")

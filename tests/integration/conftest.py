@@ -59,11 +59,17 @@ def binary_is_sanitized(path):
 
 
 @pytest.fixture(scope="session")
-def dovecot(tmp_path_factory):
-    dc = Dovecot(workdir=str(tmp_path_factory.mktemp("dovecot")))
+def dovecot():
+    # Its own directory under /tmp: pytest's tmp dirs are 0700, and the mail
+    # user must reach the mail.
+    dc = Dovecot()
     dc.start()
     yield dc
-    dc.stop()
+    if os.environ.get("MAILPULL_KEEP_DOVECOT"):
+        dc.stop()
+        print(f"\nDovecot files kept in {dc.workdir}")
+    else:
+        dc.cleanup()
 
 
 def make_message(i, body=None, size=None, subject=None, tag="m"):
