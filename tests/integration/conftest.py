@@ -31,6 +31,23 @@ EX_CONFIG = 78
 EX_CRASH = 101
 
 
+# Measurements tests want shown even when they pass (peak RSS, step counts),
+# printed at the end of the run.
+REPORT = []
+
+
+def report(line):
+    REPORT.append(line)
+    print("\n" + line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT:
+        terminalreporter.section("mailpull measurements")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
 def _find_bin():
     b = os.environ.get("MAILPULL_BIN")
     if b:
@@ -197,5 +214,5 @@ def assert_error(r, code, *needles):
         assert n in err, f"{n!r} not in the error output\n{r}"
 
 
-__all__ = ["Raw", "make_message", "digest", "multiset", "assert_error", "EX_OK", "EX_USAGE",
+__all__ = ["Raw", "report", "make_message", "digest", "multiset", "assert_error", "EX_OK", "EX_USAGE",
            "EX_IOERR", "EX_TEMPFAIL", "EX_PROTOCOL", "EX_NOPERM", "EX_CONFIG", "EX_CRASH"]

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import EX_OK, EX_CRASH, make_message, digest
+from conftest import EX_OK, EX_CRASH, make_message, digest, report
 from mprun import base_name, maildir_files
 
 NMSG = 30
@@ -25,7 +25,7 @@ MAX_STEPS = 2000
 @pytest.fixture(scope="module")
 def rng():
     seed = int(os.environ.get("MAILPULL_TEST_SEED", str(int(time.time()))))
-    print(f"\nMAILPULL_TEST_SEED={seed}")
+    report(f"MAILPULL_TEST_SEED={seed}")
     return random.Random(seed)
 
 
@@ -113,7 +113,7 @@ def test_crash_at_every_step(mp):
         sc.finish(f"rerun after crash at step {n}")
     assert steps is not None, f"still crashing at step {MAX_STEPS}"
     assert steps >= 1, "MAILPULL_CRASH_AT had no effect"
-    print(f"\n{steps} durability steps for {NMSG} messages; each one crashed and recovered")
+    report(f"{steps} durability steps for {NMSG} messages; each one crashed and recovered")
 
 
 def test_repeated_crashes_then_rerun(mp, rng):
@@ -158,7 +158,7 @@ def test_sigkill_at_random_times(mp, rng):
             assert r.rc == EX_OK, f"run {k}:\n{r}"
         sc.check_safe(f"after SIGKILL at {delay:.3f} s")
         sc.finish(f"rerun after SIGKILL at {delay:.3f} s")
-    print(f"{kills} of 20 runs killed mid-way")
+    report(f"SIGKILL: {kills} of 20 runs killed mid-way (an uninterrupted run: {duration:.3f} s)")
     assert kills >= 5, f"only {kills} of 20 runs were killed before finishing"
 
 
@@ -195,4 +195,4 @@ def test_rerun_publishes_what_was_recorded(mp):
     assert sc.tmp() == [], f"left in tmp/: {sc.tmp()}"
     local = sc.local()
     assert all(v == 1 for v in local.values()), "duplicates after recovery"
-    print(f"\ncrash at step {n}: {len(pending)} recorded messages published on the rerun")
+    report(f"crash at step {n}: {len(pending)} recorded messages published on the rerun")

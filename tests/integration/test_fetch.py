@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import (EX_OK, Raw, make_message, multiset, digest, assert_error)
+from conftest import (EX_OK, Raw, make_message, multiset, digest, assert_error, report)
 
 
 def fill(mp, user, n, tag="m", **kw):
@@ -192,8 +192,9 @@ def test_large_message_streams_with_bounded_memory(mp):
     assert len(got[0]) == len(big) and digest(got[0]) == digest(big)
     assert mp.dc.count(user) == 0
     rss_mib = r.maxrss_kib / 1024
-    print(f"\n20 MiB message: mailpull peak RSS {rss_mib:.1f} MiB, "
-          f"wall {r.elapsed:.2f} s, CPU {r.cpu:.2f} s")
+    report(f"20 MiB message: mailpull peak RSS {rss_mib:.1f} MiB"
+           f"{' (sanitized build)' if mp.sanitized else ''}, "
+           f"wall {r.elapsed:.2f} s, CPU {r.cpu:.2f} s")
     if r.maxrss_kib == 0:
         pytest.skip("peak RSS not measured (GNU time missing)")
     if mp.sanitized:
