@@ -1,0 +1,266 @@
+"""mailpull against its peers on the same private Dovecot and the same mail.
+
+    python3 tests/bench.py BUILD/mailpull [--rounds 3] [--count 5000] [--large]
+                                          [--cache DIR] [--mpop mpop]
+
+POP3: mailpull (keep = no, a fresh Maildir) against mpop (keep off, delivery
+maildir, tls on, tls_trust_file the test CA, pipelining auto), both over
+POP3S. A pristine mailbox of COUNT ~4 KiB messages (plus 5 x 20 MiB with
+--large) is built once under the cache directory; before every run it is
+restored with hard links (`cp -al`) into a fresh Dovecot user, without
+index files, and indexed by doveadm outside the timing. Runs are
+interleaved (A B A B ...) because file I/O timings on these machines swing
+by 3x between identical runs; the table quotes medians and the ratio
+peer / mailpull (above 1: mailpull is faster or smaller).
+
+Wall time is measured here; CPU (user + system) is wait4()'s of GNU time
+with its reaped child; peak RSS is GNU time's report of the child alone.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from dovecot import Dovecot, ensure_mail_user  # noqa: E402
+import mprun  # noqa: E402
+
+LARGE_COUNT = 5
+LARGE_SIZE = 20 * 1024 * 1024
+SMALL_SIZE = 4096
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---- the pristine mailbox ----------------------------------------------------
+
+def small_message(i):
+    head = (f"From: Sender {i % 97} <sender{i % 97}@example.org>\n"
+            f"To: bench@example.org\n"
+            f"Subject: bench message {i}\n"
+            f"Date: Tue, 25 Nov 2025 10:{i % 60:02d}:00 +0000\n"
+            f"Message-ID: <bench-{i}@example.org>\n\n").encode()
+    line = f"{i:08d} the quick brown fox jumps over the lazy dog 0123456789 .,;:\n".encode()
+    body = (line * (SMALL_SIZE // len(line) + 1))[: SMALL_SIZE - len(head)]
+    body = body[: body.rfind(b"\n") + 1]
+    return head + body
+
+
+def large_message(i):
+    head = (f"From: Big <big@example.org>\nSubject: large message {i}\n"
+            f"Message-ID: <bench-large-{i}@example.org>\n\n").encode()
+    line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkwYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4\n"
+    body = line * ((LARGE_SIZE - len(head)) // len(line))
+    return head + body
+
+
+def write_pristine_file(cur, name_base, data, uid, gid):
+    # ,S= and ,W= (size with CRLF) let Dovecot answer LIST without reading.
+    vsize = len(data) + data.count(b"\n")
+    name = f"{name_base},S={len(data)},W={vsize}:2,"
+    path = os.path.join(cur, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chown(path, uid, gid)
+    os.chmod(path, 0o600)
+
+
+def build_pristine(cache, count, large):
+    """CACHE/pristine-COUNT[-large]/{cur,new,tmp}, built once."""
+    name = f"pristine-{count}" + ("-large" if large else "")
+    top = os.path.join(cache, name)
+    if os.path.exists(os.path.join(top, "complete")):
+        return top
+    pw = ensure_mail_user()
+    shutil.rmtree(top, ignore_errors=True)
+    if large:
+        small = build_pristine(cache, count, False)
+        subprocess.run(["cp", "-al", small, top], check=True, timeout=600)
+        os.unlink(os.path.join(top, "complete"))
+        cur = os.path.join(top, "cur")
+        log(f"adding {LARGE_COUNT} x {LARGE_SIZE >> 20} MiB messages to {top}")
+        for i in range(LARGE_COUNT):
+            write_pristine_file(cur, f"1700000000.L{i}P1.bench", large_message(i),
+                                pw.pw_uid, pw.pw_gid)
+    else:
+        log(f"building {count} messages in {top} (once)")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(top, sub))
+        cur = os.path.join(top, "cur")
+        t0 = time.monotonic()
+        for i in range(count):
+            write_pristine_file(cur, f"1700000000.M{i}P1.bench", small_message(i),
+                                pw.pw_uid, pw.pw_gid)
+        log(f"  {time.monotonic() - t0:.1f} s")
+    for d in (top, os.path.join(top, "cur"), os.path.join(top, "new"),
+              os.path.join(top, "tmp")):
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        os.chmod(d, 0o700)
+    open(os.path.join(top, "complete"), "w").close()
+    return top
+
+
+def restore(dc, pristine, user, expect):
+    """A fresh Dovecot user whose INBOX is the pristine set, already indexed."""
+    home = os.path.join(dc.maildir_root, user)
+    shutil.rmtree(home, ignore_errors=True)
+    os.makedirs(home)
+    os.chown(home, dc.uid, dc.gid)
+    md = dc.user_maildir(user)
+    subprocess.run(["cp", "-al", pristine, md], check=True, timeout=600)
+    try:
+        os.unlink(os.path.join(md, "complete"))
+    except FileNotFoundError:
+        pass
+    dc.clear_indexes(user)
+    n = dc.count(user)
+    if n != expect:
+        raise RuntimeError(f"restored mailbox of {user} holds {n} messages, not {expect}")
+
+
+def count_maildir(md):
+    return len(mprun.maildir_files(md))
+
+
+# ---- the contenders ----------------------------------------------------------
+
+def run_mailpull(args, dc, user, work):
+    md = os.path.join(work, "Maildir")
+    cfg = os.path.join(work, "mailpull.conf")
+    acct = mprun.dovecot_pop3_account(dc, user, md, keep=False,
+                                      timeout=mprun.Raw("300s"))
+    mprun.write_config(cfg, {"bench": acct}, state_dir=os.path.join(work, "state"))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work,
+           "XDG_STATE_HOME": os.path.join(work, "xdg-state")}
+    r = mprun.run([args.binary, "-q", "-c", cfg], timeout=args.timeout, env=env,
+                  measure_rss=True)
+    return r, md
+
+
+def run_mpop(args, dc, user, work):
+    md = os.path.join(work, "Maildir")
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(md, sub), exist_ok=True)
+    rc = os.path.join(work, "mpoprc")
+    text = f"""defaults
+tls on
+tls_starttls off
+tls_trust_file {dc.ca_file}
+pipelining auto
+keep off
+received_header off
+timeout 300
+
+account bench
+host {dc.host}
+port {dc.pop3s_port}
+user {user}
+password {dc.password}
+auth user
+delivery maildir {md}
+uidls_file {os.path.join(work, "uidls")}
+"""
+    fd = os.open(rc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    r = mprun.run([args.mpop, "-q", "-C", rc, "bench"], timeout=args.timeout,
+                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work},
+                  measure_rss=True)
+    return r, md
+
+
+# IMAP (mailpull against mbsync on Dovecot's IMAPS) comes here once mailpull
+# speaks IMAP: add ("imap", "mailpull", run_mailpull_imap) and
+# ("imap", "mbsync", run_mbsync) to CONTENDERS; the table code is shared.
+CONTENDERS = [
+    ("pop3", "mailpull", run_mailpull),
+    ("pop3", "mpop", run_mpop),
+]
+
+
+# ---- main --------------------------------------------------------------------
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("binary", help="the mailpull binary")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--count", type=int, default=5000)
+    ap.add_argument("--large", action="store_true", help=f"add {LARGE_COUNT} x 20 MiB messages")
+    ap.add_argument("--cache", default=os.environ.get("MAILPULL_BENCH_CACHE",
+                                                       "/var/tmp/mailpull-bench"))
+    ap.add_argument("--mpop", default=shutil.which("mpop") or "mpop")
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    args = ap.parse_args()
+    args.binary = os.path.abspath(args.binary)
+
+    os.makedirs(args.cache, exist_ok=True)
+    os.chmod(args.cache, 0o755)
+    pristine = build_pristine(args.cache, args.count, args.large)
+    expect = args.count + (LARGE_COUNT if args.large else 0)
+
+    # Dovecot's files live next to the pristine set: hard links need one file system.
+    work = os.path.join(args.cache, f"run-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    results = {(p, n): [] for p, n, _ in CONTENDERS}
+    failed = False
+    dc = Dovecot(workdir=os.path.join(work, "dovecot"))
+    try:
+        dc.start()
+        log(f"Dovecot POP3S on {dc.host}:{dc.pop3s_port}; {expect} messages per run, "
+            f"{args.rounds} rounds")
+        for rnd in range(args.rounds):
+            for proto, name, fn in CONTENDERS:
+                user = f"bench{rnd}{name}"
+                restore(dc, pristine, user, expect)
+                out = os.path.join(work, f"{name}-{rnd}")
+                os.makedirs(out)
+                r, md = fn(args, dc, user, out)
+                got = count_maildir(md)
+                left = dc.count(user)
+                ok = r.rc == 0 and got == expect and left == 0
+                log(f"  round {rnd + 1} {proto} {name:9s} wall {r.elapsed:7.2f} s  "
+                    f"cpu {r.cpu:7.2f} s  rss {r.maxrss_kib / 1024:7.1f} MiB  "
+                    f"got {got}/{expect}, {left} left{'' if ok else '  FAILED'}")
+                if not ok:
+                    failed = True
+                    log(str(r))
+                else:
+                    results[(proto, name)].append(r)
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(os.path.join(dc.maildir_root, user), ignore_errors=True)
+    finally:
+        dc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    log("")
+    log(f"{'proto':5s} {'client':9s} {'wall s':>8s} {'cpu s':>8s} {'rss MiB':>8s}   "
+        f"(medians of {args.rounds}; {expect} messages)")
+    med = {}
+    for (proto, name), rs in results.items():
+        m = (median([r.elapsed for r in rs]), median([r.cpu for r in rs]),
+             median([r.maxrss_kib / 1024 for r in rs]))
+        med[(proto, name)] = m
+        log(f"{proto:5s} {name:9s} {m[0]:8.2f} {m[1]:8.2f} {m[2]:8.1f}")
+    for proto, name, _ in CONTENDERS:
+        if name == "mailpull" or (proto, "mailpull") not in med:
+            continue
+        a, b = med[(proto, "mailpull")], med[(proto, name)]
+        ratios = ["%.2f" % (y / x) if x > 0 else "n/a" for x, y in zip(a, b)]
+        log(f"{proto:5s} {name}/mailpull: wall {ratios[0]}  cpu {ratios[1]}  rss {ratios[2]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

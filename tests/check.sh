@@ -1,0 +1,11 @@
+#!/bin/sh
+# Everything CI checks: dependencies, the build with warnings as errors and
+# the whole test suite, the suite again under ASan + UBSan, and a clang build.
+set -eu
+cd "$(dirname "$0")/.."
+
+sh tests/deps.sh
+make WERROR=-Werror check
+make asan
+make CC=clang WERROR=-Werror BUILDDIR=build-clang all
+echo "check.sh: all passed"

@@ -1,0 +1,492 @@
+"""A private, throwaway Dovecot for mailpull's integration tests, demo and bench.
+
+Usage:
+
+    with Dovecot() as dc:
+        user = dc.new_user()
+        dc.add_message(user, b"Subject: hi\\n\\nbody\\n")
+        ... connect to 127.0.0.1:dc.pop3s_port, trusting dc.ca_file,
+            with user / dc.password ...
+        assert dc.count(user) == 0
+
+Everything lives under one work directory: certificates, dovecot.conf,
+base/state dirs, the log and the mail (WORKDIR/mail/USER/Maildir). Dovecot
+runs in the foreground as our child and is stopped by its PID. Any user
+name logs in with dc.password; a fresh user name per test gives isolation.
+
+Certificates (made with the openssl CLI at start, nothing that can expire
+is committed):
+    ca_file                     the CA that signed Dovecot's certificate
+    server_cert, server_key     localhost, 127.0.0.1, ::1 (not 127.0.0.2)
+    untrusted_ca_file           a second CA nobody trusts
+    untrusted_cert, untrusted_key   a localhost certificate it signed
+"""
+
+import itertools
+import os
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+MAIL_USER = "mailtest"
+DH_FILE = "/usr/share/dovecot/dh.pem"
+PASSWORD = "test-Pa55word"
+
+_seq = itertools.count()
+
+
+def run(cmd, timeout=60, check=True, **kw):
+    """subprocess.run with a timeout, capturing output."""
+    return subprocess.run(cmd, timeout=timeout, check=check, capture_output=True, **kw)
+
+
+def ensure_mail_user(name=MAIL_USER):
+    """Creates the system user owning the test mail when missing (needs root)."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    run(["useradd", "--system", "--user-group", "--no-create-home",
+         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name])
+    return pwd.getpwnam(name)
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def free_port(addrs=("127.0.0.1",), avoid=()):
+    """A TCP port that is free on every address in addrs right now."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in avoid:
+            continue
+        ok = True
+        for a in addrs:
+            fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+            try:
+                with socket.socket(fam, socket.SOCK_STREAM) as s:
+                    s.bind((a, port))
+            except OSError:
+                ok = False
+                break
+        if ok:
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_port(host, port, timeout=15.0, proc=None):
+    deadline = time.monotonic() + timeout
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"dovecot exited with status {proc.returncode}")
+        try:
+            with socket.socket(fam, socket.SOCK_STREAM) as s:
+                s.settimeout(1.0)
+                s.connect((host, port))
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+
+
+def _openssl(args, cwd):
+    run(["openssl"] + args, cwd=cwd)
+
+
+def make_ca(dirpath, name, cn):
+    """Makes NAME-ca.pem / NAME-ca.key (a self-signed CA)."""
+    key = os.path.join(dirpath, f"{name}-ca.key")
+    crt = os.path.join(dirpath, f"{name}-ca.pem")
+    _openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+              "-nodes", "-keyout", key, "-out", crt, "-days", "30", "-subj", f"/CN={cn}",
+              "-addext", "basicConstraints=critical,CA:TRUE",
+              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], dirpath)
+    return crt, key
+
+
+def make_server_cert(dirpath, name, ca_crt, ca_key,
+                     san="DNS:localhost,IP:127.0.0.1,IP:::1"):
+    """Makes NAME.pem / NAME.key signed by the CA, for the given SAN."""
+    key = os.path.join(dirpath, f"{name}.key")
+    csr = os.path.join(dirpath, f"{name}.csr")
+    crt = os.path.join(dirpath, f"{name}.pem")
+    ext = os.path.join(dirpath, f"{name}.ext")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName={san}\n"
+                "basicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n")
+    _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+              "-keyout", key, "-out", csr, "-subj", "/CN=localhost"], dirpath)
+    _openssl(["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+              "-CAcreateserial", "-out", crt, "-days", "30", "-extfile", ext], dirpath)
+    return crt, key
+
+
+class Dovecot:
+    """A private Dovecot (POP3 + IMAP, plain and implicit TLS) on loopback."""
+
+    def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False):
+        self._own_workdir = workdir is None
+        if workdir is None:
+            workdir = tempfile.mkdtemp(prefix="mailpull-dovecot-")
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.password = password
+        self.ipv6 = has_ipv6_loopback() if ipv6 is None else ipv6
+        self.fsync = fsync
+        self.proc = None
+        self.conf = os.path.join(self.workdir, "dovecot.conf")
+        self.log_path = os.path.join(self.workdir, "dovecot.log")
+        self.maildir_root = os.path.join(self.workdir, "mail")
+        self.certdir = os.path.join(self.workdir, "certs")
+        self.addrs = ["127.0.0.1", "127.0.0.2"] + (["::1"] if self.ipv6 else [])
+        self.host = "127.0.0.1"
+        self.wrong_host = "127.0.0.2"
+
+    # ---- set-up -------------------------------------------------------------
+
+    def _make_certs(self):
+        os.makedirs(self.certdir, exist_ok=True)
+        self.ca_file, ca_key = make_ca(self.certdir, "test", "mailpull test CA")
+        self.server_cert, self.server_key = make_server_cert(
+            self.certdir, "server", self.ca_file, ca_key)
+        self.untrusted_ca_file, uca_key = make_ca(self.certdir, "untrusted",
+                                                  "mailpull untrusted CA")
+        self.untrusted_cert, self.untrusted_key = make_server_cert(
+            self.certdir, "untrusted-server", self.untrusted_ca_file, uca_key)
+        # Dovecot reads keys as root before dropping privileges; fakepop3 as us.
+        for f in os.listdir(self.certdir):
+            os.chmod(os.path.join(self.certdir, f), 0o644)
+        os.chmod(self.certdir, 0o755)
+
+    def _write_conf(self):
+        pw = ensure_mail_user()
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        base = os.path.join(self.workdir, "run")
+        state = os.path.join(self.workdir, "state")
+        for d in (base, state):
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o755)
+        os.makedirs(self.maildir_root, exist_ok=True)
+        os.chown(self.maildir_root, self.uid, self.gid)
+        os.chmod(self.maildir_root, 0o755)
+        os.chmod(self.workdir, 0o755)
+        self._check_traversable(self.workdir)
+        used = set()
+        ports = {}
+        for name in ("pop3", "pop3s", "imap", "imaps"):
+            ports[name] = free_port(self.addrs, avoid=used)
+            used.add(ports[name])
+        self.pop3_port = ports["pop3"]
+        self.pop3s_port = ports["pop3s"]
+        self.imap_port = ports["imap"]
+        self.imaps_port = ports["imaps"]
+        listen = ", ".join(self.addrs)
+        self.instance = f"mailpull-test-{os.getpid()}-{next(_seq)}"
+        low = min(self.uid, self.gid, 100)
+        conf = f"""# generated by tests/dovecot.py; private to {self.workdir}
+instance_name = {self.instance}
+base_dir = {base}
+state_dir = {state}
+log_path = {self.log_path}
+info_log_path = {self.log_path}
+debug_log_path = {self.log_path}
+protocols = imap pop3
+listen = {listen}
+shutdown_clients = yes
+
+ssl = yes
+ssl_cert = <{self.server_cert}
+ssl_key = <{self.server_key}
+ssl_dh = <{DH_FILE}
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = no
+
+auth_mechanisms = plain login
+auth_cache_size = 0
+auth_verbose = yes
+auth_verbose_passwords = no
+passdb {{
+  driver = static
+  args = password={self.password}
+}}
+userdb {{
+  driver = static
+  args = uid={MAIL_USER} gid={MAIL_USER} home={self.maildir_root}/%u
+}}
+first_valid_uid = {low}
+first_valid_gid = {low}
+mail_location = maildir:{self.maildir_root}/%u/Maildir
+mail_fsync = {"optimized" if self.fsync else "never"}
+default_vsz_limit = 1G
+pop3_uidl_format = %08Xu%08Xv
+
+protocol pop3 {{
+  mail_max_userip_connections = 1000
+}}
+protocol imap {{
+  mail_max_userip_connections = 1000
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = {self.pop3s_port}
+    ssl = yes
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+service pop3 {{
+  vsz_limit = 1G
+}}
+service imap {{
+  vsz_limit = 1G
+}}
+"""
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        os.chmod(self.conf, 0o644)
+
+    @staticmethod
+    def _check_traversable(path):
+        """The mail user and Dovecot's helpers must reach the work directory."""
+        p = path
+        while True:
+            st = os.stat(p)
+            if not st.st_mode & 0o001:
+                raise RuntimeError(f"{p} is not searchable by others: the mail user cannot "
+                                   f"reach {path} (use a work directory under /tmp)")
+            parent = os.path.dirname(p)
+            if parent == p:
+                return
+            p = parent
+
+    def start(self, timeout=20.0):
+        if not os.path.exists(os.path.join(self.certdir, "server.pem")):
+            self._make_certs()
+        else:
+            self.ca_file = os.path.join(self.certdir, "test-ca.pem")
+            self.server_cert = os.path.join(self.certdir, "server.pem")
+            self.server_key = os.path.join(self.certdir, "server.key")
+            self.untrusted_ca_file = os.path.join(self.certdir, "untrusted-ca.pem")
+            self.untrusted_cert = os.path.join(self.certdir, "untrusted-server.pem")
+            self.untrusted_key = os.path.join(self.certdir, "untrusted-server.key")
+        self._write_conf()
+        # A log of its own per start so log_text() covers only this instance.
+        open(self.log_path, "w").close()
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf],
+                                     stdin=subprocess.DEVNULL,
+                                     stdout=open(os.path.join(self.workdir, "dovecot.out"), "w"),
+                                     stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            for addr in self.addrs:
+                for port in (self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port):
+                    wait_port(addr, port, timeout, self.proc)
+        except Exception:
+            out = self._tail()
+            self.stop()
+            raise RuntimeError(f"dovecot did not start:\n{out}")
+        return self
+
+    def _tail(self):
+        text = ""
+        for p in (os.path.join(self.workdir, "dovecot.out"), self.log_path):
+            try:
+                with open(p, errors="replace") as f:
+                    text += f.read()[-4000:]
+            except OSError:
+                pass
+        return text
+
+    def stop(self, timeout=10.0):
+        """Stops our Dovecot master (by its PID) and waits for it."""
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout)
+
+    def cleanup(self):
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    # ---- users and mail -----------------------------------------------------
+
+    def new_user(self, prefix="u"):
+        """A user name no other test has used with this server."""
+        return f"{prefix}{os.getpid()}x{next(_seq)}x{int(time.time() * 1000) % 100000}"
+
+    def user_maildir(self, user):
+        return os.path.join(self.maildir_root, user, "Maildir")
+
+    def _mkdir_owned(self, path):
+        if not os.path.isdir(path):
+            os.makedirs(path, exist_ok=True)
+            os.chown(path, self.uid, self.gid)
+            os.chmod(path, 0o700)
+
+    def ensure_mailbox(self, user):
+        home = os.path.join(self.maildir_root, user)
+        self._mkdir_owned(home)
+        md = self.user_maildir(user)
+        self._mkdir_owned(md)
+        for sub in ("tmp", "new", "cur"):
+            self._mkdir_owned(os.path.join(md, sub))
+        return md
+
+    def add_message(self, user, data, mtime=None):
+        """Puts data (bytes, LF line ends as Dovecot stores them) into the
+        user's INBOX as a new arrival, by writing the file into Maildir/new
+        with the mail user's ownership. Returns the file name."""
+        if isinstance(data, str):
+            data = data.encode()
+        md = self.ensure_mailbox(user)
+        n = next(_seq)
+        now = time.time()
+        name = f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{n}.harness,S={len(data)}"
+        tmp = os.path.join(md, "tmp", name)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chown(tmp, self.uid, self.gid)
+        os.chmod(tmp, 0o600)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.rename(tmp, os.path.join(md, "new", name))
+        return name
+
+    def add_messages(self, user, messages):
+        return [self.add_message(user, m) for m in messages]
+
+    def save_message(self, user, data, folder="INBOX"):
+        """Adds a message through `doveadm save` (Dovecot decides storage)."""
+        if isinstance(data, str):
+            data = data.encode()
+        self.ensure_mailbox(user)
+        run(["doveadm", "-c", self.conf, "save", "-u", user, "-m", folder], input=data)
+
+    def doveadm(self, *args, timeout=60):
+        return run(["doveadm", "-c", self.conf] + list(args), timeout=timeout)
+
+    def count(self, user, folder="INBOX"):
+        """Messages in the folder, as Dovecot sees them."""
+        self.ensure_mailbox(user)
+        out = self.doveadm("-f", "flow", "mailbox", "status", "-u", user,
+                           "messages", folder).stdout.decode()
+        for tok in out.split():
+            if tok.startswith("messages="):
+                return int(tok.split("=", 1)[1])
+        raise RuntimeError(f"unexpected doveadm output: {out!r}")
+
+    def message_files(self, user):
+        """Paths of the message files in the user's INBOX (new/ and cur/).
+
+        Dovecot may be moving files from new/ to cur/ (or renaming them to
+        add flags) meanwhile, e.g. in a session whose client was just
+        killed: the listing is retried until new/ stays the same around the
+        listing of cur/, so no file is missed in transit."""
+        md = self.user_maildir(user)
+
+        def ls(sub):
+            d = os.path.join(md, sub)
+            try:
+                return sorted(os.listdir(d))
+            except FileNotFoundError:
+                return []
+        for _ in range(100):
+            new1 = ls("new")
+            cur = ls("cur")
+            new2 = ls("new")
+            if new1 == new2:
+                return ([os.path.join(md, "new", n) for n in new1]
+                        + [os.path.join(md, "cur", n) for n in cur])
+            time.sleep(0.01)
+        raise RuntimeError(f"{md} keeps changing")
+
+    def bodies(self, user):
+        """The raw contents of the user's INBOX messages, read from disk."""
+        for _ in range(100):
+            res = []
+            try:
+                for p in self.message_files(user):
+                    with open(p, "rb") as f:
+                        res.append(f.read())
+                return res
+            except FileNotFoundError:
+                time.sleep(0.01)    # renamed or expunged meanwhile: list again
+        raise RuntimeError(f"messages of {user} keep moving")
+
+    def expunge_all(self, user, folder="INBOX"):
+        self.doveadm("expunge", "-u", user, "mailbox", folder, "all")
+
+    def clear_indexes(self, user):
+        """Removes Dovecot's index/uidlist files of the user's INBOX."""
+        md = self.user_maildir(user)
+        if not os.path.isdir(md):
+            return
+        for n in os.listdir(md):
+            if n.startswith("dovecot"):
+                p = os.path.join(md, n)
+                if os.path.isdir(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+
+    def log_text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+if __name__ == "__main__":
+    # Manual use: start, print the connection data, wait for Ctrl-C.
+    import sys
+    with Dovecot() as dc:
+        print(f"workdir {dc.workdir}\nca_file {dc.ca_file}\npassword {dc.password}\n"
+              f"pop3s {dc.pop3s_port} pop3 {dc.pop3_port} imaps {dc.imaps_port} "
+              f"imap {dc.imap_port}", flush=True)
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+        sys.exit(0)

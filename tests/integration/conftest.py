@@ -1,0 +1,218 @@
+"""Fixtures for mailpull's integration tests.
+
+MAILPULL_BIN names the binary under test (default: build/mailpull of this
+tree; the tests are skipped when neither exists). One private Dovecot serves
+the whole session; each test uses fresh user names, so tests do not see each
+other's mail.
+"""
+
+import collections
+import hashlib
+import os
+import sys
+
+import pytest
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(TESTS)
+sys.path.insert(0, TESTS)
+
+from dovecot import Dovecot  # noqa: E402
+import mprun  # noqa: E402
+from mprun import Raw  # noqa: E402
+
+EX_OK = 0
+EX_USAGE = 64
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_PROTOCOL = 76
+EX_NOPERM = 77
+EX_CONFIG = 78
+EX_CRASH = 101
+
+
+# Measurements tests want shown even when they pass (peak RSS, step counts),
+# printed at the end of the run.
+REPORT = []
+
+
+def report(line):
+    REPORT.append(line)
+    print("\n" + line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT:
+        terminalreporter.section("mailpull measurements")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+def _find_bin():
+    b = os.environ.get("MAILPULL_BIN")
+    if b:
+        return os.path.abspath(b)
+    return os.path.join(ROOT, "build", "mailpull")
+
+
+@pytest.fixture(scope="session")
+def mailpull_bin():
+    b = _find_bin()
+    if not os.access(b, os.X_OK):
+        if os.environ.get("MAILPULL_BIN"):
+            pytest.fail(f"MAILPULL_BIN={b} is not an executable file")
+        pytest.skip(f"no mailpull binary at {b} (set MAILPULL_BIN)")
+    return b
+
+
+def binary_is_sanitized(path):
+    """Whether the binary was built with AddressSanitizer (memory use is then
+    no measure of mailpull's own)."""
+    try:
+        with open(path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    # Its own directory under /tmp: pytest's tmp dirs are 0700, and the mail
+    # user must reach the mail.
+    dc = Dovecot()
+    dc.start()
+    yield dc
+    if os.environ.get("MAILPULL_KEEP_DOVECOT"):
+        dc.stop()
+        print(f"\nDovecot files kept in {dc.workdir}")
+    else:
+        dc.cleanup()
+
+
+def make_message(i, body=None, size=None, subject=None, tag="m"):
+    """A distinct message (LF line ends) with Message-ID <tag-i@test>."""
+    subject = subject or f"test message {i}"
+    head = (f"From: Sender {i} <sender{i}@example.org>\n"
+            f"To: rcpt@example.org\n"
+            f"Subject: {subject}\n"
+            f"Date: Tue, 25 Nov 2025 10:00:00 +0000\n"
+            f"Message-ID: <{tag}-{i}@test>\n\n").encode()
+    if body is None:
+        body = f"Body of message {i}.\n".encode()
+        if size:
+            line = (f"{i:06d} " + "abcdefghijklmnopqrstuvwxyz0123456789" * 2 + "\n").encode()
+            body += line * max(1, (size - len(head)) // len(line))
+    return head + body
+
+
+def digest(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def multiset(messages):
+    return collections.Counter(digest(m) for m in messages)
+
+
+class MailPull:
+    """Per-test helper: a private directory, config writing, runs."""
+
+    def __init__(self, binary, tmp, dc):
+        self.bin = binary
+        self.tmp = str(tmp)
+        self.dc = dc
+        self.state_dir = os.path.join(self.tmp, "state")
+        self.config_path = os.path.join(self.tmp, "mailpull.conf")
+        self.sanitized = binary_is_sanitized(binary)
+        home = os.path.join(self.tmp, "home")
+        os.makedirs(home, exist_ok=True)
+        self.env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": home,
+            "XDG_STATE_HOME": os.path.join(self.tmp, "xdg-state"),
+            "XDG_CONFIG_HOME": os.path.join(self.tmp, "xdg-config"),
+            "LANG": "C.UTF-8",
+            "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
+            "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "print_stacktrace=1"),
+        }
+        # Sanitized builds are several times slower.
+        self.timeout = 240.0 if self.sanitized else 60.0
+
+    def path(self, *parts):
+        return os.path.join(self.tmp, *parts)
+
+    def maildir(self, name="Maildir"):
+        return self.path(name)
+
+    def new_user(self, prefix="u"):
+        return self.dc.new_user(prefix)
+
+    def pop3_account(self, user, maildir=None, **over):
+        return mprun.dovecot_pop3_account(self.dc, user, maildir or self.maildir(), **over)
+
+    def configure(self, accounts, path=None, mode=0o600, state_dir=True, extra=""):
+        """accounts: one account's settings (named "t1") or {name: settings}."""
+        if "protocol" in accounts or "host" in accounts:
+            accounts = {"t1": accounts}
+        sd = self.state_dir if state_dir is True else state_dir
+        return mprun.write_config(path or self.config_path, accounts, sd, mode, extra)
+
+    def start(self, *args, config=None, env=None, measure_rss=False):
+        e = dict(self.env)
+        if env:
+            e.update(env)
+        cmd = [self.bin]
+        if config is not False:
+            cmd += ["-c", config or self.config_path]
+        cmd += list(args)
+        return mprun.Proc(cmd, env=e, cwd=self.tmp, measure_rss=measure_rss)
+
+    def run(self, *args, timeout=None, **kw):
+        r = self.start(*args, **kw).finish(timeout or self.timeout)
+        assert not r.timed_out, f"mailpull did not finish in time:\n{r}"
+        return r
+
+    def messages(self, maildir=None):
+        return mprun.maildir_messages(maildir or self.maildir())
+
+    def tmp_files(self, maildir=None):
+        d = os.path.join(maildir or self.maildir(), "tmp")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def state_file(self, account="t1"):
+        return os.path.join(self.state_dir, f"{account}.state")
+
+    def journal_file(self, account="t1"):
+        return os.path.join(self.state_dir, f"{account}.journal")
+
+    def journal_records(self, account="t1", state_dir=None):
+        """(time, key, maildir_name) of every complete "+" journal line."""
+        recs = []
+        path = os.path.join(state_dir or self.state_dir, f"{account}.journal")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return recs
+        for line in data.split(b"\n")[:-1]:    # a torn last line has no newline
+            parts = line.decode("utf-8", "replace").split(" ")
+            if len(parts) >= 4 and parts[0] == "+":
+                recs.append((parts[1], parts[2], parts[3]))
+        return recs
+
+
+@pytest.fixture
+def mp(mailpull_bin, dovecot, tmp_path):
+    return MailPull(mailpull_bin, tmp_path, dovecot)
+
+
+def assert_error(r, code, *needles):
+    """Exit status code, a "mailpull: error:" line, and each needle in it."""
+    assert r.rc == code, f"expected exit {code}\n{r}"
+    err = r.err
+    assert "mailpull: error:" in err, f"no error line\n{r}"
+    for n in needles:
+        assert n in err, f"{n!r} not in the error output\n{r}"
+
+
+__all__ = ["Raw", "report", "make_message", "digest", "multiset", "assert_error", "EX_OK", "EX_USAGE",
+           "EX_IOERR", "EX_TEMPFAIL", "EX_PROTOCOL", "EX_NOPERM", "EX_CONFIG", "EX_CRASH"]
