@@ -165,11 +165,9 @@ batch_commit(struct run *r)
 	int ret;
 
 	/* Back to back, so the file system can commit the batch at once. */
-	for (size_t i = 0; i < n; i++) {
-		ret = maildir_msg_sync(r->files[i], r->err);
-		if (ret < 0)
-			return ret;
-	}
+	ret = maildir_sync_batch(r->md, r->files, n, r->err);
+	if (ret < 0)
+		return ret;
 	ret = maildir_sync_tmp(r->md, r->err);
 	if (ret < 0)
 		return ret;

@@ -18,7 +18,7 @@ print_summary(const struct mp_account *a, const struct account_stats *s)
 	       (double)s->bytes / 1024.0);
 	if (s->deleted)
 		printf(", %u deleted on the server", s->deleted);
-	printf(", %u on the server", s->on_server - s->deleted);
+	printf(", %u left on the server", s->on_server - s->deleted);
 	if (s->too_large)
 		printf(", %u over max_size left there", s->too_large);
 	printf(", %.1f s\n", (double)s->elapsed_ms / 1000.0);

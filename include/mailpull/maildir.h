@@ -55,6 +55,13 @@ int maildir_msg_flush(struct maildir_msg *m, struct mp_err *err) MP_WUR;
 /* Flushes, fsyncs and closes the tmp file. Errors as write. */
 int maildir_msg_sync(struct maildir_msg *m, struct mp_err *err) MP_WUR;
 
+/*
+ * Syncs and closes a batch of messages (group commit: one syncfs() of the
+ * Maildir's file system for two or more, fdatasync() for one). Errors as
+ * maildir_msg_sync(); on error the messages stay unsynced.
+ */
+int maildir_sync_batch(struct maildir *md, struct maildir_msg **msgs, size_t n, struct mp_err *err) MP_WUR;
+
 /* fsyncs tmp/ so the synced tmp files' names are durable. */
 int maildir_sync_tmp(struct maildir *md, struct mp_err *err) MP_WUR;
 
