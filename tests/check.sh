@@ -5,6 +5,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 sh tests/deps.sh
+make lint
+mandoc -T lint -W warning man/mailpull.1 man/mailpull.conf.5
 make WERROR=-Werror check
 make asan
 make CC=clang WERROR=-Werror BUILDDIR=build-clang all
