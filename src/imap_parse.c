@@ -410,9 +410,12 @@ atom_takes_section(const struct imap_parser *p)
 	static const char *const names[] = {
 		"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE",
 	};
-	const char *s = p->arena + p->str_off;
 	size_t len = p->arena_len - p->str_off;
+	const char *s;
 
+	if (len == 0)
+		return false;
+	s = p->arena + p->str_off;
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
 		if (mem_eq_nocase(s, len, names[i]))
 			return true;

@@ -359,6 +359,7 @@ test_list_status(void **state)
 	expect(S("* LSUB (\\Noselect) \"/\" \"[Gmail]/All Mail\"\r\n"),
 	       "* LSUB (\\Noselect) \"/\" \"[Gmail]/All Mail\"");
 	expect(S("* LIST () \"/\" ~\r\n"), "* LIST () \"/\" ~");
+	expect(S("* [X] ]y[\r\n"), "* [X] ]y[");
 	expect(S("* LIST () \"/\" \"Fran\xc3\xa7ois\"\r\n"),
 	       "* LIST () \"/\" \"Fran\xc3\xa7ois\"");
 	expect(S("* STATUS blurdybloop (MESSAGES 231 UIDNEXT 44292)\r\n"),
