@@ -630,7 +630,7 @@ atom_byte(struct imap_parser *p, unsigned char c)
 			p->state = S_SECTION;
 		break;
 	case '"':
-		/* RFC 3501 generic response codes carry free text; elsewhere atoms hold no quote. */
+		/* Generic response codes carry free text (RFC 3501 section 9 resp-text-code). */
 		if (!p->in_code)
 			return fail(p, -EBADMSG, "quote inside an atom");
 		break;

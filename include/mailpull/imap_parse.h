@@ -142,8 +142,9 @@ void imap_parser_stream_threshold(struct imap_parser *p, uint64_t threshold);
 int imap_parser_stream_item(struct imap_parser *p, const char *name) MP_WUR;
 
 /*
- * Parses data[0..len). *ret_consumed is always set: how many bytes were
- * used. Returns:
+ * Parses data[0..len). *ret_consumed (ret_consumed must not be NULL) is
+ * always set: how many bytes were used; on an error, the bytes before the
+ * offending one. Returns:
  *   IMAP_PARSE_DONE (1)    a response ends at data[*ret_consumed - 1];
  *                          *ret_resp points at it. Bytes after it belong
  *                          to the next response: feed them again.

@@ -156,8 +156,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	run(data[0], data + 1, size - 1, NULL, &whole);
 	run(data[0], data + 1, size - 1, data, &chunked);
 	if (whole.h != chunked.h || whole.rc != chunked.rc || strcmp(whole.err, chunked.err) != 0) {
-		fprintf(stderr, "whole %d [%s] vs chunked %d [%s]\n", whole.rc, whole.err, chunked.rc,
-			chunked.err);
+		fprintf(stderr, "whole %d [%s] vs chunked %d [%s]\n", whole.rc, whole.err,
+			chunked.rc, chunked.err);
 		abort();
 	}
 	return 0;

@@ -127,8 +127,8 @@ same(const struct result *a, const struct result *b, const char *how, size_t at)
 	if (a->rc != b->rc || strcmp(a->out, b->out) != 0 || strcmp(a->err, b->err) != 0 ||
 	    a->streamed_len != b->streamed_len ||
 	    memcmp(a->streamed, b->streamed, a->streamed_len) != 0)
-		fail_msg("%s %zu differs:\n%d %s [%s]\nvs\n%d %s [%s]", how, at, a->rc, a->out, a->err,
-			 b->rc, b->out, b->err);
+		fail_msg("%s %zu differs:\n%d %s [%s]\nvs\n%d %s [%s]", how, at, a->rc, a->out,
+			 a->err, b->rc, b->out, b->err);
 }
 
 /* Whole, byte by byte, split at every offset: all the same. */
@@ -307,7 +307,8 @@ test_fetch(void **state)
 		 "((NIL NIL \"minutes\" \"CNRI.Reston.VA.US\")"
 		 "(\"John Klensin\" NIL \"KLENSIN\" \"MIT.EDU\")) NIL NIL "
 		 "\"<B27397-0100000@cac.washington.edu>\") "
-		 "BODY (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 3028 92))\r\n"),
+		 "BODY (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" "
+		 "3028 92))\r\n"),
 	       "* 12 FETCH (ENVELOPE (\"Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\" "
 	       "\"IMAP4rev1 WG mtg summary and minutes\" "
 	       "((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) "
@@ -346,12 +347,15 @@ static void
 test_list_status(void **state)
 {
 	(void)state;
-	expect(S("* LIST (\\Noselect) \"/\" ~/Mail/foo\r\n"), "* LIST (\\Noselect) \"/\" ~/Mail/foo");
-	expect(S("* LIST (\\HasNoChildren) \".\" INBOX\r\n"), "* LIST (\\HasNoChildren) \".\" INBOX");
+	expect(S("* LIST (\\Noselect) \"/\" ~/Mail/foo\r\n"),
+	       "* LIST (\\Noselect) \"/\" ~/Mail/foo");
+	expect(S("* LIST (\\HasNoChildren) \".\" INBOX\r\n"),
+	       "* LIST (\\HasNoChildren) \".\" INBOX");
 	expect(S("* LIST () NIL INBOX\r\n"), "* LIST () NIL INBOX");
 	expect(S("* LIST (\\HasNoChildren) \"/\" \"Sent Items\"\r\n"),
 	       "* LIST (\\HasNoChildren) \"/\" \"Sent Items\"");
-	expect(S("* LIST () \"/\" {9}\r\nfoo \"bar\"\r\n"), "* LIST () \"/\" {9}\"foo \\\"bar\\\"\"");
+	expect(S("* LIST () \"/\" {9}\r\nfoo \"bar\"\r\n"),
+	       "* LIST () \"/\" {9}\"foo \\\"bar\\\"\"");
 	expect(S("* LIST (\\HasNoChildren) \"\\\\\" \"a\\\"b\"\r\n"),
 	       "* LIST (\\HasNoChildren) \"\\\\\" \"a\\\"b\"");
 	expect(S("* LIST (\\HasChildren \\Noselect) \"/\" [Gmail]\r\n"),
@@ -384,7 +388,8 @@ test_search_misc(void **state)
 	expect(S("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"), "* NAMESPACE ((\"\" \"/\")) NIL NIL");
 	expect(S("* ENABLED CONDSTORE QRESYNC\r\n"), "* ENABLED CONDSTORE QRESYNC");
 	expect(S("* ENABLED\r\n"), "* ENABLED");
-	expect(S("* 1 EXISTS\r\n* 2 RECENT\r\nA1 OK done\r\n"), "* 1 EXISTS\n* 2 RECENT\nA1 OK done");
+	expect(S("* 1 EXISTS\r\n* 2 RECENT\r\nA1 OK done\r\n"),
+	       "* 1 EXISTS\n* 2 RECENT\nA1 OK done");
 }
 
 static void
@@ -708,7 +713,8 @@ test_caps(void **state)
 		   "* OK 0123456789012345678901234");
 	expect_err_cfg(&line, S("* OK 01234567890123456789012345\r\n"), -E2BIG, "longer than 32");
 	/* Literal data does not count, the rest of the lines does. */
-	expect_cfg(&line, S("* 1 FETCH (BODY[] {40}\r\n0123456789012345678901234567890123456789)\r\n"),
+	expect_cfg(&line,
+		   S("* 1 FETCH (BODY[] {40}\r\n0123456789012345678901234567890123456789)\r\n"),
 		   "* 1 FETCH (BODY[] {40}\"0123456789012345678901234567890123456789\")");
 	expect_err_cfg(&line, S("* 1 FETCH (BODY[] {4}\r\nabcd UID 1 FLAGS (\\Seen))\r\n"),
 		       -E2BIG, "longer than");
