@@ -109,6 +109,7 @@ build-fuzz/fuzz_imap_parse: tests/fuzz/fuzz_imap_parse.c src/imap_parse.c includ
 fuzz: build-fuzz/fuzz_imap_parse
 	@mkdir -p build-fuzz/corpus/imap_parse
 	build-fuzz/fuzz_imap_parse -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
-		-artifact_prefix=build-fuzz/ build-fuzz/corpus/imap_parse tests/fuzz/corpus/imap_parse
+		-dict=tests/fuzz/imap_parse.dict -artifact_prefix=build-fuzz/ \
+		build-fuzz/corpus/imap_parse tests/fuzz/corpus/imap_parse
 
 .PHONY: fuzz
