@@ -467,7 +467,8 @@ literal_begin(struct imap_parser *p)
 	int r;
 
 	if (!stream) {
-		if (p->lit_size > p->lim.max_literal)
+		/* Also leaves room for the NUL after it, whatever max_literal is. */
+		if (p->lit_size > p->lim.max_literal || p->lit_size >= SIZE_MAX)
 			return fail(p, -E2BIG, "literal of %llu bytes is over the %zu-byte cap",
 				    (unsigned long long)p->lit_size, p->lim.max_literal);
 		if (p->lit_size > p->lim.max_literal_total - p->lit_total)

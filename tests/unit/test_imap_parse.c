@@ -668,6 +668,9 @@ test_bad_syntax(void **state)
 	expect_err(S("* LIST () \"/\" ab\"c\"\r\n"), -EBADMSG, "quote inside");
 	expect_err(S("* LIST () \"/\"\"c\"\r\n"), -EBADMSG, "space between");
 	expect_err(S("* 1 FETCH (UID 1)(FLAGS)\r\n"), 0, NULL);
+	expect_err(S("* X a(b)\r\n"), -EBADMSG, "space between");
+	expect_err(S("* X (a)b\r\n"), -EBADMSG, "space between");
+	expect_err(S("* X \"a\"(b)\r\n"), -EBADMSG, "space between");
 	expect_err(S("* 1 FETCH (UID 1 BODY[TEXT {3}\r\nabc)\r\n"), -EBADMSG, "unterminated '['");
 	expect_err(S("A1 FETCH done\r\n"), -EBADMSG, "not OK, NO or BAD");
 	expect_err(S("A1 BYE done\r\n"), -EBADMSG, "not OK, NO or BAD");
