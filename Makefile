@@ -92,3 +92,24 @@ clean:
 .PHONY: all unit integration check asan lint demo bench install clean
 
 -include $(OBJS:.o=.d)
+
+# libFuzzer target for the IMAP response parser (needs clang):
+#   make fuzz FUZZ_SECONDS=60
+# New inputs go to build-fuzz/corpus/; crashes to build-fuzz/ (keep them in
+# tests/fuzz/corpus/imap_parse/ once fixed).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude \
+	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+build-fuzz/fuzz_imap_parse: tests/fuzz/fuzz_imap_parse.c src/imap_parse.c include/mailpull/imap_parse.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_imap_parse.c src/imap_parse.c
+
+fuzz: build-fuzz/fuzz_imap_parse
+	@mkdir -p build-fuzz/corpus/imap_parse
+	build-fuzz/fuzz_imap_parse -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+		-dict=tests/fuzz/imap_parse.dict -artifact_prefix=build-fuzz/ \
+		build-fuzz/corpus/imap_parse tests/fuzz/corpus/imap_parse
+
+.PHONY: fuzz
