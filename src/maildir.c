@@ -284,25 +284,6 @@ maildir_msg_new(struct maildir *md, struct maildir_msg **ret, struct mp_err *err
 }
 
 static int
-md_write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int
 md_msg_fail(struct maildir_msg *m, int r, const char *what, struct mp_err *err)
 {
 	char sub[NAME_MAX + 8];
@@ -320,7 +301,7 @@ md_flush(struct maildir_msg *m, struct mp_err *err)
 
 	if (m->buflen == 0)
 		return 0;
-	r = md_write_all(m->fd, m->buf, m->buflen);
+	r = util_write_all(m->fd, m->buf, m->buflen);
 	if (r < 0)
 		return md_msg_fail(m, r, "cannot write", err);
 	m->buflen = 0;
@@ -346,7 +327,7 @@ maildir_msg_write(struct maildir_msg *m, const void *data, size_t len, struct mp
 		return m->failed;
 	/* Large chunks skip the copy: the buffer would only be flushed again. */
 	if (len >= MD_BUF_SIZE) {
-		int r = md_write_all(m->fd, p, len);
+		int r = util_write_all(m->fd, p, len);
 
 		return r < 0 ? md_msg_fail(m, r, "cannot write", err) : 0;
 	}

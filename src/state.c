@@ -680,25 +680,6 @@ state_remove(struct state *s, const char *key, struct mp_err *err)
 	return 0;
 }
 
-static int
-write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int
 state_sync(struct state *s, struct mp_err *err)
 {
@@ -708,7 +689,7 @@ state_sync(struct state *s, struct mp_err *err)
 		return st_fail(err, s->broken, "earlier failure on", s->journal_path);
 	if (s->pending.len == 0)
 		return 0;
-	r = write_all(s->journal_fd, s->pending.p, s->pending.len);
+	r = util_write_all(s->journal_fd, s->pending.p, s->pending.len);
 	if (r < 0) {
 		/* Take back a partial record so a retry does not follow garbage. */
 		if (ftruncate(s->journal_fd, s->journal_len) < 0)
@@ -768,12 +749,12 @@ write_snapshot(struct state *s, int fd)
 		dbuf_put_esc(&b, sl->key);
 		dbuf_put(&b, "\n", 1);
 		if (b.len >= STATE_FLUSH_SIZE) {
-			r = write_all(fd, b.p, b.len);
+			r = util_write_all(fd, b.p, b.len);
 			b.len = 0;
 		}
 	}
 	if (r == 0)
-		r = write_all(fd, b.p, b.len);
+		r = util_write_all(fd, b.p, b.len);
 	free(b.p);
 	return r;
 }

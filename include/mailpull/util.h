@@ -33,6 +33,9 @@ char *util_expand_home(const char *path);
 /* mkdir -p with the given mode for every created directory. 0 or -errno. */
 int util_mkdir_p(const char *path, unsigned mode);
 
+/* write(2) until done, retrying EINTR and short writes. 0 or -errno (-EIO if nothing moves). */
+int util_write_all(int fd, const char *p, size_t len);
+
 /* fsync a directory by path. 0 or -errno. */
 int util_fsync_dir(const char *path);
 
