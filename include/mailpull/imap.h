@@ -1,0 +1,193 @@
+/*
+ * IMAP4 engine (RFC 3501 IMAP4rev1 and RFC 9051 IMAP4rev2; RFC 2595
+ * STARTTLS, RFC 4959 SASL-IR, RFC 4315 UIDPLUS, RFC 2342 NAMESPACE).
+ * Speaks the protocol and nothing else: no files, no policy. Runs
+ * sequentially over a blocking conn with deadlines; responses are read with
+ * imap_parse, message bodies streamed to a sink, never held whole.
+ *
+ * Mailbox names cross this interface in UTF-8; the engine converts to and
+ * from modified UTF-7 (RFC 3501 section 5.1.3) on the wire unless the
+ * server enabled UTF8=ACCEPT (RFC 6855).
+ */
+#ifndef MAILPULL_IMAP_H
+#define MAILPULL_IMAP_H
+
+#include "mailpull/common.h"
+#include "mailpull/conn.h"
+#include "mailpull/err.h"
+#include "mailpull/sasl.h"
+
+struct imap_caps {
+	bool rev1, rev2, starttls, logindisabled, sasl_ir, uidplus, idle, namespace_,
+	     literal_plus, literal_minus, enable, utf8_accept, move, esearch;
+	char sasl[256];            /* space-separated AUTH= mechanisms, "" if none */
+};
+
+/* Message flags we map to Maildir info letters. */
+enum {
+	IMAP_FLAG_SEEN = 1 << 0,       /* S */
+	IMAP_FLAG_ANSWERED = 1 << 1,   /* R */
+	IMAP_FLAG_FLAGGED = 1 << 2,    /* F */
+	IMAP_FLAG_DELETED = 1 << 3,    /* T */
+	IMAP_FLAG_DRAFT = 1 << 4,      /* D */
+};
+
+struct imap;
+
+/*
+ * Takes ownership of c (closed by imap_free(), also on error). Reads the
+ * greeting. With starttls: a PREAUTH greeting is refused (-EPROTO: the
+ * session would be authenticated in clear); STARTTLS must be advertised
+ * (asking CAPABILITY when the greeting has none) else -EPROTO before any
+ * credential; any answer but tagged OK is -EPROTO; conn_starttls() refuses
+ * data that followed the OK; every capability learned before TLS is
+ * forgotten and CAPABILITY asked again. BYE greeting: -ECONNREFUSED with
+ * the server's text in err->srv.
+ * Errors: conn's, -EPROTO, -ECONNREFUSED, -ENOMEM.
+ */
+int imap_open(struct conn *c, bool starttls, struct imap **ret, struct mp_err *err) MP_WUR;
+
+const struct imap_caps *imap_caps(const struct imap *m);
+
+/* True when the greeting was PREAUTH (allowed on implicit TLS only). */
+bool imap_preauthenticated(const struct imap *m);
+
+/*
+ * Authenticates: SASL_USER is LOGIN (refused with -EPROTO when
+ * LOGINDISABLED is advertised), the others AUTHENTICATE, with the initial
+ * response inline when SASL-IR is offered. Capabilities are refreshed
+ * afterwards (from the tagged OK's [CAPABILITY] code, else by asking).
+ * Secrets never reach a trace (log_trace with redact_from).
+ * Errors: -EACCES (NO; err->srv holds the server's text; err->ex is
+ * MP_EX_TEMPFAIL for [UNAVAILABLE]/[INUSE]-style codes, else MP_EX_NOPERM),
+ * -EPROTO, conn's.
+ */
+int imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
+	      struct mp_err *err) MP_WUR;
+
+struct imap_mailbox {
+	char *name;                /* UTF-8 */
+	char delim;                /* hierarchy delimiter, '\0' for NIL */
+	bool noselect;             /* \Noselect or \NonExistent */
+};
+
+/*
+ * LIST "" pattern (pattern in UTF-8, with * and % wildcards). *ret is a
+ * malloc'd array the caller frees with imap_mailboxes_free(). Names that
+ * are not valid modified UTF-7 are skipped with a debug note.
+ */
+int imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t *ret_n,
+	      struct mp_err *err) MP_WUR;
+void imap_mailboxes_free(struct imap_mailbox *v, size_t n);
+
+struct imap_namespace {
+	char *prefix;              /* UTF-8, e.g. "Shared/" or "#shared." */
+	char delim;
+};
+
+/*
+ * NAMESPACE (RFC 2342): the other-users and shared namespaces (personal is
+ * not returned). Without the capability: 0 and empty results.
+ */
+int imap_namespaces(struct imap *m, struct imap_namespace **ret, size_t *ret_n,
+		    struct mp_err *err) MP_WUR;
+void imap_namespaces_free(struct imap_namespace *v, size_t n);
+
+struct imap_folder {
+	uint32_t uidvalidity;
+	uint32_t uidnext;          /* 0 when the server did not say */
+	uint32_t exists;
+	bool read_only;
+};
+
+/*
+ * SELECT (or EXAMINE when read_only) the mailbox name (UTF-8).
+ * Errors: -ENOENT (NO: no such mailbox), -EPROTO (no UIDVALIDITY), conn's.
+ */
+int imap_select(struct imap *m, const char *name, bool read_only, struct imap_folder *ret,
+		struct mp_err *err) MP_WUR;
+
+struct imap_msginfo {
+	uint32_t uid;
+	uint64_t size;             /* RFC822.SIZE */
+	unsigned flags;            /* IMAP_FLAG_* */
+	int64_t internaldate;      /* Unix seconds, 0 when unknown */
+};
+
+/*
+ * Lists the messages with UID >= from_uid in the selected mailbox:
+ * UID FETCH from:* (UID FLAGS RFC822.SIZE INTERNALDATE), discarding the
+ * one message a server returns for "n:*" when n is past the last UID.
+ * *ret is malloc'd (caller frees), sorted by UID.
+ */
+int imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
+		       size_t *ret_n, struct mp_err *err) MP_WUR;
+
+/*
+ * UID SEARCH with the given criteria (e.g. "UNSEEN", "BEFORE 1-Jan-2026",
+ * "DELETED"), restricted to the UID range lo:hi. *ret malloc'd, sorted.
+ */
+int imap_search(struct imap *m, const char *criteria, uint32_t lo, uint32_t hi,
+		uint32_t **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
+
+/*
+ * Where fetched bodies go. begin() when a body literal starts; data() with
+ * bytes already turned from CRLF into LF (bare CR kept); end() when the
+ * whole FETCH response is in, with the UID and flags it carried (they may
+ * follow the body on the wire); abort() instead of end() when the response
+ * turned out unusable (no UID). A callback's negative errno aborts the
+ * command and is returned; the session must then be abandoned.
+ */
+struct imap_fetch_sink {
+	int (*begin)(void *ud, uint64_t size);
+	int (*data)(void *ud, const char *buf, size_t len);
+	int (*end)(void *ud, uint32_t uid, unsigned flags);
+	void (*abort)(void *ud);
+	void *ud;
+};
+
+/*
+ * UID FETCH uids (UID FLAGS BODY.PEEK[]) — BODY[] when mark_seen — with
+ * the UID set compressed into ranges and split into commands of bounded
+ * length, pipelined. Messages expunged meanwhile simply do not arrive.
+ * Unsolicited responses (EXISTS, EXPUNGE, FETCH FLAGS) are tolerated.
+ */
+int imap_fetch_bodies(struct imap *m, const uint32_t *uids, size_t n, bool mark_seen,
+		      const struct imap_fetch_sink *sink, struct mp_err *err) MP_WUR;
+
+struct imap_envelope {
+	uint32_t uid;
+	uint64_t size;
+	char *date;                /* as sent (RFC 5322 date), may be NULL */
+	char *from;                /* "Name <addr>" raw (encoded words not decoded), may be NULL */
+	char *subject;             /* raw, may be NULL */
+	char *message_id;          /* raw, may be NULL */
+};
+
+/*
+ * UID FETCH uids (UID RFC822.SIZE ENVELOPE): no body is transferred.
+ * *ret malloc'd; free with imap_envelopes_free().
+ */
+int imap_fetch_envelopes(struct imap *m, const uint32_t *uids, size_t n,
+			 struct imap_envelope **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
+void imap_envelopes_free(struct imap_envelope *v, size_t n);
+
+/* UID STORE uids +FLAGS.SILENT (\Deleted), or (\Seen) with seen. */
+int imap_store_flag(struct imap *m, const uint32_t *uids, size_t n, bool seen,
+		    struct mp_err *err) MP_WUR;
+
+/*
+ * UID EXPUNGE uids (RFC 4315): removes only these. -ENOTSUP without
+ * UIDPLUS. imap_expunge() is the plain EXPUNGE, which also removes what
+ * other clients marked \Deleted: only on explicit request.
+ */
+int imap_uid_expunge(struct imap *m, const uint32_t *uids, size_t n, struct mp_err *err) MP_WUR;
+int imap_expunge(struct imap *m, struct mp_err *err) MP_WUR;
+
+/* LOGOUT, waiting for the tagged OK. */
+int imap_logout(struct imap *m, struct mp_err *err) MP_WUR;
+
+/* Closes without LOGOUT. NULL-safe. */
+void imap_free(struct imap *m);
+
+#endif
