@@ -61,6 +61,67 @@ int state_foreach(const struct state *s, int (*cb)(void *ud, const char *key, in
  */
 int state_compact(struct state *s, struct mp_err *err) MP_WUR;
 
+/*
+ * IMAP folders. Each folder (by its UTF-8 name) has a UIDVALIDITY, the
+ * UIDNEXT seen at the end of the last complete poll (so a poll with nothing
+ * new costs no FETCH), the set of fetched UIDs kept as ranges (a 100 000
+ * message folder fetched in order is one range), and the fingerprints of
+ * the fetched messages (a 64-bit hash of Message-ID and size) that let a
+ * UIDVALIDITY change re-identify them instead of fetching them twice.
+ * Changes are buffered and journaled like state_add(), made durable by
+ * state_sync(), folded into the snapshot by state_compact().
+ */
+
+/* UIDVALIDITY and UIDNEXT recorded for folder; -ENOENT when none. */
+int state_folder_get(const struct state *s, const char *folder, uint32_t *ret_uidvalidity,
+		     uint32_t *ret_uidnext);
+
+/*
+ * Starts (or restarts, after a UIDVALIDITY change) folder at uidvalidity:
+ * the UID set is emptied, the fingerprints kept, UIDNEXT set to 0.
+ */
+int state_folder_reset(struct state *s, const char *folder, uint32_t uidvalidity,
+		       struct mp_err *err) MP_WUR;
+
+/* Records the UIDNEXT seen after a complete poll. */
+int state_folder_set_uidnext(struct state *s, const char *folder, uint32_t uidnext,
+			     struct mp_err *err) MP_WUR;
+
+/* Whether uid was fetched in folder (under its current UIDVALIDITY). */
+bool state_uid_has(const struct state *s, const char *folder, uint32_t uid);
+
+/*
+ * Records uid of folder as fetched, delivered as maildir_name (may be
+ * NULL), with fingerprint fp (0: none). The folder must exist.
+ */
+int state_uid_add(struct state *s, const char *folder, uint32_t uid, uint64_t fp,
+		  const char *maildir_name, struct mp_err *err) MP_WUR;
+
+/* Forgets uid (expunged on the server); the fingerprint stays. */
+int state_uid_remove(struct state *s, const char *folder, uint32_t uid, struct mp_err *err) MP_WUR;
+
+/* Whether a message with fingerprint fp was ever fetched from folder. */
+bool state_fp_has(const struct state *s, const char *folder, uint64_t fp);
+
+/*
+ * Calls cb for every fetched UID of folder in increasing order; stops when
+ * cb returns non-zero and returns that.
+ */
+int state_uid_foreach(const struct state *s, const char *folder,
+		      int (*cb)(void *ud, uint32_t uid), void *ud);
+
+/* Number of fetched UIDs in folder. */
+size_t state_uid_count(const struct state *s, const char *folder);
+
+/* Forgets a folder entirely (it vanished from the server). */
+int state_folder_remove(struct state *s, const char *folder, struct mp_err *err) MP_WUR;
+
+/* Calls cb for each folder name recorded. */
+int state_folder_foreach(const struct state *s, int (*cb)(void *ud, const char *folder), void *ud);
+
+/* The fingerprint of a message: 64-bit FNV-1a of "<message-id>\n<size>". */
+uint64_t state_fingerprint(const char *message_id, size_t idlen, uint64_t size);
+
 /* Releases the lock and frees. Buffered, unsynced changes are dropped. NULL-safe. */
 void state_close(struct state *s);
 
