@@ -23,6 +23,7 @@
 #include "mailpull/account.h"
 #include "mailpull/account_int.h"
 #include "mailpull/conn.h"
+#include "mailpull/hdr.h"
 #include "mailpull/log.h"
 #include "mailpull/maildir.h"
 #include "mailpull/pop3.h"
@@ -569,5 +570,69 @@ account_run(const struct mp_config *cfg, const struct mp_account *a,
 	ret_stats->elapsed_ms = util_now_ms() - start;
 	if (ret < 0 && err->code == 0)
 		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));
+	return ret;
+}
+
+struct top_ctx {
+	struct hdr_scan hs;
+};
+
+static int
+top_begin(void *ud, size_t idx)
+{
+	static const char *const names[] = { "Date", "From", "Subject" };
+	struct top_ctx *t = ud;
+
+	(void)idx;
+	hdr_scan_init(&t->hs, names, 3);
+	return 0;
+}
+
+static int
+top_data(void *ud, const char *buf, size_t len)
+{
+	hdr_scan_feed(&((struct top_ctx *)ud)->hs, buf, len);
+	return 0;
+}
+
+static int
+top_end(void *ud)
+{
+	hdr_scan_finish(&((struct top_ctx *)ud)->hs);
+	return 0;
+}
+
+int
+account_pop3_preview(const struct mp_account *a, struct state *st, preview_cb cb, void *ud,
+		     struct mp_err *err)
+{
+	struct account_stats stats = { 0 };
+	struct account_opts o = { 0 };
+	struct run r = { .a = a, .o = &o, .stats = &stats, .err = err, .st = st };
+	struct top_ctx *t = calloc(1, sizeof(*t));
+	struct mp_sink sink = { top_begin, top_data, top_end, t };
+	int ret = t ? open_session(&r) : -ENOMEM;
+
+	if (ret == 0)
+		ret = pop3_list(r.pop, &r.msgs, &r.nmsgs, err);
+	for (size_t i = 0; i < r.nmsgs && ret == 0; i++) {
+		struct preview_item it = { .size = r.msgs[i].size };
+
+		if (already_fetched(&r, &r.msgs[i], NULL))
+			continue;
+		/* TOP n 0: the header only (RFC 1939 section 7). */
+		ret = pop3_top(r.pop, r.msgs[i].num, 0, &sink, err);
+		if (ret < 0)
+			break;
+		it.date = t->hs.found[0] ? t->hs.values[0] : NULL;
+		it.from = t->hs.found[1] ? t->hs.values[1] : NULL;
+		it.subject = t->hs.found[2] ? t->hs.values[2] : NULL;
+		ret = cb(ud, &it);
+	}
+	if (ret == 0)
+		ret = pop3_quit(r.pop, err);
+	pop3_free(r.pop);
+	free(r.msgs);
+	free(t);
 	return ret;
 }

@@ -713,11 +713,11 @@ account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
 	if (ret == 0)
 		ret = run_folders(&r);
 	account_progress(&r.progress, stats, true);
-	if (ret == 0 || err->ex == MP_EX_CONFIG) {
+	if (r.im && (ret == 0 || err->ex == MP_EX_CONFIG)) {
 		struct mp_err lerr = { 0 };
 
-		cret = imap_logout(r.im, &lerr);
-		(void)cret;
+		if (imap_logout(r.im, &lerr) < 0)
+			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
 	}
 	if (r.changed && !r.unpublished) {
 		struct mp_err cerr = { 0 };
@@ -732,5 +732,85 @@ account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
 	maildir_close(r.md);
 	batch_discard(&r);
 	free(r.msgs);
+	return ret;
+}
+
+static int
+preview_folder(struct irun *r, const struct imap_mailbox *mb, preview_cb cb, void *ud)
+{
+	struct imap_folder f;
+	struct imap_envelope *env = NULL;
+	uint32_t uv = 0, uidnext = 0, *uids = NULL;
+	size_t nenv = 0, n = 0;
+	int ret;
+
+	r->folder = mb->name;
+	ret = imap_select(r->im, mb->name, true, &f, r->err);
+	if (ret < 0)
+		return ret;
+	if (state_folder_get(r->st, mb->name, &uv, &uidnext) < 0 || uv != f.uidvalidity)
+		uidnext = 0;
+	if (uidnext && uidnext == f.uidnext)
+		return 0;
+	ret = imap_list_messages(r->im, uidnext ? uidnext : 1, &r->msgs, &r->nmsgs, r->err);
+	if (ret == 0 && !(uids = calloc(r->nmsgs + 1, sizeof(*uids))))
+		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
+		const struct imap_msginfo *m = &r->msgs[i];
+
+		if (!state_uid_has(r->st, mb->name, m->uid) && !(m->flags & IMAP_FLAG_DELETED) &&
+		    !(r->a->only_unseen && (m->flags & IMAP_FLAG_SEEN)))
+			uids[n++] = m->uid;
+	}
+	if (ret == 0 && n > 0)
+		ret = imap_fetch_envelopes(r->im, uids, n, &env, &nenv, r->err);
+	for (size_t i = 0; i < nenv && ret == 0; i++) {
+		struct preview_item it = {
+			.folder = mb->name, .date = env[i].date, .from = env[i].from,
+			.subject = env[i].subject, .size = env[i].size,
+		};
+
+		ret = cb(ud, &it);
+	}
+	imap_envelopes_free(env, nenv);
+	free(uids);
+	free(r->msgs);
+	r->msgs = NULL;
+	r->nmsgs = 0;
+	return ret;
+}
+
+int
+account_imap_preview(const struct mp_account *a, struct state *st, const char *folder,
+		     preview_cb cb, void *ud, struct mp_err *err)
+{
+	struct account_stats stats = { 0 };
+	struct account_opts o = { 0 };
+	struct irun r = { .a = a, .o = &o, .stats = &stats, .st = st, .err = err };
+	struct imap_mailbox *mb = NULL;
+	size_t n = 0;
+	bool seen = false;
+	int ret = open_session(&r);
+
+	if (ret == 0)
+		ret = expand_folders(&r, &mb, &n);
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		if (folder && folder_match(folder, mb[i].name, mb[i].delim) != 1)
+			continue;
+		seen = true;
+		ret = preview_folder(&r, &mb[i], cb, ud);
+	}
+	if (ret == 0 && folder && !seen)
+		ret = mp_err_set(err, -ENOENT, MP_EX_USAGE,
+				 "folder \"%s\" is not one of the account's folders on the server",
+				 folder);
+	if (ret == 0 && r.im) {
+		struct mp_err lerr = { 0 };
+
+		if (imap_logout(r.im, &lerr) < 0)
+			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
+	}
+	imap_mailboxes_free(mb, n);
+	imap_free(r.im);
 	return ret;
 }

@@ -43,4 +43,18 @@ int account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
 		     const struct account_opts *o, struct state *st,
 		     struct account_stats *stats, struct mp_err *err) MP_WUR;
 
+/* One message waiting on the server, raw header values (may be NULL). */
+struct preview_item {
+	const char *folder;        /* NULL for POP3 */
+	const char *date, *from, *subject;
+	uint64_t size;
+};
+typedef int (*preview_cb)(void *ud, const struct preview_item *it);
+
+/* What is waiting and not yet fetched, without downloading any body. */
+int account_pop3_preview(const struct mp_account *a, struct state *st, preview_cb cb, void *ud,
+			 struct mp_err *err) MP_WUR;
+int account_imap_preview(const struct mp_account *a, struct state *st, const char *folder,
+			 preview_cb cb, void *ud, struct mp_err *err) MP_WUR;
+
 #endif
