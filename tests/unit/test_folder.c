@@ -177,7 +177,8 @@ static void
 test_random_names(void **state)
 {
 	static const char *const atoms[] = {
-		".", "/", "\\", "~", " ", "a", "B", "\xc3\xa9", "\t", "\x1b", "INBOX", "inbox", "..",
+		".", "/", "\\", "~", " ", "a", "B", "\xc3\xa9", "\t", "\x1b", "INBOX", "inbox",
+		"..",
 	};
 	static const char delims[] = { '/', '.', '\\', '\0' };
 	uint64_t seed = 7;
@@ -353,7 +354,8 @@ test_match_reference(void **state)
 		name[nl] = '\0';
 		got = folder_match(pat, name, delim);
 		if (got != (int)ref_match(pat, name, delim))
-			fail_msg("pattern \"%s\" name \"%s\" delim %d: got %d", pat, name, delim, got);
+			fail_msg("pattern \"%s\" name \"%s\" delim %d: got %d", pat, name, delim,
+				 got);
 		hits += got;
 	}
 	assert_true(hits > 1000);
