@@ -65,6 +65,11 @@ static const struct map maps[] = {
 	{ "a", '\n', -EINVAL, NULL, false },
 	{ "a", '\r', -EINVAL, NULL, false },
 	{ "a", (char)0xc3, -EINVAL, NULL, false },
+	{ "INBOX", 'I', -EINVAL, NULL, false },      /* would split INBOX itself */
+	{ "a1b", '1', -EINVAL, NULL, false },
+	{ "a b", ' ', -EINVAL, NULL, false },
+	{ "a\tb", '\t', -EINVAL, NULL, false },
+	{ "a^b", '^', 0, ".a.b", true },
 	{ "caf\xe9", '/', -EBADMSG, NULL, false },
 	{ "\xed\xa0\x80", '/', -EBADMSG, NULL, false },
 };
