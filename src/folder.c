@@ -14,13 +14,21 @@
 
 static const char hexdigits[] = "0123456789abcdef";
 
-/* RFC 3501 QUOTED-CHAR: any 7-bit character but NUL, CR and LF; NUL here is NIL. */
+/*
+ * RFC 3501 allows any QUOTED-CHAR as the delimiter; NUL here is NIL. Only
+ * punctuation is taken: a letter or digit would split "INBOX" itself or
+ * ordinary words, and a control or space would be no better. Servers use
+ * '/', '.' or '\\'.
+ */
 static bool
 delim_valid(char delim)
 {
 	unsigned char d = (unsigned char)delim;
 
-	return d < 0x80 && d != '\r' && d != '\n';
+	if (d == '\0')
+		return true;
+	return d > 0x20 && d < 0x7f && !(d >= '0' && d <= '9') &&
+	       !((d | 0x20) >= 'a' && (d | 0x20) <= 'z');
 }
 
 /* Length of the first component of name: up to delim or the end. */

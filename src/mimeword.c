@@ -32,6 +32,11 @@ ob_put(struct obuf *b, const void *s, size_t n)
 		size_t cap = b->cap ? b->cap : 64;
 		char *p;
 
+		if (n > SIZE_MAX / 4 - b->len) {
+			b->oom = true;
+			return;
+		}
+
 		while (cap - b->len < n)
 			cap *= 2;
 		p = realloc(b->p, cap);
@@ -136,7 +141,7 @@ static const struct {
 	{ "x-sjis", "CP932" },
 };
 
-/* Labels taken as UTF-8 without iconv: emit_safe() already validates UTF-8, and ASCII is a subset. */
+/* Labels read as UTF-8 without iconv: emit_safe() validates it, and ASCII is a subset. */
 static bool
 charset_is_direct(const char *cs)
 {
@@ -185,7 +190,7 @@ parse_word(const char *s, size_t n, struct word *w)
 
 		if (!is_token_char(c))
 			return false;
-		/* RFC 2231 section 5: "charset*language"; the language is not needed for display. */
+		/* RFC 2231 section 5: "charset*language"; display needs no language. */
 		if (c == '*')
 			in_lang = true;
 		if (in_lang)

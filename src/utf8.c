@@ -29,7 +29,7 @@ utf8_decode(const char *s, size_t len, uint32_t *ret_cp)
 		cp = p[0] & 0x07;
 		min = 0x10000;
 	} else {
-		/* 0x80..0xc1 (continuation or overlong lead) and 0xf5..0xff never start a sequence. */
+		/* 0x80..0xc1 (continuation, overlong lead) and 0xf5..0xff start nothing. */
 		return -EBADMSG;
 	}
 	if (len < n)

@@ -47,8 +47,10 @@
  * "" means the Maildir root.
  * Errors:
  *   -EINVAL   name is empty or has an empty component (a leading, doubled
- *             or trailing delimiter: "/a", "a//b", "a/"), or delim is CR,
- *             LF or not 7-bit (RFC 3501 QUOTED-CHAR)
+ *             or trailing delimiter: "/a", "a//b", "a/"), or delim is
+ *             neither NUL nor ASCII punctuation (RFC 3501 would allow any
+ *             QUOTED-CHAR, but a letter or digit would split "INBOX"
+ *             itself; servers use '/', '.' or '\\')
  *   -EBADMSG  name is not valid UTF-8
  *   -E2BIG    the result would exceed FOLDER_DIRNAME_MAX bytes
  *   -ENOMEM   out of memory

@@ -65,10 +65,12 @@ int mimeword_decode(const char *in, size_t len, char **ret_out, size_t *ret_len)
  * Unicode line and paragraph separators become spaces; runs of spaces
  * collapse to one; leading and trailing spaces go. When max_chars is not 0
  * and the result has more characters (code points) than that, it is cut to
- * max_chars - 1 characters followed by "…" (U+2026).
+ * max_chars - 1 characters followed by "…" (U+2026). No cap on len beyond
+ * size arithmetic, so the output of mimeword_decode() always fits; in may
+ * be NULL when len is 0.
  * On success *ret_out is a NUL-terminated malloc'd string the caller frees.
  * Errors:
- *   -E2BIG    len > MIMEWORD_INPUT_MAX
+ *   -E2BIG    len > (SIZE_MAX - 4) / 3
  *   -ENOMEM   out of memory
  * Nothing is set on error.
  */

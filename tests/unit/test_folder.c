@@ -65,6 +65,11 @@ static const struct map maps[] = {
 	{ "a", '\n', -EINVAL, NULL, false },
 	{ "a", '\r', -EINVAL, NULL, false },
 	{ "a", (char)0xc3, -EINVAL, NULL, false },
+	{ "INBOX", 'I', -EINVAL, NULL, false },      /* would split INBOX itself */
+	{ "a1b", '1', -EINVAL, NULL, false },
+	{ "a b", ' ', -EINVAL, NULL, false },
+	{ "a\tb", '\t', -EINVAL, NULL, false },
+	{ "a^b", '^', 0, ".a.b", true },
 	{ "caf\xe9", '/', -EBADMSG, NULL, false },
 	{ "\xed\xa0\x80", '/', -EBADMSG, NULL, false },
 };
@@ -177,7 +182,8 @@ static void
 test_random_names(void **state)
 {
 	static const char *const atoms[] = {
-		".", "/", "\\", "~", " ", "a", "B", "\xc3\xa9", "\t", "\x1b", "INBOX", "inbox", "..",
+		".", "/", "\\", "~", " ", "a", "B", "\xc3\xa9", "\t", "\x1b", "INBOX", "inbox",
+		"..",
 	};
 	static const char delims[] = { '/', '.', '\\', '\0' };
 	uint64_t seed = 7;
@@ -353,7 +359,8 @@ test_match_reference(void **state)
 		name[nl] = '\0';
 		got = folder_match(pat, name, delim);
 		if (got != (int)ref_match(pat, name, delim))
-			fail_msg("pattern \"%s\" name \"%s\" delim %d: got %d", pat, name, delim, got);
+			fail_msg("pattern \"%s\" name \"%s\" delim %d: got %d", pat, name, delim,
+				 got);
 		hits += got;
 	}
 	assert_true(hits > 1000);

@@ -130,7 +130,7 @@ test_caps(void **state)
 	assert_int_equal(mutf7_decode(big, MUTF7_INPUT_MAX, &out), 0);
 	assert_int_equal(strlen(out), MUTF7_INPUT_MAX);
 	free(out);
-	/* The worst-case expansions, at the cap: a control per byte, and runs of 3-byte characters. */
+	/* Worst-case expansions at the cap: a control per byte; runs of 3-byte characters. */
 	memset(big, '\x01', MUTF7_INPUT_MAX);
 	assert_int_equal(mutf7_encode(big, MUTF7_INPUT_MAX, &out), 0);
 	free(out);
