@@ -604,12 +604,14 @@ static struct folder *
 folder_find(const struct state *s, const char *name, size_t *at)
 {
 	size_t lo = 0, hi = s->nfolders;
+	struct folder *found = NULL;
 
 	while (name && lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		int c = strcmp(s->folders[mid]->name, name);
 
 		if (c == 0) {
+			found = s->folders[mid];
 			lo = mid;
 			break;
 		}
@@ -620,9 +622,7 @@ folder_find(const struct state *s, const char *name, size_t *at)
 	}
 	if (at)
 		*at = lo;
-	if (name && lo < s->nfolders && strcmp(s->folders[lo]->name, name) == 0)
-		return s->folders[lo];
-	return NULL;
+	return found;
 }
 
 static int
@@ -710,7 +710,7 @@ mem_uid_add(struct state *s, struct folder *f, uint32_t uid, uint64_t fp, const 
 	uid_added = range_add(f, uid);
 	if (fp)
 		fp_added = fp_add(&f->fps, fp);
-	*ret_changed = uid_added || fp_added || name;
+	*ret_changed = uid_added || fp_added || name != NULL;
 	return 0;
 }
 
@@ -857,7 +857,10 @@ replay_uid_add(struct state *s, char **f, uint32_t uid)
 	return name ? kv_insert(&s->names, name, 0, &sl, &changed) : 0;
 }
 
-/* Journal "V", "N", "U", "E" and "D" lines. */
+/*
+ * Journal "V", "N", "U", "E" and "D" lines. N, U and E lines for a folder
+ * missing here are skipped for the reason given in replay_uid_add().
+ */
 static int
 apply_folder_journal(struct state *s, char *line)
 {
@@ -1645,7 +1648,9 @@ snap_ranges(struct snap *w, const struct folder *f, size_t room)
 	dbuf_put_u64(&w->b, f->uidvalidity);
 	dbuf_put(&w->b, " ", 1);
 	dbuf_put_u64(&w->b, f->uidnext);
-	dbuf_put(&w->b, f->nranges ? " " : " -", f->nranges ? 1 : 2);
+	dbuf_put(&w->b, " ", 1);
+	if (f->nranges == 0)
+		dbuf_put(&w->b, "-", 1);
 	for (size_t i = 0; i < f->nranges; i++) {
 		const struct uid_range *rg = &f->ranges[i];
 		size_t before;
