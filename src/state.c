@@ -5,15 +5,34 @@
  *   NAME.state    "mailpull-state 1", then "<when> <key>" lines
  *   NAME.journal  "+ <when> <key> <maildir_name or ->" and "- <key>" lines
  *
- * Keys and names are escaped (%XX for control bytes, space, '%', DEL and
- * bytes >= 0x80) so a record never contains a space or newline of its
- * own and any key but one holding NUL round-trips. Replaying a journal
- * over a snapshot that already contains it yields the same set, which
- * makes a crash between the snapshot rename and the journal truncation
- * harmless.
+ * IMAP folders add records that start with an upper-case tag, which no key
+ * record can (those start with a digit, '-', '+'):
+ *
+ *   NAME.state    "F <folder> <uidvalidity> <uidnext> <ranges or ->"
+ *                 "R <folder> <ranges>"        more ranges, after its F line
+ *                 "P <folder> <fp>[,<fp>...]"  fingerprints, after its F line
+ *   NAME.journal  "V <folder> <uidvalidity>"   start or restart the folder
+ *                 "N <folder> <uidnext>"
+ *                 "U <folder> <uid> <fp or -> <maildir_name or ->"
+ *                 "E <folder> <uid>"           expunged
+ *                 "D <folder>"                 folder gone
+ *
+ * Ranges are "1-500,502,510-900" in increasing order; fp is 16 hex digits
+ * and never 0. Long range and fingerprint lists are cut into lines of a few
+ * kilobytes so no line grows with the mailbox.
+ *
+ * Keys, names and folders are escaped (%XX for control bytes, space, '%',
+ * DEL and bytes >= 0x80) so a record never contains a space or newline of
+ * its own and any string but one holding NUL round-trips. Replaying a
+ * journal over a snapshot that already contains it yields the same state,
+ * which makes a crash between the snapshot rename and the journal
+ * truncation harmless: for folders, everything after a folder's last V or D
+ * line is replayed onto the same starting point, UID adds and expunges are
+ * last-writer-wins per UID, and fingerprints only accumulate until a D.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +45,8 @@
 
 #define STATE_HEADER "mailpull-state 1"
 #define STATE_FLUSH_SIZE (64 * 1024)
+/* Bytes of ranges or fingerprints on one snapshot line before the next starts. */
+#define SNAP_LINE_ITEMS 4000
 
 /* Open addressing with linear probing; an empty slot has key == NULL. */
 struct kv_slot {
@@ -45,6 +66,27 @@ struct dbuf {
 	size_t len, cap;
 };
 
+struct uid_range {
+	uint32_t lo, hi;
+};
+
+/* Open addressing with linear probing; an empty slot holds 0. */
+struct fp_set {
+	uint64_t *slots;
+	size_t cap;                       /* 0 or a power of two */
+	size_t count;
+};
+
+struct folder {
+	char *name;
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+	struct uid_range *ranges;         /* sorted, disjoint, never touching */
+	size_t nranges, rcap;
+	uint64_t nuids;
+	struct fp_set fps;
+};
+
 struct state {
 	char *dir;
 	char *account;
@@ -59,6 +101,8 @@ struct state {
 	struct kv_set keys;               /* key -> first fetch time */
 	struct kv_set names;              /* Maildir names since the last compaction */
 	struct dbuf pending;              /* journal lines not yet written */
+	struct folder **folders;          /* sorted by name (strcmp) */
+	size_t nfolders, fcap;
 };
 
 /* ---- hash set ---- */
@@ -330,6 +374,534 @@ split_fields(char *line, char **f, int n)
 	return i == n ? 0 : -EBADMSG;
 }
 
+/* ---- IMAP folders in memory ---- */
+
+/* FNV hashes cluster in their low bits alone; mix before masking. */
+static size_t
+fp_slot(uint64_t fp, size_t mask)
+{
+	fp ^= fp >> 33;
+	fp *= UINT64_C(0xff51afd7ed558ccd);
+	fp ^= fp >> 33;
+	return (size_t)fp & mask;
+}
+
+static bool
+fp_has(const struct fp_set *set, uint64_t fp)
+{
+	size_t mask = set->cap - 1;
+
+	if (set->cap == 0 || fp == 0)
+		return false;
+	for (size_t i = fp_slot(fp, mask); set->slots[i]; i = (i + 1) & mask)
+		if (set->slots[i] == fp)
+			return true;
+	return false;
+}
+
+/* Returns whether fp was new. The table always has an empty slot. */
+static bool
+fp_place(uint64_t *slots, size_t cap, uint64_t fp)
+{
+	size_t i = fp_slot(fp, cap - 1);
+
+	for (; slots[i]; i = (i + 1) & (cap - 1))
+		if (slots[i] == fp)
+			return false;
+	slots[i] = fp;
+	return true;
+}
+
+/*
+ * Makes room for one more fingerprint. The load may reach 7/8, not 3/4 as
+ * for keys: a slot is only 8 bytes, so even a long probe run stays within
+ * a few cache lines, and the table is most of a big folder's memory.
+ */
+static int
+fp_reserve(struct fp_set *set)
+{
+	size_t cap = set->cap ? set->cap * 2 : 16;
+	uint64_t *slots;
+
+	if ((set->count + 1) * 8 <= set->cap * 7)
+		return 0;
+	if (cap < set->cap || cap > SIZE_MAX / sizeof(*slots))
+		return -ENOMEM;
+	slots = calloc(cap, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	for (size_t i = 0; i < set->cap; i++)
+		if (set->slots[i])
+			fp_place(slots, cap, set->slots[i]);
+	free(set->slots);
+	set->slots = slots;
+	set->cap = cap;
+	return 0;
+}
+
+/* Call fp_reserve() first. */
+static bool
+fp_add(struct fp_set *set, uint64_t fp)
+{
+	if (!fp_place(set->slots, set->cap, fp))
+		return false;
+	set->count++;
+	return true;
+}
+
+/* Index of the first range ending at or after uid; nranges when none does. */
+static size_t
+range_find(const struct folder *f, uint32_t uid)
+{
+	size_t lo = 0, hi = f->nranges;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (f->ranges[mid].hi < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static bool
+range_has(const struct folder *f, uint32_t uid)
+{
+	size_t i = range_find(f, uid);
+
+	return i < f->nranges && f->ranges[i].lo <= uid;
+}
+
+/* Makes room for one more range. */
+static int
+range_reserve(struct folder *f)
+{
+	size_t cap = f->rcap ? f->rcap * 2 : 4;
+	struct uid_range *p;
+
+	if (f->nranges < f->rcap)
+		return 0;
+	if (cap < f->rcap || cap > SIZE_MAX / sizeof(*p))
+		return -ENOMEM;
+	p = realloc(f->ranges, cap * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	f->ranges = p;
+	f->rcap = cap;
+	return 0;
+}
+
+/*
+ * Adds uid, merging it into the ranges it touches, so UIDs fetched in
+ * order stay one range. Call range_reserve() first. Returns whether uid
+ * was new.
+ */
+static bool
+range_add(struct folder *f, uint32_t uid)
+{
+	struct uid_range *r = f->ranges;
+	size_t i = range_find(f, uid), n = f->nranges;
+	bool left, right;
+
+	if (i < n && r[i].lo <= uid)
+		return false;
+	/* r[i - 1].hi < uid < r[i].lo, so neither side overflows. */
+	left = i > 0 && r[i - 1].hi + 1 == uid;
+	right = i < n && r[i].lo - 1 == uid;
+	if (left && right) {
+		r[i - 1].hi = r[i].hi;
+		memmove(&r[i], &r[i + 1], (n - i - 1) * sizeof(*r));
+		f->nranges--;
+	} else if (left) {
+		r[i - 1].hi = uid;
+	} else if (right) {
+		r[i].lo = uid;
+	} else {
+		memmove(&r[i + 1], &r[i], (n - i) * sizeof(*r));
+		r[i].lo = uid;
+		r[i].hi = uid;
+		f->nranges++;
+	}
+	f->nuids++;
+	return true;
+}
+
+/* Removes uid, splitting its range when uid is inside. 1 removed, 0 absent, -ENOMEM. */
+static int
+range_del(struct folder *f, uint32_t uid)
+{
+	size_t i = range_find(f, uid);
+	struct uid_range *r;
+
+	if (i == f->nranges || f->ranges[i].lo > uid)
+		return 0;
+	if (f->ranges[i].lo < uid && uid < f->ranges[i].hi && range_reserve(f) < 0)
+		return -ENOMEM;
+	r = f->ranges;
+	if (r[i].lo == r[i].hi) {
+		memmove(&r[i], &r[i + 1], (f->nranges - i - 1) * sizeof(*r));
+		f->nranges--;
+	} else if (uid == r[i].lo) {
+		r[i].lo++;
+	} else if (uid == r[i].hi) {
+		r[i].hi--;
+	} else {
+		memmove(&r[i + 1], &r[i], (f->nranges - i) * sizeof(*r));
+		r[i].hi = uid - 1;
+		r[i + 1].lo = uid + 1;
+		f->nranges++;
+	}
+	f->nuids--;
+	return 1;
+}
+
+/* Appends [lo, hi] read from a snapshot, where ranges come in increasing order. */
+static int
+range_append(struct folder *f, uint64_t lo, uint64_t hi)
+{
+	struct uid_range *last = f->nranges ? &f->ranges[f->nranges - 1] : NULL;
+
+	if (lo == 0 || lo > hi || hi > UINT32_MAX || (last && lo <= last->hi))
+		return -EBADMSG;
+	f->nuids += hi - lo + 1;
+	if (last && lo == (uint64_t)last->hi + 1) {
+		last->hi = (uint32_t)hi;
+		return 0;
+	}
+	if (range_reserve(f) < 0)
+		return -ENOMEM;
+	f->ranges[f->nranges].lo = (uint32_t)lo;
+	f->ranges[f->nranges].hi = (uint32_t)hi;
+	f->nranges++;
+	return 0;
+}
+
+static void
+folder_clear_uids(struct folder *f)
+{
+	free(f->ranges);
+	f->ranges = NULL;
+	f->nranges = 0;
+	f->rcap = 0;
+	f->nuids = 0;
+}
+
+static void
+folder_free(struct folder *f)
+{
+	if (!f)
+		return;
+	folder_clear_uids(f);
+	free(f->fps.slots);
+	free(f->name);
+	free(f);
+}
+
+/* Binary search by name; *at (when not NULL) is where name is or would go. */
+static struct folder *
+folder_find(const struct state *s, const char *name, size_t *at)
+{
+	size_t lo = 0, hi = s->nfolders;
+	struct folder *found = NULL;
+
+	while (name && lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(s->folders[mid]->name, name);
+
+		if (c == 0) {
+			found = s->folders[mid];
+			lo = mid;
+			break;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (at)
+		*at = lo;
+	return found;
+}
+
+static int
+folder_insert(struct state *s, const char *name, size_t at, struct folder **ret)
+{
+	struct folder *f;
+
+	if (s->nfolders == s->fcap) {
+		size_t cap = s->fcap ? s->fcap * 2 : 8;
+		struct folder **p = reallocarray(s->folders, cap, sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		s->folders = p;
+		s->fcap = cap;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->name = strdup(name);
+	if (!f->name) {
+		free(f);
+		return -ENOMEM;
+	}
+	memmove(&s->folders[at + 1], &s->folders[at], (s->nfolders - at) * sizeof(*s->folders));
+	s->folders[at] = f;
+	s->nfolders++;
+	*ret = f;
+	return 0;
+}
+
+/* Starts or restarts name at uidvalidity: no UIDs, fingerprints kept. */
+static int
+mem_folder_reset(struct state *s, const char *name, uint32_t uidvalidity)
+{
+	size_t at;
+	struct folder *f = folder_find(s, name, &at);
+
+	if (!f) {
+		int r = folder_insert(s, name, at, &f);
+
+		if (r < 0)
+			return r;
+	}
+	folder_clear_uids(f);
+	f->uidvalidity = uidvalidity;
+	f->uidnext = 0;
+	return 0;
+}
+
+static bool
+mem_folder_remove(struct state *s, const char *name)
+{
+	size_t at;
+	struct folder *f = folder_find(s, name, &at);
+
+	if (!f)
+		return false;
+	folder_free(f);
+	memmove(&s->folders[at], &s->folders[at + 1],
+		(s->nfolders - at - 1) * sizeof(*s->folders));
+	s->nfolders--;
+	return true;
+}
+
+/*
+ * Records uid, fp (0: none) and name (may be NULL). Every allocation
+ * comes first, so a failure changes nothing. *ret_changed tells whether
+ * anything is new and so needs a journal line.
+ */
+static int
+mem_uid_add(struct state *s, struct folder *f, uint32_t uid, uint64_t fp, const char *name,
+	    bool *ret_changed)
+{
+	struct kv_slot *sl;
+	bool uid_added, fp_added = false, name_added = false;
+	int r = range_reserve(f);
+
+	if (r == 0 && fp)
+		r = fp_reserve(&f->fps);
+	if (r == 0 && name)
+		r = kv_insert(&s->names, name, 0, &sl, &name_added);
+	if (r < 0)
+		return r;
+	uid_added = range_add(f, uid);
+	if (fp)
+		fp_added = fp_add(&f->fps, fp);
+	*ret_changed = uid_added || fp_added || name != NULL;
+	return 0;
+}
+
+/* ---- IMAP folder records ---- */
+
+static int
+parse_u32(const char *s, uint32_t *ret)
+{
+	uint64_t v;
+
+	if (util_parse_u64(s, strlen(s), &v) < 0 || v > UINT32_MAX)
+		return -EBADMSG;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+/* Exactly 16 hex digits, as written; 0 stands for "none" and is never written. */
+static int
+parse_fp(const char *s, size_t len, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (len != 16)
+		return -EBADMSG;
+	for (size_t i = 0; i < len; i++) {
+		int d = hexval(s[i]);
+
+		if (d < 0)
+			return -EBADMSG;
+		v = v << 4 | (uint64_t)d;
+	}
+	if (v == 0)
+		return -EBADMSG;
+	*ret = v;
+	return 0;
+}
+
+/* "1-500,502,510-900" appended to f's ranges. */
+static int
+parse_ranges(struct folder *f, const char *s)
+{
+	for (;;) {
+		const char *end = strchr(s, ',');
+		size_t len = end ? (size_t)(end - s) : strlen(s);
+		const char *dash = memchr(s, '-', len);
+		uint64_t lo, hi;
+		int r;
+
+		if (!dash) {
+			if (util_parse_u64(s, len, &lo) < 0)
+				return -EBADMSG;
+			hi = lo;
+		} else if (util_parse_u64(s, (size_t)(dash - s), &lo) < 0 ||
+			   util_parse_u64(dash + 1, len - (size_t)(dash - s) - 1, &hi) < 0) {
+			return -EBADMSG;
+		}
+		r = range_append(f, lo, hi);
+		if (r < 0 || !end)
+			return r;
+		s = end + 1;
+	}
+}
+
+static int
+parse_fps(struct folder *f, const char *s)
+{
+	for (;;) {
+		const char *end = strchr(s, ',');
+		size_t len = end ? (size_t)(end - s) : strlen(s);
+		uint64_t fp;
+
+		if (parse_fp(s, len, &fp) < 0)
+			return -EBADMSG;
+		if (fp_reserve(&f->fps) < 0)
+			return -ENOMEM;
+		fp_add(&f->fps, fp);
+		if (!end)
+			return 0;
+		s = end + 1;
+	}
+}
+
+/* A tag is one character; split_fields() already made it a string. */
+static bool
+is_tag(const char *field)
+{
+	return field[0] && !field[1];
+}
+
+/* Snapshot "F", "R" and "P" lines. */
+static int
+apply_folder_snapshot(struct state *s, char *line)
+{
+	struct folder *fo;
+	uint32_t uv, un;
+	char *f[5];
+	size_t at;
+	int r;
+
+	if (line[0] == 'F') {
+		if (split_fields(line, f, 5) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0 ||
+		    parse_u32(f[2], &uv) < 0 || uv == 0 || parse_u32(f[3], &un) < 0)
+			return -EBADMSG;
+		if (folder_find(s, f[1], &at))
+			return -EBADMSG;
+		r = folder_insert(s, f[1], at, &fo);
+		if (r < 0)
+			return r;
+		fo->uidvalidity = uv;
+		fo->uidnext = un;
+		return strcmp(f[4], "-") == 0 ? 0 : parse_ranges(fo, f[4]);
+	}
+	if (split_fields(line, f, 3) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0)
+		return -EBADMSG;
+	fo = folder_find(s, f[1], NULL);
+	if (!fo)
+		return -EBADMSG;
+	return line[0] == 'R' ? parse_ranges(fo, f[2]) : parse_fps(fo, f[2]);
+}
+
+/* Journal "U <folder> <uid> <fp or -> <name or ->". */
+static int
+replay_uid_add(struct state *s, char **f, uint32_t uid)
+{
+	const char *name = f[4];
+	struct folder *fo;
+	struct kv_slot *sl;
+	uint64_t fp = 0;
+	bool changed;
+
+	if (uid == 0 || (strcmp(f[3], "-") != 0 && parse_fp(f[3], strlen(f[3]), &fp) < 0))
+		return -EBADMSG;
+	if (strcmp(name, "-") == 0)
+		name = NULL;
+	else if (unescape(f[4]) < 0)
+		return -EBADMSG;
+	fo = folder_find(s, f[1], NULL);
+	if (fo)
+		return mem_uid_add(s, fo, uid, fp, name, &changed);
+	/*
+	 * Only replay over a newer snapshot meets a folder that is missing
+	 * here: a later D line removed it. The name still counts for recovery.
+	 */
+	return name ? kv_insert(&s->names, name, 0, &sl, &changed) : 0;
+}
+
+/*
+ * Journal "V", "N", "U", "E" and "D" lines. N, U and E lines for a folder
+ * missing here are skipped for the reason given in replay_uid_add().
+ */
+static int
+apply_folder_journal(struct state *s, char *line)
+{
+	struct folder *fo;
+	uint32_t n = 0;
+	char *f[5];
+	int want, r;
+
+	switch (line[0]) {
+	case 'D':
+		want = 2;
+		break;
+	case 'U':
+		want = 5;
+		break;
+	default:
+		want = 3;
+		break;
+	}
+	if (split_fields(line, f, want) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0 ||
+	    (want > 2 && parse_u32(f[2], &n) < 0))
+		return -EBADMSG;
+	fo = folder_find(s, f[1], NULL);
+	switch (line[0]) {
+	case 'V':
+		return n == 0 ? -EBADMSG : mem_folder_reset(s, f[1], n);
+	case 'N':
+		if (fo)
+			fo->uidnext = n;
+		return 0;
+	case 'U':
+		return replay_uid_add(s, f, n);
+	case 'E':
+		r = fo ? range_del(fo, n) : 0;
+		return r < 0 ? r : 0;
+	default:
+		mem_folder_remove(s, f[1]);
+		return 0;
+	}
+}
+
 /* ---- errors and paths ---- */
 
 static int
@@ -462,10 +1034,15 @@ apply_journal(struct state *s, char *line)
 static int
 load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
+	/* Folder records start with an upper-case tag, key records never do. */
+	if (journal && line[0] && strchr("VNUED", line[0]))
+		return apply_folder_journal(s, line);
 	if (journal)
 		return apply_journal(s, line);
 	if (lineno == 1)
 		return strcmp(line, STATE_HEADER) == 0 ? 0 : -EBADMSG;
+	if (line[0] && strchr("FRP", line[0]))
+		return apply_folder_snapshot(s, line);
 	return apply_snapshot(s, line);
 }
 
@@ -725,37 +1302,438 @@ state_foreach(const struct state *s, int (*cb)(void *ud, const char *key, int64_
 	return 0;
 }
 
+/* ---- IMAP folders ---- */
+
+static void
+dbuf_put_u64(struct dbuf *b, uint64_t v)
+{
+	char tmp[24];
+	int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+
+	dbuf_put(b, tmp, (size_t)n);
+}
+
+static void
+dbuf_put_fp(struct dbuf *b, uint64_t fp)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int shift = 60; shift >= 0; shift -= 4)
+		b->p[b->len++] = hex[(fp >> shift) & 15];
+}
+
+/* "<tag> <folder>": the start of every folder record. */
+static void
+dbuf_put_folder(struct dbuf *b, char tag, const char *folder)
+{
+	char head[2] = { tag, ' ' };
+
+	dbuf_put(b, head, 2);
+	dbuf_put_esc(b, folder);
+}
+
+/* Room for a folder record: its escaped name plus three numbers and a name. */
+static size_t
+folder_line_max(const char *folder, const char *name)
+{
+	return 64 + esc_max(folder) + (name ? esc_max(name) : 0);
+}
+
+static int
+folder_check(struct state *s, const char *folder, struct mp_err *err)
+{
+	if (s->broken)
+		return st_fail(err, s->broken, "earlier failure on", s->journal_path);
+	if (!folder || !*folder)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: empty folder name",
+				  s->account);
+	return 0;
+}
+
+/* The folder a change applies to; -ENOENT when it was never started. */
+static int
+folder_need(struct state *s, const char *folder, struct folder **ret, struct mp_err *err)
+{
+	struct folder *f;
+	char safe[128];
+	int r = folder_check(s, folder, err);
+
+	if (r < 0)
+		return r;
+	f = folder_find(s, folder, NULL);
+	if (!f) {
+		/* Folder names come from the server: keep control bytes out of messages. */
+		util_sanitize(safe, sizeof(safe), folder, strlen(folder));
+		return mp_err_set(err, -ENOENT, MP_EX_IOERR, "state %s: folder '%s' not started",
+				  s->account, safe);
+	}
+	*ret = f;
+	return 0;
+}
+
+int
+state_folder_get(const struct state *s, const char *folder, uint32_t *ret_uidvalidity,
+		 uint32_t *ret_uidnext)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	if (!f)
+		return -ENOENT;
+	if (ret_uidvalidity)
+		*ret_uidvalidity = f->uidvalidity;
+	if (ret_uidnext)
+		*ret_uidnext = f->uidnext;
+	return 0;
+}
+
+int
+state_folder_reset(struct state *s, const char *folder, uint32_t uidvalidity,
+		   struct mp_err *err)
+{
+	int r = folder_check(s, folder, err);
+
+	if (r < 0)
+		return r;
+	/* RFC 9051 2.3.1.1: UIDVALIDITY is a non-zero number. */
+	if (uidvalidity == 0)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: UIDVALIDITY 0",
+				  s->account);
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, NULL));
+	if (r == 0)
+		r = mem_folder_reset(s, folder, uidvalidity);
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	dbuf_put_folder(&s->pending, 'V', folder);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put_u64(&s->pending, uidvalidity);
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+int
+state_folder_set_uidnext(struct state *s, const char *folder, uint32_t uidnext,
+			 struct mp_err *err)
+{
+	struct folder *f;
+	int r = folder_need(s, folder, &f, err);
+
+	if (r < 0)
+		return r;
+	/* A poll that found nothing new writes nothing. */
+	if (f->uidnext == uidnext)
+		return 0;
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, NULL));
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	f->uidnext = uidnext;
+	dbuf_put_folder(&s->pending, 'N', folder);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put_u64(&s->pending, uidnext);
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+bool
+state_uid_has(const struct state *s, const char *folder, uint32_t uid)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	return f && range_has(f, uid);
+}
+
+int
+state_uid_add(struct state *s, const char *folder, uint32_t uid, uint64_t fp,
+	      const char *maildir_name, struct mp_err *err)
+{
+	struct folder *f;
+	bool changed;
+	int r = folder_need(s, folder, &f, err);
+
+	if (r < 0)
+		return r;
+	if (uid == 0)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: UID 0", s->account);
+	/* "-" stands for "no name" in the journal. */
+	if (maildir_name && (!*maildir_name || strcmp(maildir_name, "-") == 0))
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: invalid Maildir name '%s'",
+				  s->account, maildir_name);
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, maildir_name));
+	if (r == 0)
+		r = mem_uid_add(s, f, uid, fp, maildir_name, &changed);
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	if (!changed)
+		return 0;
+	dbuf_put_folder(&s->pending, 'U', folder);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put_u64(&s->pending, uid);
+	dbuf_put(&s->pending, " ", 1);
+	if (fp)
+		dbuf_put_fp(&s->pending, fp);
+	else
+		dbuf_put(&s->pending, "-", 1);
+	dbuf_put(&s->pending, " ", 1);
+	if (maildir_name)
+		dbuf_put_esc(&s->pending, maildir_name);
+	else
+		dbuf_put(&s->pending, "-", 1);
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+int
+state_uid_remove(struct state *s, const char *folder, uint32_t uid, struct mp_err *err)
+{
+	struct folder *f;
+	int r = folder_need(s, folder, &f, err);
+
+	if (r < 0)
+		return r;
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, NULL));
+	if (r == 0)
+		r = range_del(f, uid);
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	if (r == 0)
+		return 0;
+	dbuf_put_folder(&s->pending, 'E', folder);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put_u64(&s->pending, uid);
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+bool
+state_fp_has(const struct state *s, const char *folder, uint64_t fp)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	return f && fp_has(&f->fps, fp);
+}
+
+int
+state_uid_foreach(const struct state *s, const char *folder,
+		  int (*cb)(void *ud, uint32_t uid), void *ud)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	for (size_t i = 0; f && i < f->nranges; i++) {
+		/* 64-bit, so a range ending at UINT32_MAX still ends the loop. */
+		for (uint64_t u = f->ranges[i].lo; u <= f->ranges[i].hi; u++) {
+			int r = cb(ud, (uint32_t)u);
+
+			if (r != 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+size_t
+state_uid_count(const struct state *s, const char *folder)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	return f ? (size_t)f->nuids : 0;
+}
+
+int
+state_folder_remove(struct state *s, const char *folder, struct mp_err *err)
+{
+	int r = folder_check(s, folder, err);
+
+	if (r < 0)
+		return r;
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, NULL));
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	if (!mem_folder_remove(s, folder))
+		return 0;
+	dbuf_put_folder(&s->pending, 'D', folder);
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+int
+state_folder_foreach(const struct state *s, int (*cb)(void *ud, const char *folder), void *ud)
+{
+	for (size_t i = 0; i < s->nfolders; i++) {
+		int r = cb(ud, s->folders[i]->name);
+
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+static uint64_t
+fnv1a64(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= UINT64_C(0x100000001b3);
+	}
+	return h;
+}
+
+uint64_t
+state_fingerprint(const char *message_id, size_t idlen, uint64_t size)
+{
+	char tail[24];
+	int n = snprintf(tail, sizeof(tail), "\n%" PRIu64, size);
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	h = fnv1a64(h, message_id, idlen);
+	return fnv1a64(h, tail, (size_t)n);
+}
+
 /* ---- compaction ---- */
+
+struct snap {
+	struct dbuf b;
+	int fd;
+};
+
+/* Makes room for more bytes, writing out the buffer once it is full. */
+static int
+snap_reserve(struct snap *w, size_t more)
+{
+	if (w->b.len >= STATE_FLUSH_SIZE) {
+		int r = util_write_all(w->fd, w->b.p, w->b.len);
+
+		if (r < 0)
+			return r;
+		w->b.len = 0;
+	}
+	return dbuf_reserve(&w->b, more);
+}
+
+static int
+snap_keys(struct snap *w, const struct state *s)
+{
+	for (size_t i = 0; i < s->keys.cap; i++) {
+		const struct kv_slot *sl = &s->keys.slots[i];
+		int r;
+
+		if (!sl->key)
+			continue;
+		r = snap_reserve(w, 24 + esc_max(sl->key));
+		if (r < 0)
+			return r;
+		dbuf_put_i64(&w->b, sl->when);
+		dbuf_put(&w->b, " ", 1);
+		dbuf_put_esc(&w->b, sl->key);
+		dbuf_put(&w->b, "\n", 1);
+	}
+	return 0;
+}
+
+/*
+ * "F" then, past SNAP_LINE_ITEMS bytes of ranges, "R" lines. Each step
+ * reserves room for a line break, a new line head and one range, which
+ * also leaves room for the final '\n'.
+ */
+static int
+snap_ranges(struct snap *w, const struct folder *f, size_t room)
+{
+	size_t used = 0;
+	int r = snap_reserve(w, room);
+
+	if (r < 0)
+		return r;
+	dbuf_put_folder(&w->b, 'F', f->name);
+	dbuf_put(&w->b, " ", 1);
+	dbuf_put_u64(&w->b, f->uidvalidity);
+	dbuf_put(&w->b, " ", 1);
+	dbuf_put_u64(&w->b, f->uidnext);
+	dbuf_put(&w->b, " ", 1);
+	if (f->nranges == 0)
+		dbuf_put(&w->b, "-", 1);
+	for (size_t i = 0; i < f->nranges; i++) {
+		const struct uid_range *rg = &f->ranges[i];
+		size_t before;
+
+		r = snap_reserve(w, room);
+		if (r < 0)
+			return r;
+		if (used >= SNAP_LINE_ITEMS) {
+			dbuf_put(&w->b, "\n", 1);
+			dbuf_put_folder(&w->b, 'R', f->name);
+			dbuf_put(&w->b, " ", 1);
+			used = 0;
+		} else if (i > 0) {
+			dbuf_put(&w->b, ",", 1);
+		}
+		before = w->b.len;
+		dbuf_put_u64(&w->b, rg->lo);
+		if (rg->hi != rg->lo) {
+			dbuf_put(&w->b, "-", 1);
+			dbuf_put_u64(&w->b, rg->hi);
+		}
+		used += w->b.len - before + 1;
+	}
+	dbuf_put(&w->b, "\n", 1);
+	return 0;
+}
+
+/* "P" lines of at most about SNAP_LINE_ITEMS bytes of fingerprints each. */
+static int
+snap_fps(struct snap *w, const struct folder *f, size_t room)
+{
+	size_t used = 0;
+	bool open = false;
+
+	for (size_t i = 0; i < f->fps.cap; i++) {
+		int r;
+
+		if (!f->fps.slots[i])
+			continue;
+		r = snap_reserve(w, room);
+		if (r < 0)
+			return r;
+		if (open && used >= SNAP_LINE_ITEMS) {
+			dbuf_put(&w->b, "\n", 1);
+			open = false;
+		}
+		if (!open) {
+			dbuf_put_folder(&w->b, 'P', f->name);
+			dbuf_put(&w->b, " ", 1);
+			open = true;
+			used = 0;
+		} else {
+			dbuf_put(&w->b, ",", 1);
+		}
+		dbuf_put_fp(&w->b, f->fps.slots[i]);
+		used += 17;
+	}
+	if (open)
+		dbuf_put(&w->b, "\n", 1);
+	return 0;
+}
 
 static int
 write_snapshot(struct state *s, int fd)
 {
-	struct dbuf b = { 0 };
-	int r = dbuf_reserve(&b, STATE_FLUSH_SIZE);
+	struct snap w = { .fd = fd };
+	int r = dbuf_reserve(&w.b, STATE_FLUSH_SIZE);
 
 	if (r < 0)
 		return r;
-	dbuf_put(&b, STATE_HEADER "\n", sizeof(STATE_HEADER));
-	for (size_t i = 0; r == 0 && i < s->keys.cap; i++) {
-		const struct kv_slot *sl = &s->keys.slots[i];
+	dbuf_put(&w.b, STATE_HEADER "\n", sizeof(STATE_HEADER));
+	r = snap_keys(&w, s);
+	for (size_t i = 0; r == 0 && i < s->nfolders; i++) {
+		const struct folder *f = s->folders[i];
+		size_t room = folder_line_max(f->name, NULL);
 
-		if (!sl->key)
-			continue;
-		r = dbuf_reserve(&b, 24 + esc_max(sl->key));
-		if (r < 0)
-			break;
-		dbuf_put_i64(&b, sl->when);
-		dbuf_put(&b, " ", 1);
-		dbuf_put_esc(&b, sl->key);
-		dbuf_put(&b, "\n", 1);
-		if (b.len >= STATE_FLUSH_SIZE) {
-			r = util_write_all(fd, b.p, b.len);
-			b.len = 0;
-		}
+		r = snap_ranges(&w, f, room);
+		if (r == 0)
+			r = snap_fps(&w, f, room);
 	}
 	if (r == 0)
-		r = util_write_all(fd, b.p, b.len);
-	free(b.p);
+		r = util_write_all(fd, w.b.p, w.b.len);
+	free(w.b.p);
 	return r;
 }
 
@@ -820,6 +1798,9 @@ state_close(struct state *s)
 		close(s->lock_fd);
 	kv_free(&s->keys);
 	kv_free(&s->names);
+	for (size_t i = 0; i < s->nfolders; i++)
+		folder_free(s->folders[i]);
+	free(s->folders);
 	free(s->pending.p);
 	free(s->dir);
 	free(s->account);

@@ -72,18 +72,24 @@ int state_compact(struct state *s, struct mp_err *err) MP_WUR;
  * state_sync(), folded into the snapshot by state_compact().
  */
 
-/* UIDVALIDITY and UIDNEXT recorded for folder; -ENOENT when none. */
+/* UIDVALIDITY and UIDNEXT recorded for folder (either out-param may be NULL); -ENOENT when none. */
 int state_folder_get(const struct state *s, const char *folder, uint32_t *ret_uidvalidity,
 		     uint32_t *ret_uidnext);
 
 /*
  * Starts (or restarts, after a UIDVALIDITY change) folder at uidvalidity:
  * the UID set is emptied, the fingerprints kept, UIDNEXT set to 0.
+ * Errors: -EINVAL (empty folder name, uidvalidity 0), -ENOMEM, or the
+ * error of an earlier failed state_sync().
  */
 int state_folder_reset(struct state *s, const char *folder, uint32_t uidvalidity,
 		       struct mp_err *err) MP_WUR;
 
-/* Records the UIDNEXT seen after a complete poll. */
+/*
+ * Records the UIDNEXT seen after a complete poll; an unchanged value adds
+ * nothing to the journal. Errors: -ENOENT (folder not started), -EINVAL,
+ * -ENOMEM.
+ */
 int state_folder_set_uidnext(struct state *s, const char *folder, uint32_t uidnext,
 			     struct mp_err *err) MP_WUR;
 
@@ -92,12 +98,19 @@ bool state_uid_has(const struct state *s, const char *folder, uint32_t uid);
 
 /*
  * Records uid of folder as fetched, delivered as maildir_name (may be
- * NULL), with fingerprint fp (0: none). The folder must exist.
+ * NULL; when given, state_name_recorded() knows it until the next
+ * compaction), with fingerprint fp (0: none). The folder must exist.
+ * Errors: -ENOENT (folder not started), -EINVAL (uid 0, empty folder or
+ * Maildir name, name "-"), -ENOMEM.
  */
 int state_uid_add(struct state *s, const char *folder, uint32_t uid, uint64_t fp,
 		  const char *maildir_name, struct mp_err *err) MP_WUR;
 
-/* Forgets uid (expunged on the server); the fingerprint stays. */
+/*
+ * Forgets uid (expunged on the server); the fingerprint stays. A uid not
+ * recorded is not an error. Errors: -ENOENT (folder not started),
+ * -EINVAL, -ENOMEM.
+ */
 int state_uid_remove(struct state *s, const char *folder, uint32_t uid, struct mp_err *err) MP_WUR;
 
 /* Whether a message with fingerprint fp was ever fetched from folder. */
@@ -105,7 +118,7 @@ bool state_fp_has(const struct state *s, const char *folder, uint64_t fp);
 
 /*
  * Calls cb for every fetched UID of folder in increasing order; stops when
- * cb returns non-zero and returns that.
+ * cb returns non-zero and returns that. cb must not change the state.
  */
 int state_uid_foreach(const struct state *s, const char *folder,
 		      int (*cb)(void *ud, uint32_t uid), void *ud);
@@ -113,10 +126,13 @@ int state_uid_foreach(const struct state *s, const char *folder,
 /* Number of fetched UIDs in folder. */
 size_t state_uid_count(const struct state *s, const char *folder);
 
-/* Forgets a folder entirely (it vanished from the server). */
+/*
+ * Forgets a folder entirely, fingerprints included (it vanished from the
+ * server). An unknown folder is not an error. Errors: -EINVAL, -ENOMEM.
+ */
 int state_folder_remove(struct state *s, const char *folder, struct mp_err *err) MP_WUR;
 
-/* Calls cb for each folder name recorded. */
+/* Calls cb for each folder name recorded, in strcmp() order; stops as state_foreach(). */
 int state_folder_foreach(const struct state *s, int (*cb)(void *ud, const char *folder), void *ud);
 
 /* The fingerprint of a message: 64-bit FNV-1a of "<message-id>\n<size>". */

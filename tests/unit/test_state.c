@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -10,10 +11,20 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "mailpull/state.h"
+
+/* The heap-size check means nothing under AddressSanitizer's allocator. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
 
 struct fixture {
 	char dir[64];
@@ -692,6 +703,794 @@ test_many_keys(void **state)
 	state_close(s);
 }
 
+/* ---- IMAP folders ---- */
+
+static uint64_t
+fp_of(uint32_t uid)
+{
+	char id[64];
+
+	pathf(id, sizeof(id), "<%u@example.org>", uid);
+	return state_fingerprint(id, strlen(id), 1000 + uid);
+}
+
+static void
+fsync_ok(struct state *s)
+{
+	struct mp_err err = { 0 };
+	int r = state_sync(s, &err);
+
+	if (r != 0)
+		fail_msg("state_sync: %d %s", r, err.msg);
+}
+
+static void
+compact_ok(struct state *s)
+{
+	struct mp_err err = { 0 };
+	int r = state_compact(s, &err);
+
+	if (r != 0)
+		fail_msg("state_compact: %d %s", r, err.msg);
+}
+
+/* The snapshot's text, for checks on its exact lines. */
+static char *
+snapshot_text(const struct fixture *fx, const char *account)
+{
+	char p[256];
+
+	pathf(p, sizeof(p), "%s/%s.state", fx->sdir, account);
+	return slurp(p, NULL);
+}
+
+static off_t
+journal_size(const struct fixture *fx, const char *account)
+{
+	char p[256];
+
+	pathf(p, sizeof(p), "%s/%s.journal", fx->sdir, account);
+	return size_of(p);
+}
+
+static void
+check_inbox(struct state *s, bool names)
+{
+	uint32_t uv = 0, un = 0;
+
+	assert_int_equal(state_folder_get(s, "INBOX", &uv, &un), 0);
+	assert_int_equal(uv, 7);
+	assert_int_equal(un, 11);
+	assert_int_equal(state_uid_count(s, "INBOX"), 9);
+	for (uint32_t u = 1; u <= 12; u++) {
+		char name[32];
+
+		assert_int_equal(state_uid_has(s, "INBOX", u), u <= 10 && u != 5);
+		/* The fingerprint of an expunged message stays. */
+		assert_int_equal(state_fp_has(s, "INBOX", fp_of(u)), u <= 10);
+		pathf(name, sizeof(name), "1.M%uP1.h", u);
+		assert_int_equal(state_name_recorded(s, name), names && u <= 10);
+	}
+	assert_false(state_uid_has(s, "INBOX", 0));
+	assert_false(state_fp_has(s, "INBOX", 0));
+	assert_false(state_uid_has(s, "Other", 1));
+	assert_false(state_fp_has(s, "Other", fp_of(1)));
+	assert_int_equal(state_folder_get(s, "Other", &uv, &un), -ENOENT);
+	assert_int_equal(state_uid_count(s, "Other"), 0);
+}
+
+static void
+test_folder_round_trip(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "imap");
+	char name[32];
+	char *text;
+
+	assert_int_equal(state_folder_reset(s, "INBOX", 7, &err), 0);
+	for (uint32_t u = 1; u <= 10; u++) {
+		pathf(name, sizeof(name), "1.M%uP1.h", u);
+		assert_int_equal(state_uid_add(s, "INBOX", u, fp_of(u), name, &err), 0);
+	}
+	assert_int_equal(state_uid_remove(s, "INBOX", 5, &err), 0);
+	assert_int_equal(state_uid_remove(s, "INBOX", 99, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", 11, &err), 0);
+	/* Keys and folders live side by side. */
+	assert_int_equal(state_add(s, "pop-key", 5, NULL, &err), 0);
+	check_inbox(s, true);
+	fsync_ok(s);
+	state_close(s);
+
+	s = open_ok(fx, "imap");
+	check_inbox(s, true);
+	assert_true(state_has(s, "pop-key", NULL));
+	/* Unsynced changes are dropped by close. */
+	assert_int_equal(state_uid_add(s, "INBOX", 12, fp_of(12), "1.M12P1.h", &err), 0);
+	assert_int_equal(state_uid_remove(s, "INBOX", 1, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", 13, &err), 0);
+	assert_int_equal(state_folder_reset(s, "New", 1, &err), 0);
+	state_close(s);
+
+	s = open_ok(fx, "imap");
+	check_inbox(s, true);
+	compact_ok(s);
+	check_inbox(s, false);
+	text = snapshot_text(fx, "imap");
+	assert_non_null(strstr(text, "\nF INBOX 7 11 1-4,6-10\n"));
+	assert_non_null(strstr(text, "\n5 pop-key\n"));
+	free(text);
+	state_close(s);
+
+	s = open_ok(fx, "imap");
+	check_inbox(s, false);
+	assert_true(state_has(s, "pop-key", NULL));
+	state_close(s);
+}
+
+static void
+shuffle(uint32_t *v, size_t n, uint32_t seed)
+{
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j;
+		uint32_t t;
+
+		seed = seed * 1103515245u + 12345u;
+		j = (seed >> 8) % (i + 1);
+		t = v[i];
+		v[i] = v[j];
+		v[j] = t;
+	}
+}
+
+struct uid_walk {
+	uint32_t last;
+	size_t n;
+	uint32_t stop_at;
+};
+
+static int
+walk_cb(void *ud, uint32_t uid)
+{
+	struct uid_walk *w = ud;
+
+	assert_true(uid > w->last);
+	w->last = uid;
+	w->n++;
+	return uid == w->stop_at ? 7 : 0;
+}
+
+/* Compacts and checks the F line that holds folder "r". */
+static void
+expect_f_line(const struct fixture *fx, struct state *s, const char *line)
+{
+	char *text;
+
+	compact_ok(s);
+	text = snapshot_text(fx, "rg");
+	if (!strstr(text, line))
+		fail_msg("snapshot lacks '%s':\n%s", line, text);
+	free(text);
+}
+
+static void
+test_ranges(void **state)
+{
+	enum { N = 1000 };
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "rg");
+	struct uid_walk w = { 0 };
+	uint32_t v[N];
+
+	for (uint32_t i = 0; i < N; i++)
+		v[i] = i + 1;
+	shuffle(v, N, 42);
+	assert_int_equal(state_folder_reset(s, "r", 3, &err), 0);
+	for (size_t i = 0; i < N; i++) {
+		assert_int_equal(state_uid_add(s, "r", v[i], 0, NULL, &err), 0);
+		/* Re-adding changes nothing. */
+		assert_int_equal(state_uid_add(s, "r", v[i / 2], 0, NULL, &err), 0);
+	}
+	assert_int_equal(state_uid_count(s, "r"), N);
+	assert_int_equal(state_uid_foreach(s, "r", walk_cb, &w), 0);
+	assert_int_equal(w.n, N);
+	assert_int_equal(w.last, N);
+	expect_f_line(fx, s, "\nF r 3 0 1-1000\n");
+
+	assert_int_equal(state_uid_remove(s, "r", 500, &err), 0);
+	assert_false(state_uid_has(s, "r", 500));
+	assert_true(state_uid_has(s, "r", 499));
+	assert_true(state_uid_has(s, "r", 501));
+	assert_int_equal(state_uid_count(s, "r"), N - 1);
+	expect_f_line(fx, s, "\nF r 3 0 1-499,501-1000\n");
+
+	assert_int_equal(state_uid_remove(s, "r", 1, &err), 0);
+	assert_int_equal(state_uid_remove(s, "r", 1000, &err), 0);
+	assert_int_equal(state_uid_remove(s, "r", 1000, &err), 0);
+	assert_int_equal(state_uid_remove(s, "r", 499, &err), 0);
+	assert_int_equal(state_uid_remove(s, "r", 498, &err), 0);
+	assert_int_equal(state_uid_add(s, "r", 2000, 0, NULL, &err), 0);
+	assert_int_equal(state_uid_add(s, "r", 4294967295u, 0, NULL, &err), 0);
+	assert_int_equal(state_uid_add(s, "r", 4294967294u, 0, NULL, &err), 0);
+	expect_f_line(fx, s, "\nF r 3 0 2-497,501-999,2000,4294967294-4294967295\n");
+	assert_int_equal(state_uid_remove(s, "r", 2000, &err), 0);
+	for (uint32_t u = 497; u <= 501; u++)
+		assert_int_equal(state_uid_add(s, "r", u, 0, NULL, &err), 0);
+	expect_f_line(fx, s, "\nF r 3 0 2-999,4294967294-4294967295\n");
+	assert_int_equal(state_uid_count(s, "r"), 1000);
+	state_close(s);
+
+	s = open_ok(fx, "rg");
+	assert_int_equal(state_uid_count(s, "r"), 1000);
+	w = (struct uid_walk){ .stop_at = 10 };
+	assert_int_equal(state_uid_foreach(s, "r", walk_cb, &w), 7);
+	assert_int_equal(w.n, 9);
+	w = (struct uid_walk){ 0 };
+	assert_int_equal(state_uid_foreach(s, "r", walk_cb, &w), 0);
+	assert_int_equal(w.n, 1000);
+	assert_true(w.last == 4294967295u);
+	assert_int_equal(state_uid_foreach(s, "none", walk_cb, &w), 0);
+	state_close(s);
+}
+
+/* Thousands of ranges and fingerprints are cut into several bounded lines. */
+static void
+test_long_lines(void **state)
+{
+	enum { N = 20000 };
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "ll");
+	size_t f = 0, r = 0, p = 0, longest = 0;
+	char *text, *line;
+
+	assert_int_equal(state_folder_reset(s, "odd", 9, &err), 0);
+	for (uint32_t u = 1; u <= N; u += 2)
+		assert_int_equal(state_uid_add(s, "odd", u, fp_of(u), NULL, &err), 0);
+	fsync_ok(s);
+	compact_ok(s);
+	state_close(s);
+	text = snapshot_text(fx, "ll");
+	for (line = text; *line; ) {
+		char *nl = strchr(line, '\n');
+
+		assert_non_null(nl);
+		f += strncmp(line, "F odd ", 6) == 0;
+		r += strncmp(line, "R odd ", 6) == 0;
+		p += strncmp(line, "P odd ", 6) == 0;
+		if ((size_t)(nl - line) > longest)
+			longest = (size_t)(nl - line);
+		line = nl + 1;
+	}
+	free(text);
+	assert_int_equal(f, 1);
+	assert_true(r >= 10);
+	assert_true(p >= 10);
+	assert_true(longest < 4200);
+	s = open_ok(fx, "ll");
+	assert_int_equal(state_uid_count(s, "odd"), N / 2);
+	for (uint32_t u = 1; u <= N + 1; u++) {
+		assert_int_equal(state_uid_has(s, "odd", u), u % 2 == 1 && u <= N);
+		assert_int_equal(state_fp_has(s, "odd", fp_of(u)), u % 2 == 1 && u <= N);
+	}
+	state_close(s);
+}
+
+static void
+test_uidvalidity_reset(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "uv");
+	uint32_t uv = 0, un = 1;
+
+	assert_int_equal(state_folder_reset(s, "INBOX", 100, &err), 0);
+	for (uint32_t u = 1; u <= 50; u++)
+		assert_int_equal(state_uid_add(s, "INBOX", u, fp_of(u), NULL, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", 51, &err), 0);
+	fsync_ok(s);
+	/* The server renumbered the folder. */
+	assert_int_equal(state_folder_reset(s, "INBOX", 200, &err), 0);
+	assert_int_equal(state_uid_count(s, "INBOX"), 0);
+	assert_false(state_uid_has(s, "INBOX", 1));
+	assert_int_equal(state_folder_get(s, "INBOX", &uv, &un), 0);
+	assert_int_equal(uv, 200);
+	assert_int_equal(un, 0);
+	for (uint32_t u = 1; u <= 50; u++)
+		assert_true(state_fp_has(s, "INBOX", fp_of(u)));
+	/* Re-identified messages are recorded under their new UIDs. */
+	assert_int_equal(state_uid_add(s, "INBOX", 1001, fp_of(1), NULL, &err), 0);
+	fsync_ok(s);
+	state_close(s);
+
+	for (int round = 0; round < 2; round++) {
+		s = open_ok(fx, "uv");
+		assert_int_equal(state_folder_get(s, "INBOX", &uv, &un), 0);
+		assert_int_equal(uv, 200);
+		assert_int_equal(un, 0);
+		assert_int_equal(state_uid_count(s, "INBOX"), 1);
+		assert_true(state_uid_has(s, "INBOX", 1001));
+		assert_false(state_uid_has(s, "INBOX", 1));
+		for (uint32_t u = 1; u <= 50; u++)
+			assert_true(state_fp_has(s, "INBOX", fp_of(u)));
+		assert_false(state_fp_has(s, "INBOX", fp_of(51)));
+		if (round == 0)
+			compact_ok(s);
+		state_close(s);
+	}
+}
+
+static void
+test_uidnext(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "un");
+	uint32_t un = 0;
+	off_t before;
+
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", 5, &err), -ENOENT);
+	assert_int_equal(err.code, -ENOENT);
+	assert_non_null(strstr(err.msg, "'INBOX'"));
+	mp_err_clear(&err);
+	assert_int_equal(state_folder_reset(s, "INBOX", 1, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", 5, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", 4000000000u, &err), 0);
+	fsync_ok(s);
+	/* A poll with nothing new costs no journal write. */
+	before = journal_size(fx, "un");
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", 4000000000u, &err), 0);
+	fsync_ok(s);
+	assert_int_equal(journal_size(fx, "un"), before);
+	state_close(s);
+	s = open_ok(fx, "un");
+	assert_int_equal(state_folder_get(s, "INBOX", NULL, &un), 0);
+	assert_true(un == 4000000000u);
+	compact_ok(s);
+	state_close(s);
+	s = open_ok(fx, "un");
+	assert_int_equal(state_folder_get(s, "INBOX", NULL, &un), 0);
+	assert_true(un == 4000000000u);
+	state_close(s);
+}
+
+static const char *const odd_folders[] = {
+	"INBOX", "Sent Items", "Entw\xc3\xbcrfe", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
+	"a b  c ", " lead", "100%", "%41", "-", "F x 1 2 3", "new\nline", "tab\tcr\r",
+	"Archive/2024", "\x7f\x01",
+};
+
+static int
+collect_cb(void *ud, const char *folder)
+{
+	size_t *n = ud, i = 0;
+
+	while (i < ARRAY_SIZE(odd_folders) && strcmp(odd_folders[i], folder) != 0)
+		i++;
+	if (i == ARRAY_SIZE(odd_folders))
+		fail_msg("unknown folder '%s'", folder);
+	(*n)++;
+	return 0;
+}
+
+static void
+check_odd_folders(struct state *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(odd_folders); i++) {
+		uint32_t uv = 0, un = 0;
+
+		if (state_folder_get(s, odd_folders[i], &uv, &un) != 0)
+			fail_msg("folder %zu lost", i);
+		assert_int_equal(uv, i + 1);
+		assert_int_equal(un, i + 100);
+		assert_int_equal(state_uid_count(s, odd_folders[i]), 1);
+		assert_true(state_uid_has(s, odd_folders[i], (uint32_t)i + 10));
+		assert_true(state_fp_has(s, odd_folders[i], fp_of((uint32_t)i)));
+	}
+	assert_int_equal(state_folder_get(s, "Sent", NULL, NULL), -ENOENT);
+	assert_int_equal(state_folder_foreach(s, collect_cb, &n), 0);
+	assert_int_equal(n, ARRAY_SIZE(odd_folders));
+}
+
+static void
+test_folder_names(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "fn");
+	size_t len;
+	char p[256];
+	char *text;
+
+	for (size_t i = 0; i < ARRAY_SIZE(odd_folders); i++) {
+		const char *f = odd_folders[i];
+
+		assert_int_equal(state_folder_reset(s, f, (uint32_t)i + 1, &err), 0);
+		assert_int_equal(state_uid_add(s, f, (uint32_t)i + 10, fp_of((uint32_t)i), NULL,
+					       &err), 0);
+		assert_int_equal(state_folder_set_uidnext(s, f, (uint32_t)i + 100, &err), 0);
+	}
+	fsync_ok(s);
+	state_close(s);
+	pathf(p, sizeof(p), "%s/fn.journal", fx->sdir);
+	text = slurp(p, &len);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+
+		assert_true(c == '\n' || (c >= 0x20 && c < 0x7f));
+	}
+	assert_non_null(strstr(text, "V Sent%20Items 2\n"));
+	assert_non_null(strstr(text, "V Entw%C3%BCrfe 3\n"));
+	free(text);
+	s = open_ok(fx, "fn");
+	check_odd_folders(s);
+	compact_ok(s);
+	state_close(s);
+	text = snapshot_text(fx, "fn");
+	assert_non_null(strstr(text, "\nF Sent%20Items 2 101 11\n"));
+	free(text);
+	s = open_ok(fx, "fn");
+	check_odd_folders(s);
+	state_close(s);
+}
+
+static int
+order_cb(void *ud, const char *folder)
+{
+	const char **prev = ud;
+
+	if (*prev)
+		assert_true(strcmp(*prev, folder) < 0);
+	*prev = folder;
+	return strcmp(folder, "c") == 0 ? 3 : 0;
+}
+
+static void
+test_folder_foreach_order(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "fo");
+	const char *prev = NULL;
+
+	assert_int_equal(state_folder_foreach(s, order_cb, &prev), 0);
+	assert_int_equal(state_folder_reset(s, "d", 1, &err), 0);
+	assert_int_equal(state_folder_reset(s, "b", 1, &err), 0);
+	assert_int_equal(state_folder_reset(s, "c", 1, &err), 0);
+	assert_int_equal(state_folder_reset(s, "a", 1, &err), 0);
+	assert_int_equal(state_folder_foreach(s, order_cb, &prev), 3);
+	state_close(s);
+}
+
+static void
+test_folder_torn_journal(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "tj");
+	char j[256];
+	off_t good;
+
+	assert_int_equal(state_folder_reset(s, "INBOX", 5, &err), 0);
+	assert_int_equal(state_uid_add(s, "INBOX", 1, fp_of(1), "n1", &err), 0);
+	fsync_ok(s);
+	state_close(s);
+	pathf(j, sizeof(j), "%s/tj.journal", fx->sdir);
+	good = size_of(j);
+	put_file(j, "U INBOX 2 - n2\nU INBOX 3 0123456789abcdef n", true);
+	s = open_ok(fx, "tj");
+	assert_true(state_uid_has(s, "INBOX", 1));
+	assert_true(state_uid_has(s, "INBOX", 2));
+	assert_false(state_uid_has(s, "INBOX", 3));
+	assert_false(state_fp_has(s, "INBOX", 0x0123456789abcdefULL));
+	assert_true(state_name_recorded(s, "n2"));
+	assert_false(state_name_recorded(s, "n"));
+	assert_int_equal(size_of(j), good + (off_t)strlen("U INBOX 2 - n2\n"));
+	assert_int_equal(state_uid_add(s, "INBOX", 4, 0, NULL, &err), 0);
+	fsync_ok(s);
+	state_close(s);
+	s = open_ok(fx, "tj");
+	assert_int_equal(state_uid_count(s, "INBOX"), 3);
+	assert_true(state_uid_has(s, "INBOX", 4));
+	state_close(s);
+}
+
+static void
+test_folder_corrupt_lines(void **state)
+{
+	static const char *const bad_journal[] = {
+		"V INBOX\n", "V INBOX 0\n", "V INBOX x\n", "V INBOX 4294967296\n", "V  INBOX 1\n",
+		"V INBOX 1 2\n", "VV INBOX 1\n", "V IN%zzBOX 1\n", "N INBOX\n", "N INBOX -1\n",
+		"U INBOX 1 -\n", "U INBOX 0 - -\n", "U INBOX 1 12 -\n", "U INBOX 1 - - x\n",
+		"U INBOX 1 0000000000000000 -\n", "U INBOX 1 0123456789abcdeg -\n",
+		"U INBOX 1 - %00\n", "E INBOX\n", "E INBOX 1 2\n", "D\n", "D INBOX 1\n", "D \n",
+		"X INBOX 1\n", "V INBOX\t1\n",
+	};
+	static const char *const bad_snapshot[] = {
+		"F INBOX 1 0\n", "F INBOX 0 0 -\n", "F INBOX 1 0 0\n", "F INBOX 1 0 5-4\n",
+		"F INBOX 1 0 1-5,3\n", "F INBOX 1 0 1-5,5\n", "F INBOX 1 0 1,,3\n", "F INBOX 1 0 1,\n",
+		"F INBOX 1 0 1-\n", "F INBOX 1 0 -1\n", "F INBOX 1 0 1-2-3\n",
+		"F INBOX 1 0 1-4294967296\n", "F INBOX 1 0 -\nF INBOX 1 0 -\n",
+		"F INBOX 1 0 5\nR INBOX 4\n", "R INBOX 1\n", "P INBOX 0123456789abcdef\n",
+		"F INBOX 1 0 -\nP INBOX 123\n", "F INBOX 1 0 -\nP INBOX 0123456789abcdef,\n",
+		"F INBOX 1 0 -\nR INBOX -\n", "F INBOX 1 0 - x\n", "F INBOX 1 0 1 -\n",
+	};
+	struct fixture *fx = *state;
+	struct state *s = open_ok(fx, "c");
+	char j[256], sn[256], text[256];
+
+	state_close(s);
+	pathf(j, sizeof(j), "%s/c.journal", fx->sdir);
+	pathf(sn, sizeof(sn), "%s/c.state", fx->sdir);
+	for (size_t i = 0; i < ARRAY_SIZE(bad_journal); i++) {
+		pathf(text, sizeof(text), "V INBOX 1\nU INBOX 1 - -\n%sU INBOX 2 - -\n",
+		      bad_journal[i]);
+		put_file(j, text, false);
+		expect_bad(fx, "c.journal", "3");
+	}
+	put_file(j, "", false);
+	for (size_t i = 0; i < ARRAY_SIZE(bad_snapshot); i++) {
+		size_t lines = 0;
+
+		for (const char *c = bad_snapshot[i]; *c; c++)
+			lines += *c == '\n';
+		pathf(text, sizeof(text), "mailpull-state 1\n1 k\n%s", bad_snapshot[i]);
+		put_file(sn, text, false);
+		pathf(text, sizeof(text), "%zu", lines + 2);
+		expect_bad(fx, "c.state", text);
+	}
+	/* What a snapshot may hold that this writer never writes. */
+	put_file(sn, "mailpull-state 1\nF INBOX 1 0 1-5,6\nR INBOX 7-9,20\n"
+		 "P INBOX 0123456789abcdef,0123456789ABCDEF\n", false);
+	s = open_ok(fx, "c");
+	assert_int_equal(state_uid_count(s, "INBOX"), 10);
+	assert_true(state_fp_has(s, "INBOX", 0x0123456789abcdefULL));
+	state_close(s);
+}
+
+static void
+test_names_recorded(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "nr");
+
+	assert_int_equal(state_folder_reset(s, "INBOX", 1, &err), 0);
+	assert_int_equal(state_uid_add(s, "INBOX", 1, fp_of(1), "1.M1.h", &err), 0);
+	assert_true(state_name_recorded(s, "1.M1.h"));
+	fsync_ok(s);
+	/* Recorded again under a known UID: the name counts all the same. */
+	assert_int_equal(state_uid_add(s, "INBOX", 1, fp_of(1), "1.M1b.h", &err), 0);
+	assert_int_equal(state_uid_add(s, "INBOX", 2, 0, "1.M2 x\xc3\xa9.h", &err), 0);
+	fsync_ok(s);
+	state_close(s);
+	s = open_ok(fx, "nr");
+	assert_true(state_name_recorded(s, "1.M1.h"));
+	assert_true(state_name_recorded(s, "1.M1b.h"));
+	assert_true(state_name_recorded(s, "1.M2 x\xc3\xa9.h"));
+	assert_false(state_name_recorded(s, "1.M3.h"));
+	compact_ok(s);
+	assert_false(state_name_recorded(s, "1.M1.h"));
+	state_close(s);
+	s = open_ok(fx, "nr");
+	assert_false(state_name_recorded(s, "1.M1.h"));
+	assert_false(state_name_recorded(s, "1.M2 x\xc3\xa9.h"));
+	assert_true(state_uid_has(s, "INBOX", 2));
+	state_close(s);
+}
+
+static void
+test_folder_remove(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "fr");
+	off_t before;
+
+	assert_int_equal(state_folder_reset(s, "Gone", 1, &err), 0);
+	assert_int_equal(state_folder_reset(s, "Kept", 2, &err), 0);
+	assert_int_equal(state_uid_add(s, "Gone", 1, fp_of(1), NULL, &err), 0);
+	assert_int_equal(state_uid_add(s, "Kept", 1, fp_of(1), NULL, &err), 0);
+	fsync_ok(s);
+	assert_int_equal(state_folder_remove(s, "Gone", &err), 0);
+	assert_int_equal(state_folder_get(s, "Gone", NULL, NULL), -ENOENT);
+	assert_false(state_uid_has(s, "Gone", 1));
+	assert_false(state_fp_has(s, "Gone", fp_of(1)));
+	assert_int_equal(state_uid_add(s, "Gone", 2, 0, NULL, &err), -ENOENT);
+	fsync_ok(s);
+	before = journal_size(fx, "fr");
+	assert_int_equal(state_folder_remove(s, "Gone", &err), 0);
+	assert_int_equal(state_folder_remove(s, "Never", &err), 0);
+	fsync_ok(s);
+	assert_int_equal(journal_size(fx, "fr"), before);
+	state_close(s);
+
+	for (int round = 0; round < 2; round++) {
+		s = open_ok(fx, "fr");
+		assert_int_equal(state_folder_get(s, "Gone", NULL, NULL), -ENOENT);
+		assert_false(state_fp_has(s, "Gone", fp_of(1)));
+		assert_true(state_uid_has(s, "Kept", 1));
+		assert_true(state_fp_has(s, "Kept", fp_of(1)));
+		if (round == 0)
+			compact_ok(s);
+		state_close(s);
+	}
+	s = open_ok(fx, "fr");
+	/* Started again, the folder knows nothing of its past. */
+	assert_int_equal(state_folder_reset(s, "Gone", 1, &err), 0);
+	assert_false(state_fp_has(s, "Gone", fp_of(1)));
+	state_close(s);
+}
+
+/* A crash after the rename, before the journal was emptied, changes nothing. */
+static void
+test_folder_compact_crash_replay(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "cr");
+	uint32_t uv = 0, un = 0;
+	char j[256];
+	char *saved;
+
+	pathf(j, sizeof(j), "%s/cr.journal", fx->sdir);
+	/* B comes from the snapshot, so its U line meets no folder on replay. */
+	assert_int_equal(state_folder_reset(s, "B", 1, &err), 0);
+	compact_ok(s);
+	assert_int_equal(state_folder_reset(s, "A", 1, &err), 0);
+	assert_int_equal(state_uid_add(s, "A", 1, fp_of(1), "n1", &err), 0);
+	assert_int_equal(state_uid_add(s, "A", 2, fp_of(2), NULL, &err), 0);
+	assert_int_equal(state_uid_remove(s, "A", 1, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "A", 3, &err), 0);
+	assert_int_equal(state_folder_reset(s, "A", 2, &err), 0);
+	assert_int_equal(state_uid_add(s, "A", 7, fp_of(7), NULL, &err), 0);
+	assert_int_equal(state_uid_add(s, "B", 1, fp_of(1), "nb", &err), 0);
+	assert_int_equal(state_uid_remove(s, "B", 1, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "B", 2, &err), 0);
+	assert_int_equal(state_folder_remove(s, "B", &err), 0);
+	assert_int_equal(state_folder_reset(s, "C", 4, &err), 0);
+	assert_int_equal(state_uid_add(s, "C", 5, 0, NULL, &err), 0);
+	assert_int_equal(state_uid_remove(s, "C", 5, &err), 0);
+	fsync_ok(s);
+	saved = slurp(j, NULL);
+	compact_ok(s);
+	state_close(s);
+	put_file(j, saved, false);
+	free(saved);
+	s = open_ok(fx, "cr");
+	assert_int_equal(state_folder_get(s, "A", &uv, &un), 0);
+	assert_int_equal(uv, 2);
+	assert_int_equal(un, 0);
+	assert_int_equal(state_uid_count(s, "A"), 1);
+	assert_true(state_uid_has(s, "A", 7));
+	assert_true(state_fp_has(s, "A", fp_of(1)));
+	assert_true(state_fp_has(s, "A", fp_of(2)));
+	assert_int_equal(state_folder_get(s, "B", NULL, NULL), -ENOENT);
+	assert_int_equal(state_folder_get(s, "C", &uv, NULL), 0);
+	assert_int_equal(state_uid_count(s, "C"), 0);
+	assert_true(state_name_recorded(s, "nb"));
+	state_close(s);
+}
+
+static void
+test_folder_bad_arguments(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "ba");
+
+	assert_int_equal(state_folder_reset(s, "", 1, &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(state_folder_reset(s, NULL, 1, &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(state_folder_reset(s, "INBOX", 0, &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(state_uid_add(s, "x\x1b[2J", 1, 0, NULL, &err), -ENOENT);
+	assert_null(strchr(err.msg, '\x1b'));
+	mp_err_clear(&err);
+	assert_int_equal(state_uid_remove(s, "INBOX", 1, &err), -ENOENT);
+	mp_err_clear(&err);
+	assert_int_equal(state_folder_reset(s, "INBOX", 1, &err), 0);
+	assert_int_equal(state_uid_add(s, "INBOX", 0, 0, NULL, &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(state_uid_add(s, "INBOX", 1, 0, "-", &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(state_uid_add(s, "INBOX", 1, 0, "", &err), -EINVAL);
+	assert_int_equal(state_uid_count(s, "INBOX"), 0);
+	assert_false(state_uid_has(s, NULL, 1));
+	assert_int_equal(state_folder_remove(s, "", NULL), -EINVAL);
+	state_close(s);
+}
+
+static void
+test_fingerprint(void **state)
+{
+	static const char id[] = "<abc@example.com>";
+
+	(void)state;
+	/* FNV-1a 64 of "<abc@example.com>\n12345" and of "\n0". */
+	assert_true(state_fingerprint(id, strlen(id), 12345) == 0x59d9a1d9d30358e3ULL);
+	assert_true(state_fingerprint(NULL, 0, 0) == 0x08549407b5086ab7ULL);
+	assert_true(state_fingerprint(id, strlen(id), 12346) != state_fingerprint(id, strlen(id),
+										    12345));
+	/* The length counts, not a NUL. */
+	assert_true(state_fingerprint("<a>x", 3, 1) == state_fingerprint("<a>", 3, 1));
+}
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static size_t
+heap_in_use(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+static void
+test_folder_scale(void **state)
+{
+	enum { N = 100000 };
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "big");
+	double t0 = now_s(), t_add, t_load;
+	size_t heap0, heap1;
+	char *text, *f;
+
+	assert_int_equal(state_folder_reset(s, "INBOX", 77, &err), 0);
+	for (uint32_t u = 1; u <= N; u++)
+		assert_int_equal(state_uid_add(s, "INBOX", u, fp_of(u), NULL, &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "INBOX", N + 1, &err), 0);
+	fsync_ok(s);
+	t_add = now_s() - t0;
+	state_close(s);
+
+	/* Journal replay. */
+	s = open_ok(fx, "big");
+	assert_int_equal(state_uid_count(s, "INBOX"), N);
+	compact_ok(s);
+	state_close(s);
+	text = snapshot_text(fx, "big");
+	f = strstr(text, "\nF INBOX 77 100001 1-100000\n");
+	assert_non_null(f);
+	assert_null(strstr(text, "\nR "));
+	/* About 17 bytes per fingerprint, no more. */
+	assert_true(strlen(text) < (size_t)N * 18);
+	free(text);
+
+	heap0 = heap_in_use();
+	t0 = now_s();
+	s = open_ok(fx, "big");
+	t_load = now_s() - t0;
+	heap1 = heap_in_use();
+	for (uint32_t u = 1; u <= N + 10; u++) {
+		assert_int_equal(state_uid_has(s, "INBOX", u), u <= N);
+		assert_int_equal(state_fp_has(s, "INBOX", fp_of(u)), u <= N);
+	}
+	t_load = now_s() - t0;
+	print_message("100000 UIDs: add+sync %.3fs, load+200000 lookups %.3fs, heap %zu bytes\n",
+		      t_add, t_load, heap1 - heap0);
+	/* Generous bounds: sanitizer builds run several times slower. */
+	assert_true(t_add < 10.0);
+	assert_true(t_load < 10.0);
+#ifndef UNDER_ASAN
+	/* One range, and a fingerprint table of at most 16 bytes per message. */
+	assert_true(heap1 - heap0 < (size_t)N * 16 + 64 * 1024);
+#endif
+	state_close(s);
+}
+
 int
 main(void)
 {
@@ -710,6 +1509,21 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_dir_is_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_foreach, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ranges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_uidvalidity_reset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_uidnext, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_foreach_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_torn_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_corrupt_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_names_recorded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_remove, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_compact_crash_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_bad_arguments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_scale, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
