@@ -1706,7 +1706,8 @@ imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 		free(x.v);
 		return settle(m, rc);
 	}
-	qsort(x.v, x.n, sizeof(*x.v), cmp_msginfo);
+	if (x.n > 1)
+		qsort(x.v, x.n, sizeof(*x.v), cmp_msginfo);
 	/* A message reported twice (a FLAGS change meanwhile) is one message. */
 	for (size_t i = 0; i < x.n; i++)
 		if (k == 0 || x.v[k - 1].uid != x.v[i].uid)
@@ -1780,7 +1781,8 @@ imap_search(struct imap *m, const char *criteria, uint32_t lo, uint32_t hi, uint
 		free(x.v);
 		return settle(m, rc);
 	}
-	qsort(x.v, x.n, sizeof(*x.v), cmp_u32);
+	if (x.n > 1)
+		qsort(x.v, x.n, sizeof(*x.v), cmp_u32);
 	for (size_t i = 0; i < x.n; i++)
 		if (k == 0 || x.v[k - 1] != x.v[i])
 			x.v[k++] = x.v[i];
@@ -2179,7 +2181,8 @@ imap_fetch_envelopes(struct imap *m, const uint32_t *uids, size_t n,
 		imap_envelopes_free(x.v, x.n);
 		return settle(m, rc);
 	}
-	qsort(x.v, x.n, sizeof(*x.v), cmp_envelope);
+	if (x.n > 1)
+		qsort(x.v, x.n, sizeof(*x.v), cmp_envelope);
 	/* One envelope per UID: a repeated one is dropped. */
 	for (size_t i = 0; i < x.n; i++) {
 		if (k > 0 && x.v[k - 1].uid == x.v[i].uid)
