@@ -1,0 +1,1394 @@
+/*
+ * The IMAP engine against a scripted fake server forked on 127.0.0.1.
+ * The server checks every line the client sends against its script and
+ * answers from it; when the script ends it fails if the client sends
+ * anything more, so a test also proves what was NOT sent (no credential
+ * after a refused STARTTLS, no LOGIN under LOGINDISABLED).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "mailpull/imap.h"
+#include "mailpull/log.h"
+
+struct step {
+	char dir;          /* 'S' send, 'C' expect this line, 'Q' expect silence,
+			      'P' pause, 'G' send n generated body bytes */
+	const char *text;
+	size_t n;
+};
+
+#define S(t) { 'S', t, 0 }
+#define C(t) { 'C', t, 0 }
+#define QUIET { 'Q', NULL, 0 }
+#define PAUSE { 'P', NULL, 0 }
+#define GEN(n) { 'G', NULL, n }
+#define END { 0, NULL, 0 }
+
+/* ---- the fake server (child process) ------------------------------------ */
+
+struct rd {
+	int fd;
+	char buf[65536];
+	size_t len;
+};
+
+static void MP_PRINTF(2, 3)
+die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "fake server: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	_exit(code);
+}
+
+/* Reads one CRLF line into line (without CRLF). false at EOF. */
+static bool
+rd_line(struct rd *r, char *line, size_t cap)
+{
+	for (;;) {
+		char *nl = memchr(r->buf, '\n', r->len);
+		ssize_t n;
+
+		if (nl) {
+			size_t l = (size_t)(nl - r->buf);
+
+			if (l == 0 || r->buf[l - 1] != '\r')
+				die(3, "client line without CRLF");
+			if (l - 1 >= cap)
+				die(3, "client line too long");
+			memcpy(line, r->buf, l - 1);
+			line[l - 1] = '\0';
+			memmove(r->buf, nl + 1, r->len - l - 1);
+			r->len -= l + 1;
+			return true;
+		}
+		if (r->len == sizeof(r->buf))
+			die(3, "client line too long");
+		n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+		if (n <= 0)
+			return false;
+		r->len += (size_t)n;
+	}
+}
+
+static void
+write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n <= 0)
+			die(4, "write: %s", strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Nothing buffered and nothing arriving for a while: the client waits for us. */
+static void
+expect_quiet(struct rd *r)
+{
+	struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+	if (r->len > 0 || poll(&pfd, 1, 150) > 0)
+		die(5, "client sent a command before the previous reply");
+}
+
+/* n bytes of "line NNNNNNN\r\n" lines cut at n: the big-body pattern. */
+static void
+gen_body(int fd, size_t n)
+{
+	char *b = malloc(n + 16);
+	size_t len = 0;
+
+	if (!b)
+		die(4, "out of memory");
+	for (unsigned i = 0; len < n; i++)
+		len += (size_t)snprintf(b + len, 16, "line %07u\r\n", i);
+	write_all(fd, b, n);
+	free(b);
+}
+
+static void
+serve(int cfd, const struct step *script)
+{
+	struct rd r = { .fd = cfd };
+	char line[8192];
+
+	for (const struct step *s = script; s->dir; s++) {
+		if (s->dir == 'S') {
+			write_all(cfd, s->text, strlen(s->text));
+		} else if (s->dir == 'P') {
+			/* Lets the client read what came so far on its own. */
+			usleep(60 * 1000);
+		} else if (s->dir == 'G') {
+			gen_body(cfd, s->n);
+		} else if (s->dir == 'Q') {
+			expect_quiet(&r);
+		} else {
+			if (!rd_line(&r, line, sizeof(line)))
+				die(1, "expected \"%s\", got EOF", s->text ? s->text : "*");
+			if (s->dir == 'c' && strncmp(line, s->text, strlen(s->text)) == 0)
+				continue;
+			if (s->text && strcmp(line, s->text) != 0)
+				die(1, "expected \"%s\", got \"%s\"", s->text, line);
+		}
+	}
+	/* The script is over: the client must send nothing more. */
+	if (rd_line(&r, line, sizeof(line)))
+		die(2, "unexpected \"%s\" after the script", line);
+	if (r.len > 0)
+		die(2, "unexpected bytes after the script");
+	_exit(0);
+}
+
+struct fake {
+	pid_t pid;
+	unsigned port;
+	int lfd;
+};
+
+/* Binds 127.0.0.1 on a free port, so a script can name the port. */
+static void
+fake_listen(struct fake *f)
+{
+	struct sockaddr_in sa = {
+		.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	socklen_t sl = sizeof(sa);
+
+	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(f->lfd >= 0);
+	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(f->lfd, 1), 0);
+	assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
+	f->port = ntohs(sa.sin_port);
+}
+
+static void
+fake_run(struct fake *f, const struct step *script)
+{
+	fflush(NULL);
+	f->pid = fork();
+	assert_true(f->pid >= 0);
+	if (f->pid == 0) {
+		int cfd;
+
+		alarm(20);
+		cfd = accept(f->lfd, NULL, NULL);
+		if (cfd < 0)
+			die(6, "accept: %s", strerror(errno));
+		close(f->lfd);
+		serve(cfd, script);
+	}
+	close(f->lfd);
+}
+
+static void
+fake_start(struct fake *f, const struct step *script)
+{
+	fake_listen(f);
+	fake_run(f, script);
+}
+
+/* The server's verdict: 0 when the client followed the script exactly. */
+static int
+fake_wait(struct fake *f)
+{
+	int status = 0;
+
+	assert_int_equal(waitpid(f->pid, &status, 0), f->pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int
+fake_open(struct fake *f, bool starttls, struct imap **ret, struct mp_err *err)
+{
+	struct conn_opts o = { .host = "127.0.0.1", .port = f->port, .timeout_ms = 3000,
+			       .max_line = 8192 };
+	struct conn *c = NULL;
+	int r;
+
+	mp_err_clear(err);
+	*ret = NULL;
+	r = conn_open(&o, false, &c, err);
+	assert_int_equal(r, 0);
+	return imap_open(c, starttls, ret, err);
+}
+
+/* Runs script against a session opened without STARTTLS; the session is returned. */
+static struct imap *
+open_ok(struct fake *f, const struct step *script, struct mp_err *err)
+{
+	struct imap *m = NULL;
+
+	fake_start(f, script);
+	assert_int_equal(fake_open(f, false, &m, err), 0);
+	assert_non_null(m);
+	return m;
+}
+
+static void
+finish(struct fake *f, struct imap *m)
+{
+	imap_free(m);
+	assert_int_equal(fake_wait(f), 0);
+}
+
+/* ---- a sink that keeps what it gets ------------------------------------- */
+
+#define GOT_MAX 16
+
+struct got {
+	char *buf[GOT_MAX];
+	size_t len[GOT_MAX];
+	uint64_t size[GOT_MAX];
+	uint32_t uid[GOT_MAX];
+	unsigned flags[GOT_MAX];
+	bool ended[GOT_MAX], aborted[GOT_MAX];
+	size_t n;          /* bodies begun */
+	bool open;
+	int fail_data;     /* errno data() returns, or 0 */
+};
+
+static int
+got_begin(void *ud, uint64_t size)
+{
+	struct got *g = ud;
+
+	assert_false(g->open);
+	assert_true(g->n < GOT_MAX);
+	g->size[g->n] = size;
+	g->open = true;
+	g->n++;
+	return 0;
+}
+
+static int
+got_data(void *ud, const char *buf, size_t len)
+{
+	struct got *g = ud;
+	size_t i = g->n - 1;
+	char *nb;
+
+	assert_true(g->open);
+	assert_true(len > 0);
+	if (g->fail_data)
+		return -g->fail_data;
+	nb = realloc(g->buf[i], g->len[i] + len + 1);
+	assert_non_null(nb);
+	memcpy(nb + g->len[i], buf, len);
+	g->len[i] += len;
+	nb[g->len[i]] = '\0';
+	g->buf[i] = nb;
+	return 0;
+}
+
+static int
+got_end(void *ud, uint32_t uid, unsigned flags)
+{
+	struct got *g = ud;
+
+	assert_true(g->open);
+	g->open = false;
+	g->ended[g->n - 1] = true;
+	g->uid[g->n - 1] = uid;
+	g->flags[g->n - 1] = flags;
+	return 0;
+}
+
+static void
+got_abort(void *ud)
+{
+	struct got *g = ud;
+
+	assert_true(g->open);
+	g->open = false;
+	g->aborted[g->n - 1] = true;
+}
+
+static void
+got_free(struct got *g)
+{
+	for (size_t i = 0; i < GOT_MAX; i++)
+		free(g->buf[i]);
+}
+
+#define GREET_CAPS(caps) S("* OK [CAPABILITY IMAP4rev1 " caps "] ready\r\n")
+#define GREET GREET_CAPS("AUTH=PLAIN")
+/* base64("\0user\0secret") */
+#define PLAIN_IR "AHVzZXIAc2VjcmV0"
+
+/* ---- greeting and STARTTLS ------------------------------------------------ */
+
+static void
+test_greeting_caps_login_logout(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("LITERAL+ SASL-IR UIDPLUS IDLE NAMESPACE AUTH=PLAIN AUTH=XOAUTH2 "
+			   "AUTH=bad!name ID"),
+		C("A0001 LOGIN \"user\" \"secret\""),
+		S("A0001 OK [CAPABILITY IMAP4rev1 IDLE MOVE] logged in\r\n"),
+		C("A0002 LOGOUT"), S("* BYE see you\r\nA0002 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	const struct imap_caps *caps = imap_caps(m);
+
+	(void)state;
+	assert_true(caps->rev1 && caps->literal_plus && caps->sasl_ir && caps->uidplus &&
+		    caps->idle && caps->namespace_);
+	assert_false(caps->starttls || caps->logindisabled || caps->rev2);
+	assert_string_equal(caps->sasl, "PLAIN XOAUTH2");
+	assert_false(imap_preauthenticated(m));
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), 0);
+	/* capabilities after login come from the tagged OK */
+	assert_true(caps->idle && caps->move);
+	assert_false(caps->sasl_ir || caps->uidplus);
+	assert_int_equal(imap_logout(m, &err), 0);
+	finish(&f, m);
+}
+
+static void
+test_greeting_asks_caps(void **state)
+{
+	static const struct step script[] = {
+		S("* OK ready\r\n"),
+		C("A0001 CAPABILITY"),
+		S("* CAPABILITY IMAP4rev2 STARTTLS LOGINDISABLED AUTH=PLAIN\r\nA0001 OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_true(imap_caps(m)->rev2 && imap_caps(m)->starttls && imap_caps(m)->logindisabled);
+	/* LOGIN is never sent under LOGINDISABLED (RFC 3501 section 6.2.3) */
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "LOGINDISABLED"));
+	finish(&f, m);
+}
+
+static void
+test_preauth(void **state)
+{
+	static const struct step script[] = {
+		S("* PREAUTH [CAPABILITY IMAP4rev1] welcome back\r\n"), END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_true(imap_preauthenticated(m));
+	/* already authenticated: nothing is sent */
+	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), 0);
+	finish(&f, m);
+}
+
+static void
+test_preauth_with_starttls_refused(void **state)
+{
+	static const struct step script[] = {
+		S("* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n"), END,
+	};
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &m, &err), -EPROTO);
+	assert_null(m);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_bye_greeting(void **state)
+{
+	static const struct step script[] = { S("* BYE \033[2Jtoo busy\r\n"), END };
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &m, &err), -ECONNREFUSED);
+	assert_null(m);
+	assert_string_equal(err.srv, "\\x1b[2Jtoo busy");
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_bad_greeting(void **state)
+{
+	static const struct step script[] = { S("A1 OK hello\r\n"), END };
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &m, &err), -EPROTO);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_starttls_not_offered(void **state)
+{
+	/* the script ends after the greeting: LOGIN/AUTHENTICATE would fail it */
+	static const struct step script[] = { GREET_CAPS("AUTH=PLAIN"), END };
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &m, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "does not offer STARTTLS"));
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_starttls_not_offered_asked(void **state)
+{
+	static const struct step script[] = {
+		S("* OK hi\r\n"), C("A0001 CAPABILITY"),
+		S("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nA0001 OK\r\n"), END,
+	};
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &m, &err), -EPROTO);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_starttls_no(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("STARTTLS"), C("A0001 STARTTLS"), S("A0001 NO not now\r\n"), END,
+	};
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &m, &err), -EPROTO);
+	assert_string_equal(err.srv, "not now");
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_starttls_bad(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("STARTTLS"), C("A0001 STARTTLS"), S("A0001 BAD what\r\n"), END,
+	};
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &m, &err), -EPROTO);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* Bytes after the tagged OK came before the handshake: refused, never parsed. */
+static void
+test_starttls_injection(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("STARTTLS"), C("A0001 STARTTLS"),
+		S("A0001 OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"), END,
+	};
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, true, &m, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "data after STARTTLS response"));
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* ---- authentication ------------------------------------------------------ */
+
+static void
+test_auth_plain_sasl_ir(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("SASL-IR AUTH=PLAIN"),
+		C("A0001 AUTHENTICATE PLAIN " PLAIN_IR), S("A0001 OK in\r\n"),
+		C("A0002 CAPABILITY"), S("* CAPABILITY IMAP4rev1 UIDPLUS\r\nA0002 OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), 0);
+	assert_true(imap_caps(m)->uidplus);
+	finish(&f, m);
+}
+
+static void
+test_auth_plain_continuation(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("AUTH=PLAIN"),
+		C("A0001 AUTHENTICATE PLAIN"), QUIET, S("+ \r\n"),
+		C(PLAIN_IR), S("* CAPABILITY IMAP4rev1 NAMESPACE\r\nA0001 OK in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), 0);
+	/* the untagged CAPABILITY during the command counts: not asked again */
+	assert_true(imap_caps(m)->namespace_);
+	finish(&f, m);
+}
+
+static void
+test_auth_no(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("SASL-IR AUTH=PLAIN"),
+		C("A0001 AUTHENTICATE PLAIN " PLAIN_IR),
+		S("A0001 NO [AUTHENTICATIONFAILED] bad password\r\n"),
+		C("A0002 AUTHENTICATE PLAIN " PLAIN_IR),
+		S("A0002 NO [UNAVAILABLE] backend down\r\n"),
+		C("A0003 LOGIN \"user\" \"secret\""), S("A0003 NO nope\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(err.ex, MP_EX_NOPERM);
+	assert_string_equal(err.srv, "bad password");
+	mp_err_clear(&err);
+	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(err.ex, MP_EX_TEMPFAIL);
+	mp_err_clear(&err);
+	/* a refusal leaves the session usable */
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), -EACCES);
+	assert_int_equal(err.ex, MP_EX_NOPERM);
+	finish(&f, m);
+}
+
+static void
+test_login_quoting(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("ID"),
+		C("A0001 LOGIN \"a\\\"b\\\\c\" {5}"), QUIET, S("+ go on\r\n"),
+		C("p\xc3\xa4ss"), S("A0001 OK [CAPABILITY IMAP4rev1] in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_USER, "a\"b\\c", "p\xc3\xa4ss", &err), 0);
+	finish(&f, m);
+}
+
+static void
+test_login_literal_plus(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("LITERAL+"),
+		C("A0001 LOGIN \"user\" {4+}"), C("a"), C("b"),
+		S("A0001 OK [CAPABILITY IMAP4rev1] in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	/* a line break cannot be quoted: a literal, not waited for with LITERAL+ */
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "a\r\nb", &err), 0);
+	finish(&f, m);
+}
+
+static void
+test_login_literal_refused(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("ID"),
+		C("A0001 LOGIN \"user\" {5}"), S("A0001 NO no 8-bit passwords\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	/* refused before the literal: its data is never sent */
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "p\xc3\xa4ss", &err), -EACCES);
+	finish(&f, m);
+}
+
+static void
+test_auth_xoauth2_error(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("SASL-IR AUTH=XOAUTH2"),
+		/* base64("user=u\1auth=Bearer t\1\1") */
+		C("A0001 AUTHENTICATE XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIHQBAQ=="),
+		/* base64("{\"status\":\"401\"}") */
+		S("+ eyJzdGF0dXMiOiI0MDEifQ==\r\n"), C(""), S("A0001 NO denied\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_XOAUTH2, "u", "t", &err), -EACCES);
+	assert_string_equal(err.srv, "denied");
+	finish(&f, m);
+}
+
+static void
+test_auth_oauthbearer_error(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("AUTH=OAUTHBEARER"),
+		C("A0001 AUTHENTICATE OAUTHBEARER"), S("+ \r\n"),
+		{ 'C', NULL, 1 },  /* any line: the initial response */
+		S("+ eyJzdGF0dXMiOiI0MDEifQ==\r\n"), C("AQ=="), S("A0001 NO\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_OAUTHBEARER, "u", "t", &err), -EACCES);
+	/* no text in the NO: the decoded error report is shown */
+	assert_string_equal(err.srv, "{\"status\":\"401\"}");
+	finish(&f, m);
+}
+
+/* ---- mailboxes ----------------------------------------------------------- */
+
+#define LOGGED_IN GREET_CAPS("UIDPLUS NAMESPACE")
+
+static void
+test_select(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 SELECT \"INBOX\""),
+		S("* 172 EXISTS\r\n* 1 RECENT\r\n* OK [UNSEEN 12] first unseen\r\n"
+		  "* OK [UIDVALIDITY 3857529045] UIDs valid\r\n* OK [UIDNEXT 4392] next\r\n"
+		  "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+		  "* OK [PERMANENTFLAGS (\\Deleted \\Seen \\*)] Limited\r\n"
+		  "A0001 OK [READ-WRITE] SELECT completed\r\n"),
+		C("A0002 EXAMINE \"Archive/2024\""),
+		S("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\nA0002 OK [READ-ONLY] done\r\n"),
+		C("A0003 SELECT \"Nope\""), S("A0003 NO [NONEXISTENT] no such mailbox\r\n"),
+		C("A0004 SELECT \"NoValidity\""), S("* 0 EXISTS\r\nA0004 OK done\r\n"),
+		C("A0005 SELECT \"&AMQ-pfel\""),
+		S("* 5 EXISTS\r\n* 2 EXPUNGE\r\n* OK [UIDVALIDITY 9] x\r\nA0005 OK [READ-ONLY] ro\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_folder fo;
+
+	(void)state;
+	assert_int_equal(imap_select(m, "INBOX", false, &fo, &err), 0);
+	assert_int_equal(fo.uidvalidity, 3857529045u);
+	assert_int_equal(fo.uidnext, 4392);
+	assert_int_equal(fo.exists, 172);
+	assert_false(fo.read_only);
+	assert_int_equal(imap_select(m, "Archive/2024", true, &fo, &err), 0);
+	assert_int_equal(fo.uidvalidity, 7);
+	assert_int_equal(fo.uidnext, 0);
+	assert_true(fo.read_only);
+	assert_int_equal(imap_select(m, "Nope", false, &fo, &err), -ENOENT);
+	assert_string_equal(err.srv, "no such mailbox");
+	mp_err_clear(&err);
+	assert_int_equal(imap_select(m, "NoValidity", false, &fo, &err), -EPROTO);
+	mp_err_clear(&err);
+	assert_int_equal(imap_select(m, "\xc3\x84pfel", false, &fo, &err), 0);
+	assert_int_equal(fo.exists, 4);
+	assert_true(fo.read_only);
+	finish(&f, m);
+}
+
+static void
+test_list(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 LIST \"\" \"*\""),
+		S("* LIST (\\HasChildren) \"/\" inbox\r\n"
+		  "* LIST (\\HasNoChildren) \"/\" \"Archive/2024\"\r\n"
+		  "* LIST (\\Noselect \\HasChildren) \"/\" Archive\r\n"
+		  "* LIST () NIL \"Flat\"\r\n"
+		  "* LIST (\\HasNoChildren) \".\" \"Entw&APw-rfe\"\r\n"
+		  "* LIST () \"/\" {11}\r\nWith \"Quote\r\n"
+		  "* LIST () \"/\" \"Bad&-x&AAA-\"\r\n"
+		  "* LIST () \"/\" \"&Jjo-!\"\r\n"
+		  "* 3 EXISTS\r\n"
+		  "A0001 OK LIST done\r\n"),
+		C("A0002 LIST \"\" \"&AOQ-/%\""), S("A0002 BAD no\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_mailbox *v = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(imap_list(m, "*", &v, &n, &err), 0);
+	assert_int_equal(n, 7);
+	assert_string_equal(v[0].name, "INBOX");
+	assert_int_equal(v[0].delim, '/');
+	assert_string_equal(v[1].name, "Archive/2024");
+	assert_false(v[1].noselect);
+	assert_string_equal(v[2].name, "Archive");
+	assert_true(v[2].noselect);
+	assert_string_equal(v[3].name, "Flat");
+	assert_int_equal(v[3].delim, '\0');
+	assert_string_equal(v[4].name, "Entw\xc3\xbcrfe");
+	assert_int_equal(v[4].delim, '.');
+	assert_string_equal(v[5].name, "With \"Quote");
+	assert_string_equal(v[6].name, "\xe2\x98\xba!");
+	imap_mailboxes_free(v, n);
+	v = NULL;
+	/* the pattern goes in modified UTF-7; BAD is a refusal */
+	assert_int_equal(imap_list(m, "\xc3\xa4/%", &v, &n, &err), -EPROTO);
+	assert_null(v);
+	finish(&f, m);
+}
+
+static void
+test_namespaces(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 NAMESPACE"),
+		S("* NAMESPACE ((\"\" \"/\")) ((\"Other Users/\" \"/\")) "
+		  "((\"Shared/\" \"/\" \"X-PARAM\" (\"x\")) (\"#public.\" \".\"))\r\n"
+		  "A0001 OK done\r\n"),
+		C("A0002 NAMESPACE"),
+		S("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\nA0002 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_namespace *v = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(imap_namespaces(m, &v, &n, &err), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(v[0].prefix, "Other Users/");
+	assert_string_equal(v[1].prefix, "Shared/");
+	assert_string_equal(v[2].prefix, "#public.");
+	assert_int_equal(v[2].delim, '.');
+	imap_namespaces_free(v, n);
+	assert_int_equal(imap_namespaces(m, &v, &n, &err), 0);
+	assert_int_equal(n, 0);
+	imap_namespaces_free(v, n);
+	finish(&f, m);
+}
+
+static void
+test_namespaces_not_offered(void **state)
+{
+	static const struct step script[] = { GREET, END };
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_namespace *v = NULL;
+	size_t n = 1;
+
+	(void)state;
+	assert_int_equal(imap_namespaces(m, &v, &n, &err), 0);
+	assert_int_equal(n, 0);
+	assert_null(v);
+	finish(&f, m);
+}
+
+/* ---- listing and searching ----------------------------------------------- */
+
+static void
+test_list_messages(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 100:* (UID FLAGS RFC822.SIZE INTERNALDATE)"),
+		S("* 3 FETCH (UID 102 FLAGS (\\Seen \\Flagged $Junk) RFC822.SIZE 2000 "
+		  "INTERNALDATE \"17-Jul-1996 02:44:25 -0700\")\r\n"
+		  "* 1 FETCH (FLAGS (\\Deleted))\r\n"
+		  "* 2 FETCH (UID 100 RFC822.SIZE 10 INTERNALDATE \" 1-Jan-2024 00:00:00 +0000\" "
+		  "FLAGS ())\r\n"
+		  "* 4 EXISTS\r\n"
+		  "* 4 FETCH (UID 103 FLAGS (\\Answered \\Draft \\Deleted) RFC822.SIZE 5 "
+		  "INTERNALDATE \"31-Feb-2024 00:00:00 +0000\")\r\n"
+		  "A0001 OK done\r\n"),
+		/* n:* past the last UID still returns the last message (RFC 3501 6.4.8) */
+		C("A0002 UID FETCH 200:* (UID FLAGS RFC822.SIZE INTERNALDATE)"),
+		S("* 4 FETCH (UID 103 FLAGS () RFC822.SIZE 5)\r\nA0002 OK done\r\n"),
+		C("A0003 UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)"),
+		S("* 1 FETCH (UID x RFC822.SIZE 5)\r\nA0003 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_msginfo *v = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(imap_list_messages(m, 100, &v, &n, &err), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(v[0].uid, 100);
+	assert_int_equal(v[0].size, 10);
+	assert_int_equal(v[0].flags, 0);
+	assert_int_equal(v[0].internaldate, 1704067200);
+	assert_int_equal(v[1].uid, 102);
+	assert_int_equal(v[1].size, 2000);
+	assert_int_equal(v[1].flags, IMAP_FLAG_SEEN | IMAP_FLAG_FLAGGED);
+	assert_int_equal(v[1].internaldate, 837596665);
+	assert_int_equal(v[2].uid, 103);
+	assert_int_equal(v[2].flags, IMAP_FLAG_ANSWERED | IMAP_FLAG_DRAFT | IMAP_FLAG_DELETED);
+	/* no such day: unknown */
+	assert_int_equal(v[2].internaldate, 0);
+	free(v);
+	v = NULL;
+	assert_int_equal(imap_list_messages(m, 200, &v, &n, &err), 0);
+	assert_int_equal(n, 0);
+	free(v);
+	v = NULL;
+	assert_int_equal(imap_list_messages(m, 0, &v, &n, &err), -EPROTO);
+	finish(&f, m);
+}
+
+static void
+test_search(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID SEARCH UNSEEN UID 10:4294967295"),
+		S("* SEARCH 15 12 99\r\n* SEARCH 12 3\r\n* SEARCH\r\nA0001 OK done\r\n"),
+		C("A0002 UID SEARCH DELETED UID 1:5"), S("* SEARCH\r\nA0002 OK\r\n"),
+		C("A0003 UID SEARCH BEFORE 1-Jan-2026 UID 1:9"),
+		S("A0003 NO [BADCHARSET] huh\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	uint32_t *v = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(imap_search(m, "UNSEEN", 10, UINT32_MAX, &v, &n, &err), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(v[0], 12);
+	assert_int_equal(v[1], 15);
+	assert_int_equal(v[2], 99);
+	free(v);
+	v = NULL;
+	assert_int_equal(imap_search(m, "DELETED", 0, 5, &v, &n, &err), 0);
+	assert_int_equal(n, 0);
+	free(v);
+	assert_int_equal(imap_search(m, "X\r\nA1 LOGOUT", 1, 5, &v, &n, &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(imap_search(m, "BEFORE 1-Jan-2026", 1, 9, &v, &n, &err), -EPROTO);
+	assert_string_equal(err.srv, "huh");
+	finish(&f, m);
+}
+
+/* ---- bodies -------------------------------------------------------------- */
+
+static const struct imap_fetch_sink *
+sink_of(struct got *g)
+{
+	static struct imap_fetch_sink s;
+
+	s = (struct imap_fetch_sink){ got_begin, got_data, got_end, got_abort, g };
+	return &s;
+}
+
+static void
+test_fetch_bodies(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 1:3,5,9 (UID FLAGS BODY.PEEK[])"),
+		/* CRLF split between reads, a bare CR inside */
+		S("* 1 FETCH (UID 1 FLAGS (\\Seen) BODY[] {10}\r\nab\r"), PAUSE,
+		S("\ncd\r"), PAUSE, S("e\r\n)\r\n"),
+		/* unsolicited data between the messages */
+		S("* 3 EXPUNGE\r\n* 4 EXISTS\r\n* 2 FETCH (FLAGS (\\Deleted))\r\n"
+		  "* OK [ALERT] \033]0;pwned\007 maintenance\r\n"),
+		/* a CR that ends the literal is a bare one */
+		S("* 2 FETCH (UID 2 BODY[] {4}\r\nx\r\n\r)\r\n"),
+		/* UID and FLAGS after the body */
+		S("* 3 FETCH (BODY[] {3}\r\nabc UID 3 FLAGS (\\Answered))\r\n"),
+		/* no UID; a UID not asked for; a second copy: all aborted */
+		S("* 4 FETCH (BODY[] {2}\r\nzz)\r\n"),
+		S("* 5 FETCH (UID 77 BODY[] {1}\r\nq)\r\n"),
+		S("* 6 FETCH (UID 1 BODY[] {1}\r\nq)\r\n"),
+		/* the literal's size split across reads */
+		S("* 7 FETCH (UID 9 BODY[] {1"), PAUSE, S("2}\r\nHello"), PAUSE,
+		S(" World!)\r\n"),
+		S("A0001 OK done\r\n"),
+		END,
+	};
+	static const uint32_t uids[] = { 9, 5, 3, 2, 1, 2 };
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct got g = { 0 };
+
+	(void)state;
+	assert_int_equal(imap_fetch_bodies(m, uids, ARRAY_SIZE(uids), false, sink_of(&g), &err),
+			 0);
+	assert_int_equal(g.n, 7);
+	assert_false(g.open);
+	assert_true(g.ended[0]);
+	assert_int_equal(g.uid[0], 1);
+	assert_int_equal(g.size[0], 10);
+	assert_int_equal(g.flags[0], IMAP_FLAG_SEEN);
+	assert_int_equal(g.len[0], 8);
+	assert_memory_equal(g.buf[0], "ab\ncd\re\n", 8);
+	assert_true(g.ended[1]);
+	assert_int_equal(g.uid[1], 2);
+	assert_string_equal(g.buf[1], "x\n\r");
+	assert_true(g.ended[2]);
+	assert_int_equal(g.uid[2], 3);
+	assert_int_equal(g.flags[2], IMAP_FLAG_ANSWERED);
+	assert_string_equal(g.buf[2], "abc");
+	assert_true(g.aborted[3] && g.aborted[4] && g.aborted[5]);
+	assert_true(g.ended[6]);
+	assert_int_equal(g.uid[6], 9);
+	assert_string_equal(g.buf[6], "Hello World!");
+	got_free(&g);
+	finish(&f, m);
+}
+
+static void
+test_fetch_mark_seen_quoted(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 1:5000 (UID FLAGS BODY[])"),
+		S("* 1 FETCH (UID 4 BODY[] \"a\\\"b\" FLAGS (\\Seen))\r\n"
+		  "* 2 FETCH (UID 5 BODY[] NIL)\r\nA0001 OK\r\n"),
+		END,
+	};
+	uint32_t *uids = malloc(5000 * sizeof(*uids));
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct got g = { 0 };
+
+	(void)state;
+	assert_non_null(uids);
+	for (uint32_t i = 0; i < 5000; i++)
+		uids[i] = 5000 - i;
+	assert_int_equal(imap_fetch_bodies(m, uids, 5000, true, sink_of(&g), &err), 0);
+	assert_int_equal(g.n, 1);
+	assert_true(g.ended[0]);
+	assert_string_equal(g.buf[0], "a\"b");
+	free(uids);
+	got_free(&g);
+	finish(&f, m);
+}
+
+/* Sets longer than a command allows are split, pipelined, answered in any order. */
+static void
+test_fetch_split_pipelined(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		{ 'c', "A0001 UID FETCH 2,4,6,8,10,", 0 },
+		{ 'c', "A0002 UID FETCH ", 0 },
+		S("* 300 FETCH (UID 600 BODY[] {1}\r\nb)\r\nA0002 OK\r\n"
+		  "* 1 FETCH (UID 2 BODY[] {1}\r\na)\r\nA0001 OK\r\n"),
+		END,
+	};
+	uint32_t uids[400];
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct got g = { 0 };
+
+	(void)state;
+	for (uint32_t i = 0; i < 400; i++)
+		uids[i] = 2 * (i + 1);
+	assert_int_equal(imap_fetch_bodies(m, uids, 400, false, sink_of(&g), &err), 0);
+	assert_int_equal(g.n, 2);
+	assert_int_equal(g.uid[0], 600);
+	assert_int_equal(g.uid[1], 2);
+	got_free(&g);
+	finish(&f, m);
+}
+
+#define BIG (5u * 1024 * 1024)
+
+static void
+test_fetch_big(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 7 (UID FLAGS BODY.PEEK[])"),
+		S("* 1 FETCH (UID 7 BODY[] {5242880}\r\n"), GEN(BIG),
+		S(" FLAGS (\\Seen \\Flagged))\r\nA0001 OK\r\n"),
+		END,
+	};
+	static const uint32_t uid = 7;
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct got g = { 0 };
+	char *want = malloc(BIG + 16);
+	size_t wl = 0;
+
+	(void)state;
+	assert_non_null(want);
+	for (unsigned i = 0; wl < BIG; i++)
+		wl += (size_t)snprintf(want + wl, 16, "line %07u\n", i);
+	/* the pattern is cut at BIG bytes of CRLF text: the LF text is shorter */
+	assert_int_equal(imap_fetch_bodies(m, &uid, 1, false, sink_of(&g), &err), 0);
+	assert_int_equal(g.n, 1);
+	assert_true(g.ended[0]);
+	assert_int_equal(g.size[0], BIG);
+	assert_int_equal(g.flags[0], IMAP_FLAG_SEEN | IMAP_FLAG_FLAGGED);
+	/* BIG / 14 whole lines lose a CR each; the cut line ends without CRLF */
+	assert_int_equal(g.len[0], BIG - BIG / 14);
+	assert_memory_equal(g.buf[0], want, g.len[0]);
+	free(want);
+	got_free(&g);
+	finish(&f, m);
+}
+
+static void
+test_fetch_sink_fails(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
+		S("* 1 FETCH (UID 1 BODY[] {5}\r\nhello)\r\nA0001 OK\r\n"),
+		END,
+	};
+	static const uint32_t uid = 1;
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct got g = { .fail_data = ENOSPC };
+
+	(void)state;
+	assert_int_equal(imap_fetch_bodies(m, &uid, 1, false, sink_of(&g), &err), -ENOSPC);
+	assert_true(g.aborted[0]);
+	/* the session is out of step: refused from now on, nothing sent */
+	mp_err_clear(&err);
+	assert_int_equal(imap_expunge(m, &err), -EPROTO);
+	got_free(&g);
+	finish(&f, m);
+}
+
+static void
+test_fetch_bye(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
+		S("* 1 FETCH (UID 1 BODY[] {5}\r\nhe"), PAUSE, S("llo)\r\n* BYE going down\r\n"),
+		END,
+	};
+	static const uint32_t uid = 1;
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct got g = { 0 };
+
+	(void)state;
+	assert_int_equal(imap_fetch_bodies(m, &uid, 1, false, sink_of(&g), &err), -ECONNRESET);
+	assert_string_equal(err.srv, "going down");
+	assert_true(g.ended[0]);
+	got_free(&g);
+	finish(&f, m);
+}
+
+static void
+test_fetch_hostile(void **state)
+{
+	static const struct step s1[] = {
+		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
+		S("* 1 FETCH (UID 1 BODY[] {2}\r\nab BODY[] {2}\r\ncd)\r\nA0001 OK\r\n"), END,
+	};
+	static const struct step s2[] = {
+		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
+		S("A0009 OK not yours\r\n"), END,
+	};
+	static const struct step s3[] = {
+		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
+		S("* 1 FETCH (UID 1 BODY[] {3}\r\nabc\r\nA0001 OK\r\n"), END,
+	};
+	static const struct step s4[] = {
+		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
+		S("+ more?\r\n"), END,
+	};
+	const struct step *scripts[] = { s1, s2, s3, s4 };
+	static const int want[] = { -EPROTO, -EPROTO, -EBADMSG, -EPROTO };
+	static const uint32_t uid = 1;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(scripts); i++) {
+		struct fake f;
+		struct mp_err err;
+		struct imap *m = open_ok(&f, scripts[i], &err);
+		struct got g = { 0 };
+		int r = imap_fetch_bodies(m, &uid, 1, false, sink_of(&g), &err);
+
+		assert_int_equal(r, want[i]);
+		assert_false(g.open);
+		assert_false(g.ended[0]);
+		got_free(&g);
+		finish(&f, m);
+	}
+}
+
+/* ---- envelopes ----------------------------------------------------------- */
+
+static void
+test_envelopes(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 1:2 (UID RFC822.SIZE ENVELOPE)"),
+		S("* 1 FETCH (UID 1 RFC822.SIZE 321 ENVELOPE (\"Wed, 17 Jul 1996 02:23:25 -0700\" "
+		  "{8}\r\nSubject! ((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) NIL NIL "
+		  "NIL NIL NIL NIL \"<B27397-0100000@cac.washington.edu>\"))\r\n"
+		  "* 2 FETCH (UID 2 RFC822.SIZE 5 ENVELOPE (NIL NIL ((NIL NIL \"undisclosed\" NIL) "
+		  "(NIL NIL \"bob\" \"example.org\") (NIL NIL NIL NIL)) NIL NIL NIL NIL NIL NIL "
+		  "NIL))\r\n"
+		  "* 3 FETCH (UID 99 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n"
+		  "A0001 OK\r\n"),
+		C("A0002 UID FETCH 3 (UID RFC822.SIZE ENVELOPE)"),
+		S("* 3 FETCH (UID 3 ENVELOPE (NIL NIL))\r\nA0002 OK\r\n"),
+		END,
+	};
+	static const uint32_t uids[] = { 2, 1 };
+	static const uint32_t three = 3;
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_envelope *v = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(imap_fetch_envelopes(m, uids, 2, &v, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(v[0].uid, 1);
+	assert_int_equal(v[0].size, 321);
+	assert_string_equal(v[0].date, "Wed, 17 Jul 1996 02:23:25 -0700");
+	assert_string_equal(v[0].subject, "Subject!");
+	assert_string_equal(v[0].from, "Terry Gray <gray@cac.washington.edu>");
+	assert_string_equal(v[0].message_id, "<B27397-0100000@cac.washington.edu>");
+	assert_int_equal(v[1].uid, 2);
+	assert_null(v[1].date);
+	assert_null(v[1].subject);
+	assert_null(v[1].message_id);
+	assert_string_equal(v[1].from, "bob@example.org");
+	imap_envelopes_free(v, n);
+	v = NULL;
+	assert_int_equal(imap_fetch_envelopes(m, &three, 1, &v, &n, &err), -EPROTO);
+	assert_null(v);
+	finish(&f, m);
+}
+
+/* ---- flags and expunge --------------------------------------------------- */
+
+static void
+test_store_uid_expunge(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID STORE 3:4,8 +FLAGS.SILENT (\\Deleted)"), S("A0001 OK\r\n"),
+		C("A0002 UID EXPUNGE 3:4,8"),
+		S("* 3 EXPUNGE\r\n* 3 EXPUNGE\r\n* 5 EXPUNGE\r\nA0002 OK\r\n"),
+		C("A0003 UID STORE 9 +FLAGS.SILENT (\\Seen)"),
+		S("* 9 FETCH (FLAGS (\\Seen))\r\nA0003 NO [CANNOT] read-only\r\n"),
+		C("A0004 EXPUNGE"), S("A0004 OK\r\n"),
+		C("A0005 LOGOUT"), S("* BYE\r\nA0005 OK\r\n"),
+		END,
+	};
+	static const uint32_t uids[] = { 8, 4, 3 };
+	static const uint32_t nine = 9;
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_store_flag(m, uids, 3, false, &err), 0);
+	assert_int_equal(imap_uid_expunge(m, uids, 3, &err), 0);
+	assert_int_equal(imap_store_flag(m, &nine, 1, true, &err), -EPROTO);
+	assert_string_equal(err.srv, "read-only");
+	mp_err_clear(&err);
+	assert_int_equal(imap_expunge(m, &err), 0);
+	/* nothing to do: nothing sent */
+	assert_int_equal(imap_store_flag(m, NULL, 0, false, &err), 0);
+	assert_int_equal(imap_logout(m, &err), 0);
+	finish(&f, m);
+}
+
+static void
+test_uid_expunge_without_uidplus(void **state)
+{
+	static const struct step script[] = { GREET, END };
+	static const uint32_t uid = 5;
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_uid_expunge(m, &uid, 1, &err), -ENOTSUP);
+	finish(&f, m);
+}
+
+/* ---- traces -------------------------------------------------------------- */
+
+/* With -v, no secret reaches the trace: only "***". */
+static void
+test_trace_redacts(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("SASL-IR AUTH=PLAIN"),
+		C("A0001 AUTHENTICATE PLAIN " PLAIN_IR), S("A0001 NO bad\r\n"),
+		C("A0002 LOGIN \"user\" \"secret\""), S("A0002 NO bad\r\n"),
+		C("A0003 LOGIN \"user\" {8}"), S("+ ok\r\n"), C("s\xc3\xa9" "cret!"),
+		S("A0003 OK [CAPABILITY IMAP4rev1] in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+	char buf[8192];
+	FILE *tmp = tmpfile();
+	int saved = dup(2);
+	size_t n;
+
+	(void)state;
+	assert_non_null(tmp);
+	fake_start(&f, script);
+	fflush(stderr);
+	dup2(fileno(tmp), 2);
+	log_set_level(LOG_LVL_TRACE);
+	assert_int_equal(fake_open(&f, false, &m, &err), 0);
+	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), -EACCES);
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "s\xc3\xa9" "cret!", &err), 0);
+	log_set_level(LOG_LVL_INFO);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	finish(&f, m);
+	rewind(tmp);
+	n = fread(buf, 1, sizeof(buf) - 1, tmp);
+	buf[n] = '\0';
+	fclose(tmp);
+	assert_non_null(strstr(buf, "C: A0001 AUTHENTICATE PLAIN ***"));
+	assert_non_null(strstr(buf, "C: A0002 LOGIN \"user\" ***"));
+	assert_non_null(strstr(buf, "S: A0002 NO bad"));
+	assert_null(strstr(buf, "secret"));
+	assert_null(strstr(buf, "cret"));
+	assert_null(strstr(buf, PLAIN_IR));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_greeting_caps_login_logout),
+		cmocka_unit_test(test_greeting_asks_caps),
+		cmocka_unit_test(test_preauth),
+		cmocka_unit_test(test_preauth_with_starttls_refused),
+		cmocka_unit_test(test_bye_greeting),
+		cmocka_unit_test(test_bad_greeting),
+		cmocka_unit_test(test_starttls_not_offered),
+		cmocka_unit_test(test_starttls_not_offered_asked),
+		cmocka_unit_test(test_starttls_no),
+		cmocka_unit_test(test_starttls_bad),
+		cmocka_unit_test(test_starttls_injection),
+		cmocka_unit_test(test_auth_plain_sasl_ir),
+		cmocka_unit_test(test_auth_plain_continuation),
+		cmocka_unit_test(test_auth_no),
+		cmocka_unit_test(test_login_quoting),
+		cmocka_unit_test(test_login_literal_plus),
+		cmocka_unit_test(test_login_literal_refused),
+		cmocka_unit_test(test_auth_xoauth2_error),
+		cmocka_unit_test(test_auth_oauthbearer_error),
+		cmocka_unit_test(test_select),
+		cmocka_unit_test(test_list),
+		cmocka_unit_test(test_namespaces),
+		cmocka_unit_test(test_namespaces_not_offered),
+		cmocka_unit_test(test_list_messages),
+		cmocka_unit_test(test_search),
+		cmocka_unit_test(test_fetch_bodies),
+		cmocka_unit_test(test_fetch_mark_seen_quoted),
+		cmocka_unit_test(test_fetch_split_pipelined),
+		cmocka_unit_test(test_fetch_big),
+		cmocka_unit_test(test_fetch_sink_fails),
+		cmocka_unit_test(test_fetch_bye),
+		cmocka_unit_test(test_fetch_hostile),
+		cmocka_unit_test(test_envelopes),
+		cmocka_unit_test(test_store_uid_expunge),
+		cmocka_unit_test(test_uid_expunge_without_uidplus),
+		cmocka_unit_test(test_trace_redacts),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
