@@ -76,6 +76,7 @@ struct imap {
 	bool broken;         /* out of step with the server: refuse further use */
 	bool refused;        /* the last error was a tagged NO/BAD: still in step */
 	bool logout;         /* BYE is expected now */
+	bool bye;            /* and came */
 	enum imap_state state;
 	unsigned tag;        /* number of the last tag used */
 	uint32_t exists;
@@ -355,10 +356,11 @@ read_resp(struct imap *m, literal_fn lit, void *ud, const struct imap_response *
 			trace_in(*ret);
 			return 0;
 		}
+		/* Malformed is a protocol violation here; a cap hit stays -E2BIG. */
 		if (r < 0)
-			return mp_err_set(err, r, MP_EX_PROTOCOL, "bad response from %s in %s: %s",
-					  conn_peer(m->c), imap_state_to_string(m->state),
-					  imap_parser_error(m->p));
+			return mp_err_set(err, r == -EBADMSG ? -EPROTO : r, MP_EX_PROTOCOL,
+					  "bad response from %s in %s: %s", conn_peer(m->c),
+					  imap_state_to_string(m->state), imap_parser_error(m->p));
 		if (r != IMAP_PARSE_LITERAL)
 			continue;
 		r = imap_parser_literal(m->p, &size, NULL, &item);
@@ -368,8 +370,9 @@ read_resp(struct imap *m, literal_fn lit, void *ud, const struct imap_response *
 			return r;
 		r = imap_parser_literal_done(m->p);
 		if (r < 0)
-			return mp_err_set(err, r, MP_EX_PROTOCOL, "bad response from %s: %s",
-					  conn_peer(m->c), imap_parser_error(m->p));
+			return mp_err_set(err, r == -EBADMSG ? -EPROTO : r, MP_EX_PROTOCOL,
+					  "bad response from %s: %s", conn_peer(m->c),
+					  imap_parser_error(m->p));
 	}
 }
 
@@ -447,8 +450,10 @@ untagged_common(struct imap *m, const struct imap_response *r, struct mp_err *er
 	uint32_t n;
 
 	if (r->status == IMAP_STATUS_BYE) {
-		if (m->logout)
+		if (m->logout) {
+			m->bye = true;
 			return 0;
+		}
 		return fail_srv(err, -ECONNRESET, MP_EX_TEMPFAIL, r->text, r->text_len,
 				"server closed the session (BYE) in %s",
 				imap_state_to_string(m->state));
@@ -683,8 +688,8 @@ do_starttls(struct imap *m, struct mp_err *err)
 			return rc;
 	}
 	if (!m->caps.starttls)
-		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server does not offer STARTTLS; refusing to continue without TLS");
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "server does not offer STARTTLS; "
+				  "refusing to continue without TLS");
 	m->state = IMAP_ST_STARTTLS;
 	cmd_start(m, &cmd, "STARTTLS");
 	rc = run_cmd(m, &cmd, NULL, NULL, NULL, &r, err);
@@ -1670,8 +1675,8 @@ msgs_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_MSGS);
 	if (rc < 0)
 		return rc == -ENOMEM ? oom(err)
-				     : mp_err_set(err, rc, MP_EX_PROTOCOL,
-						  "mailbox holds more than %u messages", IMAP_MAX_MSGS);
+				     : mp_err_set(err, rc, MP_EX_PROTOCOL, "mailbox holds more "
+						  "than %u messages", IMAP_MAX_MSGS);
 	x->v[x->n++] = mi;
 	return 0;
 }
@@ -1737,7 +1742,8 @@ search_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_e
 		int rc;
 
 		if (imap_arg_u32(&r->args[i], &uid) < 0 || uid == 0)
-			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "malformed SEARCH response");
+			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+					  "malformed SEARCH response");
 		if (uid < x->lo || uid > x->hi)
 			continue;
 		rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_MSGS);
@@ -1969,8 +1975,8 @@ body_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	x->begun = false;
 	idx = l && fetch_uid(l, &uid) ? uid_index(x->uids, x->n, uid) : SIZE_MAX;
 	if (idx == SIZE_MAX || x->got[idx]) {
-		log_debug("discarding a FETCH body %s", idx == SIZE_MAX ? "without a UID we asked for"
-			  : "sent twice");
+		log_debug("discarding a FETCH body %s",
+			  idx == SIZE_MAX ? "without a UID we asked for" : "sent twice");
 		x->sink->abort(x->sink->ud);
 		return 0;
 	}
@@ -2085,8 +2091,8 @@ envelope_from(const struct imap_arg *a, char **ret)
 		if (!out)
 			return -ENOMEM;
 		if (nl)
-			snprintf(out, cap, "%.*s <%.*s@%.*s>", (int)nl, name, (int)ml, mbox, (int)hl,
-				 host);
+			snprintf(out, cap, "%.*s <%.*s@%.*s>", (int)nl, name, (int)ml, mbox,
+				 (int)hl, host);
 		else
 			snprintf(out, cap, "%.*s@%.*s", (int)ml, mbox, (int)hl, host);
 		*ret = out;
@@ -2272,6 +2278,9 @@ imap_logout(struct imap *m, struct mp_err *err)
 	m->logout = true;
 	cmd_start(m, &cmd, "LOGOUT");
 	rc = simple_cmd(m, &cmd, "LOGOUT", err);
+	/* A server that closes right after its BYE has logged us out all the same. */
+	if (rc == -ECONNRESET && m->bye)
+		rc = 0;
 	/* The session is over either way. */
 	m->broken = true;
 	return rc;

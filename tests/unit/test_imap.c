@@ -27,7 +27,8 @@
 
 struct step {
 	char dir;          /* 'S' send, 'C' expect this line, 'Q' expect silence,
-			      'P' pause, 'G' send n generated body bytes */
+			      'P' pause, 'G' send n generated body bytes,
+			      'X' close our side, 'c' expect a line starting so */
 	const char *text;
 	size_t n;
 };
@@ -37,6 +38,8 @@ struct step {
 #define QUIET { 'Q', NULL, 0 }
 #define PAUSE { 'P', NULL, 0 }
 #define GEN(n) { 'G', NULL, n }
+#define FILL(c, n) { 'G', c, n }
+#define CLOSE { 'X', NULL, 0 }
 #define END { 0, NULL, 0 }
 
 /* ---- the fake server (child process) ------------------------------------ */
@@ -113,16 +116,21 @@ expect_quiet(struct rd *r)
 		die(5, "client sent a command before the previous reply");
 }
 
-/* n bytes of "line NNNNNNN\r\n" lines cut at n: the big-body pattern. */
+/*
+ * n bytes of "line NNNNNNN\r\n" lines cut at n (the big-body pattern), or
+ * of fill[0] when fill is given.
+ */
 static void
-gen_body(int fd, size_t n)
+gen_body(int fd, size_t n, const char *fill)
 {
 	char *b = malloc(n + 16);
 	size_t len = 0;
 
 	if (!b)
 		die(4, "out of memory");
-	for (unsigned i = 0; len < n; i++)
+	if (fill)
+		memset(b, fill[0], n);
+	for (unsigned i = 0; len < n && !fill; i++)
 		len += (size_t)snprintf(b + len, 16, "line %07u\r\n", i);
 	write_all(fd, b, n);
 	free(b);
@@ -140,8 +148,11 @@ serve(int cfd, const struct step *script)
 		} else if (s->dir == 'P') {
 			/* Lets the client read what came so far on its own. */
 			usleep(60 * 1000);
+		} else if (s->dir == 'X') {
+			/* Half-close: the client sees the end, we still see what it sends. */
+			shutdown(cfd, SHUT_WR);
 		} else if (s->dir == 'G') {
-			gen_body(cfd, s->n);
+			gen_body(cfd, s->n, s->text);
 		} else if (s->dir == 'Q') {
 			expect_quiet(&r);
 		} else {
@@ -730,7 +741,8 @@ test_select(void **state)
 		C("A0003 SELECT \"Nope\""), S("A0003 NO [NONEXISTENT] no such mailbox\r\n"),
 		C("A0004 SELECT \"NoValidity\""), S("* 0 EXISTS\r\nA0004 OK done\r\n"),
 		C("A0005 SELECT \"&AMQ-pfel\""),
-		S("* 5 EXISTS\r\n* 2 EXPUNGE\r\n* OK [UIDVALIDITY 9] x\r\nA0005 OK [READ-ONLY] ro\r\n"),
+		S("* 5 EXISTS\r\n* 2 EXPUNGE\r\n* OK [UIDVALIDITY 9] x\r\n"
+		  "A0005 OK [READ-ONLY] ro\r\n"),
 		END,
 	};
 	struct fake f;
@@ -918,7 +930,9 @@ test_search(void **state)
 	static const struct step script[] = {
 		LOGGED_IN,
 		C("A0001 UID SEARCH UNSEEN UID 10:4294967295"),
-		S("* SEARCH 15 12 99\r\n* SEARCH 12 3\r\n* SEARCH\r\nA0001 OK done\r\n"),
+		/* an unasked-for body is read past, not kept */
+		S("* 1 FETCH (UID 1 BODY[] {5}\r\nhello)\r\n"
+		  "* SEARCH 15 12 99\r\n* SEARCH 12 3\r\n* SEARCH\r\nA0001 OK done\r\n"),
 		C("A0002 UID SEARCH DELETED UID 1:5"), S("* SEARCH\r\nA0002 OK\r\n"),
 		C("A0003 UID SEARCH BEFORE 1-Jan-2026 UID 1:9"),
 		S("A0003 NO [BADCHARSET] huh\r\n"),
@@ -1181,7 +1195,7 @@ test_fetch_hostile(void **state)
 		S("+ more?\r\n"), END,
 	};
 	const struct step *scripts[] = { s1, s2, s3, s4 };
-	static const int want[] = { -EPROTO, -EPROTO, -EBADMSG, -EPROTO };
+	static const int want[] = { -EPROTO, -EPROTO, -EPROTO, -EPROTO };
 	static const uint32_t uid = 1;
 
 	(void)state;
@@ -1298,6 +1312,50 @@ test_uid_expunge_without_uidplus(void **state)
 	finish(&f, m);
 }
 
+/* A server may close right after its BYE: that is a LOGOUT too. */
+static void
+test_logout_close_after_bye(void **state)
+{
+	static const struct step script[] = {
+		GREET, C("A0001 LOGOUT"), S("* BYE bye\r\n"), CLOSE, END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_logout(m, &err), 0);
+	finish(&f, m);
+}
+
+/* Caps: a literal past the in-memory cap, a response past the line cap. */
+static void
+test_caps(void **state)
+{
+	static const struct step s1[] = {
+		GREET, C("A0001 LIST \"\" \"*\""), S("* LIST () \"/\" {100000}\r\n"), END,
+	};
+	static const struct step s2[] = {
+		GREET, C("A0001 LIST \"\" \"*\""), S("* LIST () \"/\" \""),
+		FILL("a", 1050000), END,
+	};
+	const struct step *scripts[] = { s1, s2 };
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(scripts); i++) {
+		struct fake f;
+		struct mp_err err;
+		struct imap *m = open_ok(&f, scripts[i], &err);
+		struct imap_mailbox *v = NULL;
+		size_t n = 0;
+
+		assert_int_equal(imap_list(m, "*", &v, &n, &err), -E2BIG);
+		assert_non_null(strstr(err.msg, "bad response"));
+		assert_null(v);
+		finish(&f, m);
+	}
+}
+
 /* ---- traces -------------------------------------------------------------- */
 
 /* With -v, no secret reaches the trace: only "***". */
@@ -1386,6 +1444,8 @@ main(void)
 		cmocka_unit_test(test_envelopes),
 		cmocka_unit_test(test_store_uid_expunge),
 		cmocka_unit_test(test_uid_expunge_without_uidplus),
+		cmocka_unit_test(test_logout_close_after_bye),
+		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_trace_redacts),
 	};
 
