@@ -559,7 +559,10 @@ expand_folders(struct irun *r, struct imap_mailbox **ret_mb, size_t *ret_n)
 			all[keep++] = t;
 		}
 	}
-	imap_mailboxes_free(all + keep, nall - keep);
+	for (size_t i = keep; i < nall; i++) {
+		free(all[i].name);
+		all[i].name = NULL;
+	}
 	*ret_mb = all;
 	*ret_n = keep;
 	return 0;

@@ -506,6 +506,12 @@ static int
 read_until_range(struct imap *m, unsigned lo, unsigned hi, bool cont_ok, resp_fn fn,
 		 literal_fn lit, void *ud, const struct imap_response **ret, struct mp_err *err)
 {
+	/*
+	 * Responses are read with conn_peek(), so the minimum-rate rule bounds
+	 * every wait: a server that drips bytes, or untagged chatter, cannot
+	 * hold a command open longer than the timeout allows.
+	 */
+	conn_body_start(m->c);
 	for (;;) {
 		const struct imap_response *r;
 		int rc = read_resp(m, lit, ud, &r, err);
