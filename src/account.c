@@ -21,7 +21,9 @@
 #include <unistd.h>
 
 #include "mailpull/account.h"
+#include "mailpull/account_int.h"
 #include "mailpull/conn.h"
+#include "mailpull/hdr.h"
 #include "mailpull/log.h"
 #include "mailpull/maildir.h"
 #include "mailpull/pop3.h"
@@ -52,17 +54,14 @@ struct run {
 	size_t nbatch;
 	struct maildir_msg *cur;
 	unsigned total_new, done;
-	int64_t start_ms, last_progress_ms;
+	int64_t start_ms;
+	struct account_progress progress;
 	uint64_t batch_bytes;
 	struct mp_err *err;
 };
 
-/*
- * Fault injection for the crash tests: MAILPULL_CRASH_AT=N ends the process
- * at the Nth durable step, as a SIGKILL would.
- */
-static void
-crash_point(void)
+void
+account_crash_point(void)
 {
 	static long at = -1, count;
 
@@ -75,20 +74,64 @@ crash_point(void)
 		_exit(101);
 }
 
-static void
-progress(struct run *r, bool final)
+void
+account_progress(struct account_progress *p, const struct account_stats *s, bool final)
 {
 	int64_t now = util_now_ms();
 	double secs;
 
-	if (!r->o->progress || (!final && now - r->last_progress_ms < 200))
+	if (!p->on || (!final && now - p->last_ms < 200))
 		return;
-	r->last_progress_ms = now;
-	secs = (double)(now - r->start_ms) / 1000.0;
-	fprintf(stderr, "\r%s: message %u of %u, %.1f KiB, %.0f KiB/s\033[K%s", r->a->name, r->done,
-		r->total_new, (double)r->stats->bytes / 1024.0,
-		secs > 0 ? (double)r->stats->bytes / 1024.0 / secs : 0.0, final ? "\r\033[K" : "");
+	p->last_ms = now;
+	secs = (double)(now - p->start_ms) / 1000.0;
+	fprintf(stderr, "\r%s: message %u of %u, %.1f KiB, %.0f KiB/s\033[K%s", p->name, p->done,
+		p->total, (double)s->bytes / 1024.0,
+		secs > 0 ? (double)s->bytes / 1024.0 / secs : 0.0, final ? "\r\033[K" : "");
 	fflush(stderr);
+}
+
+void
+account_tag(const char *name, char tag[16])
+{
+	snprintf(tag, 16, "%08x", util_fnv1a(name, strlen(name)));
+}
+
+void
+account_conn_opts(const struct mp_account *a, struct conn_opts *ret)
+{
+	*ret = (struct conn_opts){
+		.host = a->host, .port = a->port, .ca_file = a->tls_ca_file,
+		.fingerprint = a->tls_fingerprint, .timeout_ms = a->timeout_s * 1000,
+		.max_line = 8192,
+	};
+}
+
+static bool
+recorded_cb(void *ud, const char *name)
+{
+	return state_name_recorded(ud, name);
+}
+
+int
+account_recover(const struct mp_account *a, struct state *st, struct maildir *md,
+		struct mp_err *err)
+{
+	unsigned published = 0, removed = 0;
+	int ret = maildir_recover(md, recorded_cb, st, &published, &removed, err);
+
+	if (ret == 0 && (published || removed))
+		log_info("%s: recovered from an interrupted run in %s: %u message(s) completed, "
+			 "%u partial download(s) removed", a->name, maildir_path(md), published,
+			 removed);
+	return ret;
+}
+
+static void
+progress(struct run *r, bool final)
+{
+	r->progress.done = r->done;
+	r->progress.total = r->total_new;
+	account_progress(&r->progress, r->stats, final);
 }
 
 static int
@@ -120,7 +163,7 @@ sink_end(void *ud)
 	r->files[r->nbatch++] = r->cur;
 	r->cur = NULL;
 	r->done++;
-	crash_point();
+	account_crash_point();
 	return ret;
 }
 
@@ -171,7 +214,7 @@ batch_commit(struct run *r)
 	ret = maildir_sync_tmp(r->md, r->err);
 	if (ret < 0)
 		return ret;
-	crash_point();
+	account_crash_point();
 	r->unpublished = true;
 	for (size_t i = 0; i < n; i++) {
 		const char *name = maildir_msg_name(r->files[i]);
@@ -186,7 +229,7 @@ batch_commit(struct run *r)
 	if (ret < 0)
 		return ret;
 	r->changed = true;
-	crash_point();
+	account_crash_point();
 	r->nbatch = 0;
 	for (size_t i = 0; i < n; i++) {
 		int pr = maildir_msg_publish(r->files[i], NULL, r->err);
@@ -194,7 +237,7 @@ batch_commit(struct run *r)
 		r->files[i] = NULL;
 		if (pr < 0 && ret == 0)
 			ret = pr;
-		crash_point();
+		account_crash_point();
 	}
 	if (ret < 0)
 		return ret;
@@ -202,7 +245,7 @@ batch_commit(struct run *r)
 	if (ret < 0)
 		return ret;
 	r->unpublished = false;
-	crash_point();
+	account_crash_point();
 	r->stats->fetched += (unsigned)n;
 	return 0;
 }
@@ -388,11 +431,11 @@ delete_and_quit(struct run *r)
 			nums[n++] = r->msgs[i].num;
 	ret = n ? pop3_dele(r->pop, nums, n, r->err) : 0;
 	if (ret == 0)
-		crash_point();
+		account_crash_point();
 	if (ret == 0)
 		ret = pop3_quit(r->pop, r->err);
 	if (ret == 0) {
-		crash_point();
+		account_crash_point();
 		r->stats->deleted = (unsigned)n;
 		for (size_t i = 0; i < r->nmsgs && ret == 0; i++)
 			if (r->msgs[i].uidl[0] && deletable(r, &r->msgs[i]))
@@ -406,50 +449,31 @@ delete_and_quit(struct run *r)
 	return ret;
 }
 
-static bool
-recorded_cb(void *ud, const char *name)
-{
-	return state_name_recorded(ud, name);
-}
-
-/* Lock, then finish or discard what an interrupted run left (invariant 2). */
+/* Finish or discard what an interrupted run left (invariant 2). */
 static int
-open_local(struct run *r, const struct mp_config *cfg)
+open_local(struct run *r)
 {
 	char tag[16];
-	unsigned published = 0, removed = 0;
 	int ret;
 
-	ret = state_open(cfg->state_dir, r->a->name, r->o->wait, &r->st, r->err);
-	if (ret < 0)
-		return ret;
-	snprintf(tag, sizeof(tag), "%08x", util_fnv1a(r->a->name, strlen(r->a->name)));
+	account_tag(r->a->name, tag);
 	ret = maildir_open(r->a->maildir, tag, &r->md, r->err);
 	if (ret < 0)
 		return ret;
-	ret = maildir_recover(r->md, recorded_cb, r->st, &published, &removed, r->err);
-	if (ret < 0)
-		return ret;
-	if (published || removed)
-		log_info("%s: recovered from an interrupted run: %u message(s) completed, "
-			 "%u partial download(s) removed", r->a->name, published, removed);
-	return 0;
+	return account_recover(r->a, r->st, r->md, r->err);
 }
 
 static int
 open_session(struct run *r)
 {
 	const struct mp_account *a = r->a;
-	struct conn_opts co = {
-		.host = a->host, .port = a->port, .ca_file = a->tls_ca_file,
-		.fingerprint = a->tls_fingerprint, .timeout_ms = a->timeout_s * 1000,
-		.max_line = 8192,
-	};
+	struct conn_opts co;
 	struct conn *c = NULL;
 	enum sasl_mech mech;
 	char *secret = NULL;
 	int ret;
 
+	account_conn_opts(a, &co);
 	ret = conn_open(&co, a->tls == MP_TLS_IMPLICIT, &c, r->err);
 	if (ret < 0)
 		return ret;
@@ -495,29 +519,25 @@ run_session(struct run *r)
 	return delete_and_quit(r);
 }
 
-int
-account_run(const struct mp_config *cfg, const struct mp_account *a,
-	    const struct account_opts *o, struct account_stats *ret_stats, struct mp_err *err)
+static int
+pop3_run(const struct mp_account *a, const struct account_opts *o, struct state *st,
+	 struct account_stats *stats, struct mp_err *err)
 {
-	struct run r = { .a = a, .o = o, .stats = ret_stats, .err = err };
+	struct run r = { .a = a, .o = o, .stats = stats, .err = err, .st = st };
 	int ret, cret;
 
-	memset(ret_stats, 0, sizeof(*ret_stats));
 	r.start_ms = util_now_ms();
 	r.now = time(NULL);
-	if (a->protocol != MP_PROTO_POP3) {
-		ret = mp_err_set(err, -ENOTSUP, MP_EX_CONFIG, "protocol %s is not supported yet",
-				 mp_proto_to_string(a->protocol));
-		goto out;
-	}
-	ret = open_local(&r, cfg);
+	r.progress = (struct account_progress){ .name = a->name, .on = o->progress,
+						.start_ms = r.start_ms };
+	ret = open_local(&r);
 	if (ret == 0)
 		ret = run_session(&r);
 	/*
 	 * Compaction forgets the recorded names, which start-up recovery needs
 	 * while any recorded message still sits in tmp/.
 	 */
-	if (r.st && r.changed && !r.unpublished) {
+	if (r.changed && !r.unpublished) {
 		struct mp_err cerr = { 0 };
 
 		cret = state_compact(r.st, &cerr);
@@ -526,13 +546,93 @@ account_run(const struct mp_config *cfg, const struct mp_account *a,
 			ret = cret;
 		}
 	}
-out:
 	pop3_free(r.pop);
 	free(r.msgs);
 	maildir_close(r.md);
-	state_close(r.st);
-	ret_stats->elapsed_ms = util_now_ms() - r.start_ms;
+	return ret;
+}
+
+int
+account_run(const struct mp_config *cfg, const struct mp_account *a,
+	    const struct account_opts *o, struct account_stats *ret_stats, struct mp_err *err)
+{
+	int64_t start = util_now_ms();
+	struct state *st = NULL;
+	int ret;
+
+	memset(ret_stats, 0, sizeof(*ret_stats));
+	ret = state_open(cfg->state_dir, a->name, o->wait, &st, err);
+	if (ret == 0)
+		ret = a->protocol == MP_PROTO_IMAP ?
+			account_imap_run(cfg, a, o, st, ret_stats, err) :
+			pop3_run(a, o, st, ret_stats, err);
+	state_close(st);
+	ret_stats->elapsed_ms = util_now_ms() - start;
 	if (ret < 0 && err->code == 0)
 		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));
+	return ret;
+}
+
+struct top_ctx {
+	struct hdr_scan hs;
+};
+
+static int
+top_begin(void *ud, size_t idx)
+{
+	static const char *const names[] = { "Date", "From", "Subject" };
+	struct top_ctx *t = ud;
+
+	(void)idx;
+	hdr_scan_init(&t->hs, names, 3);
+	return 0;
+}
+
+static int
+top_data(void *ud, const char *buf, size_t len)
+{
+	hdr_scan_feed(&((struct top_ctx *)ud)->hs, buf, len);
+	return 0;
+}
+
+static int
+top_end(void *ud)
+{
+	hdr_scan_finish(&((struct top_ctx *)ud)->hs);
+	return 0;
+}
+
+int
+account_pop3_preview(const struct mp_account *a, struct state *st, preview_cb cb, void *ud,
+		     struct mp_err *err)
+{
+	struct account_stats stats = { 0 };
+	struct account_opts o = { 0 };
+	struct run r = { .a = a, .o = &o, .stats = &stats, .err = err, .st = st };
+	struct top_ctx *t = calloc(1, sizeof(*t));
+	struct mp_sink sink = { top_begin, top_data, top_end, t };
+	int ret = t ? open_session(&r) : -ENOMEM;
+
+	if (ret == 0)
+		ret = pop3_list(r.pop, &r.msgs, &r.nmsgs, err);
+	for (size_t i = 0; i < r.nmsgs && ret == 0; i++) {
+		struct preview_item it = { .size = r.msgs[i].size };
+
+		if (already_fetched(&r, &r.msgs[i], NULL))
+			continue;
+		/* TOP n 0: the header only (RFC 1939 section 7). */
+		ret = pop3_top(r.pop, r.msgs[i].num, 0, &sink, err);
+		if (ret < 0)
+			break;
+		it.date = t->hs.found[0] ? t->hs.values[0] : NULL;
+		it.from = t->hs.found[1] ? t->hs.values[1] : NULL;
+		it.subject = t->hs.found[2] ? t->hs.values[2] : NULL;
+		ret = cb(ud, &it);
+	}
+	if (ret == 0)
+		ret = pop3_quit(r.pop, err);
+	pop3_free(r.pop);
+	free(r.msgs);
+	free(t);
 	return ret;
 }

@@ -12,10 +12,14 @@ void
 cli_usage(void)
 {
 	fputs("usage: mailpull [-c FILE] [-q] [-v] [--wait] [ACCOUNT...]\n"
+	      "       mailpull [-c FILE] preview [--json] ACCOUNT [FOLDER]\n"
 	      "       mailpull --check-config [-c FILE]\n"
 	      "\n"
 	      "Fetches mail from every account in FILE (or only those named) into\n"
 	      "their Maildirs, once, then exits.\n"
+	      "\n"
+	      "preview lists what is waiting on the server (date, sender, subject,\n"
+	      "size) without downloading it; --json prints one JSON object per line.\n"
 	      "\n"
 	      "  -c, --config FILE   configuration (default $XDG_CONFIG_HOME/mailpull/config)\n"
 	      "  -q, --quiet         print only errors\n"
@@ -26,6 +30,33 @@ cli_usage(void)
 	      "  -V, --version       the version\n"
 	      "\n"
 	      "See mailpull(1) and mailpull.conf(5).\n", stdout);
+}
+
+/* preview [--json] ACCOUNT [FOLDER] */
+static int
+parse_preview(int argc, char **argv, struct cli_opts *o, struct cli_opts *ret)
+{
+	int i = 1;
+
+	o->mode = CLI_PREVIEW;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			o->json = true;
+		} else {
+			fprintf(stderr, "mailpull: unknown preview option %s (see --help)\n", argv[i]);
+			return -EINVAL;
+		}
+	}
+	if (argc - i < 1 || argc - i > 2) {
+		fputs("mailpull: preview takes an account name and optionally a folder "
+		      "(see --help)\n", stderr);
+		return -EINVAL;
+	}
+	o->accounts = argv + i;
+	o->naccounts = 1;
+	o->folder = argc - i == 2 ? argv[i + 1] : NULL;
+	*ret = *o;
+	return 0;
 }
 
 int
@@ -84,6 +115,8 @@ cli_parse(int argc, char **argv, struct cli_opts *ret)
 	}
 	o.accounts = argv + optind;
 	o.naccounts = argc - optind;
+	if (o.mode == CLI_FETCH && o.naccounts > 0 && strcmp(o.accounts[0], "preview") == 0)
+		return parse_preview(o.naccounts, o.accounts, &o, ret);
 	if (o.mode == CLI_CHECK_CONFIG && o.naccounts > 0) {
 		fputs("mailpull: --check-config takes no account names\n", stderr);
 		return -EINVAL;

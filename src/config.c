@@ -74,6 +74,11 @@ static const struct key_def key_defs[] = {
 	{ "max_size", KEY_SIZE },
 	{ "timeout", KEY_DURATION },
 	{ "folders", KEY_FOLDER },
+	{ "exclude", KEY_FOLDER },
+	{ "namespaces", KEY_BOOL },
+	{ "mark_seen", KEY_BOOL },
+	{ "only_unseen", KEY_BOOL },
+	{ "expunge", KEY_BOOL },
 };
 
 static const char *const auth_names[] = { "plain", "login", "xoauth2", "oauthbearer", "user" };
@@ -627,8 +632,10 @@ parse_text(struct load_ctx *ctx, char *buf, size_t len, cfg_t **ret)
 		K("protocol"), K("host"), K("port"), K("tls"), K("allow_plaintext"),
 		K("tls_ca_file"), K("tls_fingerprint"), K("user"), K("password"),
 		K("password_file"), K("password_command"), K("auth"), K("maildir"), K("keep"),
-		K("keep_days"), K("max_size"), K("timeout"),
+		K("keep_days"), K("max_size"), K("timeout"), K("namespaces"), K("mark_seen"),
+		K("only_unseen"), K("expunge"),
 		CFG_PTR_LIST_CB("folders", 0, CFGF_NODEFAULT, val_parse, val_free),
+		CFG_PTR_LIST_CB("exclude", 0, CFGF_NODEFAULT, val_parse, val_free),
 		CFG_END()
 	};
 	cfg_opt_t root_opts[] = {
@@ -841,47 +848,83 @@ acct_limits(const struct acct_src *src, struct mp_account *a)
 	return 0;
 }
 
+/* A list key (folders, exclude): the account's own, else the defaults'. */
+static int
+acct_list(const struct acct_src *src, const char *key, const char *dflt, char ***ret,
+	  size_t *ret_n)
+{
+	cfg_t *from = src->sec;
+	unsigned n = cfg_size(src->sec, key);
+	char **v;
+
+	if (n == 0 && src->defs && cfg_size(src->defs, key) > 0) {
+		from = src->defs;
+		n = cfg_size(from, key);
+	}
+	if (n == 0 && !dflt)
+		return 0;
+	v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	*ret = v;
+	if (n == 0) {
+		v[0] = strdup(dflt);
+		if (!v[0])
+			return -ENOMEM;
+		*ret_n = 1;
+		return 0;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		const struct cval *f = cfg_getnptr(from, key, i);
+
+		for (unsigned j = 0; j < i; j++)
+			if (strcmp(v[j], f->s) == 0)
+				return acct_error(src, f->line, "\"%.100s\" is listed twice in %s",
+						  f->s, key);
+		v[i] = strdup(f->s);
+		if (!v[i])
+			return -ENOMEM;
+		*ret_n = i + 1;
+	}
+	return 0;
+}
+
 static int
 acct_folders(const struct acct_src *src, struct mp_account *a)
 {
-	cfg_t *from = src->sec;
-	unsigned n = cfg_size(src->sec, "folders");
-	const struct cval *first;
+	static const char *const imap_keys[] = {
+		"folders", "exclude", "namespaces", "mark_seen", "only_unseen", "expunge",
+	};
+	const struct cval *v;
+	int r;
 
 	if (a->protocol == MP_PROTO_POP3) {
-		/* folders from defaults are meant for the IMAP accounts */
-		if (n == 0)
-			return 0;
-		first = cfg_getnptr(src->sec, "folders", 0);
-		return acct_error(src, first->line,
-				  "POP3 has one mailbox; folders is an IMAP key");
-	}
-	if (n == 0 && src->defs && cfg_size(src->defs, "folders") > 0) {
-		from = src->defs;
-		n = cfg_size(from, "folders");
-	}
-	if (n == 0) {
-		a->folders = calloc(1, sizeof(*a->folders));
-		if (!a->folders || !(a->folders[0] = strdup("INBOX")))
-			return -ENOMEM;
-		a->nfolders = 1;
+		/* IMAP keys from defaults are meant for the IMAP accounts only */
+		for (size_t i = 0; i < ARRAY_SIZE(imap_keys); i++) {
+			bool list = i < 2;
+
+			if (list ? cfg_size(src->sec, imap_keys[i]) == 0 : !cfg_getptr(src->sec, imap_keys[i]))
+				continue;
+			v = list ? cfg_getnptr(src->sec, imap_keys[i], 0) : cfg_getptr(src->sec, imap_keys[i]);
+			return acct_error(src, v->line, i == 0 ?
+					  "POP3 has one mailbox; folders is an IMAP key" :
+					  "%s is an IMAP key; this account uses POP3", imap_keys[i]);
+		}
 		return 0;
 	}
-	a->folders = calloc(n, sizeof(*a->folders));
-	if (!a->folders)
-		return -ENOMEM;
-	for (unsigned i = 0; i < n; i++) {
-		const struct cval *f = cfg_getnptr(from, "folders", i);
-
-		for (unsigned j = 0; j < i; j++)
-			if (strcmp(a->folders[j], f->s) == 0)
-				return acct_error(src, f->line, "folder \"%.100s\" is listed twice",
-						  f->s);
-		a->folders[i] = strdup(f->s);
-		if (!a->folders[i])
-			return -ENOMEM;
-		a->nfolders = i + 1;
-	}
+	r = acct_list(src, "folders", "INBOX", &a->folders, &a->nfolders);
+	if (r == 0)
+		r = acct_list(src, "exclude", NULL, &a->exclude, &a->nexclude);
+	if (r < 0)
+		return r;
+	if ((v = get(src, "namespaces")))
+		(void)parse_bool(v->s, &a->namespaces);
+	if ((v = get(src, "mark_seen")))
+		(void)parse_bool(v->s, &a->mark_seen);
+	if ((v = get(src, "only_unseen")))
+		(void)parse_bool(v->s, &a->only_unseen);
+	if ((v = get(src, "expunge")))
+		(void)parse_bool(v->s, &a->expunge);
 	return 0;
 }
 
@@ -1066,6 +1109,9 @@ account_free(struct mp_account *a)
 	for (size_t i = 0; i < a->nfolders; i++)
 		free(a->folders[i]);
 	free(a->folders);
+	for (size_t i = 0; i < a->nexclude; i++)
+		free(a->exclude[i]);
+	free(a->exclude);
 }
 
 void

@@ -76,6 +76,23 @@ fetch(const struct mp_config *cfg, const struct cli_opts *o)
 	return worst;
 }
 
+static enum mp_exit
+preview(const struct mp_config *cfg, const struct cli_opts *o)
+{
+	const struct mp_account *a = config_find(cfg, o->accounts[0]);
+	struct mp_err err = { 0 };
+
+	if (!a) {
+		log_err("no account named \"%s\" in %s", o->accounts[0], cfg->path);
+		return MP_EX_USAGE;
+	}
+	if (account_preview(cfg, a, o->folder, o->json, o->wait, stdout, &err) < 0) {
+		print_error(a, &err);
+		return err.ex ? err.ex : MP_EX_TEMPFAIL;
+	}
+	return MP_EX_OK;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -108,7 +125,9 @@ main(int argc, char **argv)
 		free(path);
 		return err.ex ? err.ex : MP_EX_CONFIG;
 	}
-	if (o.mode == CLI_CHECK_CONFIG) {
+	if (o.mode == CLI_PREVIEW) {
+		ex = preview(cfg, &o);
+	} else if (o.mode == CLI_CHECK_CONFIG) {
 		if (!o.quiet)
 			printf("%s: OK, %zu account%s\n", path, cfg->naccounts,
 			       cfg->naccounts == 1 ? "" : "s");

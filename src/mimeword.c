@@ -318,6 +318,11 @@ convert(struct mw *m, const char *s, size_t n)
 	char *in = (char *)s;
 	size_t inleft = n;
 
+	/*
+	 * Start from the initial shift state: a stateful charset (ISO-2022-JP)
+	 * must not carry a shift from an earlier run into this one. UTF-8 out
+	 * is stateless, so there is nothing to flush at the end.
+	 */
 	iconv(m->cd, NULL, NULL, NULL, NULL);
 	while (inleft > 0) {
 		char *o = buf;
@@ -336,14 +341,6 @@ convert(struct mw *m, const char *s, size_t n)
 			break;
 		in++;
 		inleft--;
-	}
-	/* Return a stateful encoding (ISO-2022-JP) to its initial state, emitting what that takes. */
-	{
-		char *o = buf;
-		size_t oleft = sizeof(buf);
-
-		iconv(m->cd, NULL, NULL, &o, &oleft);
-		emit_safe(&m->out, buf, (size_t)(o - buf));
 	}
 }
 

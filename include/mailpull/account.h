@@ -11,6 +11,8 @@
 #include "mailpull/err.h"
 #include "mailpull/config.h"
 
+#include <stdio.h>
+
 struct account_opts {
 	bool wait;        /* wait for the account's lock instead of failing */
 	bool progress;    /* show a progress line (terminal) */
@@ -33,5 +35,14 @@ struct account_stats {
 int account_run(const struct mp_config *cfg, const struct mp_account *a,
 		const struct account_opts *o, struct account_stats *ret_stats,
 		struct mp_err *err) MP_WUR;
+
+/*
+ * Lists what is waiting on the server and not fetched yet (date, sender,
+ * subject, size; encoded words decoded), one line per message aligned in
+ * columns, or one JSON object per line. folder (IMAP only) limits it to one
+ * folder. Nothing on the server changes. Errors as account_run().
+ */
+int account_preview(const struct mp_config *cfg, const struct mp_account *a, const char *folder,
+		    bool json, bool wait, FILE *out, struct mp_err *err) MP_WUR;
 
 #endif

@@ -4,7 +4,7 @@
 
 #include "mailpull/common.h"
 
-enum cli_mode { CLI_FETCH, CLI_CHECK_CONFIG, CLI_HELP, CLI_VERSION };
+enum cli_mode { CLI_FETCH, CLI_CHECK_CONFIG, CLI_PREVIEW, CLI_HELP, CLI_VERSION };
 
 struct cli_opts {
 	enum cli_mode mode;
@@ -14,6 +14,8 @@ struct cli_opts {
 	bool wait;
 	char **accounts;         /* borrowed from argv */
 	int naccounts;
+	bool json;               /* preview --json */
+	const char *folder;      /* preview FOLDER, or NULL */
 };
 
 /*

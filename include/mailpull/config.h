@@ -35,6 +35,12 @@ struct mp_account {
 	unsigned timeout_s;        /* default 60 */
 	char **folders;            /* imap only; default { "INBOX" } */
 	size_t nfolders;
+	char **exclude;            /* imap only; patterns removed from folders */
+	size_t nexclude;
+	bool namespaces;           /* imap: expand patterns in shared/other namespaces too */
+	bool mark_seen;            /* imap: fetch with BODY[] (sets \Seen) */
+	bool only_unseen;          /* imap: fetch only messages without \Seen */
+	bool expunge;              /* imap without UIDPLUS: plain EXPUNGE allowed */
 	int line;                  /* where the account section starts */
 };
 

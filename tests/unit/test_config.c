@@ -317,8 +317,13 @@ static const struct err_case err_cases[] = {
 	{ "account \"../x\" {\n  protocol = pop3\n" ACCT_BODY "}\n", 1, "account name" },
 	{ ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "\n  folders = { INBOX }\n}\n", 8,
 	  "POP3 has one mailbox; folders is an IMAP key" },
+	{ ACCT_HEAD "  protocol = pop3\n  mark_seen = yes\n" ACCT_BODY "}\n", 3,
+	  "mark_seen is an IMAP key" },
+	{ ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "  exclude = { Trash }\n}\n", 7,
+	  "exclude is an IMAP key" },
+	{ ACCT_HEAD "  protocol = imap\n  only_unseen = maybe\n" ACCT_BODY "}\n", 3, "only_unseen" },
 	{ ACCT_HEAD "  protocol = imap\n" ACCT_BODY "  folders = { INBOX, \"x\", INBOX }\n}\n", 7,
-	  "folder \"INBOX\" is listed twice" },
+	  "\"INBOX\" is listed twice in folders" },
 	{ ACCT_HEAD "  protocol = imap\n  tls = none\n" ACCT_BODY "}\n", 3, "allow_plaintext" },
 	{ ACCT_HEAD "  protocol = imap\n  tls = none\n  allow_plaintext = yes\n"
 	  "  tls_fingerprint = \"" "0123456789abcdef0123456789abcdef"

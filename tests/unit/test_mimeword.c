@@ -65,6 +65,8 @@ static const struct vec vecs[] = {
 	{ "=?shift_jis?B?h0A=?=", 0, "\xe2\x91\xa0" },        /* a CP932 extension */
 	{ "=?euc-jp?B?xvzL3Ljs?=", 0, "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e" },
 	{ "=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?=", 0, "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e" },
+	/* A run left in JIS X 0208 mode must not shift the next run (each starts in ASCII). */
+	{ "=?iso-2022-jp?b?GyRCRnw=?= x =?iso-2022-jp?q?ab?=", 0, "\xe6\x97\xa5 x ab" },
 	{ "=?big5?B?pKSk5Q==?=", 0, "\xe4\xb8\xad\xe6\x96\x87" },
 	{ "=?ks_c_5601-1987?B?x9Gxub7u?=", 0, "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4" },
 	{ "=?iso-8859-15?q?=A4?=", 0, "\xe2\x82\xac" },

@@ -1,0 +1,60 @@
+/*
+ * Shared by the per-protocol account runs (account.c for POP3,
+ * account_imap.c for IMAP) and preview. Not for other modules.
+ */
+#ifndef MAILPULL_ACCOUNT_INT_H
+#define MAILPULL_ACCOUNT_INT_H
+
+#include "mailpull/account.h"
+#include "mailpull/conn.h"
+#include "mailpull/maildir.h"
+#include "mailpull/state.h"
+
+/*
+ * Fault injection for the crash tests: MAILPULL_CRASH_AT=N ends the process
+ * at the Nth durable step, as a SIGKILL would.
+ */
+void account_crash_point(void);
+
+/* The tag naming this account's files in tmp/ (8 hex digits). */
+void account_tag(const char *name, char tag[16]);
+
+/* conn_opts for the account's server. */
+void account_conn_opts(const struct mp_account *a, struct conn_opts *ret);
+
+/*
+ * Finishes or discards what an interrupted run left in md's tmp/ (its own
+ * files only), logging what it did.
+ */
+int account_recover(const struct mp_account *a, struct state *st, struct maildir *md,
+		    struct mp_err *err) MP_WUR;
+
+/* Progress line on a terminal (rate-limited unless final). */
+struct account_progress {
+	const char *name;
+	unsigned done, total;
+	int64_t start_ms, last_ms;
+	bool on;
+};
+void account_progress(struct account_progress *p, const struct account_stats *s, bool final);
+
+/* The IMAP run; state already locked by account_run(). */
+int account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
+		     const struct account_opts *o, struct state *st,
+		     struct account_stats *stats, struct mp_err *err) MP_WUR;
+
+/* One message waiting on the server, raw header values (may be NULL). */
+struct preview_item {
+	const char *folder;        /* NULL for POP3 */
+	const char *date, *from, *subject;
+	uint64_t size;
+};
+typedef int (*preview_cb)(void *ud, const struct preview_item *it);
+
+/* What is waiting and not yet fetched, without downloading any body. */
+int account_pop3_preview(const struct mp_account *a, struct state *st, preview_cb cb, void *ud,
+			 struct mp_err *err) MP_WUR;
+int account_imap_preview(const struct mp_account *a, struct state *st, const char *folder,
+			 preview_cb cb, void *ud, struct mp_err *err) MP_WUR;
+
+#endif

@@ -1,0 +1,816 @@
+/*
+ * One run of an IMAP account. Policy only; the wire is imap.c's. Per
+ * folder: SELECT (EXAMINE when nothing will change), compare UIDVALIDITY
+ * and UIDNEXT with the state (nothing new: no FETCH at all, DESIGN
+ * invariant 6), list what is new, fetch it in batches with the same
+ * durable sequence as POP3 (account.c's file comment), then delete on the
+ * server what keep / keep_days allow, with UID STORE and UID EXPUNGE.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailpull/account_int.h"
+#include "mailpull/folder.h"
+#include "mailpull/hdr.h"
+#include "mailpull/imap.h"
+#include "mailpull/log.h"
+#include "mailpull/secret.h"
+#include "mailpull/util.h"
+
+#define BATCH_MAX_MSGS 128
+#define BATCH_MAX_BYTES (32u * 1024 * 1024)
+
+struct irun {
+	const struct mp_account *a;
+	const struct account_opts *o;
+	struct account_stats *stats;
+	struct state *st;
+	struct imap *im;
+	struct mp_err *err;
+	time_t now;
+	char tag[16];
+	bool changed, unpublished;
+	struct account_progress progress;
+
+	/* the folder being worked on */
+	const char *folder;
+	struct maildir *md;
+	struct imap_msginfo *msgs;
+	size_t nmsgs;
+
+	/* the batch being fetched */
+	struct maildir_msg **files;
+	uint32_t *uids;
+	unsigned *flags;
+	uint64_t *fps;
+	size_t nbatch;
+	struct maildir_msg *cur;
+	struct hdr_scan hs;
+	uint64_t cur_size;
+};
+
+static const char *const msgid_field[] = { "Message-ID" };
+
+static int
+isink_begin(void *ud, uint64_t size)
+{
+	struct irun *r = ud;
+
+	hdr_scan_init(&r->hs, msgid_field, 1);
+	r->cur_size = size;
+	return maildir_msg_new(r->md, &r->cur, r->err);
+}
+
+static int
+isink_data(void *ud, const char *buf, size_t len)
+{
+	struct irun *r = ud;
+
+	if (!r->hs.done)
+		hdr_scan_feed(&r->hs, buf, len);
+	r->stats->bytes += len;
+	account_progress(&r->progress, r->stats, false);
+	return maildir_msg_write(r->cur, buf, len, r->err);
+}
+
+static uint64_t
+fingerprint_of(const char *msgid, size_t len, uint64_t size)
+{
+	size_t clen;
+	const char *core = hdr_msgid_core(msgid, len, &clen);
+
+	return clen ? state_fingerprint(core, clen, size) : 0;
+}
+
+static int
+isink_end(void *ud, uint32_t uid, unsigned flags)
+{
+	struct irun *r = ud;
+	int ret = maildir_msg_flush(r->cur, r->err);
+
+	hdr_scan_finish(&r->hs);
+	r->files[r->nbatch] = r->cur;
+	r->uids[r->nbatch] = uid;
+	r->flags[r->nbatch] = flags;
+	r->fps[r->nbatch] = fingerprint_of(r->hs.values[0], r->hs.lens[0], r->cur_size);
+	r->nbatch++;
+	r->cur = NULL;
+	r->progress.done++;
+	account_crash_point();
+	return ret;
+}
+
+static void
+isink_abort(void *ud)
+{
+	struct irun *r = ud;
+
+	maildir_msg_discard(r->cur);
+	r->cur = NULL;
+}
+
+/* Maildir info letters in ASCII order (Maildir spec: "2," then flags). */
+static const char *
+maildir_flags(unsigned f, char buf[8])
+{
+	size_t n = 0;
+
+	if (f & IMAP_FLAG_DRAFT)
+		buf[n++] = 'D';
+	if (f & IMAP_FLAG_FLAGGED)
+		buf[n++] = 'F';
+	if (f & IMAP_FLAG_ANSWERED)
+		buf[n++] = 'R';
+	if (f & IMAP_FLAG_SEEN)
+		buf[n++] = 'S';
+	buf[n] = '\0';
+	return n ? buf : NULL;
+}
+
+static int
+batch_commit(struct irun *r)
+{
+	size_t n = r->nbatch;
+	int ret;
+
+	ret = maildir_sync_batch(r->md, r->files, n, r->err);
+	if (ret == 0)
+		ret = maildir_sync_tmp(r->md, r->err);
+	if (ret < 0)
+		return ret;
+	account_crash_point();
+	r->unpublished = true;
+	for (size_t i = 0; i < n && ret == 0; i++)
+		ret = state_uid_add(r->st, r->folder, r->uids[i], r->fps[i],
+				    maildir_msg_name(r->files[i]), r->err);
+	if (ret == 0)
+		ret = state_sync(r->st, r->err);
+	if (ret < 0)
+		return ret;
+	r->changed = true;
+	account_crash_point();
+	r->nbatch = 0;
+	for (size_t i = 0; i < n; i++) {
+		char fb[8];
+		int pr = maildir_msg_publish(r->files[i], maildir_flags(r->flags[i], fb), r->err);
+
+		r->files[i] = NULL;
+		if (pr < 0 && ret == 0)
+			ret = pr;
+		account_crash_point();
+	}
+	if (ret == 0)
+		ret = maildir_sync_new(r->md, r->err);
+	if (ret < 0)
+		return ret;
+	r->unpublished = false;
+	account_crash_point();
+	r->stats->fetched += (unsigned)n;
+	return 0;
+}
+
+static void
+batch_discard(struct irun *r)
+{
+	maildir_msg_discard(r->cur);
+	r->cur = NULL;
+	for (size_t i = 0; i < r->nbatch; i++)
+		maildir_msg_discard(r->files[i]);
+	r->nbatch = 0;
+}
+
+static int
+fetch_batch(struct irun *r, const uint32_t *uids, size_t n)
+{
+	struct imap_fetch_sink sink = { isink_begin, isink_data, isink_end, isink_abort, r };
+	int ret;
+
+	r->nbatch = 0;
+	ret = imap_fetch_bodies(r->im, uids, n, r->a->mark_seen, &sink, r->err);
+	if (ret == 0 && r->nbatch > 0)
+		ret = batch_commit(r);
+	if (ret < 0)
+		batch_discard(r);
+	return ret;
+}
+
+static bool
+wanted(struct irun *r, const struct imap_msginfo *m)
+{
+	if (state_uid_has(r->st, r->folder, m->uid))
+		return false;
+	/* Marked for deletion by another client: on its way out, not ours to take. */
+	if (m->flags & IMAP_FLAG_DELETED)
+		return false;
+	if (r->a->only_unseen && (m->flags & IMAP_FLAG_SEEN))
+		return false;
+	if (r->a->max_size && m->size > r->a->max_size) {
+		r->stats->too_large++;
+		log_notice("%s: %s: message UID %u (%llu bytes) is over max_size; left on the server",
+			   r->a->name, r->folder, m->uid, (unsigned long long)m->size);
+		return false;
+	}
+	return true;
+}
+
+static int
+fetch_new(struct irun *r)
+{
+	uint32_t *todo = calloc(BATCH_MAX_MSGS, sizeof(*todo));
+	uint64_t bytes = 0;
+	size_t n = 0;
+	int ret = 0;
+
+	r->files = calloc(BATCH_MAX_MSGS, sizeof(*r->files));
+	r->uids = calloc(BATCH_MAX_MSGS, sizeof(*r->uids));
+	r->flags = calloc(BATCH_MAX_MSGS, sizeof(*r->flags));
+	r->fps = calloc(BATCH_MAX_MSGS, sizeof(*r->fps));
+	if (!todo || !r->files || !r->uids || !r->flags || !r->fps) {
+		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
+		if (!wanted(r, &r->msgs[i]))
+			continue;
+		todo[n++] = r->msgs[i].uid;
+		bytes += r->msgs[i].size;
+		if (n == BATCH_MAX_MSGS || bytes >= BATCH_MAX_BYTES) {
+			ret = fetch_batch(r, todo, n);
+			n = 0;
+			bytes = 0;
+		}
+	}
+	if (ret == 0 && n > 0)
+		ret = fetch_batch(r, todo, n);
+out:
+	free(todo);
+	free(r->files);
+	free(r->uids);
+	free(r->flags);
+	free(r->fps);
+	r->files = NULL;
+	r->uids = NULL;
+	r->flags = NULL;
+	r->fps = NULL;
+	return ret;
+}
+
+/*
+ * After a UIDVALIDITY change the old UIDs mean nothing: re-identify the
+ * folder's messages by fingerprint (Message-ID and size, from ENVELOPE,
+ * no body) and record the matches as fetched, so only the rest is fetched.
+ */
+static int
+revalidate(struct irun *r)
+{
+	struct imap_envelope *env = NULL;
+	uint32_t *uids = calloc(r->nmsgs + 1, sizeof(*uids));
+	size_t nenv = 0, matched = 0;
+	int ret;
+
+	if (!uids)
+		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	for (size_t i = 0; i < r->nmsgs; i++)
+		uids[i] = r->msgs[i].uid;
+	ret = r->nmsgs ? imap_fetch_envelopes(r->im, uids, r->nmsgs, &env, &nenv, r->err) : 0;
+	for (size_t i = 0; i < nenv && ret == 0; i++) {
+		uint64_t fp;
+
+		if (!env[i].message_id)
+			continue;
+		fp = fingerprint_of(env[i].message_id, strlen(env[i].message_id), env[i].size);
+		if (fp && state_fp_has(r->st, r->folder, fp)) {
+			ret = state_uid_add(r->st, r->folder, env[i].uid, fp, NULL, r->err);
+			matched++;
+		}
+	}
+	if (ret == 0)
+		ret = state_sync(r->st, r->err);
+	if (ret == 0) {
+		r->changed = true;
+		log_warn("%s: %s: UIDVALIDITY changed on the server; %zu of %zu messages "
+			 "recognised as already fetched, the rest will be fetched", r->a->name,
+			 r->folder, matched, r->nmsgs);
+	}
+	imap_envelopes_free(env, nenv);
+	free(uids);
+	return ret;
+}
+
+struct uidvec {
+	uint32_t *v;
+	size_t n, cap;
+};
+
+static int
+uidvec_cb(void *ud, uint32_t uid)
+{
+	struct uidvec *u = ud;
+
+	if (u->n == u->cap) {
+		size_t cap = u->cap ? u->cap * 2 : 256;
+		uint32_t *v = realloc(u->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		u->v = v;
+		u->cap = cap;
+	}
+	u->v[u->n++] = uid;
+	return 0;
+}
+
+/* The fetched UIDs the policy lets go now. */
+static int
+deletable(struct irun *r, struct uidvec *out)
+{
+	struct uidvec all = { 0 };
+	uint32_t *old = NULL;
+	size_t nold = 0;
+	int ret;
+
+	if (r->a->keep && r->a->keep_days < 0)
+		return 0;
+	ret = state_uid_foreach(r->st, r->folder, uidvec_cb, &all);
+	if (ret < 0 || all.n == 0) {
+		free(all.v);
+		return ret < 0 ? mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory") : 0;
+	}
+	if (r->a->keep_days < 0) {
+		*out = all;
+		return 0;
+	}
+	/* keep_days counts from INTERNALDATE: the server's arrival time. */
+	{
+		static const char *const mon[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+						   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+		time_t t = r->now - (time_t)r->a->keep_days * 86400;
+		struct tm tm;
+		char crit[40];
+
+		gmtime_r(&t, &tm);
+		snprintf(crit, sizeof(crit), "BEFORE %d-%s-%d", tm.tm_mday, mon[tm.tm_mon],
+			 tm.tm_year + 1900);
+		ret = imap_search(r->im, crit, all.v[0], all.v[all.n - 1], &old, &nold, r->err);
+	}
+	for (size_t i = 0; i < nold && ret == 0; i++)
+		if (state_uid_has(r->st, r->folder, old[i]))
+			ret = uidvec_cb(out, old[i]);
+	free(old);
+	free(all.v);
+	return ret;
+}
+
+static int
+delete_fetched(struct irun *r)
+{
+	struct uidvec del = { 0 };
+	int ret = deletable(r, &del);
+
+	if (ret < 0 || del.n == 0)
+		goto out;
+	ret = imap_store_flag(r->im, del.v, del.n, false, r->err);
+	if (ret < 0)
+		goto out;
+	account_crash_point();
+	if (imap_caps(r->im)->uidplus) {
+		ret = imap_uid_expunge(r->im, del.v, del.n, r->err);
+	} else if (r->a->expunge) {
+		ret = imap_expunge(r->im, r->err);
+	} else {
+		/* A plain EXPUNGE would also remove what other clients marked \Deleted. */
+		log_warn("%s: %s: the server lacks UIDPLUS: %zu message(s) marked \\Deleted but "
+			 "not expunged (set expunge = yes to allow a plain EXPUNGE)",
+			 r->a->name, r->folder, del.n);
+		goto out;
+	}
+	if (ret < 0)
+		goto out;
+	account_crash_point();
+	for (size_t i = 0; i < del.n && ret == 0; i++)
+		ret = state_uid_remove(r->st, r->folder, del.v[i], r->err);
+	if (ret == 0)
+		ret = state_sync(r->st, r->err);
+	r->changed = true;
+	r->stats->deleted += (unsigned)del.n;
+out:
+	free(del.v);
+	return ret;
+}
+
+static int
+open_folder_maildir(struct irun *r, const char *name, char delim)
+{
+	char *dir = NULL, *path;
+	int ret = folder_to_maildir(name, delim, &dir);
+
+	if (ret < 0)
+		return mp_err_set(r->err, ret, MP_EX_PROTOCOL,
+				  "folder \"%s\" cannot be mapped to a Maildir folder", name);
+	if (asprintf(&path, "%s%s%s", r->a->maildir, *dir ? "/" : "", dir) < 0) {
+		free(dir);
+		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	}
+	free(dir);
+	ret = maildir_open(path, r->tag, &r->md, r->err);
+	free(path);
+	return ret;
+}
+
+/* Whether the folder needs any work beyond SELECT (invariant 6). */
+static bool
+folder_unchanged(struct irun *r, const struct imap_folder *f, uint32_t uidnext)
+{
+	if (!uidnext || f->uidnext != uidnext)
+		return false;
+	if (r->a->keep_days >= 0)
+		return false;
+	return r->a->keep || state_uid_count(r->st, r->folder) == 0;
+}
+
+static int
+do_folder(struct irun *r, const struct imap_mailbox *mb)
+{
+	struct imap_folder f;
+	uint32_t uv = 0, uidnext = 0;
+	bool fresh = false, read_only;
+	int ret;
+
+	r->folder = mb->name;
+	read_only = r->a->keep && r->a->keep_days < 0 && !r->a->mark_seen;
+	ret = imap_select(r->im, mb->name, read_only, &f, r->err);
+	if (ret < 0)
+		return ret;
+	if (state_folder_get(r->st, mb->name, &uv, &uidnext) < 0 || uv != f.uidvalidity) {
+		fresh = uv != 0;      /* known folder, new UIDVALIDITY */
+		ret = state_folder_reset(r->st, mb->name, f.uidvalidity, r->err);
+		if (ret == 0)
+			ret = state_sync(r->st, r->err);
+		if (ret < 0)
+			return ret;
+		r->changed = true;
+		uidnext = 0;
+	}
+	if (folder_unchanged(r, &f, uidnext))
+		return 0;
+	ret = open_folder_maildir(r, mb->name, mb->delim);
+	if (ret == 0)
+		ret = account_recover(r->a, r->st, r->md, r->err);
+	if (ret == 0)
+		ret = imap_list_messages(r->im, fresh || !uidnext ? 1 : uidnext, &r->msgs,
+					 &r->nmsgs, r->err);
+	if (ret == 0 && fresh)
+		ret = revalidate(r);
+	if (ret == 0) {
+		for (size_t i = 0; i < r->nmsgs; i++)
+			if (!state_uid_has(r->st, r->folder, r->msgs[i].uid))
+				r->progress.total++;
+		ret = fetch_new(r);
+	}
+	if (ret == 0)
+		ret = delete_fetched(r);
+	if (ret == 0 && f.uidnext) {
+		ret = state_folder_set_uidnext(r->st, mb->name, f.uidnext, r->err);
+		if (ret == 0)
+			ret = state_sync(r->st, r->err);
+		r->changed = true;
+	}
+	r->stats->on_server += f.exists;
+	free(r->msgs);
+	r->msgs = NULL;
+	r->nmsgs = 0;
+	maildir_close(r->md);
+	r->md = NULL;
+	return ret;
+}
+
+static bool
+matches_any(char *const *pats, size_t n, const char *name, char delim)
+{
+	for (size_t i = 0; i < n; i++)
+		if (folder_match(pats[i], name, delim) == 1)
+			return true;
+	return false;
+}
+
+/*
+ * The folders to work on: LIST "" "*" (and each other-users and shared
+ * namespace when the account asks), filtered by folders and exclude. A
+ * folder named without wildcards that does not exist is an error for
+ * that folder only.
+ */
+static int
+expand_folders(struct irun *r, struct imap_mailbox **ret_mb, size_t *ret_n)
+{
+	struct imap_mailbox *all = NULL;
+	size_t nall = 0, keep = 0;
+	int ret = imap_list(r->im, "*", &all, &nall, r->err);
+
+	if (ret == 0 && r->a->namespaces) {
+		struct imap_namespace *ns = NULL;
+		size_t nns = 0;
+
+		ret = imap_namespaces(r->im, &ns, &nns, r->err);
+		for (size_t i = 0; i < nns && ret == 0; i++) {
+			struct imap_mailbox *more = NULL, *grown;
+			size_t nmore = 0;
+			char *pat;
+
+			if (asprintf(&pat, "%s*", ns[i].prefix) < 0) {
+				ret = -ENOMEM;
+				break;
+			}
+			ret = imap_list(r->im, pat, &more, &nmore, r->err);
+			free(pat);
+			grown = ret == 0 ? realloc(all, (nall + nmore + 1) * sizeof(*all)) : NULL;
+			if (ret == 0 && !grown)
+				ret = -ENOMEM;
+			if (ret == 0) {
+				all = grown;
+				memcpy(all + nall, more, nmore * sizeof(*more));
+				nall += nmore;
+				free(more);
+			} else {
+				imap_mailboxes_free(more, nmore);
+			}
+		}
+		imap_namespaces_free(ns, nns);
+	}
+	if (ret < 0) {
+		imap_mailboxes_free(all, nall);
+		return ret == -ENOMEM ? mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory") : ret;
+	}
+	for (size_t i = 0; i < nall; i++) {
+		struct imap_mailbox *m = &all[i];
+		bool take = !m->noselect && matches_any(r->a->folders, r->a->nfolders, m->name, m->delim)
+			    && !matches_any(r->a->exclude, r->a->nexclude, m->name, m->delim);
+
+		if (take) {
+			struct imap_mailbox t = *m;
+
+			*m = all[keep];
+			all[keep++] = t;
+		}
+	}
+	imap_mailboxes_free(all + keep, nall - keep);
+	*ret_mb = all;
+	*ret_n = keep;
+	return 0;
+}
+
+static bool
+has_wildcard(const char *p)
+{
+	return strpbrk(p, "*%") != NULL;
+}
+
+/* Configured folders without wildcards that LIST did not return. */
+static int
+check_missing(struct irun *r, const struct imap_mailbox *mb, size_t n)
+{
+	for (size_t i = 0; i < r->a->nfolders; i++) {
+		const char *want = r->a->folders[i];
+		bool found = false;
+
+		if (has_wildcard(want))
+			continue;
+		for (size_t j = 0; j < n && !found; j++)
+			found = folder_match(want, mb[j].name, mb[j].delim) == 1;
+		if (!found)
+			return mp_err_set(r->err, -ENOENT, MP_EX_CONFIG,
+					  "folder \"%s\" does not exist on the server (or is excluded)",
+					  want);
+	}
+	return 0;
+}
+
+static int
+open_session(struct irun *r)
+{
+	const struct mp_account *a = r->a;
+	const struct imap_caps *caps;
+	struct conn_opts co;
+	struct conn *c = NULL;
+	enum sasl_mech mech;
+	char *secret = NULL;
+	int ret;
+
+	account_conn_opts(a, &co);
+	ret = conn_open(&co, a->tls == MP_TLS_IMPLICIT, &c, r->err);
+	if (ret == 0)
+		ret = imap_open(c, a->tls == MP_TLS_STARTTLS, &r->im, r->err);
+	if (ret < 0)
+		return ret;
+	if (imap_preauthenticated(r->im))
+		return 0;
+	caps = imap_caps(r->im);
+	ret = sasl_choose(caps->sasl, !caps->logindisabled, a->auth, &mech);
+	if (ret < 0)
+		return mp_err_set(r->err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
+				  "no usable authentication mechanism (server offers \"%s\"%s; auth = %s)",
+				  caps->sasl, caps->logindisabled ? ", LOGINDISABLED" : " and LOGIN",
+				  a->auth ? a->auth : "automatic");
+	/* The secret is fetched only now: after TLS is verified, right before use. */
+	ret = secret_get(a, a->timeout_s * 1000, &secret, r->err);
+	if (ret < 0)
+		return ret;
+	ret = imap_auth(r->im, mech, a->user, secret, r->err);
+	secret_free(secret);
+	return ret;
+}
+
+/* Finishes what an interrupted run left in the root and every subfolder. */
+static int
+recover_all(struct irun *r)
+{
+	struct maildir *md = NULL;
+	DIR *d;
+	struct dirent *de;
+	int ret = maildir_open(r->a->maildir, r->tag, &md, r->err);
+
+	if (ret == 0)
+		ret = account_recover(r->a, r->st, md, r->err);
+	maildir_close(md);
+	d = ret == 0 ? opendir(r->a->maildir) : NULL;
+	while (d && ret == 0 && (de = readdir(d))) {
+		char *path, *tmp;
+		bool sub;
+
+		if (de->d_name[0] != '.' || !strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (asprintf(&path, "%s/%s", r->a->maildir, de->d_name) < 0)
+			return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		tmp = NULL;
+		sub = asprintf(&tmp, "%s/tmp", path) >= 0 && access(tmp, F_OK) == 0;
+		free(tmp);
+		if (sub) {
+			md = NULL;
+			ret = maildir_open(path, r->tag, &md, r->err);
+			if (ret == 0)
+				ret = account_recover(r->a, r->st, md, r->err);
+			maildir_close(md);
+		}
+		free(path);
+	}
+	if (d)
+		closedir(d);
+	return ret;
+}
+
+static int
+run_folders(struct irun *r)
+{
+	struct imap_mailbox *mb = NULL;
+	size_t n = 0;
+	struct mp_err ferr = { 0 };
+	int ret = expand_folders(r, &mb, &n), first = 0;
+
+	if (ret == 0)
+		first = check_missing(r, mb, n);
+	if (first < 0) {
+		ferr = *r->err;
+		mp_err_clear(r->err);
+	}
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		ret = do_folder(r, &mb[i]);
+		if (ret == -ENOENT) {
+			/* Vanished between LIST and SELECT: that folder only. */
+			log_warn("%s: %s: %s", r->a->name, mb[i].name, r->err->msg);
+			mp_err_clear(r->err);
+			ret = 0;
+		}
+	}
+	imap_mailboxes_free(mb, n);
+	if (ret == 0 && first < 0) {
+		*r->err = ferr;
+		ret = first;
+	}
+	return ret;
+}
+
+int
+account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
+		 const struct account_opts *o, struct state *st, struct account_stats *stats,
+		 struct mp_err *err)
+{
+	struct irun r = { .a = a, .o = o, .stats = stats, .st = st, .err = err };
+	int ret, cret;
+
+	(void)cfg;
+	r.now = time(NULL);
+	r.progress = (struct account_progress){ .name = a->name, .on = o->progress,
+						.start_ms = util_now_ms() };
+	account_tag(a->name, r.tag);
+	ret = recover_all(&r);
+	if (ret == 0)
+		ret = open_session(&r);
+	if (ret == 0)
+		ret = run_folders(&r);
+	account_progress(&r.progress, stats, true);
+	if (r.im && (ret == 0 || err->ex == MP_EX_CONFIG)) {
+		struct mp_err lerr = { 0 };
+
+		if (imap_logout(r.im, &lerr) < 0)
+			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
+	}
+	if (r.changed && !r.unpublished) {
+		struct mp_err cerr = { 0 };
+
+		cret = state_compact(st, &cerr);
+		if (cret < 0 && ret == 0) {
+			*err = cerr;
+			ret = cret;
+		}
+	}
+	imap_free(r.im);
+	maildir_close(r.md);
+	batch_discard(&r);
+	free(r.msgs);
+	return ret;
+}
+
+static int
+preview_folder(struct irun *r, const struct imap_mailbox *mb, preview_cb cb, void *ud)
+{
+	struct imap_folder f;
+	struct imap_envelope *env = NULL;
+	uint32_t uv = 0, uidnext = 0, *uids = NULL;
+	size_t nenv = 0, n = 0;
+	int ret;
+
+	r->folder = mb->name;
+	ret = imap_select(r->im, mb->name, true, &f, r->err);
+	if (ret < 0)
+		return ret;
+	if (state_folder_get(r->st, mb->name, &uv, &uidnext) < 0 || uv != f.uidvalidity)
+		uidnext = 0;
+	if (uidnext && uidnext == f.uidnext)
+		return 0;
+	ret = imap_list_messages(r->im, uidnext ? uidnext : 1, &r->msgs, &r->nmsgs, r->err);
+	if (ret == 0 && !(uids = calloc(r->nmsgs + 1, sizeof(*uids))))
+		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
+		const struct imap_msginfo *m = &r->msgs[i];
+
+		if (!state_uid_has(r->st, mb->name, m->uid) && !(m->flags & IMAP_FLAG_DELETED) &&
+		    !(r->a->only_unseen && (m->flags & IMAP_FLAG_SEEN)))
+			uids[n++] = m->uid;
+	}
+	if (ret == 0 && n > 0)
+		ret = imap_fetch_envelopes(r->im, uids, n, &env, &nenv, r->err);
+	for (size_t i = 0; i < nenv && ret == 0; i++) {
+		struct preview_item it = {
+			.folder = mb->name, .date = env[i].date, .from = env[i].from,
+			.subject = env[i].subject, .size = env[i].size,
+		};
+
+		ret = cb(ud, &it);
+	}
+	imap_envelopes_free(env, nenv);
+	free(uids);
+	free(r->msgs);
+	r->msgs = NULL;
+	r->nmsgs = 0;
+	return ret;
+}
+
+int
+account_imap_preview(const struct mp_account *a, struct state *st, const char *folder,
+		     preview_cb cb, void *ud, struct mp_err *err)
+{
+	struct account_stats stats = { 0 };
+	struct account_opts o = { 0 };
+	struct irun r = { .a = a, .o = &o, .stats = &stats, .st = st, .err = err };
+	struct imap_mailbox *mb = NULL;
+	size_t n = 0;
+	bool seen = false;
+	int ret = open_session(&r);
+
+	if (ret == 0)
+		ret = expand_folders(&r, &mb, &n);
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		if (folder && folder_match(folder, mb[i].name, mb[i].delim) != 1)
+			continue;
+		seen = true;
+		ret = preview_folder(&r, &mb[i], cb, ud);
+	}
+	if (ret == 0 && folder && !seen)
+		ret = mp_err_set(err, -ENOENT, MP_EX_USAGE,
+				 "folder \"%s\" is not one of the account's folders on the server",
+				 folder);
+	if (ret == 0 && r.im) {
+		struct mp_err lerr = { 0 };
+
+		if (imap_logout(r.im, &lerr) < 0)
+			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
+	}
+	imap_mailboxes_free(mb, n);
+	imap_free(r.im);
+	return ret;
+}
