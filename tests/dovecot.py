@@ -486,10 +486,13 @@ service imap {{
 
     def create_mailbox(self, user, *names):
         """Creates folders (names in UTF-8 with the '/' separator, e.g.
-        "Archive/2024"; parents are created too, as \\Noselect when empty)."""
+        "Archive/2024"; parents are created too, as \\Noselect when empty).
+        A folder that already exists is left as it is."""
         self.ensure_mailbox(user)
         for name in names:
-            self.doveadm("mailbox", "create", "-u", user, name)
+            r = self.doveadm("mailbox", "create", "-u", user, name, check=False)
+            if r.returncode != 0 and b"already exists" not in r.stderr:
+                raise RuntimeError(f"doveadm mailbox create {name!r} failed: {r.stderr!r}")
 
     def delete_mailbox(self, user, name):
         self.doveadm("mailbox", "delete", "-u", user, name)
