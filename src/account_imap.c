@@ -457,6 +457,7 @@ do_folder(struct irun *r, const struct imap_mailbox *mb)
 		r->changed = true;
 		uidnext = 0;
 	}
+	r->stats->on_server += f.exists;
 	if (folder_unchanged(r, &f, uidnext))
 		return 0;
 	ret = open_folder_maildir(r, mb->name, mb->delim);
@@ -473,7 +474,8 @@ do_folder(struct irun *r, const struct imap_mailbox *mb)
 				r->progress.total++;
 		ret = fetch_new(r);
 	}
-	if (ret == 0)
+	/* DESIGN: a UIDVALIDITY change deletes nothing; the next run may. */
+	if (ret == 0 && !fresh)
 		ret = delete_fetched(r);
 	if (ret == 0 && f.uidnext) {
 		ret = state_folder_set_uidnext(r->st, mb->name, f.uidnext, r->err);
@@ -481,7 +483,6 @@ do_folder(struct irun *r, const struct imap_mailbox *mb)
 			ret = state_sync(r->st, r->err);
 		r->changed = true;
 	}
-	r->stats->on_server += f.exists;
 	free(r->msgs);
 	r->msgs = NULL;
 	r->nmsgs = 0;
