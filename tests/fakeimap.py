@@ -395,6 +395,41 @@ class FakeIMAP:
             else:
                 c.line(f"{tag} BAD unknown command")
 
+    INTERNALDATE = "25-Nov-2025 10:00:00 +0000"
+
+    @staticmethod
+    def _matches(args, uid, flags, maxuid):
+        """The SEARCH keys tests need, ANDed: ALL, [UN]SEEN, [UN]DELETED,
+        [UN]FLAGGED, [UN]ANSWERED, BEFORE/SINCE date, UID set, a bare set."""
+        date = time.strptime(FakeIMAP.INTERNALDATE.split()[0], "%d-%b-%Y")
+        toks = [t.upper() for t in args if t]
+        i = 0
+        while i < len(toks):
+            t = toks[i]
+            if t in ("ALL", "CHARSET"):
+                i += 2 if t == "CHARSET" else 1
+                continue
+            neg = t.startswith("UN")
+            name = "\\" + (t[2:] if neg else t).capitalize()
+            if t in ("SEEN", "UNSEEN", "DELETED", "UNDELETED", "FLAGGED", "UNFLAGGED",
+                     "ANSWERED", "UNANSWERED"):
+                if (name in flags) == neg:
+                    return False
+            elif t in ("BEFORE", "SINCE") and i + 1 < len(toks):
+                d = time.strptime(toks[i + 1].strip('"').title(), "%d-%b-%Y")
+                if (t == "BEFORE" and not date < d) or (t == "SINCE" and not date >= d):
+                    return False
+                i += 1
+            elif t == "UID" and i + 1 < len(toks):
+                if uid not in parse_set(toks[i + 1], maxuid):
+                    return False
+                i += 1
+            elif re.fullmatch(r"[0-9*:,]+", t):
+                if uid not in parse_set(t, maxuid):
+                    return False
+            i += 1
+        return True
+
     def _uid_command(self, c, tag, sub, args):
         with self.lock:
             uids = list(self.uids)
@@ -414,7 +449,7 @@ class FakeIMAP:
                 if "RFC822.SIZE" in items:
                     out.append(f"RFC822.SIZE {len(data)}")
                 if "INTERNALDATE" in items:
-                    out.append('INTERNALDATE "25-Nov-2025 10:00:00 +0000"')
+                    out.append(f'INTERNALDATE "{self.INTERNALDATE}"')
                 if "ENVELOPE" in items:
                     out.append(f"ENVELOPE {envelope(msgs[i])}")
                 head = f"* {i + 1} FETCH ({' '.join(out)}"
@@ -427,14 +462,8 @@ class FakeIMAP:
                     c.line(head + ")")
             c.line(f"{tag} OK UID FETCH completed")
         elif sub == "SEARCH":
-            crit = " ".join(args).upper()
-            res = []
-            for i, uid in enumerate(uids):
-                if "UNSEEN" in crit and "\\Seen" in flags[i]:
-                    continue
-                if "DELETED" in crit and "UNDELETED" not in crit and "\\Deleted" not in flags[i]:
-                    continue
-                res.append(str(uid))
+            res = [str(uid) for i, uid in enumerate(uids)
+                   if self._matches(args, uid, flags[i], maxuid)]
             c.line("* SEARCH" + "".join(" " + u for u in res))
             c.line(f"{tag} OK UID SEARCH completed")
         elif sub == "STORE":
