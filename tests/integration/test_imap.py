@@ -193,8 +193,6 @@ def test_nested_and_non_ascii_folder_names(mp):
     for d in (".Archive.2024", ".Entw\u00fcrfe"):
         for s in ("new", "cur", "tmp"):
             assert os.path.isdir(sub(mp, os.path.join(d, s))), (d, s)
-        # Maildir++ marks subfolders so other readers know them.
-        assert os.path.exists(sub(mp, os.path.join(d, "maildirfolder"))), d
 
 
 def test_missing_folder_fails_the_account_after_the_others(mp):
