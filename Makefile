@@ -3,7 +3,7 @@
 #   make check      unit + integration tests (needs the packages in tests/deps.sh)
 #   make asan       the whole test suite again under AddressSanitizer + UBSan
 #   make demo       fetch sample mail from a throwaway local Dovecot
-#   make bench      mailpull against mpop on the same local mailbox
+#   make bench      mailpull against mpop (POP3) and mbsync (IMAP) on the same local mailbox
 #   make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX ?= /usr/local

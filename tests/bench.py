@@ -1,11 +1,16 @@
 """mailpull against its peers on the same private Dovecot and the same mail.
 
     python3 tests/bench.py BUILD/mailpull [--rounds 3] [--count 5000] [--large]
-                                          [--cache DIR] [--mpop mpop]
+                                          [--proto pop3|imap|all]
+                                          [--cache DIR] [--mpop mpop] [--mbsync mbsync]
 
 POP3: mailpull (keep = no, a fresh Maildir) against mpop (keep off, delivery
 maildir, tls on, tls_trust_file the test CA, pipelining auto), both over
-POP3S. A pristine mailbox of COUNT ~4 KiB messages (plus 5 x 20 MiB with
+POP3S. IMAP: mailpull (keep = yes, folders INBOX) against isync's mbsync
+(IMAPS with the test CA as CertificateFile, a MaildirStore, a Channel
+pulling INBOX only: Sync Pull, Create Near, Expunge None), both over IMAPS;
+after each IMAP run the server must still hold every message. --proto
+picks one protocol. A pristine mailbox of COUNT ~4 KiB messages (plus 5 x 20 MiB with
 --large) is built once under the cache directory; before every run it is
 restored with hard links (`cp -al`) into a fresh Dovecot user, without
 index files, and indexed by doveadm outside the timing. Runs are
@@ -18,7 +23,10 @@ with its reaped child; peak RSS is GNU time's report of the child alone.
 """
 
 import argparse
+import collections
+import hashlib
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -129,6 +137,25 @@ def count_maildir(md):
     return len(mprun.maildir_files(md))
 
 
+def digests(paths, strip_tuid=False):
+    """Counter of content hashes; strip_tuid drops the X-TUID header line
+    mbsync adds to every message it stores (its own bookkeeping)."""
+    c = collections.Counter()
+    for p in paths:
+        with open(p, "rb") as f:
+            data = f.read()
+        if strip_tuid:
+            head, sep, body = data.partition(b"\n\n")
+            head = re.sub(rb"(?m)^X-TUID: [^\n]*\n?", b"", head + b"\n", count=1)[:-1]
+            data = head + sep + body
+        c[hashlib.sha256(data).hexdigest()] += 1
+    return c
+
+
+def pristine_digests(pristine):
+    return digests(mprun.maildir_files(pristine))
+
+
 # ---- the contenders ----------------------------------------------------------
 
 def run_mailpull(args, dc, user, work):
@@ -176,12 +203,67 @@ uidls_file {os.path.join(work, "uidls")}
     return r, md
 
 
-# IMAP (mailpull against mbsync on Dovecot's IMAPS) comes here once mailpull
-# speaks IMAP: add ("imap", "mailpull", run_mailpull_imap) and
-# ("imap", "mbsync", run_mbsync) to CONTENDERS; the table code is shared.
+def run_mailpull_imap(args, dc, user, work):
+    md = os.path.join(work, "Maildir")
+    cfg = os.path.join(work, "mailpull.conf")
+    acct = mprun.dovecot_imap_account(dc, user, md, keep=True, folders=["INBOX"],
+                                      timeout=mprun.Raw("300s"))
+    mprun.write_config(cfg, {"bench": acct}, state_dir=os.path.join(work, "state"))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work,
+           "XDG_STATE_HOME": os.path.join(work, "xdg-state")}
+    r = mprun.run([args.binary, "-q", "-c", cfg], timeout=args.timeout, env=env,
+                  measure_rss=True)
+    return r, md
+
+
+def run_mbsync(args, dc, user, work):
+    """isync's mbsync pulling INBOX into a Maildir, leaving the server alone."""
+    md = os.path.join(work, "Maildir")
+    os.makedirs(os.path.join(work, "mbsync-folders"), exist_ok=True)
+    rc = os.path.join(work, "mbsyncrc")
+    # mbsync matches only DNS names of the certificate, not its IP addresses.
+    text = f"""IMAPAccount bench
+Host localhost
+Port {dc.imaps_port}
+User {user}
+Pass {dc.password}
+SSLType IMAPS
+SSLVersions TLSv1.2 TLSv1.3
+CertificateFile {dc.ca_file}
+Timeout 300
+
+IMAPStore bench-remote
+Account bench
+
+MaildirStore bench-local
+Path {work}/mbsync-folders/
+Inbox {md}
+
+Channel bench
+Far :bench-remote:
+Near :bench-local:
+Patterns INBOX
+Sync Pull
+Create Near
+Remove None
+Expunge None
+SyncState *
+"""
+    fd = os.open(rc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    r = mprun.run([args.mbsync, "-q", "-c", rc, "bench"], timeout=args.timeout,
+                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work},
+                  measure_rss=True)
+    return r, md
+
+
+# (protocol, client, runner, whether the client leaves the mail on the server)
 CONTENDERS = [
-    ("pop3", "mailpull", run_mailpull),
-    ("pop3", "mpop", run_mpop),
+    ("pop3", "mailpull", run_mailpull, False),
+    ("pop3", "mpop", run_mpop, False),
+    ("imap", "mailpull", run_mailpull_imap, True),
+    ("imap", "mbsync", run_mbsync, True),
 ]
 
 
@@ -199,7 +281,9 @@ def main():
     ap.add_argument("--large", action="store_true", help=f"add {LARGE_COUNT} x 20 MiB messages")
     ap.add_argument("--cache", default=os.environ.get("MAILPULL_BENCH_CACHE",
                                                        "/var/tmp/mailpull-bench"))
+    ap.add_argument("--proto", choices=("pop3", "imap", "all"), default="all")
     ap.add_argument("--mpop", default=shutil.which("mpop") or "mpop")
+    ap.add_argument("--mbsync", default=shutil.which("mbsync") or "mbsync")
     ap.add_argument("--timeout", type=float, default=1800.0)
     args = ap.parse_args()
     args.binary = os.path.abspath(args.binary)
@@ -208,31 +292,37 @@ def main():
     os.chmod(args.cache, 0o755)
     pristine = build_pristine(args.cache, args.count, args.large)
     expect = args.count + (LARGE_COUNT if args.large else 0)
+    want = pristine_digests(pristine)
 
     # Dovecot's files live next to the pristine set: hard links need one file system.
     work = os.path.join(args.cache, f"run-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    results = {(p, n): [] for p, n, _ in CONTENDERS}
+    contenders = [c for c in CONTENDERS if args.proto in ("all", c[0])]
+    results = {(p, n): [] for p, n, _, _ in contenders}
     failed = False
     dc = Dovecot(workdir=os.path.join(work, "dovecot"))
     try:
         dc.start()
-        log(f"Dovecot POP3S on {dc.host}:{dc.pop3s_port}; {expect} messages per run, "
-            f"{args.rounds} rounds")
+        log(f"Dovecot POP3S on {dc.host}:{dc.pop3s_port}, IMAPS on {dc.imaps_port}; "
+            f"{expect} messages per run, {args.rounds} rounds")
         for rnd in range(args.rounds):
-            for proto, name, fn in CONTENDERS:
-                user = f"bench{rnd}{name}"
+            for proto, name, fn, keeps in contenders:
+                user = f"bench{rnd}{proto}{name}"
                 restore(dc, pristine, user, expect)
                 out = os.path.join(work, f"{name}-{rnd}")
                 os.makedirs(out)
                 r, md = fn(args, dc, user, out)
                 got = count_maildir(md)
                 left = dc.count(user)
-                ok = r.rc == 0 and got == expect and left == 0
+                # Outside the timing: every message arrived, byte for byte, once.
+                same = got == expect and \
+                    digests(mprun.maildir_files(md), name == "mbsync") == want
+                ok = r.rc == 0 and same and left == (expect if keeps else 0)
                 log(f"  round {rnd + 1} {proto} {name:9s} wall {r.elapsed:7.2f} s  "
                     f"cpu {r.cpu:7.2f} s  rss {r.maxrss_kib / 1024:7.1f} MiB  "
-                    f"got {got}/{expect}, {left} left{'' if ok else '  FAILED'}")
+                    f"got {got}/{expect}{'' if same else ' (content differs)'}, {left} left"
+                    f"{'' if ok else '  FAILED'}")
                 if not ok:
                     failed = True
                     log(str(r))
@@ -253,7 +343,7 @@ def main():
              median([r.maxrss_kib / 1024 for r in rs]))
         med[(proto, name)] = m
         log(f"{proto:5s} {name:9s} {m[0]:8.2f} {m[1]:8.2f} {m[2]:8.1f}")
-    for proto, name, _ in CONTENDERS:
+    for proto, name, _, _ in contenders:
         if name == "mailpull" or (proto, "mailpull") not in med:
             continue
         a, b = med[(proto, "mailpull")], med[(proto, name)]

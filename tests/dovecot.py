@@ -10,7 +10,9 @@ Usage:
         assert dc.count(user) == 0
 
 Everything lives under one work directory: certificates, dovecot.conf,
-base/state dirs, the log and the mail (WORKDIR/mail/USER/Maildir). Dovecot
+base/state dirs, the log and the mail (WORKDIR/mail/USER/Maildir, folders as
+Maildir++ subdirectories: "Archive/2024" is .Archive.2024; the IMAP
+hierarchy delimiter is '/', see `separator`). Dovecot
 runs in the foreground as our child and is stopped by its PID. Any user
 name logs in with dc.password; a fresh user name per test gives isolation.
 
@@ -140,7 +142,7 @@ def make_server_cert(dirpath, name, ca_crt, ca_key,
 class Dovecot:
     """A private Dovecot (POP3 + IMAP, plain and implicit TLS) on loopback."""
 
-    def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False):
+    def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False, separator="/"):
         self._own_workdir = workdir is None
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="mailpull-dovecot-")
@@ -149,6 +151,8 @@ class Dovecot:
         self.password = password
         self.ipv6 = has_ipv6_loopback() if ipv6 is None else ipv6
         self.fsync = fsync
+        # The IMAP hierarchy delimiter. The files stay Maildir++ (".A.B") either way.
+        self.separator = separator
         self.proc = None
         self.conf = os.path.join(self.workdir, "dovecot.conf")
         self.log_path = os.path.join(self.workdir, "dovecot.log")
@@ -232,6 +236,11 @@ userdb {{
 first_valid_uid = {low}
 first_valid_gid = {low}
 mail_location = maildir:{self.maildir_root}/%u/Maildir
+namespace inbox {{
+  inbox = yes
+  separator = {self.separator}
+  prefix =
+}}
 mail_fsync = {"optimized" if self.fsync else "never"}
 default_vsz_limit = 1G
 pop3_uidl_format = %08Xu%08Xv
@@ -370,13 +379,15 @@ service imap {{
             self._mkdir_owned(os.path.join(md, sub))
         return md
 
-    def add_message(self, user, data, mtime=None):
+    def add_message(self, user, data, mtime=None, folder="INBOX"):
         """Puts data (bytes, LF line ends as Dovecot stores them) into the
-        user's INBOX as a new arrival, by writing the file into Maildir/new
-        with the mail user's ownership. Returns the file name."""
+        user's folder as a new arrival, by writing the file into its new/
+        with the mail user's ownership. mtime (Unix seconds) becomes the
+        message's INTERNALDATE. Returns the file name."""
         if isinstance(data, str):
             data = data.encode()
-        md = self.ensure_mailbox(user)
+        self.ensure_mailbox(user)
+        md = self.mailbox_path(user, folder)
         n = next(_seq)
         now = time.time()
         name = f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{n}.harness,S={len(data)}"
@@ -400,8 +411,9 @@ service imap {{
         self.ensure_mailbox(user)
         run(["doveadm", "-c", self.conf, "save", "-u", user, "-m", folder], input=data)
 
-    def doveadm(self, *args, timeout=60):
-        return run(["doveadm", "-c", self.conf] + list(args), timeout=timeout)
+    def doveadm(self, *args, timeout=60, check=True, input=None):
+        return run(["doveadm", "-c", self.conf] + list(args), timeout=timeout, check=check,
+                   input=input)
 
     def count(self, user, folder="INBOX"):
         """Messages in the folder, as Dovecot sees them."""
@@ -413,14 +425,14 @@ service imap {{
                 return int(tok.split("=", 1)[1])
         raise RuntimeError(f"unexpected doveadm output: {out!r}")
 
-    def message_files(self, user):
-        """Paths of the message files in the user's INBOX (new/ and cur/).
+    def message_files(self, user, folder="INBOX"):
+        """Paths of the message files in the user's folder (new/ and cur/).
 
         Dovecot may be moving files from new/ to cur/ (or renaming them to
         add flags) meanwhile, e.g. in a session whose client was just
         killed: the listing is retried until new/ stays the same around the
         listing of cur/, so no file is missed in transit."""
-        md = self.user_maildir(user)
+        md = self.mailbox_path(user, folder)
 
         def ls(sub):
             d = os.path.join(md, sub)
@@ -438,12 +450,12 @@ service imap {{
             time.sleep(0.01)
         raise RuntimeError(f"{md} keeps changing")
 
-    def bodies(self, user):
-        """The raw contents of the user's INBOX messages, read from disk."""
+    def bodies(self, user, folder="INBOX"):
+        """The raw contents of the user's messages in folder, read from disk."""
         for _ in range(100):
             res = []
             try:
-                for p in self.message_files(user):
+                for p in self.message_files(user, folder):
                     with open(p, "rb") as f:
                         res.append(f.read())
                 return res
@@ -469,6 +481,133 @@ service imap {{
                         os.unlink(p)
                     except FileNotFoundError:
                         pass
+
+    # ---- IMAP folders, flags and UIDVALIDITY ----------------------------------
+
+    def create_mailbox(self, user, *names):
+        """Creates folders (names in UTF-8 with the '/' separator, e.g.
+        "Archive/2024"; parents are created too, as \\Noselect when empty).
+        A folder that already exists is left as it is."""
+        self.ensure_mailbox(user)
+        for name in names:
+            r = self.doveadm("mailbox", "create", "-u", user, name, check=False)
+            if r.returncode != 0 and b"already exists" not in r.stderr:
+                raise RuntimeError(f"doveadm mailbox create {name!r} failed: {r.stderr!r}")
+
+    def delete_mailbox(self, user, name):
+        self.doveadm("mailbox", "delete", "-u", user, name)
+
+    def mailbox_path(self, user, folder="INBOX"):
+        """The Maildir++ directory Dovecot keeps folder in (".Archive.2024",
+        non-ASCII names in modified UTF-7). The folder must exist."""
+        if folder.upper() == "INBOX":
+            return self.ensure_mailbox(user)
+        self.ensure_mailbox(user)
+        out = self.doveadm("mailbox", "path", "-u", user, folder).stdout.decode().strip()
+        if not out or not os.path.isdir(out):
+            raise RuntimeError(f"no directory for folder {folder!r} of {user}: {out!r}")
+        return out
+
+    def mailboxes(self, user):
+        self.ensure_mailbox(user)
+        out = self.doveadm("mailbox", "list", "-u", user).stdout.decode()
+        return sorted(ln for ln in out.splitlines() if ln)
+
+    def status(self, user, folder="INBOX"):
+        """{"messages", "uidnext", "uidvalidity", "unseen"}: ints from Dovecot."""
+        self.ensure_mailbox(user)
+        out = self.doveadm("-f", "flow", "mailbox", "status", "-u", user,
+                           "messages uidnext uidvalidity unseen", folder).stdout.decode()
+        res = {}
+        for tok in out.split():
+            k, eq, v = tok.partition("=")
+            if eq and v.isdigit():
+                res[k] = int(v)
+        return res
+
+    def uidvalidity(self, user, folder="INBOX"):
+        return self.status(user, folder)["uidvalidity"]
+
+    def fetch(self, user, fields, folder="INBOX", query=("all",)):
+        """doveadm fetch: one dict per message, keyed by the fields asked
+        ("uid flags hdr.message-id size.physical date.received ...")."""
+        self.ensure_mailbox(user)
+        out = self.doveadm("-f", "tab", "fetch", "-u", user, fields, "mailbox", folder,
+                           *query).stdout.decode("utf-8", "replace")
+        lines = out.split("\n")
+        if not lines or not lines[0]:
+            return []
+        head = lines[0].split("\t")
+        return [dict(zip(head, ln.split("\t"))) for ln in lines[1:] if ln]
+
+    def flags(self, user, folder="INBOX"):
+        """{Message-ID: frozenset of flags} without \\Recent (session-bound)."""
+        res = {}
+        for m in self.fetch(user, "uid flags hdr.message-id", folder):
+            fl = frozenset(f for f in m["flags"].split() if f != "\\Recent")
+            res[m["hdr.message-id"].strip()] = fl
+        return res
+
+    def uids(self, user, folder="INBOX"):
+        """{Message-ID: UID}."""
+        return {m["hdr.message-id"].strip(): int(m["uid"])
+                for m in self.fetch(user, "uid hdr.message-id", folder)}
+
+    def add_flags(self, user, flags, folder="INBOX", query=("all",)):
+        """doveadm flags add, e.g. add_flags(u, "\\Seen \\Flagged", "INBOX",
+        ("header", "Message-ID", "<m-1@test>"))."""
+        self.doveadm("flags", "add", "-u", user, flags, "mailbox", folder, *query)
+
+    def flag_message(self, user, message_id, flags, folder="INBOX"):
+        self.add_flags(user, flags, folder, ("header", "Message-ID", message_id))
+
+    def save_messages(self, user, messages, folder="INBOX"):
+        for m in messages:
+            self.save_message(user, m, folder)
+
+    def rebuild_mailbox(self, user, folder="INBOX", tries=5):
+        """Makes Dovecot forget its index and UID list of folder so that it
+        rebuilds them from the files: same messages, same flags, a new
+        UIDVALIDITY. Only between sessions (no client may have it open).
+        Returns the new UIDVALIDITY."""
+        old = self.uidvalidity(user, folder)
+        path = self.mailbox_path(user, folder)
+        for _ in range(tries):
+            for n in os.listdir(path):
+                if n.startswith("dovecot") and not n.startswith("dovecot-uidvalidity"):
+                    p = os.path.join(path, n)
+                    if os.path.isdir(p):
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        try:
+                            os.unlink(p)
+                        except FileNotFoundError:
+                            pass
+            new = self.uidvalidity(user, folder)
+            if new != old:
+                return new
+            time.sleep(1.1)     # UIDVALIDITY comes from the clock
+        raise RuntimeError(f"UIDVALIDITY of {folder!r} stays {old}")
+
+    def recreate_mailbox(self, user, folder, messages, flags=None):
+        """Deletes folder and creates it again holding messages (in that
+        order, so UIDs are handed out anew), with a new UIDVALIDITY.
+        flags: {Message-ID: "\\Seen ..."} to set again afterwards."""
+        if folder.upper() == "INBOX":
+            raise ValueError("INBOX cannot be deleted: use rebuild_mailbox")
+        old = self.uidvalidity(user, folder)
+        for _ in range(5):
+            self.delete_mailbox(user, folder)
+            self.create_mailbox(user, folder)
+            if self.uidvalidity(user, folder) != old:
+                break
+            time.sleep(1.1)
+        else:
+            raise RuntimeError(f"UIDVALIDITY of {folder!r} stays {old}")
+        self.save_messages(user, messages, folder)
+        for mid, fl in (flags or {}).items():
+            self.flag_message(user, mid, fl, folder)
+        return self.uidvalidity(user, folder)
 
     def log_text(self):
         try:

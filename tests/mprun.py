@@ -24,6 +24,8 @@ class Raw(str):
 
 
 def conf_value(v):
+    if isinstance(v, (list, tuple)):
+        return "{ " + ", ".join(conf_value(x) for x in v) + " }"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, int):
@@ -72,6 +74,24 @@ def dovecot_pop3_account(dc, user, maildir, **over):
         "password": dc.password,
         "maildir": maildir,
         "keep": False,
+        "timeout": Raw("30s"),
+    }
+    a.update(over)
+    return a
+
+
+def dovecot_imap_account(dc, user, maildir, **over):
+    """Account settings for the harness Dovecot over IMAPS (keep: the
+    IMAP default, yes, unless given)."""
+    a = {
+        "protocol": Raw("imap"),
+        "host": dc.host,
+        "port": dc.imaps_port,
+        "tls": Raw("implicit"),
+        "tls_ca_file": dc.ca_file,
+        "user": user,
+        "password": dc.password,
+        "maildir": maildir,
         "timeout": Raw("30s"),
     }
     a.update(over)

@@ -149,6 +149,9 @@ class MailPull:
     def pop3_account(self, user, maildir=None, **over):
         return mprun.dovecot_pop3_account(self.dc, user, maildir or self.maildir(), **over)
 
+    def imap_account(self, user, maildir=None, **over):
+        return mprun.dovecot_imap_account(self.dc, user, maildir or self.maildir(), **over)
+
     def configure(self, accounts, path=None, mode=0o600, state_dir=True, extra=""):
         """accounts: one account's settings (named "t1") or {name: settings}."""
         if "protocol" in accounts or "host" in accounts:
