@@ -119,10 +119,13 @@ pad(FILE *out, const char *s, size_t to)
 static void
 print_table(struct pv *pv)
 {
-	size_t wd = 4, wf = 4;
+	size_t wd = 4, wf = 4, wfo = 0;
 
 	for (size_t i = 0; i < pv->n; i++) {
 		char *f = pv->rows[i].from;
+
+		if (pv->rows[i].folder && width(pv->rows[i].folder) > wfo)
+			wfo = width(pv->rows[i].folder);
 
 		if (width(pv->rows[i].date) > wd)
 			wd = width(pv->rows[i].date);
@@ -140,12 +143,20 @@ print_table(struct pv *pv)
 	for (size_t i = 0; i < pv->n; i++) {
 		const struct row *r = &pv->rows[i];
 
-		if (r->folder)
-			fprintf(pv->out, "%s  ", r->folder);
+		char size[32];
+
+		if (r->folder) {
+			pad(pv->out, r->folder, wfo);
+			fputs("  ", pv->out);
+		}
 		pad(pv->out, r->date, wd);
 		fputs("  ", pv->out);
 		pad(pv->out, r->from, wf);
-		fprintf(pv->out, "  %s  (%.1f KiB)\n", r->subject, (double)r->size / 1024.0);
+		if (r->size < 1024 * 1024)
+			snprintf(size, sizeof(size), "%.1fK", (double)r->size / 1024.0);
+		else
+			snprintf(size, sizeof(size), "%.1fM", (double)r->size / 1048576.0);
+		fprintf(pv->out, "  %7s  %s\n", size, r->subject);
 	}
 	fprintf(pv->out, "%s: %zu message%s waiting\n", pv->a->name, pv->n, pv->n == 1 ? "" : "s");
 }
