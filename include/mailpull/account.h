@@ -11,6 +11,7 @@
 #include "mailpull/err.h"
 #include "mailpull/config.h"
 
+#include <signal.h>
 #include <stdio.h>
 
 struct account_opts {
@@ -35,6 +36,16 @@ struct account_stats {
 int account_run(const struct mp_config *cfg, const struct mp_account *a,
 		const struct account_opts *o, struct account_stats *ret_stats,
 		struct mp_err *err) MP_WUR;
+
+/*
+ * For the daemon's idle = yes accounts: connects, authenticates, selects
+ * the account's first folder and waits in IDLE until new mail arrives (1),
+ * max_s seconds pass or *stop is set by a signal handler (0). -ENOTSUP
+ * when the server lacks IDLE (the caller falls back to polling) or the
+ * account is POP3. Takes no lock: it only reads. Errors as account_run().
+ */
+int account_idle_wait(const struct mp_config *cfg, const struct mp_account *a, unsigned max_s,
+		      volatile sig_atomic_t *stop, struct mp_err *err) MP_WUR;
 
 /*
  * Lists what is waiting on the server and not fetched yet (date, sender,

@@ -72,6 +72,15 @@ void conn_consume(struct conn *c, size_t n);
 void conn_body_start(struct conn *c);
 
 /*
+ * Waits, without consuming anything, until a byte is buffered or can be
+ * read, up to timeout_ms, or until a signal interrupts the wait (IMAP
+ * IDLE: the daemon's SIGUSR1/SIGTERM handlers must be able to cut it
+ * short). Returns 0 (data ready), -ETIMEDOUT, -EINTR, or the read errors
+ * of conn_read_line().
+ */
+int conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err) MP_WUR;
+
+/*
  * Queues bytes for sending (pipelining: several commands, one flush).
  * Queued bytes are sent by conn_flush(), or as soon as the queue is full.
  * Errors: -ETIMEDOUT, -ECONNRESET / -EPIPE, -EPROTO (TLS), -ENOMEM.

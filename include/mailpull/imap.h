@@ -12,6 +12,8 @@
 #ifndef MAILPULL_IMAP_H
 #define MAILPULL_IMAP_H
 
+#include <signal.h>
+
 #include "mailpull/common.h"
 #include "mailpull/conn.h"
 #include "mailpull/err.h"
@@ -183,6 +185,16 @@ int imap_store_flag(struct imap *m, const uint32_t *uids, size_t n, bool seen,
  */
 int imap_uid_expunge(struct imap *m, const uint32_t *uids, size_t n, struct mp_err *err) MP_WUR;
 int imap_expunge(struct imap *m, struct mp_err *err) MP_WUR;
+
+/*
+ * IDLE (RFC 2177) on the selected mailbox until the server reports more
+ * messages than the mailbox had (EXISTS), max_ms passes (callers keep it
+ * under 29 minutes, RFC 2177 section 3), or a signal interrupts the wait
+ * and *stop is non-zero; then DONE and the tagged OK. Returns 1 (new mail),
+ * 0 (time up or stopped), -ENOTSUP (no IDLE capability), conn's errors.
+ */
+int imap_idle(struct imap *m, unsigned max_ms, volatile sig_atomic_t *stop,
+	      struct mp_err *err) MP_WUR;
 
 /* LOGOUT, waiting for the tagged OK. */
 int imap_logout(struct imap *m, struct mp_err *err) MP_WUR;
