@@ -25,6 +25,7 @@
 
 #define BATCH_MAX_MSGS 128
 #define BATCH_MAX_BYTES (32u * 1024 * 1024)
+#define IDLE_MAX_S (28 * 60)   /* RFC 2177 section 3: re-issue IDLE at least every 29 minutes */
 
 struct irun {
 	const struct mp_account *a;
@@ -809,6 +810,68 @@ account_imap_preview(const struct mp_account *a, struct state *st, const char *f
 				 "folder \"%s\" is not one of the account's folders on the server",
 				 folder);
 	if (ret == 0 && r.im) {
+		struct mp_err lerr = { 0 };
+
+		if (imap_logout(r.im, &lerr) < 0)
+			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
+	}
+	imap_mailboxes_free(mb, n);
+	imap_free(r.im);
+	return ret;
+}
+
+/*
+ * The folder IDLE watches: the first configured one that exists, INBOX
+ * when a wildcard pattern matches it. NULL when none does.
+ */
+static const struct imap_mailbox *
+idle_folder(const struct mp_account *a, const struct imap_mailbox *mb, size_t n)
+{
+	for (size_t i = 0; i < a->nfolders; i++) {
+		const struct imap_mailbox *first = NULL;
+
+		for (size_t j = 0; j < n; j++) {
+			if (folder_match(a->folders[i], mb[j].name, mb[j].delim) != 1)
+				continue;
+			if (strcmp(mb[j].name, "INBOX") == 0)
+				return &mb[j];
+			if (!first)
+				first = &mb[j];
+		}
+		if (first)
+			return first;
+	}
+	return NULL;
+}
+
+int
+account_imap_idle(const struct mp_account *a, unsigned max_s, volatile sig_atomic_t *stop,
+		  struct mp_err *err)
+{
+	struct account_stats stats = { 0 };
+	struct account_opts o = { 0 };
+	struct irun r = { .a = a, .o = &o, .stats = &stats, .err = err };
+	struct imap_mailbox *mb = NULL;
+	const struct imap_mailbox *watch = NULL;
+	struct imap_folder f;
+	size_t n = 0;
+	int ret = open_session(&r);
+
+	/* Capabilities may change with login (RFC 3501 7.2.1): checked after it. */
+	if (ret == 0 && !imap_caps(r.im)->idle)
+		ret = mp_err_set(err, -ENOTSUP, MP_EX_PROTOCOL,
+				 "server does not offer IDLE (RFC 2177)");
+	if (ret == 0)
+		ret = expand_folders(&r, &mb, &n);
+	if (ret == 0 && !(watch = idle_folder(a, mb, n)))
+		ret = mp_err_set(err, -ENOENT, MP_EX_CONFIG,
+				 "none of the account's folders exists on the server");
+	/* EXAMINE: waiting must not change \Recent or anything else (RFC 3501 6.3.2). */
+	if (ret == 0)
+		ret = imap_select(r.im, watch->name, true, &f, err);
+	if (ret == 0)
+		ret = imap_idle(r.im, (max_s < IDLE_MAX_S ? max_s : IDLE_MAX_S) * 1000u, stop, err);
+	if (r.im && (ret >= 0 || ret == -ENOTSUP)) {
 		struct mp_err lerr = { 0 };
 
 		if (imap_logout(r.im, &lerr) < 0)

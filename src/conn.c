@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -354,6 +355,63 @@ conn_consume(struct conn *c, size_t n)
 	if (n > c->in_end - c->in_start)
 		n = c->in_end - c->in_start;
 	c->in_start += n;
+}
+
+/*
+ * Over TLS a readable socket may bring no application data (a partial
+ * record, a session ticket, a key update): those bytes are read without
+ * waiting, and the wait goes on until data can be handed over. Returns 1
+ * (data buffered), 0 (none yet) or a read error.
+ */
+static int
+wait_tls_data(struct conn *c, struct mp_err *err)
+{
+	ssize_t n = fill(c, util_now_ms(), err);
+
+	if (n < 0)
+		return (int)n;
+	return n > 0;
+}
+
+int
+conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err)
+{
+	int64_t deadline = util_now_ms() + timeout_ms;
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+
+	for (;;) {
+		int64_t left;
+		int r;
+
+		if (c->in_end > c->in_start)
+			return 0;
+		if (c->tls && tls_pending(c->tls)) {
+			r = wait_tls_data(c, err);
+			if (r != 0)
+				return r < 0 ? r : 0;
+		}
+		left = deadline - util_now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		/*
+		 * Not retried: a signal must end the wait so the caller can act
+		 * on the flag its handler set (IMAP IDLE, RFC 2177).
+		 */
+		if (r < 0 && errno == EINTR)
+			return -EINTR;
+		if (r < 0)
+			return mp_err_set(err, -errno, MP_EX_TEMPFAIL, "waiting for %s: %s",
+					  c->peer, strerror(errno));
+		if (r == 0)
+			continue;
+		/* Plain TCP: readable is enough; an end of file is the next read's to report. */
+		if (!c->tls)
+			return 0;
+		r = wait_tls_data(c, err);
+		if (r != 0)
+			return r < 0 ? r : 0;
+	}
 }
 
 static int

@@ -34,6 +34,7 @@
 #define IMAP_MAX_NAMESPACES 1000u
 #define IMAP_MAX_BREAKS 4              /* synchronizing literals in one command */
 #define IMAP_QUOTED_MAX 1024           /* longer strings go as literals */
+#define IDLE_SLICE_MS 5000             /* longest wait between looks at *stop */
 #define READ_CONT 100                  /* read_until(): a continuation request came */
 
 enum imap_state {
@@ -48,6 +49,7 @@ enum imap_state {
 	IMAP_ST_SEARCH,
 	IMAP_ST_STORE,
 	IMAP_ST_EXPUNGE,
+	IMAP_ST_IDLE,
 	IMAP_ST_LOGOUT,
 	IMAP_ST_MAX
 };
@@ -64,6 +66,7 @@ static const char *const state_names[IMAP_ST_MAX] = {
 	[IMAP_ST_SEARCH] = "SEARCH",
 	[IMAP_ST_STORE] = "STORE",
 	[IMAP_ST_EXPUNGE] = "EXPUNGE",
+	[IMAP_ST_IDLE] = "IDLE",
 	[IMAP_ST_LOGOUT] = "LOGOUT",
 };
 
@@ -2269,6 +2272,166 @@ imap_expunge(struct imap *m, struct mp_err *err)
 	m->state = IMAP_ST_EXPUNGE;
 	cmd_start(m, &cmd, "EXPUNGE");
 	return settle(m, simple_cmd(m, &cmd, "EXPUNGE", err));
+}
+
+/* ---- IDLE ---------------------------------------------------------------- */
+
+struct idle_ctx {
+	uint32_t known;      /* messages in the mailbox as last reported */
+	bool new_mail;
+};
+
+/*
+ * RFC 2177 section 3: the server reports changes with untagged EXISTS
+ * and EXPUNGE while idling. Only a count above the last known one means
+ * a new message; an EXPUNGE lowers the count first, so a later EXISTS
+ * at the same count is not new mail. FETCH (flag changes) is ignored.
+ */
+static int
+idle_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err *err)
+{
+	struct idle_ctx *x = ud;
+	uint32_t n;
+
+	(void)err;
+	if (r->status != IMAP_STATUS_NONE || r->count < 2 || imap_arg_u32(&r->args[0], &n) < 0)
+		return 0;
+	if (imap_arg_atom_is(&r->args[1], "EXISTS") && n > x->known)
+		x->new_mail = true;
+	/* untagged_common() has counted this EXISTS or EXPUNGE already. */
+	x->known = m->exists;
+	return 0;
+}
+
+/* Sends IDLE and reads up to the server's "+" (RFC 2177 section 3). */
+static int
+idle_start(struct imap *m, struct idle_ctx *x, unsigned *ret_tag, struct mp_err *err)
+{
+	const struct imap_response *r;
+	struct cmd cmd;
+	int rc;
+
+	cmd_start(m, &cmd, "IDLE");
+	*ret_tag = cmd.tag;
+	rc = cmd_send(m, &cmd, &r, err);
+	if (rc == 0)
+		rc = conn_flush(m->c, err);
+	cmd_free(&cmd);
+	if (rc == 0)
+		rc = read_until(m, *ret_tag, true, idle_resp, NULL, x, &r, err);
+	if (rc == READ_CONT)
+		return 0;
+	if (rc == IMAP_STATUS_OK) {
+		/* Completed without idling: trying again at once would only spin. */
+		m->refused = true;
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+				"server ended IDLE before entering it");
+	}
+	if (rc > 0)
+		return refused(m, r, -EPROTO, "IDLE", err);
+	return rc;
+}
+
+/*
+ * One response that arrived while idling. Once its first byte is in, the
+ * rest comes under the normal rules (the minimum rate included); only the
+ * silence before it is unbounded. Returns the status of the tagged
+ * completion (IMAP_STATUS_OK/NO/BAD, *ret set), 0 for untagged data, or a
+ * negative errno.
+ */
+static int
+idle_read_one(struct imap *m, unsigned tag, struct idle_ctx *x,
+	      const struct imap_response **ret, struct mp_err *err)
+{
+	const struct imap_response *r;
+	int rc;
+
+	conn_body_start(m->c);
+	rc = read_resp(m, NULL, NULL, &r, err);
+	if (rc < 0)
+		return rc;
+	switch (r->type) {
+	case IMAP_RESP_CONTINUATION:
+		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+				"unexpected continuation request in IDLE");
+	case IMAP_RESP_TAGGED:
+		if (tag_number(r->tag) != tag)
+			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+					  "server answered a command we did not send (in IDLE)");
+		*ret = r;
+		return (int)r->status;
+	default:
+		rc = untagged_common(m, r, err);
+		return rc < 0 ? rc : idle_resp(m, r, x, err);
+	}
+}
+
+/*
+ * Waits for news until max_ms passes or a signal comes with *stop set.
+ * The silence is waited out with conn_wait(), outside the minimum-rate
+ * rule: hours without a byte are normal in IDLE. The wait is cut into
+ * slices so that a signal landing between the look at *stop and poll()
+ * delays the stop by one slice at most. Returns 0 (send DONE), the
+ * tagged status when the server completed IDLE on its own (*ret set), or
+ * a negative errno.
+ */
+static int
+idle_wait(struct imap *m, unsigned tag, unsigned max_ms, volatile sig_atomic_t *stop,
+	  struct idle_ctx *x, const struct imap_response **ret, struct mp_err *err)
+{
+	int64_t deadline = util_now_ms() + max_ms;
+
+	while (!x->new_mail && !(stop && *stop)) {
+		int64_t left = deadline - util_now_ms();
+		int rc;
+
+		if (left <= 0)
+			return 0;
+		rc = conn_wait(m->c, left > IDLE_SLICE_MS ? IDLE_SLICE_MS : (unsigned)left, err);
+		if (rc == -ETIMEDOUT || rc == -EINTR)
+			continue;
+		if (rc == 0)
+			rc = idle_read_one(m, tag, x, ret, err);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int
+imap_idle(struct imap *m, unsigned max_ms, volatile sig_atomic_t *stop, struct mp_err *err)
+{
+	const struct imap_response *r;
+	struct idle_ctx x;
+	unsigned tag;
+	int rc = check_usable(m, err);
+
+	if (rc < 0)
+		return rc;
+	if (!m->caps.idle)
+		return mp_err_set(err, -ENOTSUP, MP_EX_PROTOCOL, "server does not offer IDLE");
+	/* A stop asked for before we began: no need to enter IDLE at all. */
+	if (stop && *stop)
+		return 0;
+	m->state = IMAP_ST_IDLE;
+	x = (struct idle_ctx){ .known = m->exists };
+	rc = idle_start(m, &x, &tag, err);
+	if (rc == 0)
+		rc = idle_wait(m, tag, max_ms, stop, &x, &r, err);
+	if (rc == 0) {
+		/* RFC 2177 section 3: DONE ends IDLE; the tagged OK follows. */
+		log_trace("C", "DONE", 4, SIZE_MAX);
+		rc = conn_write(m->c, "DONE\r\n", 6, err);
+		if (rc == 0)
+			rc = conn_flush(m->c, err);
+		if (rc == 0)
+			rc = read_until(m, tag, false, idle_resp, NULL, &x, &r, err);
+	}
+	if (rc == IMAP_STATUS_OK)
+		return x.new_mail ? 1 : 0;
+	if (rc > 0)
+		rc = refused(m, r, -EPROTO, "IDLE", err);
+	return settle(m, rc);
 }
 
 int

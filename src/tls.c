@@ -285,6 +285,12 @@ tls_read(struct tls *t, void *buf, size_t len, int64_t deadline_ms, struct mp_er
 	}
 }
 
+bool
+tls_pending(struct tls *t)
+{
+	return SSL_pending(t->ssl) > 0 || SSL_has_pending(t->ssl) == 1;
+}
+
 int
 tls_write(struct tls *t, const void *buf, size_t len, int64_t deadline_ms, struct mp_err *err)
 {

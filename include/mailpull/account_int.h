@@ -43,6 +43,10 @@ int account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
 		     const struct account_opts *o, struct state *st,
 		     struct account_stats *stats, struct mp_err *err) MP_WUR;
 
+/* account_idle_wait() for an IMAP account. */
+int account_imap_idle(const struct mp_account *a, unsigned max_s, volatile sig_atomic_t *stop,
+		      struct mp_err *err) MP_WUR;
+
 /* One message waiting on the server, raw header values (may be NULL). */
 struct preview_item {
 	const char *folder;        /* NULL for POP3 */

@@ -76,7 +76,8 @@ void conn_body_start(struct conn *c);
  * read, up to timeout_ms, or until a signal interrupts the wait (IMAP
  * IDLE: the daemon's SIGUSR1/SIGTERM handlers must be able to cut it
  * short). Returns 0 (data ready), -ETIMEDOUT, -EINTR, or the read errors
- * of conn_read_line().
+ * of conn_read_line(). A timeout or a signal is an expected end of a wait:
+ * err is set only for the read errors. Not subject to CONN_MIN_RATE.
  */
 int conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err) MP_WUR;
 

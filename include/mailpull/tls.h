@@ -28,6 +28,13 @@ int tls_start(int fd, const char *host, const char *ca_file, const char *fingerp
  */
 ssize_t tls_read(struct tls *t, void *buf, size_t len, int64_t deadline_ms, struct mp_err *err);
 
+/*
+ * Whether OpenSSL holds received bytes not yet returned by tls_read()
+ * (decrypted data, or a record read ahead): poll() on the socket cannot
+ * see them.
+ */
+bool tls_pending(struct tls *t);
+
 /* Writes everything. 0, -ETIMEDOUT, -ECONNRESET, -EPROTO. */
 int tls_write(struct tls *t, const void *buf, size_t len, int64_t deadline_ms, struct mp_err *err);
 
