@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -28,7 +30,8 @@
 struct step {
 	char dir;          /* 'S' send, 'C' expect this line, 'Q' expect silence,
 			      'P' pause, 'G' send n generated body bytes,
-			      'X' close our side, 'c' expect a line starting so */
+			      'X' close our side, 'c' expect a line starting so,
+			      'W' sleep n ms */
 	const char *text;
 	size_t n;
 };
@@ -40,6 +43,7 @@ struct step {
 #define GEN(n) { 'G', NULL, n }
 #define FILL(c, n) { 'G', c, n }
 #define CLOSE { 'X', NULL, 0 }
+#define SLEEP(ms) { 'W', NULL, ms }
 #define END { 0, NULL, 0 }
 
 /* ---- the fake server (child process) ------------------------------------ */
@@ -148,6 +152,8 @@ serve(int cfd, const struct step *script)
 		} else if (s->dir == 'P') {
 			/* Lets the client read what came so far on its own. */
 			usleep(60 * 1000);
+		} else if (s->dir == 'W') {
+			usleep((useconds_t)s->n * 1000);
 		} else if (s->dir == 'X') {
 			/* Half-close: the client sees the end, we still see what it sends. */
 			shutdown(cfd, SHUT_WR);
@@ -232,9 +238,10 @@ fake_wait(struct fake *f)
 }
 
 static int
-fake_open(struct fake *f, bool starttls, struct imap **ret, struct mp_err *err)
+fake_open_timeout(struct fake *f, bool starttls, unsigned timeout_ms, struct imap **ret,
+		  struct mp_err *err)
 {
-	struct conn_opts o = { .host = "127.0.0.1", .port = f->port, .timeout_ms = 3000,
+	struct conn_opts o = { .host = "127.0.0.1", .port = f->port, .timeout_ms = timeout_ms,
 			       .max_line = 8192 };
 	struct conn *c = NULL;
 	int r;
@@ -244,6 +251,12 @@ fake_open(struct fake *f, bool starttls, struct imap **ret, struct mp_err *err)
 	r = conn_open(&o, false, &c, err);
 	assert_int_equal(r, 0);
 	return imap_open(c, starttls, ret, err);
+}
+
+static int
+fake_open(struct fake *f, bool starttls, struct imap **ret, struct mp_err *err)
+{
+	return fake_open_timeout(f, starttls, 3000, ret, err);
 }
 
 /* Runs script against a session opened without STARTTLS; the session is returned. */
@@ -1405,6 +1418,274 @@ test_trace_redacts(void **state)
 	assert_null(strstr(buf, PLAIN_IR));
 }
 
+/* ---- IDLE (RFC 2177) ----------------------------------------------------- */
+
+#define IDLE_CAPS GREET_CAPS("IDLE")
+#define EXAMINE3 C("A0001 EXAMINE \"INBOX\""), \
+	S("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\nA0001 OK [READ-ONLY] done\r\n")
+
+static int64_t
+ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+examine3(struct imap *m, struct mp_err *err)
+{
+	struct imap_folder fo;
+
+	assert_int_equal(imap_select(m, "INBOX", true, &fo, err), 0);
+	assert_int_equal(fo.exists, 3);
+}
+
+static void
+test_idle_new_mail(void **state)
+{
+	/*
+	 * The silence lasts longer than the connection's timeout: IDLE waits
+	 * must not fall under the timeout or the minimum-rate rule.
+	 */
+	static const struct step script[] = {
+		IDLE_CAPS, EXAMINE3,
+		C("A0002 IDLE"), S("+ idling\r\n"), QUIET, SLEEP(1300),
+		S("* 1 FETCH (FLAGS (\\Seen))\r\n"), QUIET,
+		S("* 4 EXISTS\r\n* 1 RECENT\r\n"),
+		C("DONE"), S("A0002 OK IDLE terminated\r\n"),
+		END,
+	};
+	volatile sig_atomic_t stop = 0;
+	struct fake f;
+	struct imap *m = NULL;
+	struct mp_err err;
+	int64_t t0;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open_timeout(&f, false, 1000, &m, &err), 0);
+	examine3(m, &err);
+	t0 = ms_now();
+	assert_int_equal(imap_idle(m, 10000, &stop, &err), 1);
+	assert_true(ms_now() - t0 >= 1400);
+	assert_int_equal(err.code, 0);
+	finish(&f, m);
+}
+
+static void
+test_idle_timeout(void **state)
+{
+	static const struct step script[] = {
+		IDLE_CAPS, EXAMINE3,
+		C("A0002 IDLE"), S("+ idling\r\n"),
+		C("DONE"), S("* 5 EXISTS\r\nA0002 OK done\r\n"),
+		C("A0003 IDLE"), S("+ idling\r\n"),
+		C("DONE"), S("A0003 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	int64_t t0, dt;
+
+	(void)state;
+	examine3(m, &err);
+	t0 = ms_now();
+	/* the EXISTS that crossed our DONE still counts; no stop flag given */
+	assert_int_equal(imap_idle(m, 300, NULL, &err), 1);
+	dt = ms_now() - t0;
+	assert_true(dt >= 300 && dt < 2000);
+	assert_int_equal(imap_idle(m, 200, NULL, &err), 0);
+	assert_int_equal(err.code, 0);
+	finish(&f, m);
+}
+
+static void
+test_idle_refused(void **state)
+{
+	static const struct step script[] = {
+		IDLE_CAPS, EXAMINE3,
+		C("A0002 IDLE"), S("A0002 NO [LIMIT] too many idlers\r\n"),
+		C("A0003 LOGOUT"), S("* BYE bye\r\nA0003 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	examine3(m, &err);
+	assert_int_equal(imap_idle(m, 1000, NULL, &err), -EPROTO);
+	assert_string_equal(err.srv, "too many idlers");
+	assert_non_null(strstr(err.msg, "IDLE"));
+	/* a refusal leaves the session in step */
+	mp_err_clear(&err);
+	assert_int_equal(imap_logout(m, &err), 0);
+	finish(&f, m);
+}
+
+static void
+test_idle_not_offered(void **state)
+{
+	/* the script ends after EXAMINE: sending IDLE would fail it */
+	static const struct step script[] = { GREET, EXAMINE3, END };
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	examine3(m, &err);
+	assert_int_equal(imap_idle(m, 1000, NULL, &err), -ENOTSUP);
+	finish(&f, m);
+}
+
+static void
+test_idle_bye(void **state)
+{
+	static const struct step script[] = {
+		IDLE_CAPS, EXAMINE3,
+		C("A0002 IDLE"), S("+ idling\r\n"), QUIET,
+		S("* BYE \033[1mserver shutting down\r\n"), CLOSE,
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	examine3(m, &err);
+	assert_int_equal(imap_idle(m, 5000, NULL, &err), -ECONNRESET);
+	assert_string_equal(err.srv, "\\x1b[1mserver shutting down");
+	/* the session is over: nothing more is sent */
+	mp_err_clear(&err);
+	assert_int_equal(imap_logout(m, &err), -EPROTO);
+	finish(&f, m);
+}
+
+static void
+test_idle_expunge_then_exists(void **state)
+{
+	static const struct step script[] = {
+		IDLE_CAPS, EXAMINE3,
+		C("A0002 IDLE"), S("+ idling\r\n"), QUIET,
+		/* one gone, the count said again: nothing new */
+		S("* 2 EXPUNGE\r\n* 2 EXISTS\r\n* 1 FETCH (FLAGS (\\Deleted))\r\n"),
+		C("DONE"), S("A0002 OK done\r\n"),
+		C("A0003 IDLE"), S("+ idling\r\n"), QUIET,
+		/* back to three after the expunge: one arrived */
+		S("* 3 EXISTS\r\n"),
+		C("DONE"), S("A0003 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	examine3(m, &err);
+	assert_int_equal(imap_idle(m, 600, NULL, &err), 0);
+	assert_int_equal(imap_idle(m, 5000, NULL, &err), 1);
+	finish(&f, m);
+}
+
+static volatile sig_atomic_t alarm_stop, alarm_hits;
+
+/* The first tick only interrupts; the second asks to stop. */
+static void
+on_alarm(int sig)
+{
+	(void)sig;
+	if (++alarm_hits >= 2)
+		alarm_stop = 1;
+}
+
+static void
+test_idle_signal_stop(void **state)
+{
+	static const struct step script[] = {
+		IDLE_CAPS, EXAMINE3,
+		C("A0002 IDLE"), S("+ idling\r\n"),
+		C("DONE"), S("A0002 OK done\r\n"),
+		END,
+	};
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	struct itimerval tv = { .it_interval = { 0, 150000 }, .it_value = { 0, 150000 } };
+	struct itimerval off = { 0 };
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	int64_t t0, dt;
+
+	(void)state;
+	examine3(m, &err);
+	alarm_stop = alarm_hits = 0;
+	/* no SA_RESTART: the wait must see EINTR (poll is never restarted anyway) */
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	t0 = ms_now();
+	assert_int_equal(setitimer(ITIMER_REAL, &tv, NULL), 0);
+	assert_int_equal(imap_idle(m, 20000, &alarm_stop, &err), 0);
+	dt = ms_now() - t0;
+	setitimer(ITIMER_REAL, &off, NULL);
+	sigaction(SIGALRM, &old, NULL);
+	/* a signal without the flag kept it waiting; the one with it ended it */
+	assert_true(alarm_hits >= 2);
+	assert_true(dt >= 250 && dt < 3000);
+	assert_int_equal(err.code, 0);
+	finish(&f, m);
+}
+
+static void
+test_idle_stop_before(void **state)
+{
+	/* a stop asked before IDLE began: nothing is sent */
+	static const struct step script[] = { IDLE_CAPS, EXAMINE3, END };
+	volatile sig_atomic_t stop = 1;
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	examine3(m, &err);
+	assert_int_equal(imap_idle(m, 5000, &stop, &err), 0);
+	finish(&f, m);
+}
+
+static void
+test_idle_hostile(void **state)
+{
+	static const struct step s1[] = {
+		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("A0002 OK no idling today\r\n"), END,
+	};
+	static const struct step s2[] = {
+		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("+ idling\r\n+ again\r\n"), END,
+	};
+	static const struct step s3[] = {
+		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("+ idling\r\nA0002 OK bored\r\n"), END,
+	};
+	static const struct step s4[] = {
+		/* a response that begins and never ends: bounded by the timeout */
+		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("+ idling\r\n* 4 EXI"), SLEEP(1500), END,
+	};
+	const struct step *scripts[] = { s1, s2, s3, s4 };
+	const int want[] = { -EPROTO, -EPROTO, 0, -ETIMEDOUT };
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(scripts); i++) {
+		struct fake f;
+		struct imap *m = NULL;
+		struct mp_err err;
+
+		fake_start(&f, scripts[i]);
+		assert_int_equal(fake_open_timeout(&f, false, 1000, &m, &err), 0);
+		examine3(m, &err);
+		assert_int_equal(imap_idle(m, 5000, NULL, &err), want[i]);
+		finish(&f, m);
+	}
+}
+
 int
 main(void)
 {
@@ -1447,6 +1728,15 @@ main(void)
 		cmocka_unit_test(test_logout_close_after_bye),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_trace_redacts),
+		cmocka_unit_test(test_idle_new_mail),
+		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_idle_refused),
+		cmocka_unit_test(test_idle_not_offered),
+		cmocka_unit_test(test_idle_bye),
+		cmocka_unit_test(test_idle_expunge_then_exists),
+		cmocka_unit_test(test_idle_signal_stop),
+		cmocka_unit_test(test_idle_stop_before),
+		cmocka_unit_test(test_idle_hostile),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
