@@ -579,12 +579,11 @@ account_idle_wait(const struct mp_config *cfg, const struct mp_account *a, unsig
 {
 	int ret;
 
-	(void)cfg;
 	/* POP3 has no push (RFC 1939): the caller polls. */
 	if (a->protocol != MP_PROTO_IMAP)
 		return mp_err_set(err, -ENOTSUP, MP_EX_CONFIG, "POP3 has no way to wait for "
 				  "new mail (no IDLE)");
-	ret = account_imap_idle(a, max_s, stop, err);
+	ret = account_imap_idle(cfg->state_dir, a, max_s, stop, err);
 	if (ret < 0 && err->code == 0)
 		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));
 	return ret;

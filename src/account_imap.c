@@ -844,9 +844,32 @@ idle_folder(const struct mp_account *a, const struct imap_mailbox *mb, size_t n)
 	return NULL;
 }
 
+/*
+ * Whether the watched folder changed since the last complete run: mail
+ * that came after that run's SELECT and before our EXAMINE is already in
+ * the EXISTS count IDLE starts from, and would wait for the next interval.
+ * The lock is only tried: a run in progress (or any doubt) means no.
+ */
+static bool
+changed_since_run(const char *state_dir, const struct mp_account *a, const char *folder,
+		  const struct imap_folder *f)
+{
+	struct mp_err serr = { 0 };
+	struct state *st = NULL;
+	uint32_t uv = 0, uidnext = 0;
+	bool changed;
+
+	if (!f->uidnext || state_open(state_dir, a->name, false, &st, &serr) < 0)
+		return false;
+	changed = state_folder_get(st, folder, &uv, &uidnext) < 0 || uv != f->uidvalidity ||
+		  uidnext != f->uidnext;
+	state_close(st);
+	return changed;
+}
+
 int
-account_imap_idle(const struct mp_account *a, unsigned max_s, volatile sig_atomic_t *stop,
-		  struct mp_err *err)
+account_imap_idle(const char *state_dir, const struct mp_account *a, unsigned max_s,
+		  volatile sig_atomic_t *stop, struct mp_err *err)
 {
 	struct account_stats stats = { 0 };
 	struct account_opts o = { 0 };
@@ -869,7 +892,9 @@ account_imap_idle(const struct mp_account *a, unsigned max_s, volatile sig_atomi
 	/* EXAMINE: waiting must not change \Recent or anything else (RFC 3501 6.3.2). */
 	if (ret == 0)
 		ret = imap_select(r.im, watch->name, true, &f, err);
-	if (ret == 0)
+	if (ret == 0 && changed_since_run(state_dir, a, watch->name, &f))
+		ret = 1;
+	else if (ret == 0)
 		ret = imap_idle(r.im, (max_s < IDLE_MAX_S ? max_s : IDLE_MAX_S) * 1000u, stop, err);
 	if (r.im && (ret >= 0 || ret == -ENOTSUP)) {
 		struct mp_err lerr = { 0 };

@@ -42,7 +42,10 @@ int account_run(const struct mp_config *cfg, const struct mp_account *a,
  * the account's first folder and waits in IDLE until new mail arrives (1),
  * max_s seconds pass or *stop is set by a signal handler (0). -ENOTSUP
  * when the server lacks IDLE (the caller falls back to polling) or the
- * account is POP3. Takes no lock: it only reads. Errors as account_run().
+ * account is POP3. Takes no lock: it only reads (the state's lock is
+ * tried for a moment, never waited for: when the folder's UIDNEXT differs
+ * from the one the last complete run recorded, mail came in between and
+ * it returns 1 at once instead of idling). Errors as account_run().
  */
 int account_idle_wait(const struct mp_config *cfg, const struct mp_account *a, unsigned max_s,
 		      volatile sig_atomic_t *stop, struct mp_err *err) MP_WUR;

@@ -44,8 +44,8 @@ int account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
 		     struct account_stats *stats, struct mp_err *err) MP_WUR;
 
 /* account_idle_wait() for an IMAP account. */
-int account_imap_idle(const struct mp_account *a, unsigned max_s, volatile sig_atomic_t *stop,
-		      struct mp_err *err) MP_WUR;
+int account_imap_idle(const char *state_dir, const struct mp_account *a, unsigned max_s,
+		      volatile sig_atomic_t *stop, struct mp_err *err) MP_WUR;
 
 /* One message waiting on the server, raw header values (may be NULL). */
 struct preview_item {
