@@ -192,6 +192,11 @@ int imap_expunge(struct imap *m, struct mp_err *err) MP_WUR;
  * under 29 minutes, RFC 2177 section 3), or a signal interrupts the wait
  * and *stop is non-zero; then DONE and the tagged OK. Returns 1 (new mail),
  * 0 (time up or stopped), -ENOTSUP (no IDLE capability), conn's errors.
+ * The silence is waited out with conn_wait(), outside CONN_MIN_RATE; each
+ * response, once begun, is read under the normal rules. stop may be NULL;
+ * when *stop is already set nothing is sent. Also: -EPROTO (IDLE refused
+ * with NO/BAD, err->srv holding the server's text, the session still
+ * usable; or a protocol violation), -ECONNRESET (BYE while idling).
  */
 int imap_idle(struct imap *m, unsigned max_ms, volatile sig_atomic_t *stop,
 	      struct mp_err *err) MP_WUR;
