@@ -74,6 +74,14 @@ account_crash_point(void)
 		_exit(101);
 }
 
+int
+account_check_stop(const struct account_opts *o, struct mp_err *err)
+{
+	if (!o->stop || !*o->stop)
+		return 0;
+	return mp_err_set(err, -ECANCELED, MP_EX_TEMPFAIL, "stopped by a signal");
+}
+
 void
 account_progress(struct account_progress *p, const struct account_stats *s, bool final)
 {
@@ -138,8 +146,11 @@ static int
 sink_begin(void *ud, size_t idx)
 {
 	struct run *r = ud;
+	int ret = account_check_stop(r->o, r->err);
 
 	(void)idx;
+	if (ret < 0)
+		return ret;
 	return maildir_msg_new(r->md, &r->cur, r->err);
 }
 
@@ -147,8 +158,11 @@ static int
 sink_data(void *ud, const char *buf, size_t len)
 {
 	struct run *r = ud;
-	int ret = maildir_msg_write(r->cur, buf, len, r->err);
+	int ret = account_check_stop(r->o, r->err);
 
+	if (ret < 0)
+		return ret;
+	ret = maildir_msg_write(r->cur, buf, len, r->err);
 	r->stats->bytes += len;
 	progress(r, false);
 	return ret;

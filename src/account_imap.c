@@ -62,7 +62,10 @@ static int
 isink_begin(void *ud, uint64_t size)
 {
 	struct irun *r = ud;
+	int ret = account_check_stop(r->o, r->err);
 
+	if (ret < 0)
+		return ret;
 	hdr_scan_init(&r->hs, msgid_field, 1);
 	r->cur_size = size;
 	return maildir_msg_new(r->md, &r->cur, r->err);
@@ -72,7 +75,10 @@ static int
 isink_data(void *ud, const char *buf, size_t len)
 {
 	struct irun *r = ud;
+	int ret = account_check_stop(r->o, r->err);
 
+	if (ret < 0)
+		return ret;
 	if (!r->hs.done)
 		hdr_scan_feed(&r->hs, buf, len);
 	r->stats->bytes += len;

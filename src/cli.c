@@ -6,17 +6,23 @@
 
 #include "mailpull/cli.h"
 
-enum { OPT_CHECK_CONFIG = 256, OPT_WAIT };
+enum { OPT_CHECK_CONFIG = 256, OPT_WAIT, OPT_DAEMON, OPT_POLL_NOW };
 
 void
 cli_usage(void)
 {
 	fputs("usage: mailpull [-c FILE] [-q] [-v] [--wait] [ACCOUNT...]\n"
 	      "       mailpull [-c FILE] preview [--json] ACCOUNT [FOLDER]\n"
+	      "       mailpull --daemon [-c FILE] [-q | -v]\n"
+	      "       mailpull --poll-now [-c FILE]\n"
 	      "       mailpull --check-config [-c FILE]\n"
 	      "\n"
 	      "Fetches mail from every account in FILE (or only those named) into\n"
 	      "their Maildirs, once, then exits.\n"
+	      "\n"
+	      "--daemon stays in the foreground and fetches each account every\n"
+	      "`interval` (SIGUSR1: poll now, SIGHUP: reload, SIGTERM: stop);\n"
+	      "--poll-now tells the daemon of FILE to poll every account now.\n"
 	      "\n"
 	      "preview lists what is waiting on the server (date, sender, subject,\n"
 	      "size) without downloading it; --json prints one JSON object per line.\n"
@@ -25,6 +31,8 @@ cli_usage(void)
 	      "  -q, --quiet         print only errors\n"
 	      "  -v, --verbose       also print a protocol trace (secrets shown as ***)\n"
 	      "      --wait          wait for another run on the same account instead of failing\n"
+	      "      --daemon        run as a daemon in the foreground (see mailpull(1), DAEMON)\n"
+	      "      --poll-now      make the running daemon poll now (exit 75: none runs)\n"
 	      "      --check-config  validate FILE and exit\n"
 	      "  -h, --help          this text\n"
 	      "  -V, --version       the version\n"
@@ -68,6 +76,8 @@ cli_parse(int argc, char **argv, struct cli_opts *ret)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "wait", no_argument, NULL, OPT_WAIT },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+		{ "daemon", no_argument, NULL, OPT_DAEMON },
+		{ "poll-now", no_argument, NULL, OPT_POLL_NOW },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -94,6 +104,12 @@ cli_parse(int argc, char **argv, struct cli_opts *ret)
 		case OPT_CHECK_CONFIG:
 			o.mode = CLI_CHECK_CONFIG;
 			break;
+		case OPT_DAEMON:
+			o.mode = CLI_DAEMON;
+			break;
+		case OPT_POLL_NOW:
+			o.mode = CLI_POLL_NOW;
+			break;
 		case 'h':
 			o.mode = CLI_HELP;
 			break;
@@ -119,6 +135,11 @@ cli_parse(int argc, char **argv, struct cli_opts *ret)
 		return parse_preview(o.naccounts, o.accounts, &o, ret);
 	if (o.mode == CLI_CHECK_CONFIG && o.naccounts > 0) {
 		fputs("mailpull: --check-config takes no account names\n", stderr);
+		return -EINVAL;
+	}
+	if ((o.mode == CLI_DAEMON || o.mode == CLI_POLL_NOW) && (o.naccounts > 0 || o.wait)) {
+		fprintf(stderr, "mailpull: --%s takes no account names and no --wait\n",
+			o.mode == CLI_DAEMON ? "daemon" : "poll-now");
 		return -EINVAL;
 	}
 	*ret = o;

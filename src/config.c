@@ -30,6 +30,12 @@
 #define ACCOUNT_NAME_MAX 64
 #define KEEP_DAYS_MAX 36500
 #define TIMEOUT_MAX_S 3600
+/* Tests poll every second; nobody needs more than a month between polls. */
+#define INTERVAL_MIN_S 1
+#define INTERVAL_MAX_S (30 * 86400)
+#define INTERVAL_DEFAULT_S 300
+#define PARALLEL_MAX 64
+#define PARALLEL_DEFAULT 4
 
 enum key_kind {
 	KEY_TEXT,       /* non-empty, no control bytes */
@@ -47,6 +53,9 @@ enum key_kind {
 	KEY_FPR,
 	KEY_AUTH,
 	KEY_FOLDER,
+	KEY_INTERVAL,
+	KEY_PARALLEL,
+	KEY_LOG,
 };
 
 struct key_def {
@@ -79,6 +88,10 @@ static const struct key_def key_defs[] = {
 	{ "mark_seen", KEY_BOOL },
 	{ "only_unseen", KEY_BOOL },
 	{ "expunge", KEY_BOOL },
+	{ "interval", KEY_INTERVAL },
+	{ "idle", KEY_BOOL },
+	{ "parallel", KEY_PARALLEL },
+	{ "log", KEY_LOG },
 };
 
 static const char *const auth_names[] = { "plain", "login", "xoauth2", "oauthbearer", "user" };
@@ -221,6 +234,32 @@ parse_ranged(const char *v, uint64_t min, uint64_t max, uint64_t *ret)
 }
 
 static int
+parse_log(const char *v, enum mp_log *ret)
+{
+	for (int l = 0; l < MP_LOG_MAX; l++) {
+		if (strcasecmp(v, mp_log_to_string((enum mp_log)l)) == 0) {
+			*ret = (enum mp_log)l;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int
+parse_interval(const char *v, uint64_t *ret)
+{
+	uint64_t s;
+	int r = util_parse_duration(v, &s);
+
+	if (r < 0)
+		return r;
+	if (s < INTERVAL_MIN_S || s > INTERVAL_MAX_S)
+		return -ERANGE;
+	*ret = s;
+	return 0;
+}
+
+static int
 parse_timeout(const char *v, uint64_t *ret)
 {
 	uint64_t s;
@@ -345,6 +384,18 @@ check_value(const struct key_def *k, const char *v, char *why, size_t whylen)
 	case KEY_DURATION:
 		what = parse_timeout(v, &n) < 0 ?
 			"must be a duration from 1s to 3600s (as 90, 90s, 5m or 1h)" : NULL;
+		break;
+	case KEY_INTERVAL:
+		what = parse_interval(v, &n) < 0 ?
+			"must be a duration from 1s to 30d (as 90, 90s, 5m or 1h)" : NULL;
+		break;
+	case KEY_PARALLEL:
+		what = parse_ranged(v, 1, PARALLEL_MAX, &n) < 0 ?
+			"must be a number from 1 to 64" : NULL;
+		break;
+	case KEY_LOG:
+		what = parse_log(v, &(enum mp_log){ 0 }) < 0 ?
+			"must be auto, stderr, journal or syslog" : NULL;
 		break;
 	case KEY_SIZE:
 		what = util_parse_size(v, &n) < 0 ?
@@ -633,13 +684,13 @@ parse_text(struct load_ctx *ctx, char *buf, size_t len, cfg_t **ret)
 		K("tls_ca_file"), K("tls_fingerprint"), K("user"), K("password"),
 		K("password_file"), K("password_command"), K("auth"), K("maildir"), K("keep"),
 		K("keep_days"), K("max_size"), K("timeout"), K("namespaces"), K("mark_seen"),
-		K("only_unseen"), K("expunge"),
+		K("only_unseen"), K("expunge"), K("interval"), K("idle"),
 		CFG_PTR_LIST_CB("folders", 0, CFGF_NODEFAULT, val_parse, val_free),
 		CFG_PTR_LIST_CB("exclude", 0, CFGF_NODEFAULT, val_parse, val_free),
 		CFG_END()
 	};
 	cfg_opt_t root_opts[] = {
-		K("state_dir"),
+		K("state_dir"), K("parallel"), K("log"),
 #undef K
 		CFG_SEC("defaults", acct_opts, CFGF_NONE),
 		CFG_SEC("account", acct_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
@@ -823,6 +874,7 @@ acct_limits(const struct acct_src *src, struct mp_account *a)
 {
 	const struct cval *keep = get(src, "keep"), *days = get(src, "keep_days");
 	const struct cval *size = get(src, "max_size"), *timeout = get(src, "timeout");
+	const struct cval *interval;
 	uint64_t n;
 
 	/* POP3 clients traditionally delete what they fetched; IMAP ones keep it */
@@ -845,6 +897,9 @@ acct_limits(const struct acct_src *src, struct mp_account *a)
 	a->timeout_s = 60;
 	if (timeout && parse_timeout(timeout->s, &n) == 0)
 		a->timeout_s = (unsigned)n;
+	a->interval_s = INTERVAL_DEFAULT_S;
+	if ((interval = get(src, "interval")) && parse_interval(interval->s, &n) == 0)
+		a->interval_s = (unsigned)n;
 	return 0;
 }
 
@@ -893,7 +948,7 @@ static int
 acct_folders(const struct acct_src *src, struct mp_account *a)
 {
 	static const char *const imap_keys[] = {
-		"folders", "exclude", "namespaces", "mark_seen", "only_unseen", "expunge",
+		"folders", "exclude", "namespaces", "mark_seen", "only_unseen", "expunge", "idle",
 	};
 	const struct cval *v;
 	int r;
@@ -925,6 +980,8 @@ acct_folders(const struct acct_src *src, struct mp_account *a)
 		(void)parse_bool(v->s, &a->only_unseen);
 	if ((v = get(src, "expunge")))
 		(void)parse_bool(v->s, &a->expunge);
+	if ((v = get(src, "idle")))
+		(void)parse_bool(v->s, &a->idle);
 	return 0;
 }
 
@@ -975,9 +1032,17 @@ build_config(struct load_ctx *ctx, cfg_t *cfg, struct mp_config *c)
 {
 	cfg_t *defs = cfg_getsec(cfg, "defaults");
 	unsigned n = cfg_size(cfg, "account");
-	const struct cval *sd = NULL;
+	const struct cval *sd = NULL, *v;
+	uint64_t par;
 	int r;
 
+	c->parallel = PARALLEL_DEFAULT;
+	if (cfg_size(cfg, "parallel") > 0 && (v = cfg_getptr(cfg, "parallel")) &&
+	    parse_ranged(v->s, 1, PARALLEL_MAX, &par) == 0)
+		c->parallel = (unsigned)par;
+	c->log = MP_LOG_AUTO;
+	if (cfg_size(cfg, "log") > 0 && (v = cfg_getptr(cfg, "log")))
+		(void)parse_log(v->s, &c->log);
 	if (cfg_size(cfg, "state_dir") > 0)
 		sd = cfg_getptr(cfg, "state_dir");
 	if (sd) {
@@ -1090,6 +1155,44 @@ config_find(const struct mp_config *cfg, const char *name)
 	return NULL;
 }
 
+static bool
+str_equal(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static bool
+list_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (!str_equal(a[i], b[i]))
+			return false;
+	return true;
+}
+
+bool
+config_account_equal(const struct mp_account *a, const struct mp_account *b)
+{
+	return str_equal(a->name, b->name) && a->protocol == b->protocol &&
+	       str_equal(a->host, b->host) && a->port == b->port && a->tls == b->tls &&
+	       a->allow_plaintext == b->allow_plaintext &&
+	       str_equal(a->tls_ca_file, b->tls_ca_file) &&
+	       str_equal(a->tls_fingerprint, b->tls_fingerprint) &&
+	       str_equal(a->user, b->user) && str_equal(a->password, b->password) &&
+	       str_equal(a->password_file, b->password_file) &&
+	       str_equal(a->password_command, b->password_command) &&
+	       str_equal(a->auth, b->auth) && str_equal(a->maildir, b->maildir) &&
+	       a->keep == b->keep && a->keep_days == b->keep_days &&
+	       a->max_size == b->max_size && a->timeout_s == b->timeout_s &&
+	       list_equal(a->folders, a->nfolders, b->folders, b->nfolders) &&
+	       list_equal(a->exclude, a->nexclude, b->exclude, b->nexclude) &&
+	       a->namespaces == b->namespaces && a->mark_seen == b->mark_seen &&
+	       a->only_unseen == b->only_unseen && a->expunge == b->expunge &&
+	       a->interval_s == b->interval_s && a->idle == b->idle;
+}
+
 static void
 account_free(struct mp_account *a)
 {
@@ -1136,6 +1239,24 @@ mp_proto_to_string(enum mp_proto p)
 	case MP_PROTO_IMAP:
 		return "imap";
 	case MP_PROTO_MAX:
+		break;
+	}
+	return "?";
+}
+
+const char *
+mp_log_to_string(enum mp_log l)
+{
+	switch (l) {
+	case MP_LOG_AUTO:
+		return "auto";
+	case MP_LOG_STDERR:
+		return "stderr";
+	case MP_LOG_JOURNAL:
+		return "journal";
+	case MP_LOG_SYSLOG:
+		return "syslog";
+	case MP_LOG_MAX:
 		break;
 	}
 	return "?";

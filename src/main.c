@@ -1,4 +1,4 @@
-/* Entry point: options, configuration, one pass over the accounts. */
+/* Entry point: options, configuration, then one pass, preview or the daemon. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include "mailpull/account.h"
 #include "mailpull/cli.h"
 #include "mailpull/config.h"
+#include "mailpull/daemon.h"
 #include "mailpull/log.h"
 
 static void
@@ -120,12 +121,19 @@ main(int argc, char **argv)
 		log_err("cannot find the configuration: set HOME or use -c FILE");
 		return MP_EX_CONFIG;
 	}
+	if (o.mode == CLI_POLL_NOW) {
+		ex = daemon_poll_now(path, o.quiet);
+		free(path);
+		return ex;
+	}
 	if (config_load(path, &cfg, &err) < 0) {
 		log_err("%s", err.msg);
 		free(path);
 		return err.ex ? err.ex : MP_EX_CONFIG;
 	}
-	if (o.mode == CLI_PREVIEW) {
+	if (o.mode == CLI_DAEMON) {
+		ex = daemon_run(&cfg);
+	} else if (o.mode == CLI_PREVIEW) {
 		ex = preview(cfg, &o);
 	} else if (o.mode == CLI_CHECK_CONFIG) {
 		if (!o.quiet)

@@ -17,6 +17,13 @@
 struct account_opts {
 	bool wait;        /* wait for the account's lock instead of failing */
 	bool progress;    /* show a progress line (terminal) */
+	/*
+	 * Set by a signal handler to stop at the next message boundary (NULL:
+	 * never): the message being received is discarded, nothing more is
+	 * deleted on the server, and the run fails with -ECANCELED. What was
+	 * made durable before stays recorded.
+	 */
+	volatile sig_atomic_t *stop;
 };
 
 struct account_stats {
@@ -32,6 +39,7 @@ struct account_stats {
  * Runs account a of cfg once. Fills *ret_stats (also on error, with what
  * was done). Errors carry the exit class in err->ex and a message that
  * names what failed; the caller prefixes the account and host.
+ * -ECANCELED (class MP_EX_TEMPFAIL) when o->stop was set.
  */
 int account_run(const struct mp_config *cfg, const struct mp_account *a,
 		const struct account_opts *o, struct account_stats *ret_stats,

@@ -16,6 +16,13 @@
  */
 void account_crash_point(void);
 
+/*
+ * -ECANCELED (with err set) when o->stop asks the run to end, else 0.
+ * Called where a message begins and as its bytes arrive: stopping there
+ * costs only the message in flight, which is fetched again next time.
+ */
+int account_check_stop(const struct account_opts *o, struct mp_err *err) MP_WUR;
+
 /* The tag naming this account's files in tmp/ (8 hex digits). */
 void account_tag(const char *name, char tag[16]);
 

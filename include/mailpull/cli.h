@@ -4,7 +4,9 @@
 
 #include "mailpull/common.h"
 
-enum cli_mode { CLI_FETCH, CLI_CHECK_CONFIG, CLI_PREVIEW, CLI_HELP, CLI_VERSION };
+enum cli_mode {
+	CLI_FETCH, CLI_CHECK_CONFIG, CLI_PREVIEW, CLI_DAEMON, CLI_POLL_NOW, CLI_HELP, CLI_VERSION
+};
 
 struct cli_opts {
 	enum cli_mode mode;

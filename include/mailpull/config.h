@@ -10,9 +10,12 @@
 
 enum mp_proto { MP_PROTO_POP3, MP_PROTO_IMAP, MP_PROTO_MAX };
 enum mp_tls { MP_TLS_IMPLICIT, MP_TLS_STARTTLS, MP_TLS_NONE, MP_TLS_MAX };
+/* Where the log goes (global `log`); auto: the journal when stderr is connected to it. */
+enum mp_log { MP_LOG_AUTO, MP_LOG_STDERR, MP_LOG_JOURNAL, MP_LOG_SYSLOG, MP_LOG_MAX };
 
 const char *mp_proto_to_string(enum mp_proto p);
 const char *mp_tls_to_string(enum mp_tls t);
+const char *mp_log_to_string(enum mp_log l);
 
 struct mp_account {
 	char *name;
@@ -41,12 +44,16 @@ struct mp_account {
 	bool mark_seen;            /* imap: fetch with BODY[] (sets \Seen) */
 	bool only_unseen;          /* imap: fetch only messages without \Seen */
 	bool expunge;              /* imap without UIDPLUS: plain EXPUNGE allowed */
+	unsigned interval_s;       /* daemon: seconds between polls; default 300, at least 1 */
+	bool idle;                 /* daemon, imap only: wait in IDLE between runs */
 	int line;                  /* where the account section starts */
 };
 
 struct mp_config {
 	char *path;
 	char *state_dir;           /* "~" expanded; default $XDG_STATE_HOME/mailpull */
+	unsigned parallel;         /* daemon: worker processes, 1..64; default 4 */
+	enum mp_log log;           /* default MP_LOG_AUTO */
 	struct mp_account *accounts;
 	size_t naccounts;
 };
@@ -68,6 +75,13 @@ char *config_default_path(void);
 
 /* Finds an account by name or NULL. */
 const struct mp_account *config_find(const struct mp_config *cfg, const char *name);
+
+/*
+ * Whether a and b describe the same account in every key (the line where
+ * they are written is not compared). The daemon restarts a long-lived
+ * worker after a reload only when its account changed.
+ */
+bool config_account_equal(const struct mp_account *a, const struct mp_account *b);
 
 /* Wipes passwords and frees. NULL-safe. */
 void config_free(struct mp_config *cfg);

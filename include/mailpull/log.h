@@ -1,7 +1,8 @@
 /*
- * Logging. Only main, cli and account log above debug; lower modules return
- * errors. Output goes to stderr; server text passed to log_trace() is
- * sanitized (control and escape bytes shown as \xNN).
+ * Logging. Only main, cli, scheduler and account log above debug; lower
+ * modules return errors. Output goes to stderr unless log_open() chose the
+ * journal or syslog; server text passed to log_trace() is sanitized
+ * (control and escape bytes shown as \xNN).
  */
 #ifndef MAILPULL_LOG_H
 #define MAILPULL_LOG_H
@@ -18,11 +19,39 @@ enum log_level {
 	LOG_LVL_MAX
 };
 
+/* Where log lines go; the values match enum mp_log of config.h. */
+enum log_target {
+	LOG_TARGET_AUTO,      /* the journal when stderr is connected to it, else stderr */
+	LOG_TARGET_STDERR,
+	LOG_TARGET_JOURNAL,
+	LOG_TARGET_SYSLOG,
+	LOG_TARGET_MAX
+};
+
+/*
+ * Chooses the target (default: plain stderr, as before any call). With
+ * LOG_TARGET_STDERR, lines carry "<N>" priority prefixes when stderr is
+ * the journal's stream, so it keeps the levels. Cannot fail: a journal or
+ * syslog that refuses a line gets it on stderr instead.
+ */
+void log_open(enum log_target t);
+
+/* Whether stderr is a journal stream (JOURNAL_STREAM names its device and inode). */
+bool log_stderr_is_journal(void);
+
 /* Sets the most verbose level printed (default LOG_LVL_INFO). */
 void log_set_level(enum log_level lvl);
 bool log_enabled(enum log_level lvl);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) MP_PRINTF(2, 3);
+/*
+ * A line about one account: as log_msg(), and in the journal also with the
+ * fields MAILPULL_ACCOUNT and MAILPULL_HOST (either may be NULL). The
+ * message itself should still name the account.
+ */
+void log_acct(enum log_level lvl, const char *account, const char *host, const char *fmt, ...)
+	MP_PRINTF(4, 5);
+
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LVL_NOTICE, __VA_ARGS__)

@@ -526,6 +526,73 @@ test_sample(void **state)
 	assert_true(fx->cfg->naccounts >= 2);
 }
 
+/* Daemon keys: interval and idle per account, parallel and log global. */
+static void
+test_daemon_keys(void **state)
+{
+	struct fx *fx = *state;
+	static const char conf[] =
+		"parallel = 8\n"
+		"log = journal\n"
+		"defaults { interval = 10m  idle = yes }\n"
+		ACCT_HEAD "  protocol = imap\n" ACCT_BODY "}\n"
+		"account p {\n  protocol = pop3\n" ACCT_BODY "  interval = 1s\n}\n"
+		"account i {\n  protocol = imap\n" ACCT_BODY "  idle = no\n}\n";
+	const struct mp_account *a, *p, *i;
+	struct mp_config *old;
+
+	assert_int_equal(load(fx, conf, 0600), 0);
+	assert_int_equal(fx->cfg->parallel, 8);
+	assert_int_equal(fx->cfg->log, MP_LOG_JOURNAL);
+	a = config_find(fx->cfg, "a");
+	p = config_find(fx->cfg, "p");
+	i = config_find(fx->cfg, "i");
+	assert_int_equal(a->interval_s, 600);
+	assert_true(a->idle);
+	/* idle in defaults is meant for the IMAP accounts only */
+	assert_false(p->idle);
+	assert_int_equal(p->interval_s, 1);
+	assert_false(i->idle);
+	assert_false(config_account_equal(a, i));
+	assert_true(config_account_equal(a, a));
+
+	/* the same text loads into equal accounts; one changed key makes them differ */
+	old = fx->cfg;
+	fx->cfg = NULL;
+	assert_int_equal(load(fx, conf, 0600), 0);
+	assert_true(config_account_equal(config_find(old, "a"), config_find(fx->cfg, "a")));
+	config_free(old);
+	old = fx->cfg;
+	fx->cfg = NULL;
+	assert_int_equal(load(fx, "parallel = 8\n" ACCT_HEAD "  protocol = imap\n" ACCT_BODY
+			      "  interval = 10m\n  idle = yes\n  timeout = 61\n}\n", 0600), 0);
+	assert_false(config_account_equal(config_find(old, "a"), config_find(fx->cfg, "a")));
+	config_free(old);
+
+	assert_int_equal(load(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 0600), 0);
+	assert_int_equal(fx->cfg->parallel, 4);
+	assert_int_equal(fx->cfg->log, MP_LOG_AUTO);
+	assert_int_equal(fx->cfg->accounts[0].interval_s, 300);
+	assert_false(fx->cfg->accounts[0].idle);
+
+	expect_error(fx, "parallel = 0\n" ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 1,
+		     "parallel \"0\" must be a number from 1 to 64");
+	expect_error(fx, "parallel = 65\n" ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 1,
+		     "must be a number from 1 to 64");
+	expect_error(fx, "log = file\n" ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 1,
+		     "log \"file\" must be auto, stderr, journal or syslog");
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "  interval = 0\n}\n", 7,
+		     "interval \"0\" must be a duration from 1s to 30d");
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "  interval = 31d\n}\n", 7,
+		     "must be a duration from 1s to 30d");
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "  idle = yes\n}\n", 7,
+		     "idle is an IMAP key; this account uses POP3");
+	expect_error(fx, ACCT_HEAD "  protocol = imap\n" ACCT_BODY "  idle = sometimes\n}\n", 7,
+		     "idle \"sometimes\" must be yes or no");
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "  parallel = 2\n}\n", 7,
+		     "parallel");
+}
+
 int
 main(void)
 {
@@ -542,6 +609,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_quiet_stderr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_default_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sample, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_daemon_keys, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,870 @@
+/*
+ * The daemon's scheduler (see scheduler.h). One parent process decides
+ * what runs when; each account run happens in a forked worker, so a slow,
+ * hanging or crashing account cannot hold up the others or the parent,
+ * and a worker's memory is returned when it ends.
+ *
+ * The parent blocks its signals and reads them from a signalfd, so all of
+ * its work happens in one poll() loop and no handler ever runs there.
+ * Workers install handlers that only set flags. Each worker reports every
+ * run through a pipe as one fixed-size record (smaller than PIPE_BUF, so
+ * it arrives whole); the parent alone decides what to log about failures.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailpull/account.h"
+#include "mailpull/log.h"
+#include "mailpull/scheduler.h"
+#include "mailpull/svc.h"
+#include "mailpull/util.h"
+
+/* RFC 2177: servers may end IDLE after 30 minutes; renew it before. */
+#define IDLE_MAX_S (28 * 60)
+/* How long stopping workers get before SIGKILL; every durable step survives it. */
+#define STOP_GRACE_MS 5000
+#define BACKOFF_MAX_FACTOR 4
+
+enum report_kind { REPORT_RUN, REPORT_IDLE_NOTSUP, REPORT_IDLE_ERR };
+
+/* One worker-to-parent record; fits in PIPE_BUF so a write is atomic. */
+struct report {
+	enum report_kind kind;
+	int code;
+	enum mp_exit ex;
+	struct account_stats stats;
+	char msg[512];
+	char srv[256];
+};
+
+_Static_assert(sizeof(struct report) <= 4096, "a report must fit in PIPE_BUF");
+
+struct slot {
+	char *name;
+	const struct mp_account *a;   /* in the current configuration; NULL once removed */
+	pid_t pid;                    /* the worker, 0: none */
+	int fd;                       /* read end of the worker's report pipe, -1: none */
+	bool idle_worker;             /* the worker loops in IDLE */
+	bool restart;                 /* run again at once when the worker ends */
+	bool again;                   /* poll-now came while it ran */
+	bool no_idle;                 /* the server lacks IDLE: poll */
+	bool got_report;              /* the worker reported at least once */
+	int64_t due_ms;
+	unsigned fails;
+	char last_err[800];
+};
+
+struct sched {
+	struct mp_config **cfg;
+	struct slot *slots;
+	size_t nslots;
+	int sfd;
+	int keep_fd;
+	bool stopping;
+	int64_t wd_ms, wd_next;
+	uint64_t fetched;             /* messages since start */
+	time_t last_poll;
+};
+
+/* Set by the worker's handlers only. */
+static volatile sig_atomic_t worker_term;
+static volatile sig_atomic_t worker_wake;
+
+static void
+on_worker_term(int sig)
+{
+	(void)sig;
+	worker_term = 1;
+	worker_wake = 1;
+}
+
+static void
+on_worker_wake(int sig)
+{
+	(void)sig;
+	worker_wake = 1;
+}
+
+static void
+sigset_daemon(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGCHLD);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void
+report_send(int fd, enum report_kind kind, int code, const struct account_stats *st,
+	    const struct mp_err *err)
+{
+	struct report r = { .kind = kind, .code = code };
+
+	if (st)
+		r.stats = *st;
+	if (err) {
+		r.ex = err->ex;
+		memcpy(r.msg, err->msg, sizeof(r.msg));
+		memcpy(r.srv, err->srv, sizeof(r.srv));
+	}
+	/* A parent that is gone cannot be told; the run's work is durable anyway. */
+	(void)util_write_all(fd, (const char *)&r, sizeof(r));
+}
+
+static int
+worker_run(const struct mp_config *cfg, const struct mp_account *a, int fd)
+{
+	struct account_opts o = { .stop = &worker_term };
+	struct account_stats st;
+	struct mp_err err = { 0 };
+	int r = account_run(cfg, a, &o, &st, &err);
+
+	report_send(fd, REPORT_RUN, r, &st, &err);
+	if (r < 0)
+		return err.ex ? err.ex : MP_EX_TEMPFAIL;
+	return 0;
+}
+
+/*
+ * An idle = yes account: run, wait in IDLE until mail comes, the interval
+ * passes or SIGUSR1 asks, run again. Any failure ends the worker: the
+ * parent applies the backoff and starts a new one.
+ */
+static int
+worker_idle_loop(const struct mp_config *cfg, const struct mp_account *a, int fd)
+{
+	for (;;) {
+		int64_t deadline;
+		int ex, r;
+
+		worker_wake = 0;
+		ex = worker_run(cfg, a, fd);
+		if (ex || worker_term)
+			return ex;
+		deadline = util_now_ms() + (int64_t)a->interval_s * 1000;
+		for (;;) {
+			int64_t left = deadline - util_now_ms();
+			unsigned wait_s = left <= 0 ? 0 : (unsigned)((left + 999) / 1000);
+			struct mp_err err = { 0 };
+
+			if (wait_s == 0 || worker_term)
+				break;
+			r = account_idle_wait(cfg, a, wait_s < IDLE_MAX_S ? wait_s : IDLE_MAX_S,
+					      &worker_wake, &err);
+			if (worker_term)
+				return 0;
+			if (r == -ENOTSUP) {
+				report_send(fd, REPORT_IDLE_NOTSUP, r, NULL, &err);
+				return 0;
+			}
+			if (r < 0) {
+				report_send(fd, REPORT_IDLE_ERR, r, NULL, &err);
+				return err.ex ? err.ex : MP_EX_TEMPFAIL;
+			}
+			if (r == 1 || worker_wake)
+				break;
+		}
+		if (worker_term)
+			return 0;
+	}
+}
+
+/* In the forked child: never returns. */
+static void
+worker_main(struct sched *s, struct slot *me, int fd)
+{
+	const struct sigaction term = { .sa_handler = on_worker_term };
+	const struct sigaction wake = { .sa_handler = on_worker_wake };
+	const struct sigaction ign = { .sa_handler = SIG_IGN };
+	const struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t set;
+	int ex;
+
+	/* The parent's descriptors are not ours to keep open (locks, pipes). */
+	close(s->sfd);
+	if (s->keep_fd >= 0)
+		close(s->keep_fd);
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].fd >= 0)
+			close(s->slots[i].fd);
+	sigaction(SIGTERM, &term, NULL);
+	sigaction(SIGINT, &term, NULL);
+	sigaction(SIGUSR1, me->idle_worker ? &wake : &ign, NULL);
+	/* The parent reloads; a terminal hangup reaches it too. */
+	sigaction(SIGHUP, &ign, NULL);
+	sigaction(SIGCHLD, &dfl, NULL);
+	sigset_daemon(&set);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	if (me->idle_worker)
+		ex = worker_idle_loop(*s->cfg, me->a, fd);
+	else
+		ex = worker_run(*s->cfg, me->a, fd);
+	_exit(ex);
+}
+
+static int
+worker_start(struct sched *s, struct slot *sl)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	sl->idle_worker = sl->a->idle && sl->a->protocol == MP_PROTO_IMAP && !sl->no_idle;
+	/* Buffered output would otherwise be written twice. */
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+
+		close(p[0]);
+		close(p[1]);
+		return r;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		worker_main(s, sl, p[1]);
+	}
+	close(p[1]);
+	(void)fcntl(p[0], F_SETFL, O_NONBLOCK);
+	sl->pid = pid;
+	sl->fd = p[0];
+	sl->restart = false;
+	sl->again = false;
+	sl->got_report = false;
+	sl->due_ms = INT64_MAX;
+	log_debug("account %s: started worker %ld%s", sl->name, (long)pid,
+		  sl->idle_worker ? " (IDLE)" : "");
+	return 0;
+}
+
+/* ---- results ------------------------------------------------------------ */
+
+static void
+update_status(struct sched *s)
+{
+	char buf[400], when[32] = "never", failing[200] = "";
+	size_t nfail = 0, n = 0, off = 0;
+	struct tm tm;
+
+	for (size_t i = 0; i < s->nslots; i++) {
+		if (!s->slots[i].a)
+			continue;
+		n++;
+		if (s->slots[i].fails == 0)
+			continue;
+		nfail++;
+		if (off < sizeof(failing) - 1) {
+			int k = snprintf(failing + off, sizeof(failing) - off, "%s%s",
+					 off ? ", " : "", s->slots[i].name);
+
+			off += k > 0 ? (size_t)k : 0;
+		}
+	}
+	if (s->last_poll && localtime_r(&s->last_poll, &tm))
+		strftime(when, sizeof(when), "%H:%M:%S", &tm);
+	if (nfail)
+		snprintf(buf, sizeof(buf), "%zu account%s, last poll %s, %llu message%s fetched; "
+			 "failing: %s", n, n == 1 ? "" : "s", when, (unsigned long long)s->fetched,
+			 s->fetched == 1 ? "" : "s", failing);
+	else
+		snprintf(buf, sizeof(buf), "%zu account%s, last poll %s, %llu message%s fetched",
+			 n, n == 1 ? "" : "s", when, (unsigned long long)s->fetched,
+			 s->fetched == 1 ? "" : "s");
+	svc_status(buf);
+}
+
+/* interval/8, doubling with each failure, at most BACKOFF_MAX_FACTOR x interval. */
+static int64_t
+backoff_ms(const struct mp_account *a, unsigned fails)
+{
+	int64_t base = (int64_t)a->interval_s * 1000 / 8, cap;
+	int64_t d;
+
+	cap = (int64_t)a->interval_s * 1000 * BACKOFF_MAX_FACTOR;
+	if (base < 1000)
+		base = 1000;
+	d = base;
+	for (unsigned i = 1; i < fails && d < cap; i++)
+		d *= 2;
+	return d < cap ? d : cap;
+}
+
+static void
+log_failure(struct slot *sl, const struct report *r, int64_t delay)
+{
+	const struct mp_account *a = sl->a;
+	char what[800];
+
+	if (r->srv[0])
+		snprintf(what, sizeof(what), "%s; the server said: %s", r->msg, r->srv);
+	else
+		snprintf(what, sizeof(what), "%s", r->msg[0] ? r->msg : strerror(-r->code));
+	if (sl->fails == 1 || strcmp(what, sl->last_err) != 0)
+		log_acct(LOG_LVL_ERR, a->name, a->host, "account %s (%s:%u): %s; retrying in %llds",
+			 a->name, a->host, a->port, what, (long long)(delay / 1000));
+	else
+		log_acct(LOG_LVL_DEBUG, a->name, a->host, "account %s: still failing (%d times); "
+			 "retrying in %llds", a->name, sl->fails, (long long)(delay / 1000));
+	snprintf(sl->last_err, sizeof(sl->last_err), "%s", what);
+}
+
+static void
+on_success(struct sched *s, struct slot *sl, const struct report *r, int64_t now)
+{
+	const struct mp_account *a = sl->a;
+
+	if (sl->fails)
+		log_acct(LOG_LVL_NOTICE, a->name, a->host, "account %s (%s:%u): working again "
+			 "after %u failed attempt%s", a->name, a->host, a->port, sl->fails,
+			 sl->fails == 1 ? "" : "s");
+	sl->fails = 0;
+	sl->last_err[0] = '\0';
+	s->fetched += r->stats.fetched;
+	s->last_poll = time(NULL);
+	log_acct(r->stats.fetched ? LOG_LVL_INFO : LOG_LVL_DEBUG, a->name, a->host,
+		 "account %s: %u new message%s, %u left on the server", a->name,
+		 r->stats.fetched, r->stats.fetched == 1 ? "" : "s",
+		 r->stats.on_server - r->stats.deleted);
+	sl->due_ms = now + (int64_t)a->interval_s * 1000;
+}
+
+static void
+on_report(struct sched *s, struct slot *sl, const struct report *r)
+{
+	int64_t now = util_now_ms();
+
+	sl->got_report = true;
+	if (!sl->a || s->stopping)
+		return;
+	if (r->kind == REPORT_IDLE_NOTSUP) {
+		log_acct(LOG_LVL_NOTICE, sl->a->name, sl->a->host, "account %s (%s): %s; polling "
+			 "every %us instead of IDLE", sl->a->name, sl->a->host,
+			 r->msg[0] ? r->msg : "the server does not support IDLE", sl->a->interval_s);
+		sl->no_idle = true;
+		sl->due_ms = now + (int64_t)sl->a->interval_s * 1000;
+	} else if (r->code == -EAGAIN && r->kind == REPORT_RUN) {
+		/* Another run (cron, a terminal) has the account: not a failure. */
+		log_acct(LOG_LVL_INFO, sl->a->name, sl->a->host, "account %s: %s; trying again "
+			 "later", sl->a->name, r->msg);
+		sl->due_ms = now + backoff_ms(sl->a, 1);
+	} else if (r->code < 0) {
+		sl->fails++;
+		sl->due_ms = now + backoff_ms(sl->a, sl->fails);
+		log_failure(sl, r, sl->due_ms - now);
+	} else {
+		on_success(s, sl, r, now);
+	}
+	update_status(s);
+}
+
+/* Reads every complete report waiting; 1 at end of file, else 0. */
+static int
+drain(struct sched *s, struct slot *sl)
+{
+	struct report r;
+
+	while (sl->fd >= 0) {
+		ssize_t n = read(sl->fd, &r, sizeof(r));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return 0;
+		if (n == 0)
+			return 1;
+		if ((size_t)n == sizeof(r))
+			on_report(s, sl, &r);
+	}
+	return 1;
+}
+
+static struct slot *
+slot_by_pid(struct sched *s, pid_t pid)
+{
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].pid == pid)
+			return &s->slots[i];
+	return NULL;
+}
+
+static void
+slot_forget(struct sched *s, struct slot *sl)
+{
+	size_t i = (size_t)(sl - s->slots);
+
+	free(sl->name);
+	memmove(sl, sl + 1, (s->nslots - i - 1) * sizeof(*sl));
+	s->nslots--;
+}
+
+/* A worker ended: settle what it did not report and decide when to run again. */
+static void
+on_exit_status(struct sched *s, struct slot *sl, int status)
+{
+	int64_t now = util_now_ms();
+
+	drain(s, sl);
+	if (sl->fd >= 0)
+		close(sl->fd);
+	sl->fd = -1;
+	sl->pid = 0;
+	if (!sl->a) {
+		slot_forget(s, sl);
+		return;
+	}
+	if (s->stopping)
+		return;
+	if (!sl->got_report) {
+		struct report r = { .kind = REPORT_RUN, .code = -EIO };
+
+		if (WIFSIGNALED(status))
+			snprintf(r.msg, sizeof(r.msg), "the worker was killed by signal %d",
+				 WTERMSIG(status));
+		else
+			snprintf(r.msg, sizeof(r.msg), "the worker exited with status %d "
+				 "before reporting", WEXITSTATUS(status));
+		on_report(s, sl, &r);
+	}
+	if (sl->restart || sl->again)
+		sl->due_ms = now;
+	else if (sl->due_ms == INT64_MAX)
+		sl->due_ms = now + (int64_t)sl->a->interval_s * 1000;
+}
+
+static void
+reap(struct sched *s)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct slot *sl = slot_by_pid(s, pid);
+
+		if (sl)
+			on_exit_status(s, sl, status);
+	}
+}
+
+/* ---- scheduling --------------------------------------------------------- */
+
+static unsigned
+pool_busy(const struct sched *s)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < s->nslots; i++)
+		n += s->slots[i].pid && !s->slots[i].idle_worker;
+	return n;
+}
+
+static bool
+wants_idle(const struct slot *sl)
+{
+	return sl->a->idle && sl->a->protocol == MP_PROTO_IMAP && !sl->no_idle;
+}
+
+/*
+ * Starts what is due, earliest first; idle workers do not take a place in
+ * the pool. Returns the next time something becomes due (INT64_MAX: none).
+ */
+static int64_t
+start_due(struct sched *s)
+{
+	int64_t now = util_now_ms(), next = INT64_MAX;
+	unsigned busy = pool_busy(s);
+
+	for (;;) {
+		struct slot *best = NULL;
+
+		for (size_t i = 0; i < s->nslots; i++) {
+			struct slot *sl = &s->slots[i];
+
+			if (!sl->a || sl->pid || sl->due_ms > now)
+				continue;
+			if (!wants_idle(sl) && busy >= (*s->cfg)->parallel)
+				continue;
+			if (!best || sl->due_ms < best->due_ms)
+				best = sl;
+		}
+		if (!best)
+			break;
+		int r = worker_start(s, best);
+
+		if (r < 0) {
+			log_acct(LOG_LVL_ERR, best->name, best->a->host, "account %s: cannot start "
+				 "a worker: %s", best->name, strerror(-r));
+			best->due_ms = now + 1000;
+			continue;
+		}
+		busy += !best->idle_worker;
+	}
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].a && !s->slots[i].pid && s->slots[i].due_ms < next)
+			next = s->slots[i].due_ms;
+	return next;
+}
+
+static void
+poll_now(struct sched *s)
+{
+	int64_t now = util_now_ms();
+
+	log_info("polling every account now (SIGUSR1)");
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (!sl->a)
+			continue;
+		if (!sl->pid)
+			sl->due_ms = now;
+		else if (sl->idle_worker)
+			(void)kill(sl->pid, SIGUSR1);
+		else
+			sl->again = true;
+	}
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+static struct slot *
+slot_by_name(struct slot *v, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i].name, name) == 0)
+			return &v[i];
+	return NULL;
+}
+
+/*
+ * New slots for cfg, carrying over the state of old ones by name. Workers
+ * of changed accounts finish their run with the old settings; idle ones
+ * are told to stop and start again with the new.
+ */
+static void
+slots_free_new(struct slot *v, size_t n, const struct slot *old, size_t nold)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!slot_by_name((struct slot *)old, nold, v[i].name))
+			free(v[i].name);
+	free(v);
+}
+
+static void
+carry_over(struct slot *sl, const struct slot *old, const struct mp_account *a, int64_t now)
+{
+	bool same = old->a && config_account_equal(old->a, a);
+
+	*sl = *old;
+	if (same)
+		return;
+	sl->no_idle = false;
+	sl->restart = sl->pid != 0;
+	if (!sl->pid)
+		sl->due_ms = now;
+	if (sl->pid && sl->idle_worker)
+		(void)kill(sl->pid, SIGTERM);
+}
+
+static int
+rebuild_slots(struct sched *s, const struct mp_config *cfg)
+{
+	size_t n = cfg->naccounts + s->nslots, k = 0;
+	struct slot *v = calloc(n ? n : 1, sizeof(*v));
+	bool *taken = calloc(s->nslots + 1, sizeof(*taken));
+	int64_t now = util_now_ms();
+
+	if (!v || !taken) {
+		free(v);
+		free(taken);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		struct slot *old = slot_by_name(s->slots, s->nslots, cfg->accounts[i].name);
+
+		if (old)
+			continue;
+		v[k] = (struct slot){ .fd = -1, .due_ms = now, .a = &cfg->accounts[i] };
+		v[k].name = strdup(cfg->accounts[i].name);
+		if (!v[k++].name) {
+			slots_free_new(v, k - 1, s->slots, s->nslots);
+			free(taken);
+			return -ENOMEM;
+		}
+	}
+	/* Nothing can fail from here on. */
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		const struct mp_account *a = &cfg->accounts[i];
+		struct slot *old = slot_by_name(s->slots, s->nslots, a->name);
+
+		if (!old)
+			continue;
+		taken[old - s->slots] = true;
+		carry_over(&v[k], old, a, now);
+		v[k++].a = a;
+	}
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *old = &s->slots[i];
+
+		if (taken[i])
+			continue;
+		if (!old->pid) {
+			free(old->name);
+			continue;
+		}
+		/* removed while running: kept until its worker ends */
+		if (old->idle_worker)
+			(void)kill(old->pid, SIGTERM);
+		v[k] = *old;
+		v[k++].a = NULL;
+	}
+	free(taken);
+	free(s->slots);
+	s->slots = v;
+	s->nslots = k;
+	return 0;
+}
+
+static void
+reload(struct sched *s)
+{
+	struct mp_config *cfg = NULL;
+	struct mp_err err = { 0 };
+	const char *path = (*s->cfg)->path;
+	int r;
+
+	svc_reloading();
+	log_info("reloading %s (SIGHUP)", path);
+	r = config_load(path, &cfg, &err);
+	if (r == 0)
+		r = rebuild_slots(s, cfg);
+	if (r < 0) {
+		if (err.msg[0])
+			log_err("%s; keeping the previous configuration", err.msg);
+		else
+			log_err("reloading %s: %s; keeping the previous configuration", path,
+				strerror(-r));
+		config_free(cfg);
+	} else {
+		config_free(*s->cfg);
+		*s->cfg = cfg;
+		log_notice("reloaded %s: %zu account%s", cfg->path, cfg->naccounts,
+			   cfg->naccounts == 1 ? "" : "s");
+	}
+	update_status(s);
+	svc_ready(NULL);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+/* 1 when asked to stop. */
+static int
+read_signals(struct sched *s)
+{
+	struct signalfd_siginfo si;
+	int stop = 0;
+
+	while (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGUSR1:
+			poll_now(s);
+			break;
+		case SIGHUP:
+			reload(s);
+			break;
+		case SIGTERM:
+		case SIGINT:
+			log_info("stopping (%s)", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+			stop = 1;
+			break;
+		case SIGCHLD:
+			reap(s);
+			break;
+		}
+	}
+	return stop;
+}
+
+static void
+watchdog(struct sched *s, int64_t now)
+{
+	if (s->wd_ms <= 0 || now < s->wd_next)
+		return;
+	svc_watchdog();
+	s->wd_next = now + s->wd_ms / 2;
+}
+
+static int
+loop_once(struct sched *s, struct pollfd *pfd, struct slot **who)
+{
+	int64_t next = start_due(s), now = util_now_ms(), wait;
+	nfds_t n = 1;
+	int pr;
+
+	if (s->wd_ms > 0 && s->wd_next < next)
+		next = s->wd_next;
+	wait = next == INT64_MAX ? -1 : next - now;
+	if (wait < 0 && next != INT64_MAX)
+		wait = 0;
+	if (wait > 60000 || wait < 0)
+		wait = 60000;
+	pfd[0] = (struct pollfd){ .fd = s->sfd, .events = POLLIN };
+	for (size_t i = 0; i < s->nslots; i++) {
+		if (s->slots[i].fd < 0)
+			continue;
+		pfd[n] = (struct pollfd){ .fd = s->slots[i].fd, .events = POLLIN };
+		who[n++] = &s->slots[i];
+	}
+	pr = poll(pfd, n, (int)wait);
+	if (pr < 0 && errno != EINTR)
+		return -errno;
+	watchdog(s, util_now_ms());
+	if (pr <= 0)
+		return 0;
+	/* Reports first: the slots may move when a signal reloads. */
+	for (nfds_t i = 1; i < n; i++)
+		if (pfd[i].revents & POLLIN)
+			drain(s, who[i]);
+	if (pfd[0].revents & POLLIN)
+		return read_signals(s);
+	return 0;
+}
+
+/* Safe: every durable step survives SIGKILL, and start-up recovery finishes it. */
+static void
+kill_workers(struct sched *s)
+{
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (!sl->pid)
+			continue;
+		log_warn("account %s: worker %ld did not stop in time; killing it", sl->name,
+			 (long)sl->pid);
+		(void)kill(sl->pid, SIGKILL);
+		(void)waitpid(sl->pid, NULL, 0);
+		sl->pid = 0;
+		if (sl->fd >= 0)
+			close(sl->fd);
+		sl->fd = -1;
+	}
+}
+
+/* SIGTERM to every worker; SIGKILL to those still running after the grace period. */
+static void
+stop_workers(struct sched *s)
+{
+	int64_t deadline = util_now_ms() + STOP_GRACE_MS;
+	struct signalfd_siginfo si;
+	bool any = false;
+
+	s->stopping = true;
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].pid)
+			any = kill(s->slots[i].pid, SIGTERM) == 0 || any;
+	while (any) {
+		struct pollfd p = { .fd = s->sfd, .events = POLLIN };
+		int64_t left = deadline - util_now_ms();
+
+		reap(s);
+		any = false;
+		for (size_t i = 0; i < s->nslots; i++)
+			any |= s->slots[i].pid != 0;
+		if (!any)
+			break;
+		if (left <= 0) {
+			kill_workers(s);
+			break;
+		}
+		(void)poll(&p, 1, (int)(left < 100 ? left : 100));
+		while (read(s->sfd, &si, sizeof(si)) > 0)
+			;
+	}
+}
+
+static int
+sched_init(struct sched *s, sigset_t *old)
+{
+	sigset_t set;
+
+	sigset_daemon(&set);
+	if (sigprocmask(SIG_BLOCK, &set, old) < 0)
+		return -errno;
+	s->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (s->sfd < 0) {
+		int r = -errno;
+
+		sigprocmask(SIG_SETMASK, old, NULL);
+		return r;
+	}
+	s->wd_ms = svc_watchdog_ms();
+	s->wd_next = util_now_ms();
+	return rebuild_slots(s, *s->cfg);
+}
+
+int
+scheduler_run(struct mp_config **cfg, int keep_fd)
+{
+	struct sched s = { .cfg = cfg, .keep_fd = keep_fd, .sfd = -1 };
+	struct pollfd *pfd = NULL;
+	struct slot **who = NULL;
+	size_t pcap = 0;
+	sigset_t old;
+	int r;
+
+	r = sched_init(&s, &old);
+	if (r < 0) {
+		if (s.sfd >= 0)
+			close(s.sfd);
+		return r;
+	}
+	log_notice("daemon started: %zu account%s from %s", (*cfg)->naccounts,
+		   (*cfg)->naccounts == 1 ? "" : "s", (*cfg)->path);
+	svc_ready("starting the first polls");
+	while (r == 0) {
+		if (s.nslots + 1 > pcap) {
+			pcap = s.nslots + 1;
+			free(pfd);
+			free(who);
+			pfd = calloc(pcap, sizeof(*pfd));
+			who = calloc(pcap, sizeof(*who));
+			if (!pfd || !who) {
+				r = -ENOMEM;
+				break;
+			}
+		}
+		r = loop_once(&s, pfd, who);
+	}
+	if (r < 0)
+		log_err("the scheduler failed: %s; stopping", strerror(-r));
+	svc_stopping();
+	stop_workers(&s);
+	for (size_t i = 0; i < s.nslots; i++) {
+		if (s.slots[i].fd >= 0)
+			close(s.slots[i].fd);
+		free(s.slots[i].name);
+	}
+	free(s.slots);
+	free(pfd);
+	free(who);
+	close(s.sfd);
+	/*
+	 * The signals stay blocked: a second SIGTERM must not cut short the
+	 * caller's clean-up (the pid file); the process exits next anyway.
+	 */
+	return r < 0 ? r : 0;
+}
