@@ -113,3 +113,31 @@ fuzz: build-fuzz/fuzz_imap_parse
 		build-fuzz/corpus/imap_parse tests/fuzz/corpus/imap_parse
 
 .PHONY: fuzz
+
+# systemd units: the user units (daemon, one-shot + timer) and the system-wide
+# template, with @bindir@ replaced by $(BINDIR). Installed by `make install`.
+SYSTEMDUSERUNITDIR ?= $(PREFIX)/lib/systemd/user
+SYSTEMDSYSTEMUNITDIR ?= $(PREFIX)/lib/systemd/system
+USER_UNITS = mailpull.service mailpull-once.service mailpull.timer
+SYSTEM_UNITS = mailpull@.service
+
+install: install-units
+
+install-units:
+	install -d $(DESTDIR)$(SYSTEMDUSERUNITDIR) $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)
+	set -e; for u in $(USER_UNITS); do \
+		sed 's|@bindir@|$(BINDIR)|g' systemd/$$u > $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$$u; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$$u; done
+	set -e; for u in $(SYSTEM_UNITS); do \
+		sed 's|@bindir@|$(BINDIR)|g' systemd/$$u > $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/$$u; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/$$u; done
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/mailpull
+	rm -f $(DESTDIR)$(MANDIR)/man1/mailpull.1 $(DESTDIR)$(MANDIR)/man5/mailpull.conf.5
+	rm -f $(DESTDIR)$(DOCDIR)/mailpull.conf.sample
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+	rm -f $(addprefix $(DESTDIR)$(SYSTEMDUSERUNITDIR)/,$(USER_UNITS))
+	rm -f $(addprefix $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/,$(SYSTEM_UNITS))
+
+.PHONY: install-units uninstall
