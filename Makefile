@@ -62,8 +62,13 @@ $(BUILDDIR)/tests/%: tests/unit/%.c $(LIB)
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
+# The integration tests wait on servers, disks and timers far more than on
+# the CPU, so several run at once (python3-pytest-xdist); PYTEST_JOBS= runs
+# them one by one.
+PYTEST_JOBS ?= 3
 integration: $(BIN)
-	MAILPULL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	MAILPULL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider \
+		$(if $(PYTEST_JOBS),-n $(PYTEST_JOBS)) tests/integration $(PYTEST_ARGS)
 
 check: all unit integration
 

@@ -53,9 +53,13 @@ def ensure_mail_user(name=MAIL_USER):
         return pwd.getpwnam(name)
     except KeyError:
         pass
-    run(["useradd", "--system", "--user-group", "--no-create-home",
-         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name])
-    return pwd.getpwnam(name)
+    # Parallel test workers may race to create it: losing the race is fine.
+    r = run(["useradd", "--system", "--user-group", "--no-create-home",
+             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name], check=False)
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise RuntimeError(f"useradd {name} failed: {r.stderr.decode(errors='replace')}")
 
 
 def has_ipv6_loopback():

@@ -9,6 +9,7 @@ other's mail.
 import collections
 import hashlib
 import os
+import tempfile
 import sys
 
 import pytest
@@ -32,19 +33,32 @@ EX_CRASH = 101
 
 
 # Measurements tests want shown even when they pass (peak RSS, step counts),
-# printed at the end of the run.
-REPORT = []
+# printed at the end of the run. Parallel workers append to one file that the
+# process which created it prints and removes.
+def pytest_configure(config):
+    if not os.environ.get("MAILPULL_REPORT_FILE"):
+        fd, path = tempfile.mkstemp(prefix="mailpull-report-")
+        os.close(fd)
+        os.environ["MAILPULL_REPORT_FILE"] = path
+        config.mailpull_report_owner = True
 
 
 def report(line):
-    REPORT.append(line)
+    with open(os.environ["MAILPULL_REPORT_FILE"], "a") as f:
+        f.write(line + "\n")
     print("\n" + line)
 
 
-def pytest_terminal_summary(terminalreporter):
-    if REPORT:
+def pytest_terminal_summary(terminalreporter, config):
+    if not getattr(config, "mailpull_report_owner", False):
+        return
+    path = os.environ.pop("MAILPULL_REPORT_FILE")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    os.unlink(path)
+    if lines:
         terminalreporter.section("mailpull measurements")
-        for line in REPORT:
+        for line in lines:
             terminalreporter.write_line(line)
 
 

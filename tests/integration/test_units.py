@@ -12,7 +12,9 @@ import os
 import re
 import shutil
 import stat
+import pathlib
 import subprocess
+import tempfile
 
 import pytest
 
@@ -56,7 +58,11 @@ def files_under(root):
 def analyze_env(tmp_path):
     # `systemd-analyze --user` wants a runtime directory even when no user
     # manager runs (it only reads files here).
-    rt = tmp_path / "xdg-runtime"
+    # Keep it short: socket paths under it (gpg-agent's) must fit sun_path's
+    # 108 bytes, which a deep pytest temporary directory can exceed.
+    rt = tmp_path / "rt"
+    if len(str(rt)) > 40:
+        rt = pathlib.Path(tempfile.mkdtemp(prefix="mp-rt-", dir="/tmp"))
     rt.mkdir(mode=0o700, exist_ok=True)
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
@@ -72,7 +78,12 @@ def analyze_env(tmp_path):
 
 def analyze(tmp_path, unit_path, *verb, user):
     cmd = ["systemd-analyze"] + (["--user"] if user else []) + list(verb) + [str(unit_path)]
-    r = subprocess.run(cmd, env=analyze_env(tmp_path), capture_output=True, text=True, timeout=120)
+    env = analyze_env(tmp_path)
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        if env["XDG_RUNTIME_DIR"].startswith("/tmp/mp-rt-"):
+            shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
     return r, cmd
 
 
