@@ -201,6 +201,18 @@ conn_buffered(const struct conn *c)
 }
 
 const char *
+conn_host(const struct conn *c)
+{
+	return c->host;
+}
+
+unsigned
+conn_port(const struct conn *c)
+{
+	return c->port;
+}
+
+const char *
 conn_peer(const struct conn *c)
 {
 	return c->peer;

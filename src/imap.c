@@ -921,31 +921,6 @@ auth_exchange(struct imap *m, struct cmd *cmd, enum sasl_mech mech, char *const 
 	return 0;
 }
 
-/* "host" and port of the peer, for the OAUTHBEARER kvpairs. */
-static void
-peer_host_port(const struct conn *c, char *host, size_t hostlen, unsigned *ret_port)
-{
-	const char *peer = conn_peer(c), *colon = strrchr(peer, ':');
-	uint64_t port = 0;
-	size_t hl;
-
-	*ret_port = 0;
-	host[0] = '\0';
-	if (!colon)
-		return;
-	if (util_parse_u64(colon + 1, strlen(colon + 1), &port) == 0 && port <= 65535)
-		*ret_port = (unsigned)port;
-	hl = (size_t)(colon - peer);
-	if (hl >= 2 && peer[0] == '[' && peer[hl - 1] == ']') {
-		peer++;
-		hl -= 2;
-	}
-	if (hl < hostlen) {
-		memcpy(host, peer, hl);
-		host[hl] = '\0';
-	}
-}
-
 /*
  * AUTHENTICATE with one client response (PLAIN, XOAUTH2, OAUTHBEARER): on
  * the command line with SASL-IR (RFC 4959), else after the server's empty
@@ -1033,24 +1008,8 @@ static int
 sasl_response(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
 	      char **ret, struct mp_err *err)
 {
-	char host[256];
-	unsigned port;
-	int r;
+	int r = sasl_initial(mech, user, secret, conn_host(m->c), conn_port(m->c), ret);
 
-	switch (mech) {
-	case SASL_PLAIN:
-		r = sasl_plain(user, secret, ret);
-		break;
-	case SASL_XOAUTH2:
-		r = sasl_xoauth2(user, secret, ret);
-		break;
-	case SASL_OAUTHBEARER:
-		peer_host_port(m->c, host, sizeof(host), &port);
-		r = sasl_oauthbearer(user, host, port, secret, ret);
-		break;
-	default:
-		r = -EINVAL;
-	}
 	if (r < 0)
 		return mp_err_set(err, r, r == -ENOMEM ? MP_EX_TEMPFAIL : MP_EX_CONFIG,
 				  "cannot build the %s response", sasl_mech_to_string(mech));

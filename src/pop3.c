@@ -646,31 +646,6 @@ auth_user(struct pop3 *p, const char *user, const char *pass, struct mp_err *err
 	return r;
 }
 
-/* "host:port" or "[v6]:port" of the peer, for the OAUTHBEARER kvpairs. */
-static void
-peer_host_port(const struct conn *c, char *host, size_t hostlen, unsigned *ret_port)
-{
-	const char *peer = conn_peer(c), *colon = strrchr(peer, ':');
-	uint64_t port = 0;
-	size_t hl;
-
-	*ret_port = 0;
-	host[0] = '\0';
-	if (!colon)
-		return;
-	if (util_parse_u64(colon + 1, strlen(colon + 1), &port) == 0 && port <= 65535)
-		*ret_port = (unsigned)port;
-	hl = (size_t)(colon - peer);
-	if (hl >= 2 && peer[0] == '[' && peer[hl - 1] == ']') {
-		peer++;
-		hl -= 2;
-	}
-	if (hl < hostlen) {
-		memcpy(host, peer, hl);
-		host[hl] = '\0';
-	}
-}
-
 /* No CR or LF may reach a command line: it would end it and start another. */
 static bool
 line_safe(const char *s)
@@ -682,8 +657,7 @@ int
 pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
 	  struct mp_err *err)
 {
-	char *resp = NULL, host[256];
-	unsigned port;
+	char *resp = NULL;
 	int r;
 
 	r = check_usable(p, err);
@@ -697,24 +671,11 @@ pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *sec
 				  "user name or password holds a line break, which USER/PASS "
 				  "cannot carry");
 	p->state = POP3_ST_AUTH;
-	switch (mech) {
-	case SASL_PLAIN:
-		r = sasl_plain(user, secret, &resp);
-		break;
-	case SASL_XOAUTH2:
-		r = sasl_xoauth2(user, secret, &resp);
-		break;
-	case SASL_OAUTHBEARER:
-		peer_host_port(p->c, host, sizeof(host), &port);
-		r = sasl_oauthbearer(user, host, port, secret, &resp);
-		break;
-	case SASL_LOGIN:
+	if (mech == SASL_LOGIN)
 		return settle(p, auth_login(p, user, secret, err));
-	case SASL_USER:
+	if (mech == SASL_USER)
 		return settle(p, auth_user(p, user, secret, err));
-	default:
-		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "unknown authentication mechanism");
-	}
+	r = sasl_initial(mech, user, secret, conn_host(p->c), conn_port(p->c), &resp);
 	if (r < 0)
 		return mp_err_set(err, r, r == -ENOMEM ? MP_EX_TEMPFAIL : MP_EX_CONFIG,
 				  "cannot build the %s response", sasl_mech_to_string(mech));

@@ -357,3 +357,19 @@ sasl_oauthbearer(const char *user, const char *host, unsigned port, const char *
 	free(euser);
 	return r;
 }
+
+int
+sasl_initial(enum sasl_mech m, const char *user, const char *secret, const char *host,
+	     unsigned port, char **ret_b64)
+{
+	switch (m) {
+	case SASL_PLAIN:
+		return sasl_plain(user, secret, ret_b64);
+	case SASL_XOAUTH2:
+		return sasl_xoauth2(user, secret, ret_b64);
+	case SASL_OAUTHBEARER:
+		return sasl_oauthbearer(user, host, port, secret, ret_b64);
+	default:
+		return -EINVAL;
+	}
+}

@@ -89,6 +89,10 @@ int conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err) MP_WUR;
 int conn_write(struct conn *c, const void *data, size_t len, struct mp_err *err) MP_WUR;
 int conn_flush(struct conn *c, struct mp_err *err) MP_WUR;
 
+/* The host and port as configured. Valid while c lives. */
+const char *conn_host(const struct conn *c);
+unsigned conn_port(const struct conn *c);
+
 /* "host:port" for messages. Valid while c lives. */
 const char *conn_peer(const struct conn *c);
 

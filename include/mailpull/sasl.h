@@ -44,6 +44,14 @@ int sasl_plain(const char *user, const char *pass, char **ret_b64);
 int sasl_xoauth2(const char *user, const char *token, char **ret_b64);
 int sasl_oauthbearer(const char *user, const char *host, unsigned port, const char *token, char **ret_b64);
 
+/*
+ * The initial response of a one-step mechanism (PLAIN, XOAUTH2,
+ * OAUTHBEARER; host and port are the server's, for OAUTHBEARER's kvpairs).
+ * -EINVAL for the other mechanisms, -ENOMEM.
+ */
+int sasl_initial(enum sasl_mech m, const char *user, const char *secret, const char *host,
+		 unsigned port, char **ret_b64);
+
 /* Wipes and frees a string that held a secret. NULL-safe. */
 void sasl_free(char *s);
 
