@@ -268,3 +268,258 @@ def test_network_cut(mp, mode, k):
     r2 = case.run()
     assert r2.rc == EX_OK, f"{when}: the direct rerun failed:\n{r2}"
     case.check_complete(f"{when}, after the rerun")
+
+
+# ---- hostile fake servers ---------------------------------------------------
+
+FAKE_MSGS = [make_message(i, tag="fake", size=3000) for i in range(3)]
+WANT = collections.Counter(digest(m) for m in FAKE_MSGS)
+
+
+def fake_pop3(mp, **kw):
+    kw.setdefault("messages", FAKE_MSGS)
+    return FakePOP3(tls="implicit", certfile=mp.dc.server_cert, keyfile=mp.dc.server_key,
+                    capa=["USER", "UIDL", "TOP", "PIPELINING"], **kw)
+
+
+def fake_imap(mp, **kw):
+    kw.setdefault("messages", FAKE_MSGS)
+    return FakeIMAP(tls="implicit", certfile=mp.dc.server_cert, keyfile=mp.dc.server_key, **kw)
+
+
+def fake_account(mp, srv, proto, **over):
+    a = {
+        "protocol": Raw(proto),
+        "host": "127.0.0.1",
+        "port": srv.port,
+        "tls": Raw("implicit"),
+        "tls_ca_file": mp.dc.ca_file,
+        "user": "alice",
+        "password": srv.password,
+        "maildir": mp.maildir(),
+        "keep": proto == "imap",
+        "timeout": Raw("5s"),
+    }
+    a.update(over)
+    return a
+
+
+def run_fake(mp, srv, proto, limit=RUN_TIMEOUT, **over):
+    mp.configure(fake_account(mp, srv, proto, **over))
+    r = mp.start().finish(limit)
+    assert not r.timed_out, f"mailpull hung:\n{r}"
+    print(f"exit {r.rc} in {r.elapsed:.1f} s; stderr: {r.stderr!r}")   # shown with -s
+    assert_no_crash(r)
+    return r
+
+
+def assert_no_crash(r):
+    assert r.signal == 0 and r.rc >= 0, f"mailpull died:\n{r}"
+    assert r.rc in (EX_OK, 64, 74, EX_TEMPFAIL, EX_PROTOCOL, 77, 78), f"odd exit status:\n{r}"
+    for bad in ("AddressSanitizer", "runtime error:", "LeakSanitizer", "Assertion"):
+        assert bad not in r.err, f"{bad}:\n{r}"
+
+
+def local(mp):
+    return collections.Counter(digest(m) for m in mp.messages())
+
+
+def assert_whole(mp):
+    """Every published file is a whole message, once; tmp/ is empty."""
+    got = local(mp)
+    assert set(got) <= set(WANT), "a partial or damaged message was published"
+    assert all(n == 1 for n in got.values()), f"duplicates: {got}"
+    assert mp.tmp_files() == [], f"left in tmp/: {mp.tmp_files()}"
+    return got
+
+
+def test_pop3_duplicate_uidl(mp):
+    with fake_pop3(mp, uids=["same", "other", "same"]) as srv:
+        r = run_fake(mp, srv, "pop3")
+    assert_error(r, EX_PROTOCOL, "t1", "127.0.0.1")
+    assert "DELE" not in srv.verbs(), srv.commands
+    assert len(srv.messages) == 3
+    assert_whole(mp)
+
+
+def test_pop3_list_size_differs_from_retr(mp):
+    """LIST says one size, RETR brings another: stored as received."""
+    sizes = [10, 10 ** 6, len(FAKE_MSGS[2]) + 7]
+    with fake_pop3(mp, list_sizes=sizes) as srv:
+        r = run_fake(mp, srv, "pop3")
+    assert r.rc == EX_OK, str(r)
+    assert assert_whole(mp) == WANT
+    assert srv.messages == [], "delivered messages were not deleted (keep = no)"
+
+
+def test_pop3_close_mid_message(mp):
+    def retr(c, i, payload):
+        if i == 1:
+            c.send(payload[:len(payload) // 2])
+            return False
+        c.send(payload)
+    with fake_pop3(mp, on_retr=retr) as srv:
+        r = run_fake(mp, srv, "pop3")
+    assert_error(r, EX_TEMPFAIL, "t1", "127.0.0.1")
+    assert "DELE" not in srv.verbs(), srv.commands
+    assert len(srv.messages) == 3
+    assert digest(FAKE_MSGS[1]) not in assert_whole(mp)
+
+
+def test_pop3_dele_ok_but_kept(mp):
+    """The server says +OK to DELE and keeps the message: the next runs
+    fetch nothing twice."""
+    with fake_pop3(mp, dele_keeps=True) as srv:
+        r1 = run_fake(mp, srv, "pop3")
+        assert r1.rc == EX_OK, str(r1)
+        first_retr = srv.verbs().count("RETR")
+        r2 = run_fake(mp, srv, "pop3")
+        r3 = run_fake(mp, srv, "pop3")
+    assert first_retr == 3
+    assert r2.rc == EX_OK and r3.rc == EX_OK, f"{r2}\n{r3}"
+    assert srv.verbs().count("RETR") == 3, "a message was fetched again"
+    assert assert_whole(mp) == WANT
+    # mailpull asks again to delete what the server still lists.
+    assert srv.verbs().count("DELE") >= 6, srv.verbs()
+
+
+def test_pop3_trickling_body_times_out(mp):
+    """One byte a second during a body, timeout = 3s: mailpull gives up in
+    bounded time, whatever the per-read progress."""
+    def retr(c, i, payload):
+        if i == 0:
+            c.send(payload)
+            return
+        c.send(payload[:200])
+        for b in payload[200:240]:
+            time.sleep(1)
+            c.send(bytes([b]))
+        return False
+    with fake_pop3(mp, on_retr=retr) as srv:
+        t0 = time.monotonic()
+        r = run_fake(mp, srv, "pop3", limit=30, keep=True, timeout=Raw("3s"))
+        elapsed = time.monotonic() - t0
+    assert_error(r, EX_TEMPFAIL, "t1", "127.0.0.1")
+    # A minimum transfer rate, not only a per-read timeout.
+    assert "slower than" in r.err or "timed out" in r.err, str(r)
+    assert elapsed < 12, f"gave up only after {elapsed:.1f} s"
+    assert digest(FAKE_MSGS[1]) not in assert_whole(mp)
+
+
+SPOOF = "\x1b[2J\x1b]0;owned\x07\x1b[31m[ALERT] mailpull: error: SPOOFED\r" \
+        "mailpull: error: SPOOFED2\x08\x08\x9b31m"
+
+
+def assert_escaped(r):
+    raw = r.stderr
+    for c in (b"\x1b", b"\x07", b"\x08", b"\r", b"\x9b", b"\xc2\x9b"):
+        assert c not in raw, f"raw {c!r} reached stderr:\n{raw!r}"
+    assert b"SPOOFED" in raw, f"the server text was not shown at all:\n{raw!r}"
+    assert b"\\x1b" in raw or b"\\033" in raw or b"\\e" in raw, raw
+    for line in raw.split(b"\n"):
+        if line.startswith(b"mailpull:"):
+            assert line.startswith(b"mailpull: error: account t1"), \
+                f"a line that looks like mailpull's own came from the server: {line!r}"
+
+
+def test_pop3_escape_sequences_in_server_text(mp):
+    def retr(c, i, payload):
+        c.send(b"-ERR " + SPOOF.encode("latin-1") + b"\r\n")
+    with fake_pop3(mp, greeting="+OK " + SPOOF, on_retr=retr) as srv:
+        r = run_fake(mp, srv, "pop3")
+    assert r.rc != EX_OK, str(r)
+    assert_escaped(r)
+    assert "DELE" not in srv.verbs()
+
+
+def test_imap_alert_with_escape_sequences(mp):
+    """An [ALERT] full of escape sequences, in the greeting and mid-fetch (no
+    bare CR: an IMAP line with one is refused outright)."""
+    spoof = SPOOF.replace("\r", " ")
+
+    def fetch(srv, c, i, uid, data):
+        c.send(b"* OK [ALERT] " + spoof.encode("latin-1") + b"\r\n")
+        c.send(f"* {i + 1} FETCH (UID {uid} BODY[] {{{len(data)}}}\r\n".encode() + data + b")\r\n")
+    with fake_imap(mp, greeting="* OK [ALERT] " + spoof, on_fetch=fetch) as srv:
+        r = run_fake(mp, srv, "imap")
+    assert_no_crash(r)
+    if r.rc == EX_OK:
+        assert assert_whole(mp) == WANT
+    # Whether shown or not, nothing raw and nothing posing as mailpull.
+    raw = r.stderr
+    assert b"\x1b" not in raw and b"\r" not in raw and b"\x07" not in raw, raw
+    for line in raw.split(b"\n"):
+        if line.startswith(b"mailpull:"):
+            assert not line.startswith(b"mailpull: error: SPOOFED"), raw
+            assert b"SPOOFED" not in line or line.startswith(b"mailpull: "), raw
+
+
+def test_imap_unsolicited_expunge_mid_fetch(mp):
+    """Another client expunges message 1 while message 2 is being fetched."""
+    def fetch(srv, c, i, uid, data):
+        if uid == 2 and 1 in srv.uids:
+            with srv.lock:
+                j = srv.uids.index(1)
+                del srv.uids[j], srv.messages[j], srv.flags[j]
+            c.send(f"* {j + 1} EXPUNGE\r\n".encode())
+        seq = srv.uids.index(uid) + 1
+        c.send(f"* {seq} FETCH (UID {uid} BODY[] {{{len(data)}}}\r\n".encode() + data + b")\r\n")
+    with fake_imap(mp, on_fetch=fetch) as srv:
+        r1 = run_fake(mp, srv, "imap")
+        r2 = run_fake(mp, srv, "imap")
+    assert r1.rc == EX_OK, str(r1)
+    assert r2.rc == EX_OK, str(r2)
+    assert assert_whole(mp) == WANT
+
+
+# A BODY[] literal is streamed to disk, so 2^32 + 1 bytes is a size like any
+# other (max_size applies); the server then closes: a network error.
+@pytest.mark.parametrize("literal", ["{-5}", "{99999999999999999999}", "{4294967297}",
+                                     "{12x}", "cut"])
+def test_imap_bad_literal(mp, literal):
+    def fetch(srv, c, i, uid, data):
+        if uid != 2:
+            c.send(f"* {i + 1} FETCH (UID {uid} BODY[] {{{len(data)}}}\r\n".encode()
+                   + data + b")\r\n")
+            return
+        if literal == "cut":
+            c.send(f"* {i + 1} FETCH (UID {uid} BODY[] {{{len(data)}}}\r\n".encode()
+                   + data[:len(data) // 2])
+        else:
+            c.send(f"* {i + 1} FETCH (UID {uid} BODY[] {literal}\r\n".encode() + data[:100])
+        return False
+    with fake_imap(mp, on_fetch=fetch) as srv:
+        r = run_fake(mp, srv, "imap", keep=False)
+    want = EX_TEMPFAIL if literal in ("cut", "{4294967297}") else EX_PROTOCOL
+    assert_error(r, want, "t1", "127.0.0.1")
+    assert digest(FAKE_MSGS[1]) not in assert_whole(mp)
+    assert "UID EXPUNGE" not in srv.verbs() or len(srv.messages) >= 2
+
+
+@pytest.mark.parametrize("proto", ["pop3", "imap"])
+@pytest.mark.parametrize("where", ["greeting", "response", "utf8-only"])
+def test_nul_and_invalid_utf8(mp, proto, where):
+    junk = b"\x00hidden\xff\xfe\xc3(\xed\xa0\x80"
+    if where == "utf8-only":
+        junk = junk[1:]
+    kw = {}
+    if where == "greeting":
+        kw["greeting"] = (b"+OK ready " if proto == "pop3" else b"* OK ready ") + junk
+    elif proto == "pop3":
+        kw["on_retr"] = lambda c, i, payload: c.send(b"-ERR no " + junk + b"\r\n")
+    else:
+        def fetch(srv, c, i, uid, data):
+            c.send(f"* {i + 1} FETCH (UID {uid} BODY[] \"".encode() + junk + b"\")\r\n")
+        kw["on_fetch"] = fetch
+    srv = (fake_pop3 if proto == "pop3" else fake_imap)(mp, **kw)
+    with srv:
+        r = run_fake(mp, srv, proto)
+    assert b"\x00" not in r.stderr and b"\xff" not in r.stderr, r.stderr
+    if proto == "imap" and where == "utf8-only":
+        # BODY[] "..." is a legal 8-bit quoted string: that is the message.
+        assert r.rc == EX_OK, str(r)
+        assert mp.messages() == [junk] * 3
+        return
+    assert_error(r, EX_PROTOCOL, "t1", "127.0.0.1")
+    assert "DELE" not in srv.verbs()
+    assert_whole(mp)
