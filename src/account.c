@@ -429,7 +429,9 @@ prune_state(struct run *r)
 
 /*
  * DELE what policy allows, then QUIT: the server deletes only on QUIT's +OK
- * (RFC 1939 section 6), after which the state forgets those messages.
+ * (RFC 1939 section 6). The state forgets those messages only once a later
+ * UIDL listing no longer has them (prune_state): a server that answers +OK
+ * and keeps a message must not make the next run fetch it again.
  */
 static int
 delete_and_quit(struct run *r)
@@ -451,13 +453,6 @@ delete_and_quit(struct run *r)
 	if (ret == 0) {
 		account_crash_point();
 		r->stats->deleted = (unsigned)n;
-		for (size_t i = 0; i < r->nmsgs && ret == 0; i++)
-			if (r->msgs[i].uidl[0] && deletable(r, &r->msgs[i]))
-				ret = state_remove(r->st, r->msgs[i].uidl, r->err);
-		if (n > 0 && ret == 0) {
-			r->changed = true;
-			ret = state_sync(r->st, r->err);
-		}
 	}
 	free(nums);
 	return ret;

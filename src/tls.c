@@ -116,6 +116,19 @@ verify_hint(int e)
 	}
 }
 
+/* Whether OpenSSL error e is the peer closing the connection mid-record (a
+ * network cut, not a TLS failure). */
+static bool
+tls_eof_error(unsigned long e)
+{
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+	return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+	(void)e;
+	return false;
+#endif
+}
+
 static int
 tls_fail(struct tls *t, const char *host, struct mp_err *err)
 {
@@ -127,6 +140,11 @@ tls_fail(struct tls *t, const char *host, struct mp_err *err)
 				  "TLS certificate of %s refused: %s; its SHA-256 fingerprint is %s",
 				  host, verify_hint(t->verify_error),
 				  t->leaf_fp[0] ? t->leaf_fp : "unknown");
+	if (e == 0 || tls_eof_error(e)) {
+		ERR_clear_error();
+		return mp_err_set(err, -ECONNRESET, MP_EX_TEMPFAIL,
+				  "connection closed by the server during the TLS handshake with %s", host);
+	}
 	ERR_error_string_n(e, buf, sizeof(buf));
 	ERR_clear_error();
 	return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "TLS handshake with %s failed: %s", host,
@@ -276,7 +294,8 @@ tls_read(struct tls *t, void *buf, size_t len, int64_t deadline_ms, struct mp_er
 			continue;
 		}
 		if (e == SSL_ERROR_ZERO_RETURN ||
-		    (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+		    (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) ||
+		    (e == SSL_ERROR_SSL && tls_eof_error(ERR_peek_error()))) {
 			ERR_clear_error();
 			return -ECONNRESET;
 		}

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mailpull/util.h"
+#include "mailpull/utf8.h"
 
 size_t
 util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
@@ -21,8 +22,18 @@ util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
 		return 0;
 	for (size_t i = 0; i < srclen; i++) {
 		unsigned char ch = (unsigned char)src[i];
+		uint32_t cp = 0;
+		int n = ch < 0x80 ? 1 : utf8_decode(src + i, srclen - i, &cp);
 
-		if (ch < 0x20 || ch == 0x7f) {
+		/* Valid UTF-8 passes, but not a C1 control (U+0080..U+009F: U+009B
+		 * is CSI); invalid bytes (a raw 0x9b too) are shown as \xNN. */
+		if (n > 1 && cp >= 0xa0) {
+			if (o + (size_t)n >= dstlen)
+				break;
+			memcpy(dst + o, src + i, (size_t)n);
+			o += (size_t)n;
+			i += (size_t)n - 1;
+		} else if (ch < 0x20 || ch >= 0x7f) {
 			if (o + 4 >= dstlen)
 				break;
 			dst[o++] = '\\';

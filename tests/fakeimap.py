@@ -26,6 +26,10 @@ Knobs:
     uidvalidity     of INBOX
     stall_on        command names ("UID", "SELECT", ...) at which the server
                     stops answering until release() (or stop())
+    on_fetch        callable(server, conn, index, uid, data) called for each
+                    message a UID FETCH of BODY[] returns; it sends the FETCH
+                    response itself (data: the message, CRLF); return False
+                    to stop serving the connection
 """
 
 import base64
@@ -138,7 +142,7 @@ class FakeIMAP:
                  caps_tls=None, greeting="* OK fake IMAP ready",
                  starttls_reply="OK Begin TLS negotiation now", inject=b"",
                  messages=(), flags=None, password="secret", uidvalidity=4242,
-                 stall_on=(), host="127.0.0.1", timeout=60.0):
+                 stall_on=(), host="127.0.0.1", timeout=60.0, on_fetch=None):
         self.tls = tls
         self.caps = list(caps)
         if caps_tls is None:
@@ -150,6 +154,7 @@ class FakeIMAP:
         self.password = password
         self.uidvalidity = uidvalidity
         self.stall_on = {s.upper() for s in stall_on}
+        self.on_fetch = on_fetch
         self.host = host
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -283,8 +288,9 @@ class FakeIMAP:
         if self.greeting is None:
             self._wait_release()
             return
-        c.line(self.greeting)
-        authed = self.greeting.upper().startswith("* PREAUTH")
+        greeting = self.greeting if isinstance(self.greeting, bytes) else self.greeting.encode()
+        c.send(greeting + b"\r\n")
+        authed = greeting.upper().startswith(b"* PREAUTH")
         selected = False
         while not self._stop.is_set():
             raw = self._read_command(c)
@@ -453,7 +459,10 @@ class FakeIMAP:
                 if "ENVELOPE" in items:
                     out.append(f"ENVELOPE {envelope(msgs[i])}")
                 head = f"* {i + 1} FETCH ({' '.join(out)}"
-                if "BODY" in items and "[]" in items:
+                if "BODY" in items and "[]" in items and self.on_fetch:
+                    if self.on_fetch(self, c, i, uid, data) is False:
+                        raise ConnectionAbortedError("on_fetch ended the session")
+                elif "BODY" in items and "[]" in items:
                     c.send(f"{head} BODY[] {{{len(data)}}}\r\n".encode() + data + b")\r\n")
                     if "PEEK" not in items and "\\Seen" not in flags[i]:
                         with self.lock:

@@ -20,6 +20,11 @@ Knobs:
     stall_on    command verbs ("RETR", ...) at which the server stops
                 answering until release() (or stop())
     uids        UIDL strings (default "fake-<n>")
+    list_sizes  sizes LIST reports (default: the true ones)
+    on_retr     callable(conn, index, payload) that sends the RETR answer
+                itself (payload: "+OK" line and encoded message); return
+                False to stop serving the connection
+    dele_keeps  DELE answers +OK but nothing is ever removed
 """
 
 import base64
@@ -87,7 +92,8 @@ class FakePOP3:
                  capa=("USER", "UIDL", "TOP", "SASL PLAIN"),
                  stls_reply="+OK Begin TLS negotiation", inject=b"",
                  greeting="+OK fake POP3 ready", messages=(), password="secret",
-                 stall_on=(), uids=None, host="127.0.0.1", timeout=60.0):
+                 stall_on=(), uids=None, host="127.0.0.1", timeout=60.0,
+                 list_sizes=None, on_retr=None, dele_keeps=False):
         self.tls = tls
         self.capa = list(capa)
         self.stls_reply = stls_reply
@@ -95,6 +101,9 @@ class FakePOP3:
         self.greeting = greeting
         self.password = password
         self.stall_on = {s.upper() for s in stall_on}
+        self.list_sizes = list(list_sizes) if list_sizes else None
+        self.on_retr = on_retr
+        self.dele_keeps = dele_keeps
         self.host = host
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -201,7 +210,8 @@ class FakePOP3:
         if self.greeting is None:
             self._wait_release()
             return
-        c.line(self.greeting)
+        c.send(self.greeting + b"\r\n" if isinstance(self.greeting, bytes)
+               else self.greeting + "\r\n")
         user = None
         authed = False
         deleted = set()
@@ -264,7 +274,7 @@ class FakePOP3:
                 else:
                     c.line("-ERR unsupported mechanism")
             elif verb == "QUIT":
-                if authed and deleted:
+                if authed and deleted and not self.dele_keeps:
                     with self.lock:
                         keep = [i for i in range(len(self.messages)) if i not in deleted]
                         self.messages = [self.messages[i] for i in keep]
@@ -284,7 +294,11 @@ class FakePOP3:
                 c.line(f"+OK {len(live)} {size}")
             elif verb in ("UIDL", "LIST"):
                 def val(i):
-                    return uids[i] if verb == "UIDL" else str(len(pop3_encode(msgs[i])) - 3)
+                    if verb == "UIDL":
+                        return uids[i]
+                    if self.list_sizes:
+                        return str(self.list_sizes[i])
+                    return str(len(pop3_encode(msgs[i])) - 3)
                 if len(parts) > 1:
                     i = self._index(parts[1], msgs, deleted)
                     if i is None:
@@ -304,7 +318,12 @@ class FakePOP3:
                     n = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
                     head, sep, body = data.partition(b"\n\n")
                     data = head + sep + b"".join(body.splitlines(True)[:n])
-                c.send(b"+OK message follows\r\n" + pop3_encode(data))
+                payload = b"+OK message follows\r\n" + pop3_encode(data)
+                if verb == "RETR" and self.on_retr:
+                    if self.on_retr(c, i, payload) is False:
+                        return
+                    continue
+                c.send(payload)
             elif verb == "DELE":
                 i = self._index(parts[1] if len(parts) > 1 else "", msgs, deleted)
                 if i is None:
