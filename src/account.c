@@ -82,6 +82,22 @@ account_check_stop(const struct account_opts *o, struct mp_err *err)
 	return mp_err_set(err, -ECANCELED, MP_EX_TEMPFAIL, "stopped by a signal");
 }
 
+int
+account_commit_stopped(struct mp_err *err, int (*commit)(void *ud), void *ud, size_t ndone)
+{
+	struct mp_err stopped = *err;
+	int ret;
+
+	if (ndone == 0)
+		return -ECANCELED;
+	mp_err_clear(err);
+	ret = commit(ud);
+	if (ret < 0)
+		return ret;
+	*err = stopped;
+	return -ECANCELED;
+}
+
 void
 account_progress(struct account_progress *p, const struct account_stats *s, bool final)
 {
@@ -158,11 +174,7 @@ static int
 sink_data(void *ud, const char *buf, size_t len)
 {
 	struct run *r = ud;
-	int ret = account_check_stop(r->o, r->err);
-
-	if (ret < 0)
-		return ret;
-	ret = maildir_msg_write(r->cur, buf, len, r->err);
+	int ret = maildir_msg_write(r->cur, buf, len, r->err);
 	r->stats->bytes += len;
 	progress(r, false);
 	return ret;
@@ -265,6 +277,17 @@ batch_commit(struct run *r)
 }
 
 static int
+batch_commit_cb(void *ud)
+{
+	struct run *r = ud;
+	int ret = batch_commit(r);
+
+	if (ret < 0)
+		batch_discard(r);
+	return ret;
+}
+
+static int
 fetch_batch(struct run *r, unsigned *nums, size_t n)
 {
 	struct mp_sink sink = { sink_begin, sink_data, sink_end, r };
@@ -272,6 +295,9 @@ fetch_batch(struct run *r, unsigned *nums, size_t n)
 
 	r->nbatch = 0;
 	ret = pop3_retr(r->pop, nums, n, &sink, r->err);
+	if (ret == -ECANCELED)
+		return account_commit_stopped(r->err, batch_commit_cb, r,
+					      r->nbatch);
 	if (ret < 0) {
 		batch_discard(r);
 		return ret;

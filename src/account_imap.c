@@ -75,10 +75,7 @@ static int
 isink_data(void *ud, const char *buf, size_t len)
 {
 	struct irun *r = ud;
-	int ret = account_check_stop(r->o, r->err);
 
-	if (ret < 0)
-		return ret;
 	if (!r->hs.done)
 		hdr_scan_feed(&r->hs, buf, len);
 	r->stats->bytes += len;
@@ -193,6 +190,12 @@ batch_discard(struct irun *r)
 }
 
 static int
+batch_commit_cb(void *ud)
+{
+	return batch_commit(ud);
+}
+
+static int
 fetch_batch(struct irun *r, const uint32_t *uids, size_t n)
 {
 	struct imap_fetch_sink sink = { isink_begin, isink_data, isink_end, isink_abort, r };
@@ -200,6 +203,11 @@ fetch_batch(struct irun *r, const uint32_t *uids, size_t n)
 
 	r->nbatch = 0;
 	ret = imap_fetch_bodies(r->im, uids, n, r->a->mark_seen, &sink, r->err);
+	if (ret == -ECANCELED) {
+		ret = account_commit_stopped(r->err, batch_commit_cb, r, r->nbatch);
+		if (ret == -ECANCELED)
+			return ret;
+	}
 	if (ret == 0 && r->nbatch > 0)
 		ret = batch_commit(r);
 	if (ret < 0)

@@ -23,6 +23,14 @@ void account_crash_point(void);
  */
 int account_check_stop(const struct account_opts *o, struct mp_err *err) MP_WUR;
 
+/*
+ * A stop signal (-ECANCELED from a sink's begin) arrived after ndone
+ * messages of a batch were complete: commits them (so the message being
+ * written when the signal came is kept), then returns -ECANCELED with the
+ * stop reason in err, or the commit's error. Nothing is deleted after it.
+ */
+int account_commit_stopped(struct mp_err *err, int (*commit)(void *ud), void *ud, size_t ndone);
+
 /* The tag naming this account's files in tmp/ (8 hex digits). */
 void account_tag(const char *name, char tag[16]);
 

@@ -193,6 +193,8 @@ def test_sigterm_during_large_fetch(mp, daemons):
     want = multiset(msgs)
     got = multiset(mp.messages())
     assert not (got - want), "a partial or foreign message in the Maildir"
+    # The message being written when SIGTERM came was finished and kept.
+    assert sum(got.values()) >= 1, "the message in progress at SIGTERM was not finished"
     # Nothing lost: a one-shot run completes the job.
     r = mp.run("-q")
     assert r.rc == EX_OK, str(r)
