@@ -98,24 +98,34 @@ clean:
 
 -include $(OBJS:.o=.d)
 
-# libFuzzer target for the IMAP response parser (needs clang):
+# libFuzzer harnesses (needs clang): IMAP parser, RFC 2047, mUTF-7, folders.
 #   make fuzz FUZZ_SECONDS=60
-# New inputs go to build-fuzz/corpus/; crashes to build-fuzz/ (keep them in
-# tests/fuzz/corpus/imap_parse/ once fixed).
+# New inputs go to build-fuzz/corpus/NAME/; crashes to build-fuzz/ (keep them
+# in tests/fuzz/corpus/NAME/ once fixed).
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-build-fuzz/fuzz_imap_parse: tests/fuzz/fuzz_imap_parse.c src/imap_parse.c include/mailpull/imap_parse.h
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_imap_parse.c src/imap_parse.c
+FUZZ_TARGETS = imap_parse mimeword mutf7 folder
+FUZZ_SRCS_imap_parse = src/imap_parse.c
+FUZZ_SRCS_mimeword = src/mimeword.c src/utf8.c
+FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c
+FUZZ_SRCS_folder = src/folder.c src/utf8.c
 
-fuzz: build-fuzz/fuzz_imap_parse
-	@mkdir -p build-fuzz/corpus/imap_parse
-	build-fuzz/fuzz_imap_parse -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
-		-dict=tests/fuzz/imap_parse.dict -artifact_prefix=build-fuzz/ \
-		build-fuzz/corpus/imap_parse tests/fuzz/corpus/imap_parse
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c include/mailpull/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRCS_$*)
+
+# Each harness runs FUZZ_SECONDS; a dictionary is used where one exists.
+fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p build-fuzz/corpus/$$t; \
+		dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+		echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+		build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 $$dict \
+			-artifact_prefix=build-fuzz/ build-fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
+	done
 
 .PHONY: fuzz
 
