@@ -114,6 +114,28 @@ account_progress(struct account_progress *p, const struct account_stats *s, bool
 	fflush(stderr);
 }
 
+int
+account_login(const struct mp_account *a, const char *sasl, bool user_ok, const char *plain,
+	      account_auth_fn auth, void *engine, struct mp_err *err)
+{
+	enum sasl_mech mech;
+	char *secret = NULL;
+	int ret = sasl_choose(sasl, user_ok, a->auth, &mech);
+
+	if (ret < 0)
+		return mp_err_set(err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
+				  "no usable authentication mechanism (server offers \"%s\"%s%s; "
+				  "auth = %s)", sasl, user_ok ? " and " : ", no ", plain,
+				  a->auth ? a->auth : "automatic");
+	/* The secret is fetched only now: after TLS is verified, right before use. */
+	ret = secret_get(a, a->timeout_s * 1000, &secret, err);
+	if (ret < 0)
+		return ret;
+	ret = auth(engine, mech, a->user, secret, err);
+	secret_free(secret);
+	return ret;
+}
+
 void
 account_tag(const char *name, char tag[16])
 {
@@ -499,13 +521,18 @@ open_local(struct run *r)
 }
 
 static int
+pop3_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+	     struct mp_err *err)
+{
+	return pop3_auth(engine, mech, user, secret, err);
+}
+
+static int
 open_session(struct run *r)
 {
 	const struct mp_account *a = r->a;
 	struct conn_opts co;
 	struct conn *c = NULL;
-	enum sasl_mech mech;
-	char *secret = NULL;
 	int ret;
 
 	account_conn_opts(a, &co);
@@ -515,19 +542,8 @@ open_session(struct run *r)
 	ret = pop3_open(c, a->tls == MP_TLS_STARTTLS, &r->pop, r->err);
 	if (ret < 0)
 		return ret;
-	ret = sasl_choose(pop3_caps(r->pop)->sasl, pop3_caps(r->pop)->user, a->auth, &mech);
-	if (ret < 0)
-		return mp_err_set(r->err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
-				  "no usable authentication mechanism (server offers \"%s\"%s; auth = %s)",
-				  pop3_caps(r->pop)->sasl, pop3_caps(r->pop)->user ? " and USER" : "",
-				  a->auth ? a->auth : "automatic");
-	/* The secret is fetched only now: after TLS is verified, right before use. */
-	ret = secret_get(a, a->timeout_s * 1000, &secret, r->err);
-	if (ret < 0)
-		return ret;
-	ret = pop3_auth(r->pop, mech, a->user, secret, r->err);
-	secret_free(secret);
-	return ret;
+	return account_login(a, pop3_caps(r->pop)->sasl, pop3_caps(r->pop)->user, "USER",
+			     pop3_auth_cb, r->pop, r->err);
 }
 
 static int

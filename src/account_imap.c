@@ -610,14 +610,19 @@ check_missing(struct irun *r, const struct imap_mailbox *mb, size_t n)
 }
 
 static int
+imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+	     struct mp_err *err)
+{
+	return imap_auth(engine, mech, user, secret, err);
+}
+
+static int
 open_session(struct irun *r)
 {
 	const struct mp_account *a = r->a;
 	const struct imap_caps *caps;
 	struct conn_opts co;
 	struct conn *c = NULL;
-	enum sasl_mech mech;
-	char *secret = NULL;
 	int ret;
 
 	account_conn_opts(a, &co);
@@ -629,19 +634,8 @@ open_session(struct irun *r)
 	if (imap_preauthenticated(r->im))
 		return 0;
 	caps = imap_caps(r->im);
-	ret = sasl_choose(caps->sasl, !caps->logindisabled, a->auth, &mech);
-	if (ret < 0)
-		return mp_err_set(r->err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
-				  "no usable authentication mechanism (server offers \"%s\"%s; auth = %s)",
-				  caps->sasl, caps->logindisabled ? ", LOGINDISABLED" : " and LOGIN",
-				  a->auth ? a->auth : "automatic");
-	/* The secret is fetched only now: after TLS is verified, right before use. */
-	ret = secret_get(a, a->timeout_s * 1000, &secret, r->err);
-	if (ret < 0)
-		return ret;
-	ret = imap_auth(r->im, mech, a->user, secret, r->err);
-	secret_free(secret);
-	return ret;
+	return account_login(a, caps->sasl, !caps->logindisabled, "LOGIN", imap_auth_cb, r->im,
+			     r->err);
 }
 
 /* Finishes what an interrupted run left in the root and every subfolder. */

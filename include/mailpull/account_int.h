@@ -7,6 +7,7 @@
 
 #include "mailpull/account.h"
 #include "mailpull/conn.h"
+#include "mailpull/sasl.h"
 #include "mailpull/maildir.h"
 #include "mailpull/state.h"
 
@@ -30,6 +31,17 @@ int account_check_stop(const struct account_opts *o, struct mp_err *err) MP_WUR;
  * stop reason in err, or the commit's error. Nothing is deleted after it.
  */
 int account_commit_stopped(struct mp_err *err, int (*commit)(void *ud), void *ud, size_t ndone);
+
+/*
+ * Chooses the mechanism among what the server offers (sasl, and the plain
+ * login when user_ok; plain names it in the error), then, only now that TLS
+ * is verified, fetches the secret, hands it to auth and wipes it. Errors as
+ * sasl_choose() (-EINVAL: config, -ENOENT: nothing fits), secret_get(), auth.
+ */
+typedef int (*account_auth_fn)(void *engine, enum sasl_mech mech, const char *user,
+			       const char *secret, struct mp_err *err);
+int account_login(const struct mp_account *a, const char *sasl, bool user_ok, const char *plain,
+		  account_auth_fn auth, void *engine, struct mp_err *err) MP_WUR;
 
 /* The tag naming this account's files in tmp/ (8 hex digits). */
 void account_tag(const char *name, char tag[16]);
