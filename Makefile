@@ -2,6 +2,8 @@
 #   make            build ./build/mailpull
 #   make check      unit + integration tests (needs the packages in tests/deps.sh)
 #   make asan       the whole test suite again under AddressSanitizer + UBSan
+#   make valgrind   the integration tests with mailpull under valgrind memcheck
+#   make killtest   KILL_RUNS (50) random SIGKILLs per protocol and keep setting
 #   make demo       fetch sample mail from a throwaway local Dovecot
 #   make bench      mailpull against mpop (POP3) and mbsync (IMAP) on the same local mailbox
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -75,6 +77,17 @@ check: all unit integration
 asan:
 	$(MAKE) BUILDDIR=build-asan SAN=1 CFLAGS="-O1 -g" check
 
+# The integration tests again with every mailpull process under valgrind
+# memcheck; a test fails on any memory error or definite leak.
+valgrind: $(BIN)
+	MAILPULL_VALGRIND=1 $(MAKE) integration
+
+# Many more random SIGKILLs than the default suite: KILL_RUNS per test, for
+# POP3 and IMAP, keep = no and keep = yes.
+KILL_RUNS ?= 50
+killtest: $(BIN)
+	MAILPULL_KILL_RUNS=$(KILL_RUNS) $(MAKE) integration PYTEST_ARGS="-k sigkill_at_random"
+
 lint:
 	sh tests/lint.sh
 
@@ -94,7 +107,7 @@ install: $(BIN)
 clean:
 	rm -rf build build-asan
 
-.PHONY: all unit integration check asan lint demo bench install clean
+.PHONY: all unit integration check asan valgrind killtest lint demo bench install clean
 
 -include $(OBJS:.o=.d)
 

@@ -79,6 +79,12 @@ def mailpull_bin():
     return b
 
 
+# MAILPULL_VALGRIND=1 runs every mailpull under valgrind memcheck, one log
+# per process in the test's directory; a test fails when any log shows an
+# error or a definite leak (see the mp fixture).
+VALGRIND = bool(os.environ.get("MAILPULL_VALGRIND"))
+
+
 def binary_is_sanitized(path):
     """Whether the binary was built with AddressSanitizer (memory use is then
     no measure of mailpull's own)."""
@@ -137,6 +143,9 @@ class MailPull:
         self.state_dir = os.path.join(self.tmp, "state")
         self.config_path = os.path.join(self.tmp, "mailpull.conf")
         self.sanitized = binary_is_sanitized(binary)
+        # Under valgrind, too, memory and time are no measure of mailpull's own.
+        self.slow = self.sanitized or VALGRIND
+        self.vg_dir = os.path.join(self.tmp, "valgrind")
         home = os.path.join(self.tmp, "home")
         os.makedirs(home, exist_ok=True)
         self.env = {
@@ -148,8 +157,8 @@ class MailPull:
             "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
             "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "print_stacktrace=1"),
         }
-        # Sanitized builds are several times slower.
-        self.timeout = 240.0 if self.sanitized else 60.0
+        # Sanitized builds and valgrind are several times slower.
+        self.timeout = 240.0 if self.slow else 60.0
 
     def path(self, *parts):
         return os.path.join(self.tmp, *parts)
@@ -173,11 +182,33 @@ class MailPull:
         sd = self.state_dir if state_dir is True else state_dir
         return mprun.write_config(path or self.config_path, accounts, sd, mode, extra)
 
+    def command(self, *args):
+        """argv for running mailpull with args (under valgrind when asked)."""
+        cmd = [self.bin] + list(args)
+        if VALGRIND:
+            os.makedirs(self.vg_dir, exist_ok=True)
+            cmd = ["valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=definite",
+                   "--errors-for-leak-kinds=definite", "--track-origins=yes",
+                   "--child-silent-after-fork=no",
+                   f"--log-file={self.vg_dir}/%p.log"] + cmd
+        return cmd
+
+    def valgrind_findings(self):
+        """Text of every non-empty valgrind log of this test."""
+        found = []
+        if os.path.isdir(self.vg_dir):
+            for name in sorted(os.listdir(self.vg_dir)):
+                with open(os.path.join(self.vg_dir, name), errors="replace") as f:
+                    text = f.read().strip()
+                if text:
+                    found.append(f"{name}:\n{text}")
+        return found
+
     def start(self, *args, config=None, env=None, measure_rss=False):
         e = dict(self.env)
         if env:
             e.update(env)
-        cmd = [self.bin]
+        cmd = self.command()
         if config is not False:
             cmd += ["-c", config or self.config_path]
         cmd += list(args)
@@ -219,7 +250,11 @@ class MailPull:
 
 @pytest.fixture
 def mp(mailpull_bin, dovecot, tmp_path):
-    return MailPull(mailpull_bin, tmp_path, dovecot)
+    m = MailPull(mailpull_bin, tmp_path, dovecot)
+    yield m
+    if VALGRIND:
+        found = m.valgrind_findings()
+        assert not found, "valgrind:\n" + "\n".join(found)
 
 
 def assert_error(r, code, *needles):

@@ -4,7 +4,8 @@ the server and the Maildir.
 
 MAILPULL_CRASH_AT=N makes mailpull _exit(101) at its Nth durability step;
 the random-time tests use SIGKILL. MAILPULL_TEST_SEED fixes the random
-choices (the seed in use is printed).
+choices (the seed in use is printed); MAILPULL_KILL_RUNS sets how many
+runs each random-SIGKILL test kills (default 20).
 """
 
 import collections
@@ -20,6 +21,7 @@ from mprun import base_name, maildir_files
 
 NMSG = 30
 MAX_STEPS = 2000
+KILL_RUNS = int(os.environ.get("MAILPULL_KILL_RUNS", "20"))
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,9 @@ def rng():
 class Scenario:
     """One mailbox of NMSG messages and one fresh Maildir and state."""
 
-    def __init__(self, mp, name, size=1500):
+    def __init__(self, mp, name, size=1500, keep=False):
         self.mp = mp
+        self.keep = keep
         self.user = mp.new_user("crash")
         self.msgs = [make_message(i, tag=self.user, size=size) for i in range(NMSG)]
         self.want = {digest(m) for m in self.msgs}
@@ -42,7 +45,7 @@ class Scenario:
         self.state = mp.path(name, "state")
         self.config = mp.path(name, "mailpull.conf")
         os.makedirs(mp.path(name))
-        mp.configure(mp.pop3_account(self.user, self.maildir, keep=False), path=self.config,
+        mp.configure(mp.pop3_account(self.user, self.maildir, keep=keep), path=self.config,
                      state_dir=self.state)
 
     def start(self, crash_at=None):
@@ -88,7 +91,10 @@ class Scenario:
             f"{when}: Maildir holds {sum(local.values())} files, " \
             f"{len(self.want - set(local))} missing, " \
             f"{sum(n - 1 for n in local.values() if n > 1)} duplicates"
-        assert self.server() == set(), f"{when}: server not empty"
+        if self.keep:
+            assert self.server() == self.want, f"{when}: keep = yes lost mail on the server"
+        else:
+            assert self.server() == set(), f"{when}: server not empty"
         assert self.tmp() == [], f"{when}: left in tmp/: {self.tmp()}"
 
     def finish(self, when):
@@ -134,19 +140,20 @@ def test_repeated_crashes_then_rerun(mp, rng):
         sc.finish(f"rerun after crash points {points}")
 
 
-def test_sigkill_at_random_times(mp, rng):
+@pytest.mark.parametrize("keep", [False, True], ids=["keep_no", "keep_yes"])
+def test_sigkill_at_random_times(mp, rng, keep):
     """SIGKILL at random instants of a run (messages big enough for the run
     to last a while)."""
     size = 200 * 1024
-    probe = Scenario(mp, "timing", size=size)
+    probe = Scenario(mp, "timing", size=size, keep=keep)
     t0 = time.monotonic()
     assert probe.run().rc == EX_OK
     duration = max(time.monotonic() - t0, 0.05)
     probe.check_complete("uninterrupted run")
     print(f"\nuninterrupted run: {duration:.3f} s")
     kills = 0
-    for k in range(20):
-        sc = Scenario(mp, f"kill{k}", size=size)
+    for k in range(KILL_RUNS):
+        sc = Scenario(mp, f"kill{k}", size=size, keep=keep)
         delay = rng.uniform(0, duration * 1.1)
         p = sc.start()
         time.sleep(delay)
@@ -161,8 +168,9 @@ def test_sigkill_at_random_times(mp, rng):
             duration = min(duration, max(r.elapsed, 0.05))
         sc.check_safe(f"after SIGKILL at {delay:.3f} s")
         sc.finish(f"rerun after SIGKILL at {delay:.3f} s")
-    report(f"SIGKILL: {kills} of 20 runs killed mid-way (an uninterrupted run: {duration:.3f} s)")
-    assert kills >= 5, f"only {kills} of 20 runs were killed before finishing"
+    report(f"POP3 keep={'yes' if keep else 'no'} SIGKILL: {kills} of {KILL_RUNS} runs killed "
+           f"mid-way (an uninterrupted run: {duration:.3f} s)")
+    assert kills >= KILL_RUNS // 4, f"only {kills} of {KILL_RUNS} runs were killed before finishing"
 
 
 def test_rerun_publishes_what_was_recorded(mp):

@@ -300,7 +300,7 @@ def test_stderr_log_format(mp, daemons):
         st = os.fstat(ef.fileno())
         env = dict(mp.env, XDG_RUNTIME_DIR=d.run_dir,
                    JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
-        p = subprocess.Popen([mp.bin, "-c", mp.config_path, "--daemon"], env=env,
+        p = subprocess.Popen(mp.command("-c", mp.config_path, "--daemon"), env=env,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=ef)
         try:
             wait_for(lambda: "account bad" in open(errpath).read(), 20, "the error line")

@@ -193,7 +193,7 @@ def run_on_pty(mp, args, timeout=60.0):
     """Runs mailpull with stdout and stderr on a pseudo-terminal; returns (rc, text)."""
     master, slave = pty.openpty()
     env = dict(mp.env, TERM="xterm", COLUMNS="200")
-    p = subprocess.Popen([mp.bin, "-c", mp.config_path] + list(args), stdin=subprocess.DEVNULL,
+    p = subprocess.Popen(mp.command("-c", mp.config_path, *args), stdin=subprocess.DEVNULL,
                          stdout=slave, stderr=slave, env=env, cwd=mp.tmp)
     os.close(slave)
     out = b""
