@@ -7,7 +7,7 @@ set -eu
 
 PACKAGES="build-essential pkg-config libssl-dev libconfuse-dev libsystemd-dev libcmocka-dev
 clang dovecot-core dovecot-imapd dovecot-pop3d openssl python3 python3-pytest python3-pytest-xdist mpop isync
-mandoc groff systemd time"
+mandoc groff systemd time valgrind"
 
 if [ "$(id -u)" -eq 0 ]; then
 	SUDO=
