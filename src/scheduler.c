@@ -73,6 +73,13 @@ struct sched {
 	int64_t wd_ms, wd_next;
 	uint64_t fetched;             /* messages since start */
 	time_t last_poll;
+	/*
+	 * poll() set and its slot for each entry; kept here rather than on
+	 * the loop's stack so a forked worker still reaches them until _exit.
+	 */
+	struct pollfd *pfd;
+	struct slot **who;
+	size_t pcap;
 };
 
 /* Set by the worker's handlers only. */
@@ -709,8 +716,10 @@ watchdog(struct sched *s, int64_t now)
 }
 
 static int
-loop_once(struct sched *s, struct pollfd *pfd, struct slot **who)
+loop_once(struct sched *s)
 {
+	struct pollfd *pfd = s->pfd;
+	struct slot **who = s->who;
 	int64_t next = start_due(s), now = util_now_ms(), wait;
 	nfds_t n = 1;
 	int pr;
@@ -820,9 +829,6 @@ int
 scheduler_run(struct mp_config **cfg, int keep_fd)
 {
 	struct sched s = { .cfg = cfg, .keep_fd = keep_fd, .sfd = -1 };
-	struct pollfd *pfd = NULL;
-	struct slot **who = NULL;
-	size_t pcap = 0;
 	sigset_t old;
 	int r;
 
@@ -836,18 +842,18 @@ scheduler_run(struct mp_config **cfg, int keep_fd)
 		   (*cfg)->naccounts == 1 ? "" : "s", (*cfg)->path);
 	svc_ready("starting the first polls");
 	while (r == 0) {
-		if (s.nslots + 1 > pcap) {
-			pcap = s.nslots + 1;
-			free(pfd);
-			free(who);
-			pfd = calloc(pcap, sizeof(*pfd));
-			who = calloc(pcap, sizeof(*who));
-			if (!pfd || !who) {
+		if (s.nslots + 1 > s.pcap) {
+			s.pcap = s.nslots + 1;
+			free(s.pfd);
+			free(s.who);
+			s.pfd = calloc(s.pcap, sizeof(*s.pfd));
+			s.who = calloc(s.pcap, sizeof(*s.who));
+			if (!s.pfd || !s.who) {
 				r = -ENOMEM;
 				break;
 			}
 		}
-		r = loop_once(&s, pfd, who);
+		r = loop_once(&s);
 	}
 	if (r < 0)
 		log_err("the scheduler failed: %s; stopping", strerror(-r));
@@ -859,8 +865,8 @@ scheduler_run(struct mp_config **cfg, int keep_fd)
 		free(s.slots[i].name);
 	}
 	free(s.slots);
-	free(pfd);
-	free(who);
+	free(s.pfd);
+	free(s.who);
 	close(s.sfd);
 	/*
 	 * The signals stay blocked: a second SIGTERM must not cut short the
