@@ -182,13 +182,14 @@ class MailPull:
         sd = self.state_dir if state_dir is True else state_dir
         return mprun.write_config(path or self.config_path, accounts, sd, mode, extra)
 
-    def command(self, *args):
+    def command(self, *args, leak_check=True):
         """argv for running mailpull with args (under valgrind when asked)."""
         cmd = [self.bin] + list(args)
         if VALGRIND:
             os.makedirs(self.vg_dir, exist_ok=True)
-            cmd = ["valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=definite",
-                   "--errors-for-leak-kinds=definite", "--track-origins=yes",
+            leaks = (["--leak-check=full", "--show-leak-kinds=definite",
+                      "--errors-for-leak-kinds=definite"] if leak_check else ["--leak-check=no"])
+            cmd = ["valgrind", "--quiet", *leaks, "--track-origins=yes",
                    "--child-silent-after-fork=no",
                    f"--log-file={self.vg_dir}/%p.log"] + cmd
         return cmd
@@ -208,7 +209,9 @@ class MailPull:
         e = dict(self.env)
         if env:
             e.update(env)
-        cmd = self.command()
+        # A simulated crash (_exit at a durability step) leaves memory
+        # behind by design; only memory errors count in such a run.
+        cmd = self.command(leak_check="MAILPULL_CRASH_AT" not in e)
         if config is not False:
             cmd += ["-c", config or self.config_path]
         cmd += list(args)
