@@ -721,6 +721,12 @@ read_greeting(struct imap *m, bool starttls, struct mp_err *err)
 	const struct imap_response *r;
 	int rc;
 
+	/*
+	 * Under the minimum-rate rule, as every later response: read_resp()
+	 * waits afresh for each byte, so a server dripping its greeting would
+	 * otherwise hold the connection until the line cap.
+	 */
+	conn_body_start(m->c);
 	rc = read_resp(m, NULL, NULL, &r, err);
 	if (rc < 0)
 		return rc;
