@@ -344,7 +344,7 @@ conn_peek(struct conn *c, const char **ret_data, size_t *ret_len, struct mp_err 
 		if (c->body && now >= c->win_start + c->timeout_ms) {
 			if (c->win_bytes < need)
 				return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL,
-						  "%s sends the message slower than %u bytes/s",
+						  "%s sends slower than %u bytes/s",
 						  c->peer, CONN_MIN_RATE);
 			c->win_start = now;
 			c->win_bytes = 0;
