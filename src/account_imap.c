@@ -697,6 +697,19 @@ run_folders(struct irun *r)
 			log_warn("%s: %s: %s", r->a->name, mb[i].name, r->err->msg);
 			mp_err_clear(r->err);
 			ret = 0;
+		} else if (ret == -EREMOTE) {
+			/* On another server (a referral): the other folders go on, the run fails. */
+			if (first == 0) {
+				char name[128];
+
+				util_sanitize(name, sizeof(name), mb[i].name, strlen(mb[i].name));
+				ferr = *r->err;
+				snprintf(ferr.msg, sizeof(ferr.msg), "folder \"%s\": %.360s", name,
+					 r->err->msg);
+				first = ret;
+			}
+			mp_err_clear(r->err);
+			ret = 0;
 		}
 	}
 	imap_mailboxes_free(mb, n);

@@ -281,13 +281,13 @@ fill(struct conn *c, int64_t deadline_ms, struct mp_err *err)
 	return n;
 }
 
-int
-conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp_err *err)
+/* One line, which must be complete by deadline. */
+static int
+read_line_by(struct conn *c, int64_t deadline, const char **ret_line, size_t *ret_len,
+	     struct mp_err *err)
 {
-	int64_t deadline = util_now_ms() + c->timeout_ms;
 	size_t scanned = 0;
 
-	c->body = false;
 	for (;;) {
 		char *start = c->in + c->in_start;
 		size_t avail = c->in_end - c->in_start;
@@ -324,6 +324,40 @@ conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp
 	}
 }
 
+int
+conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp_err *err)
+{
+	c->body = false;
+	return read_line_by(c, util_now_ms() + c->timeout_ms, ret_line, ret_len, err);
+}
+
+/* Bytes the minimum rate asks for in one window of the timeout's length. */
+static uint64_t
+window_need(const struct conn *c)
+{
+	return (uint64_t)CONN_MIN_RATE * (c->timeout_ms / 1000 ? c->timeout_ms / 1000 : 1);
+}
+
+int
+conn_read_body_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp_err *err)
+{
+	int64_t now = util_now_ms();
+
+	/*
+	 * Checked between lines: each line still has the whole timeout, so a
+	 * response that comes a short line at a time, each just in time,
+	 * fails within two windows instead of never.
+	 */
+	if (c->body && now >= c->win_start + c->timeout_ms) {
+		if (c->win_bytes < window_need(c))
+			return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL,
+					  "%s sends slower than %u bytes/s", c->peer, CONN_MIN_RATE);
+		c->win_start = now;
+		c->win_bytes = 0;
+	}
+	return read_line_by(c, now + c->timeout_ms, ret_line, ret_len, err);
+}
+
 void
 conn_body_start(struct conn *c)
 {
@@ -335,7 +369,7 @@ conn_body_start(struct conn *c)
 int
 conn_peek(struct conn *c, const char **ret_data, size_t *ret_len, struct mp_err *err)
 {
-	uint64_t need = (uint64_t)CONN_MIN_RATE * (c->timeout_ms / 1000 ? c->timeout_ms / 1000 : 1);
+	uint64_t need = window_need(c);
 
 	while (c->in_end == c->in_start) {
 		int64_t now = util_now_ms();
@@ -344,7 +378,7 @@ conn_peek(struct conn *c, const char **ret_data, size_t *ret_len, struct mp_err 
 		if (c->body && now >= c->win_start + c->timeout_ms) {
 			if (c->win_bytes < need)
 				return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL,
-						  "%s sends the message slower than %u bytes/s",
+						  "%s sends slower than %u bytes/s",
 						  c->peer, CONN_MIN_RATE);
 			c->win_start = now;
 			c->win_bytes = 0;

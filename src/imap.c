@@ -611,11 +611,38 @@ run_cmd(struct imap *m, struct cmd *cmd, resp_fn fn, literal_fn lit, void *ud,
 	return r;
 }
 
+/*
+ * A NO with [REFERRAL url]: a login referral (RFC 2221) or a mailbox
+ * referral (RFC 2193). mailpull never connects where a server says to
+ * (DESIGN.md, TLS rules), so the error says that, with the URL shown as
+ * the server's words for the user to judge.
+ */
+static int
+referral(struct imap *m, const struct imap_response *r, int code, enum mp_exit ex,
+	 const char *what, struct mp_err *err)
+{
+	const char *url = NULL;
+	size_t ulen = 0;
+	char srv[512];
+
+	m->refused = true;
+	if (r->code_count < 1 || imap_arg_string(&r->code_args[0], &url, &ulen) < 0 || !url)
+		ulen = 0;
+	snprintf(srv, sizeof(srv), "[REFERRAL %.*s] %.*s", ulen > 300 ? 300 : (int)ulen,
+		 url ? url : "", r->text_len > 200 ? 200 : (int)r->text_len, r->text);
+	return fail_srv(err, code, ex, srv, strlen(srv),
+			"server refers %s to another server, which mailpull never follows", what);
+}
+
 /* A tagged NO or BAD that ends what we were doing, the server's text kept apart. */
 static int
 refused(struct imap *m, const struct imap_response *r, int code, const char *what,
 	struct mp_err *err)
 {
+	/* A mailbox referral is not a folder that vanished (-ENOENT): it lives elsewhere. */
+	if (r->status == IMAP_STATUS_NO && imap_response_code_is(r, "REFERRAL"))
+		return code == -ENOENT ? referral(m, r, -EREMOTE, MP_EX_PROTOCOL, what, err) :
+			referral(m, r, code, mp_exit_from_errno(code), what, err);
 	m->refused = true;
 	return fail_srv(err, code, mp_exit_from_errno(code), r->text, r->text_len,
 			"server refused %s (%s)", what, imap_status_to_string(r->status));
@@ -721,6 +748,12 @@ read_greeting(struct imap *m, bool starttls, struct mp_err *err)
 	const struct imap_response *r;
 	int rc;
 
+	/*
+	 * Under the minimum-rate rule, as every later response: read_resp()
+	 * waits afresh for each byte, so a server dripping its greeting would
+	 * otherwise hold the connection until the line cap.
+	 */
+	conn_body_start(m->c);
 	rc = read_resp(m, NULL, NULL, &r, err);
 	if (rc < 0)
 		return rc;
@@ -828,6 +861,8 @@ auth_refused(struct imap *m, const struct imap_response *r, const char *detail,
 	if (r->status == IMAP_STATUS_BAD)
 		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
 				"server rejected the authentication command (BAD)");
+	if (imap_response_code_is(r, "REFERRAL"))
+		return referral(m, r, -EACCES, MP_EX_NOPERM, "the login", err);
 	if (len == 0 && detail && detail[0]) {
 		text = detail;
 		len = strlen(detail);

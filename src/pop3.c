@@ -189,6 +189,9 @@ expect_ok(struct pop3 *p, const char *what, struct mp_err *err)
 /*
  * One line of a multi-line response (RFC 1939 section 3): 1 with the line
  * (dot-stuffing undone), 0 at the terminating ".", or a negative errno.
+ * The caller starts the minimum-rate window after the status line, so a
+ * server sending a line at a time, each just within the timeout, cannot
+ * hold the session for ever.
  */
 static int
 read_ml_line(struct pop3 *p, const char **ret_line, size_t *ret_len, struct mp_err *err)
@@ -197,7 +200,7 @@ read_ml_line(struct pop3 *p, const char **ret_line, size_t *ret_len, struct mp_e
 	size_t len;
 	int r;
 
-	r = conn_read_line(p->c, &line, &len, err);
+	r = conn_read_body_line(p->c, &line, &len, err);
 	if (r < 0)
 		return r;
 	log_trace("S", line, len, SIZE_MAX);
@@ -306,6 +309,7 @@ pop3_capa(struct pop3 *p, struct mp_err *err)
 		p->caps.user = p->caps.uidl = p->caps.top = true;
 		return 0;
 	}
+	conn_body_start(p->c);
 	for (unsigned n = 0;; n++) {
 		r = read_ml_line(p, &line, &len, err);
 		if (r <= 0)
@@ -760,6 +764,7 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 	r = send_cmd(p, err, "LIST");
 	if (r == 0)
 		r = expect_ok(p, "LIST", err);
+	conn_body_start(p->c);
 	while (r == 0) {
 		struct pop3_msg m = { 0 };
 
@@ -891,6 +896,7 @@ read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
 		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				"server advertised UIDL but refused it");
 	}
+	conn_body_start(p->c);
 	while ((r = read_ml_line(p, &line, &len, err)) > 0) {
 		r = merge_uidl_line(msgs, n, &pos, line, len, err);
 		if (r < 0)

@@ -129,6 +129,25 @@ tls_eof_error(unsigned long e)
 #endif
 }
 
+/*
+ * Whether OpenSSL error e says the two sides share no protocol version: the
+ * server alerts that it has none of ours, or it chose one below our minimum.
+ */
+static bool
+tls_version_error(unsigned long e)
+{
+	if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+		return false;
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_WRONG_SSL_VERSION:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static int
 tls_fail(struct tls *t, const char *host, struct mp_err *err)
 {
@@ -147,6 +166,10 @@ tls_fail(struct tls *t, const char *host, struct mp_err *err)
 	}
 	ERR_error_string_n(e, buf, sizeof(buf));
 	ERR_clear_error();
+	if (tls_version_error(e))
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "TLS handshake with %s failed: the server offers no TLS version "
+				  "mailpull accepts (TLS 1.2 is the minimum; %s)", host, buf);
 	return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "TLS handshake with %s failed: %s", host,
 			  e ? buf : "connection closed by the server");
 }

@@ -143,6 +143,60 @@ def make_server_cert(dirpath, name, ca_crt, ca_key,
     return crt, key
 
 
+def make_expired_cert(dirpath, name, ca_crt, ca_key,
+                      san="DNS:localhost,IP:127.0.0.1,IP:::1",
+                      start="20200101000000Z", end="20200201000000Z"):
+    """Makes NAME.pem / NAME.key signed by the CA, valid only from start to
+    end (by default a month in 2020, long expired). `openssl x509 -req
+    -days` cannot reach into the past; `openssl ca` takes both dates."""
+    key = os.path.join(dirpath, f"{name}.key")
+    csr = os.path.join(dirpath, f"{name}.csr")
+    crt = os.path.join(dirpath, f"{name}.pem")
+    cadir = os.path.join(dirpath, f"{name}-ca-db")
+    os.makedirs(cadir, exist_ok=True)
+    open(os.path.join(cadir, "index.txt"), "w").close()
+    with open(os.path.join(cadir, "serial"), "w") as f:
+        f.write("1000\n")
+    cnf = os.path.join(cadir, "ca.cnf")
+    with open(cnf, "w") as f:
+        f.write(f"""[ca]
+default_ca = tca
+[tca]
+dir = {cadir}
+database = {cadir}/index.txt
+new_certs_dir = {cadir}
+serial = {cadir}/serial
+default_md = sha256
+policy = pol
+unique_subject = no
+[pol]
+commonName = supplied
+[ext]
+subjectAltName = {san}
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+""")
+    _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+              "-keyout", key, "-out", csr, "-subj", "/CN=localhost"], dirpath)
+    _openssl(["ca", "-batch", "-config", cnf, "-cert", ca_crt, "-keyfile", ca_key,
+              "-in", csr, "-out", crt, "-startdate", start, "-enddate", end,
+              "-extensions", "ext", "-notext"], dirpath)
+    return crt, key
+
+
+def make_self_signed_cert(dirpath, name, san="DNS:localhost,IP:127.0.0.1,IP:::1"):
+    """Makes NAME.pem / NAME.key: a server certificate that signs itself
+    (no CA), valid for the given SAN."""
+    key = os.path.join(dirpath, f"{name}.key")
+    crt = os.path.join(dirpath, f"{name}.pem")
+    _openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+              "-nodes", "-keyout", key, "-out", crt, "-days", "30", "-subj", "/CN=localhost",
+              "-addext", f"subjectAltName={san}",
+              "-addext", "extendedKeyUsage=serverAuth"], dirpath)
+    return crt, key
+
+
 class Dovecot:
     """A private Dovecot (POP3 + IMAP, plain and implicit TLS) on loopback."""
 

@@ -30,6 +30,15 @@ Knobs:
                     message a UID FETCH of BODY[] returns; it sends the FETCH
                     response itself (data: the message, CRLF); return False
                     to stop serving the connection
+    context         an ssl.SSLContext to serve TLS with instead of one made
+                    from certfile/keyfile (e.g. one offering only TLS 1.0)
+    script          {COMMAND: reply} played instead of the normal handling
+                    of COMMAND: a str (or a list of them) is sent line by
+                    line with "{tag}" replaced by the command's tag, a
+                    callable(conn, tag, command) does it itself and returns
+                    False to end the session
+    greeting may also be a callable(conn), which plays the greeting itself
+    and returns False to end the session.
 """
 
 import base64
@@ -142,9 +151,11 @@ class FakeIMAP:
                  caps_tls=None, greeting="* OK fake IMAP ready",
                  starttls_reply="OK Begin TLS negotiation now", inject=b"",
                  messages=(), flags=None, password="secret", uidvalidity=4242,
-                 stall_on=(), host="127.0.0.1", timeout=60.0, on_fetch=None):
+                 stall_on=(), host="127.0.0.1", timeout=60.0, on_fetch=None,
+                 context=None, script=None):
         self.tls = tls
         self.caps = list(caps)
+        self.script = {k.upper(): v for k, v in (script or {}).items()}
         if caps_tls is None:
             caps_tls = [c for c in self.caps if c.upper() not in ("STARTTLS", "LOGINDISABLED")]
         self.caps_tls = list(caps_tls)
@@ -170,13 +181,13 @@ class FakeIMAP:
         self._records = []
         self._stop = threading.Event()
         self._threads = []
-        self._ctx = None
-        if certfile:
+        self._ctx = context
+        if context is None and certfile:
             self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             self._ctx.load_cert_chain(certfile, keyfile)
-        elif tls == "implicit":
-            raise ValueError("implicit TLS needs certfile and keyfile")
+        elif context is None and tls == "implicit":
+            raise ValueError("implicit TLS needs certfile and keyfile (or context)")
 
     # ---- life cycle ---------------------------------------------------------
 
@@ -288,8 +299,14 @@ class FakeIMAP:
         if self.greeting is None:
             self._wait_release()
             return
-        greeting = self.greeting if isinstance(self.greeting, bytes) else self.greeting.encode()
-        c.send(greeting + b"\r\n")
+        if callable(self.greeting):
+            if self.greeting(c) is False:
+                return
+            greeting = b""
+        else:
+            greeting = self.greeting if isinstance(self.greeting, bytes) \
+                else self.greeting.encode()
+            c.send(greeting + b"\r\n")
         authed = greeting.upper().startswith(b"* PREAUTH")
         selected = False
         while not self._stop.is_set():
@@ -306,6 +323,15 @@ class FakeIMAP:
                 self._wait_release()
                 if self._stop.is_set():
                     return
+            if verb in self.script:
+                reply = self.script[verb]
+                if callable(reply):
+                    if reply(c, tag, cmd) is False:
+                        return
+                    continue
+                for ln in [reply] if isinstance(reply, str) else reply:
+                    c.line(ln.replace("{tag}", tag))
+                continue
             if verb == "CAPABILITY":
                 c.line(f"* CAPABILITY {self._caps(c)}")
                 c.line(f"{tag} OK CAPABILITY completed")

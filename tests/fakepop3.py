@@ -25,6 +25,15 @@ Knobs:
                 itself (payload: "+OK" line and encoded message); return
                 False to stop serving the connection
     dele_keeps  DELE answers +OK but nothing is ever removed
+    capa_tls    the CAPA lines once TLS is up (default: capa)
+    context     an ssl.SSLContext to serve TLS with instead of one made
+                from certfile/keyfile (e.g. one offering only TLS 1.0)
+    script      {VERB: reply} played instead of the normal handling of VERB:
+                a str is sent as one line (CRLF added), bytes as they are,
+                a callable(conn, command) does it itself and returns False
+                to end the session
+    greeting may also be a callable(conn), which plays the greeting itself
+    and returns False to end the session.
 """
 
 import base64
@@ -93,9 +102,12 @@ class FakePOP3:
                  stls_reply="+OK Begin TLS negotiation", inject=b"",
                  greeting="+OK fake POP3 ready", messages=(), password="secret",
                  stall_on=(), uids=None, host="127.0.0.1", timeout=60.0,
-                 list_sizes=None, on_retr=None, dele_keeps=False):
+                 list_sizes=None, on_retr=None, dele_keeps=False, capa_tls=None,
+                 context=None, script=None):
         self.tls = tls
         self.capa = list(capa)
+        self.capa_tls = list(capa_tls) if capa_tls is not None else self.capa
+        self.script = {k.upper(): v for k, v in (script or {}).items()}
         self.stls_reply = stls_reply
         self.inject = inject
         self.greeting = greeting
@@ -118,13 +130,13 @@ class FakePOP3:
         self._records = []
         self._stop = threading.Event()
         self._threads = []
-        self._ctx = None
-        if certfile:
+        self._ctx = context
+        if context is None and certfile:
             self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             self._ctx.load_cert_chain(certfile, keyfile)
-        elif tls == "implicit":
-            raise ValueError("implicit TLS needs certfile and keyfile")
+        elif context is None and tls == "implicit":
+            raise ValueError("implicit TLS needs certfile and keyfile (or context)")
 
     # ---- life cycle ---------------------------------------------------------
 
@@ -210,8 +222,12 @@ class FakePOP3:
         if self.greeting is None:
             self._wait_release()
             return
-        c.send(self.greeting + b"\r\n" if isinstance(self.greeting, bytes)
-               else self.greeting + "\r\n")
+        if callable(self.greeting):
+            if self.greeting(c) is False:
+                return
+        else:
+            c.send(self.greeting + b"\r\n" if isinstance(self.greeting, bytes)
+                   else self.greeting + "\r\n")
         user = None
         authed = False
         deleted = set()
@@ -228,12 +244,21 @@ class FakePOP3:
                 self._wait_release()
                 if self._stop.is_set():
                     return
+            if verb in self.script:
+                reply = self.script[verb]
+                if callable(reply):
+                    if reply(c, cmd) is False:
+                        return
+                else:
+                    c.send(reply + "\r\n" if isinstance(reply, str) else reply)
+                continue
             with self.lock:
                 msgs = list(self.messages)
                 uids = list(self.uids)
             if verb == "CAPA":
+                capa = self.capa_tls if c.tls else self.capa
                 c.send("+OK capability list follows\r\n"
-                       + "".join(x + "\r\n" for x in self.capa) + ".\r\n")
+                       + "".join(x + "\r\n" for x in capa) + ".\r\n")
             elif verb == "STLS":
                 if c.tls or self._ctx is None:
                     c.line("-ERR STLS not available")

@@ -61,6 +61,16 @@ size_t conn_buffered(const struct conn *c);
 int conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp_err *err) MP_WUR;
 
 /*
+ * As conn_read_line(), for the lines of a multi-line response read after
+ * conn_body_start(): each line must arrive within the timeout, and the
+ * response as a whole must keep coming at CONN_MIN_RATE or more, averaged
+ * over each period of the timeout's length. Errors as conn_read_line(),
+ * -ETIMEDOUT also when the response arrives slower than the minimum rate.
+ */
+int conn_read_body_line(struct conn *c, const char **ret_line, size_t *ret_len,
+			struct mp_err *err) MP_WUR;
+
+/*
  * Body streaming: returns the buffered bytes (reading from the network first
  * when none are buffered). The data stays buffered until conn_consume().
  * Enforces CONN_MIN_RATE between conn_body_start() and the next

@@ -104,7 +104,9 @@ struct imap_folder {
 
 /*
  * SELECT (or EXAMINE when read_only) the mailbox name (UTF-8).
- * Errors: -ENOENT (NO: no such mailbox), -EPROTO (no UIDVALIDITY), conn's.
+ * Errors: -ENOENT (NO: no such mailbox), -EREMOTE (NO [REFERRAL]: the
+ * mailbox is on another server, RFC 2193; never followed), -EPROTO (no
+ * UIDVALIDITY), conn's.
  */
 int imap_select(struct imap *m, const char *name, bool read_only, struct imap_folder *ret,
 		struct mp_err *err) MP_WUR;
