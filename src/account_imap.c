@@ -137,6 +137,56 @@ maildir_flags(unsigned f, char buf[8])
 	return n ? buf : NULL;
 }
 
+/*
+ * The journal may or may not hold the batch's records: the synced tmp
+ * files stay for start-up recovery (account.c's batch_release()).
+ */
+static void
+batch_release(struct irun *r)
+{
+	for (size_t i = 0; i < r->nbatch; i++) {
+		maildir_msg_release(r->files[i]);
+		r->files[i] = NULL;
+	}
+	r->nbatch = 0;
+}
+
+/*
+ * Publishes the batch. A tmp file another program removed meanwhile has
+ * its UID forgotten again (best effort), so it is fetched again rather
+ * than taken as delivered and expunged.
+ */
+static int
+batch_publish(struct irun *r, size_t n)
+{
+	bool vanished = false;
+	int ret = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char fb[8];
+		int pr = maildir_msg_publish(r->files[i], maildir_flags(r->flags[i], fb), r->err);
+
+		r->files[i] = NULL;
+		if (pr == -ENOENT) {
+			struct mp_err e = { 0 };
+
+			if (state_uid_remove(r->st, r->folder, r->uids[i], &e) < 0)
+				log_debug("%s: %s: %s", r->a->name, r->folder, e.msg);
+			vanished = true;
+		}
+		if (pr < 0 && ret == 0)
+			ret = pr;
+		account_crash_point();
+	}
+	if (vanished) {
+		struct mp_err e = { 0 };
+
+		if (state_sync(r->st, &e) < 0)
+			log_debug("%s: %s: %s", r->a->name, r->folder, e.msg);
+	}
+	return ret;
+}
+
 static int
 batch_commit(struct irun *r)
 {
@@ -155,20 +205,14 @@ batch_commit(struct irun *r)
 				    maildir_msg_name(r->files[i]), r->err);
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
-	if (ret < 0)
+	if (ret < 0) {
+		batch_release(r);
 		return ret;
+	}
 	r->changed = true;
 	account_crash_point();
 	r->nbatch = 0;
-	for (size_t i = 0; i < n; i++) {
-		char fb[8];
-		int pr = maildir_msg_publish(r->files[i], maildir_flags(r->flags[i], fb), r->err);
-
-		r->files[i] = NULL;
-		if (pr < 0 && ret == 0)
-			ret = pr;
-		account_crash_point();
-	}
+	ret = batch_publish(r, n);
 	if (ret == 0)
 		ret = maildir_sync_new(r->md, r->err);
 	if (ret < 0)

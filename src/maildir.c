@@ -511,6 +511,13 @@ maildir_msg_discard(struct maildir_msg *m)
 	md_msg_free(m);
 }
 
+void
+maildir_msg_release(struct maildir_msg *m)
+{
+	if (m)
+		md_msg_free(m);
+}
+
 static bool
 md_skip_digits(const char **p)
 {

@@ -80,6 +80,13 @@ int maildir_sync_new(struct maildir *md, struct mp_err *err) MP_WUR;
 void maildir_msg_discard(struct maildir_msg *m);
 
 /*
+ * Frees m and leaves its tmp file for maildir_recover() to publish or
+ * remove: for a synced message whose record may or may not have reached
+ * the state (a failed journal write or sync). NULL-safe.
+ */
+void maildir_msg_release(struct maildir_msg *m);
+
+/*
  * Start-up recovery: for each tmp/ file carrying this Maildir's tag,
  * committed(ud, name) decides: true → publish it into new/ (a crash hit
  * between recording and publishing), false → unlink it (an unrecorded,
