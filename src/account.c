@@ -166,6 +166,14 @@ account_recover(const struct mp_account *a, struct state *st, struct maildir *md
 	unsigned published = 0, removed = 0;
 	int ret = maildir_recover(md, recorded_cb, st, &published, &removed, err);
 
+	/*
+	 * The interrupted run may have renamed files into new/ or cur/ and
+	 * failed (or never got) to sync them: sync before anything recorded
+	 * there can be deleted on the server.
+	 */
+	if (ret == 0 && state_interrupted(st))
+		ret = maildir_sync_published(md, err);
+
 	if (ret == 0 && (published || removed))
 		log_info("%s: recovered from an interrupted run in %s: %u message(s) completed, "
 			 "%u partial download(s) removed", a->name, maildir_path(md), published,

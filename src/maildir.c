@@ -497,6 +497,14 @@ maildir_sync_new(struct maildir *md, struct mp_err *err)
 	return r;
 }
 
+int
+maildir_sync_published(struct maildir *md, struct mp_err *err)
+{
+	md->dirty[MD_NEW] = true;
+	md->dirty[MD_CUR] = true;
+	return maildir_sync_new(md, err);
+}
+
 void
 maildir_msg_discard(struct maildir_msg *m)
 {

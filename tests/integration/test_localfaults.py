@@ -223,6 +223,23 @@ def test_directory_fsync_eio(mp, proto, keep, which):
     box.rerun_complete()
 
 
+@pytest.mark.parametrize("proto,keep", LOSSY, ids=LOSSY_IDS)
+def test_new_dir_fsync_keeps_failing(mp, proto, keep):
+    """fsync of new/ keeps failing: the messages renamed there by the first
+    run are recorded, but not known durable, so the next run, which has
+    nothing left to fetch, must sync new/ again (and fail) before it
+    deletes anything on the server."""
+    box = Box(mp, proto, keep)
+    new = os.path.join(box.maildir, "new")
+    env = fault_env(mp, new, FI_SYNC_FAIL="all", FI_SYNC_CALLS="fsync")
+    for _ in range(2):
+        r = box.run(env)
+        box.check_failed(r, new, "Input/output error")
+    assert_fired(mp, "fsync")
+    assert len(fault_log(mp)) == 2, fault_log(mp)
+    box.rerun_complete()
+
+
 @pytest.mark.parametrize("proto,keep", CASES, ids=CASE_IDS)
 def test_journal_fsync_eio(mp, proto, keep):
     """The journal's fdatasync after the batch's records reports EIO. The
