@@ -493,8 +493,12 @@ folder_unchanged(struct irun *r, const struct imap_folder *f, uint32_t uidnext)
 	return r->a->keep || state_uid_count(r->st, r->folder) == 0;
 }
 
+/*
+ * Works on one folder. *ret_gone tells a folder that vanished since LIST
+ * (SELECT refused) from any other failure, local ones included.
+ */
 static int
-do_folder(struct irun *r, const struct imap_mailbox *mb)
+do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 {
 	struct imap_folder f;
 	uint32_t uv = 0, uidnext = 0;
@@ -504,6 +508,7 @@ do_folder(struct irun *r, const struct imap_mailbox *mb)
 	r->folder = mb->name;
 	read_only = r->a->keep && r->a->keep_days < 0 && !r->a->mark_seen;
 	ret = imap_select(r->im, mb->name, read_only, &f, r->err);
+	*ret_gone = ret == -ENOENT;
 	if (ret < 0)
 		return ret;
 	if (state_folder_get(r->st, mb->name, &uv, &uidnext) < 0 || uv != f.uidvalidity) {
@@ -735,8 +740,10 @@ run_folders(struct irun *r)
 		mp_err_clear(r->err);
 	}
 	for (size_t i = 0; i < n && ret == 0; i++) {
-		ret = do_folder(r, &mb[i]);
-		if (ret == -ENOENT) {
+		bool gone = false;
+
+		ret = do_folder(r, &mb[i], &gone);
+		if (ret == -ENOENT && gone) {
 			/* Vanished between LIST and SELECT: that folder only. */
 			log_warn("%s: %s: %s", r->a->name, mb[i].name, r->err->msg);
 			mp_err_clear(r->err);
