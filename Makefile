@@ -61,6 +61,13 @@ $(BUILDDIR)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(ALL_LDFLAGS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
+# LD_PRELOAD library for the local fault tests (disk full, EIO, EROFS). Built
+# without sanitizers: under ASan it is preloaded after the ASan runtime.
+FAULTINJECT = $(BUILDDIR)/tests/faultinject.so
+$(FAULTINJECT): tests/faultinject.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
+
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
@@ -68,8 +75,8 @@ unit: $(UNIT_BINS)
 # the CPU, so several run at once (python3-pytest-xdist); PYTEST_JOBS= runs
 # them one by one.
 PYTEST_JOBS ?= 3
-integration: $(BIN)
-	MAILPULL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider \
+integration: $(BIN) $(FAULTINJECT)
+	MAILPULL_BIN=$(abspath $(BIN)) MAILPULL_FAULTINJECT=$(abspath $(FAULTINJECT)) $(PYTHON) -m pytest -q -p no:cacheprovider \
 		$(if $(PYTEST_JOBS),-n $(PYTEST_JOBS)) tests/integration $(PYTEST_ARGS)
 
 check: all unit integration

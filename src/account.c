@@ -14,6 +14,7 @@
  * start-up publishes them. Nothing is deleted before 4 completed.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,14 @@ account_recover(const struct mp_account *a, struct state *st, struct maildir *md
 	unsigned published = 0, removed = 0;
 	int ret = maildir_recover(md, recorded_cb, st, &published, &removed, err);
 
+	/*
+	 * The interrupted run may have renamed files into new/ or cur/ and
+	 * failed (or never got) to sync them: sync before anything recorded
+	 * there can be deleted on the server.
+	 */
+	if (ret == 0 && state_interrupted(st))
+		ret = maildir_sync_published(md, err);
+
 	if (ret == 0 && (published || removed))
 		log_info("%s: recovered from an interrupted run in %s: %u message(s) completed, "
 			 "%u partial download(s) removed", a->name, maildir_path(md), published,
@@ -248,6 +257,69 @@ already_fetched(struct run *r, const struct pop3_msg *m, int64_t *ret_when)
 	return m->uidl[0] && state_has(r->st, m->uidl, ret_when);
 }
 
+/*
+ * The journal may or may not hold the batch's records (a failed write or
+ * sync): the synced tmp files stay for start-up recovery, which publishes
+ * them if the records are there and removes them if not. Removing them
+ * now could leave records naming messages that exist nowhere here, and the
+ * next run would delete those on the server.
+ */
+static void
+batch_release(struct run *r)
+{
+	for (size_t i = 0; i < r->nbatch; i++) {
+		maildir_msg_release(r->files[i]);
+		r->files[i] = NULL;
+	}
+	r->nbatch = 0;
+}
+
+/*
+ * Another program removed tmp/NAME before it could be published: forget
+ * its record (best effort), so the message is fetched again instead of
+ * being taken as delivered and deleted on the server.
+ */
+static void
+unrecord(struct run *r, size_t i, const char *name)
+{
+	struct mp_err e = { 0 };
+	char kbuf[300];
+
+	if (state_remove(r->st, msg_key(r->batch[i], name, kbuf, sizeof(kbuf)), &e) < 0)
+		log_debug("%s: %s", r->a->name, e.msg);
+}
+
+/* Step 4: publish each file, then sync new/. */
+static int
+batch_publish(struct run *r, size_t n)
+{
+	bool vanished = false;
+	int ret = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char name[NAME_MAX + 1];
+		int pr;
+
+		snprintf(name, sizeof(name), "%s", maildir_msg_name(r->files[i]));
+		pr = maildir_msg_publish(r->files[i], NULL, r->err);
+		r->files[i] = NULL;
+		if (pr == -ENOENT) {
+			unrecord(r, i, name);
+			vanished = true;
+		}
+		if (pr < 0 && ret == 0)
+			ret = pr;
+		account_crash_point();
+	}
+	if (vanished) {
+		struct mp_err e = { 0 };
+
+		if (state_sync(r->st, &e) < 0)
+			log_debug("%s: %s", r->a->name, e.msg);
+	}
+	return ret;
+}
+
 /* Steps 2 to 4 of the file comment for the fetched batch. */
 static int
 batch_commit(struct run *r)
@@ -264,29 +336,23 @@ batch_commit(struct run *r)
 		return ret;
 	account_crash_point();
 	r->unpublished = true;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && ret == 0; i++) {
 		const char *name = maildir_msg_name(r->files[i]);
 		char kbuf[300];
 
 		ret = state_add(r->st, msg_key(r->batch[i], name, kbuf, sizeof(kbuf)),
 				(int64_t)r->now, name, r->err);
-		if (ret < 0)
-			return ret;
 	}
-	ret = state_sync(r->st, r->err);
-	if (ret < 0)
+	if (ret == 0)
+		ret = state_sync(r->st, r->err);
+	if (ret < 0) {
+		batch_release(r);
 		return ret;
+	}
 	r->changed = true;
 	account_crash_point();
 	r->nbatch = 0;
-	for (size_t i = 0; i < n; i++) {
-		int pr = maildir_msg_publish(r->files[i], NULL, r->err);
-
-		r->files[i] = NULL;
-		if (pr < 0 && ret == 0)
-			ret = pr;
-		account_crash_point();
-	}
+	ret = batch_publish(r, n);
 	if (ret < 0)
 		return ret;
 	ret = maildir_sync_new(r->md, r->err);

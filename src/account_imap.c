@@ -137,6 +137,56 @@ maildir_flags(unsigned f, char buf[8])
 	return n ? buf : NULL;
 }
 
+/*
+ * The journal may or may not hold the batch's records: the synced tmp
+ * files stay for start-up recovery (account.c's batch_release()).
+ */
+static void
+batch_release(struct irun *r)
+{
+	for (size_t i = 0; i < r->nbatch; i++) {
+		maildir_msg_release(r->files[i]);
+		r->files[i] = NULL;
+	}
+	r->nbatch = 0;
+}
+
+/*
+ * Publishes the batch. A tmp file another program removed meanwhile has
+ * its UID forgotten again (best effort), so it is fetched again rather
+ * than taken as delivered and expunged.
+ */
+static int
+batch_publish(struct irun *r, size_t n)
+{
+	bool vanished = false;
+	int ret = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char fb[8];
+		int pr = maildir_msg_publish(r->files[i], maildir_flags(r->flags[i], fb), r->err);
+
+		r->files[i] = NULL;
+		if (pr == -ENOENT) {
+			struct mp_err e = { 0 };
+
+			if (state_uid_remove(r->st, r->folder, r->uids[i], &e) < 0)
+				log_debug("%s: %s: %s", r->a->name, r->folder, e.msg);
+			vanished = true;
+		}
+		if (pr < 0 && ret == 0)
+			ret = pr;
+		account_crash_point();
+	}
+	if (vanished) {
+		struct mp_err e = { 0 };
+
+		if (state_sync(r->st, &e) < 0)
+			log_debug("%s: %s: %s", r->a->name, r->folder, e.msg);
+	}
+	return ret;
+}
+
 static int
 batch_commit(struct irun *r)
 {
@@ -155,20 +205,14 @@ batch_commit(struct irun *r)
 				    maildir_msg_name(r->files[i]), r->err);
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
-	if (ret < 0)
+	if (ret < 0) {
+		batch_release(r);
 		return ret;
+	}
 	r->changed = true;
 	account_crash_point();
 	r->nbatch = 0;
-	for (size_t i = 0; i < n; i++) {
-		char fb[8];
-		int pr = maildir_msg_publish(r->files[i], maildir_flags(r->flags[i], fb), r->err);
-
-		r->files[i] = NULL;
-		if (pr < 0 && ret == 0)
-			ret = pr;
-		account_crash_point();
-	}
+	ret = batch_publish(r, n);
 	if (ret == 0)
 		ret = maildir_sync_new(r->md, r->err);
 	if (ret < 0)
@@ -449,8 +493,12 @@ folder_unchanged(struct irun *r, const struct imap_folder *f, uint32_t uidnext)
 	return r->a->keep || state_uid_count(r->st, r->folder) == 0;
 }
 
+/*
+ * Works on one folder. *ret_gone tells a folder that vanished since LIST
+ * (SELECT refused) from any other failure, local ones included.
+ */
 static int
-do_folder(struct irun *r, const struct imap_mailbox *mb)
+do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 {
 	struct imap_folder f;
 	uint32_t uv = 0, uidnext = 0;
@@ -460,6 +508,7 @@ do_folder(struct irun *r, const struct imap_mailbox *mb)
 	r->folder = mb->name;
 	read_only = r->a->keep && r->a->keep_days < 0 && !r->a->mark_seen;
 	ret = imap_select(r->im, mb->name, read_only, &f, r->err);
+	*ret_gone = ret == -ENOENT;
 	if (ret < 0)
 		return ret;
 	if (state_folder_get(r->st, mb->name, &uv, &uidnext) < 0 || uv != f.uidvalidity) {
@@ -691,8 +740,10 @@ run_folders(struct irun *r)
 		mp_err_clear(r->err);
 	}
 	for (size_t i = 0; i < n && ret == 0; i++) {
-		ret = do_folder(r, &mb[i]);
-		if (ret == -ENOENT) {
+		bool gone = false;
+
+		ret = do_folder(r, &mb[i], &gone);
+		if (ret == -ENOENT && gone) {
 			/* Vanished between LIST and SELECT: that folder only. */
 			log_warn("%s: %s: %s", r->a->name, mb[i].name, r->err->msg);
 			mp_err_clear(r->err);

@@ -497,6 +497,14 @@ maildir_sync_new(struct maildir *md, struct mp_err *err)
 	return r;
 }
 
+int
+maildir_sync_published(struct maildir *md, struct mp_err *err)
+{
+	md->dirty[MD_NEW] = true;
+	md->dirty[MD_CUR] = true;
+	return maildir_sync_new(md, err);
+}
+
 void
 maildir_msg_discard(struct maildir_msg *m)
 {
@@ -509,6 +517,13 @@ maildir_msg_discard(struct maildir_msg *m)
 	if (unlinkat(m->md->fd[MD_TMP], m->name, 0) == 0)
 		m->md->dirty[MD_TMP] = true;
 	md_msg_free(m);
+}
+
+void
+maildir_msg_release(struct maildir_msg *m)
+{
+	if (m)
+		md_msg_free(m);
 }
 
 static bool

@@ -98,6 +98,7 @@ struct state {
 	int journal_fd;
 	off_t journal_len;                /* bytes known to be whole records */
 	int broken;                       /* sticky error after a failed fsync */
+	bool interrupted;                 /* names were loaded: no compaction since */
 	struct kv_set keys;               /* key -> first fetch time */
 	struct kv_set names;              /* Maildir names since the last compaction */
 	struct dbuf pending;              /* journal lines not yet written */
@@ -1155,6 +1156,7 @@ state_open(const char *dir, const char *account, bool wait, struct state **ret,
 		r = open_journal(s, valid, err);
 	if (r < 0)
 		goto fail;
+	s->interrupted = s->names.count > 0;
 	*ret = s;
 	return 0;
 fail:
@@ -1284,6 +1286,12 @@ state_sync(struct state *s, struct mp_err *err)
 	s->journal_len += (off_t)s->pending.len;
 	s->pending.len = 0;
 	return 0;
+}
+
+bool
+state_interrupted(const struct state *s)
+{
+	return s->interrupted;
 }
 
 int

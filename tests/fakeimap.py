@@ -26,6 +26,9 @@ Knobs:
     uidvalidity     of INBOX
     stall_on        command names ("UID", "SELECT", ...) at which the server
                     stops answering until release() (or stop())
+    ghost_folders   more folder names LIST returns and SELECT refuses (NO
+                    [NONEXISTENT]), as when another client deletes them
+                    between the two
     on_fetch        callable(server, conn, index, uid, data) called for each
                     message a UID FETCH of BODY[] returns; it sends the FETCH
                     response itself (data: the message, CRLF); return False
@@ -152,7 +155,7 @@ class FakeIMAP:
                  starttls_reply="OK Begin TLS negotiation now", inject=b"",
                  messages=(), flags=None, password="secret", uidvalidity=4242,
                  stall_on=(), host="127.0.0.1", timeout=60.0, on_fetch=None,
-                 context=None, script=None):
+                 context=None, script=None, ghost_folders=()):
         self.tls = tls
         self.caps = list(caps)
         self.script = {k.upper(): v for k, v in (script or {}).items()}
@@ -166,6 +169,7 @@ class FakeIMAP:
         self.uidvalidity = uidvalidity
         self.stall_on = {s.upper() for s in stall_on}
         self.on_fetch = on_fetch
+        self.ghost_folders = list(ghost_folders)
         self.host = host
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -390,6 +394,8 @@ class FakeIMAP:
                 c.line(f"{tag} OK NAMESPACE completed")
             elif verb in ("LIST", "LSUB"):
                 c.line(f'* {verb} (\\HasNoChildren) "/" INBOX')
+                for g in self.ghost_folders:
+                    c.line(f'* {verb} (\\HasNoChildren) "/" {g}')
                 c.line(f"{tag} OK {verb} completed")
             elif verb in ("SELECT", "EXAMINE"):
                 box = cmd.split(" ", 1)[1].strip('"') if " " in cmd else ""

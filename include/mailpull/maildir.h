@@ -76,8 +76,22 @@ int maildir_msg_publish(struct maildir_msg *m, const char *flags, struct mp_err 
 /* fsyncs new/ and cur/ (whichever publish touched since the last call). */
 int maildir_sync_new(struct maildir *md, struct mp_err *err) MP_WUR;
 
+/*
+ * fsyncs new/ and cur/ whether or not this process changed them: after an
+ * interrupted run, whose renames into them may not be durable. Errors as
+ * maildir_sync_new().
+ */
+int maildir_sync_published(struct maildir *md, struct mp_err *err) MP_WUR;
+
 /* Removes the tmp file (best effort) and frees m. NULL-safe. */
 void maildir_msg_discard(struct maildir_msg *m);
+
+/*
+ * Frees m and leaves its tmp file for maildir_recover() to publish or
+ * remove: for a synced message whose record may or may not have reached
+ * the state (a failed journal write or sync). NULL-safe.
+ */
+void maildir_msg_release(struct maildir_msg *m);
 
 /*
  * Start-up recovery: for each tmp/ file carrying this Maildir's tag,

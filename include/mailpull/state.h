@@ -52,6 +52,13 @@ int state_sync(struct state *s, struct mp_err *err) MP_WUR;
 /* Whether maildir_name was recorded by state_add() since the last compaction. */
 bool state_name_recorded(const struct state *s, const char *maildir_name);
 
+/*
+ * Whether the files loaded by state_open() held Maildir names: the last
+ * run ended (crash or error) before its final compaction, so what it
+ * published may not be durable yet.
+ */
+bool state_interrupted(const struct state *s);
+
 /* Calls cb for every key; stops early when cb returns non-zero and returns that. */
 int state_foreach(const struct state *s, int (*cb)(void *ud, const char *key, int64_t when), void *ud);
 

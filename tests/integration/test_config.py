@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 
 import pytest
 
@@ -125,3 +126,149 @@ def test_usage_error(mp):
     r = mp.run("--no-such-option", config=False)
     assert r.rc == EX_USAGE, str(r)
     assert r.err.strip(), "no message for a usage error"
+
+
+def test_missing_config_file(mp):
+    path = mp.path("no-such.conf")
+    for args in (("--check-config",), ()):
+        r = mp.run(*args, config=path)
+        assert_error(r, EX_CONFIG, f"{path}: No such file or directory")
+
+
+def test_config_is_a_directory(mp):
+    path = mp.path("confdir")
+    os.mkdir(path)
+    r = mp.run("--check-config", config=path)
+    assert_error(r, EX_CONFIG, f"{path}: not a regular file")
+
+
+MORE_BROKEN = {
+    # bad values, each with its line and what is wrong
+    "bad_port": ('account "t1" {\n'
+                 '    protocol = pop3\n'
+                 '    host = "127.0.0.1"\n'
+                 '    port = 99999\n'
+                 '    user = "a"\n'
+                 '    password = "x"\n'
+                 '    maildir = "/tmp/x/Maildir"\n'
+                 '}\n', 4, "must be a number from 1 to 65535"),
+    "bad_protocol": ('account "t1" {\n'
+                     '    protocol = smtp\n'
+                     '    host = "127.0.0.1"\n'
+                     '    user = "a"\n'
+                     '    password = "x"\n'
+                     '    maildir = "/tmp/x/Maildir"\n'
+                     '}\n', 2, "must be pop3 or imap"),
+    "bad_bool": ('account "t1" {\n'
+                 '    protocol = pop3\n'
+                 '    host = "127.0.0.1"\n'
+                 '    user = "a"\n'
+                 '    password = "x"\n'
+                 '    maildir = "/tmp/x/Maildir"\n'
+                 '    keep = maybe\n'
+                 '}\n', 7, "must be yes or no"),
+    "missing_maildir": ('account "t1" {\n'
+                        '    protocol = pop3\n'
+                        '    host = "127.0.0.1"\n'
+                        '    user = "a"\n'
+                        '    password = "x"\n'
+                        '}\n', 1, "maildir is required"),
+    "unknown_top_level": ('state_dir = "/tmp/x"\n'
+                          'bogus_top = 1\n', 2, "bogus_top"),
+    "unclosed_string": ('account "t1" {\n'
+                        '    protocol = pop3\n'
+                        '    host = "127.0.0.1"\n'
+                        '    user = "a"\n'
+                        '    password = "x\n'
+                        '}\n', 5, "not closed"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_BROKEN))
+def test_check_config_bad_values(mp, name):
+    text, line, what = MORE_BROKEN[name]
+    path = write(mp.path(f"{name}.conf"), text)
+    r = mp.run("--check-config", config=path)
+    assert_error(r, EX_CONFIG, f"{path}:{line}:", what)
+
+
+# ---- password_command ------------------------------------------------------
+
+def command_account(mp, user, script, timeout="30s"):
+    acct = mp.pop3_account(user, password_command=script, timeout=Raw(timeout))
+    del acct["password"]
+    mp.configure(acct)
+
+
+FAILING_COMMANDS = {
+    "exit_status": ("exit 3\n", EX_CONFIG, "password_command exited with status 3"),
+    # /bin/sh -c runs the script as its child and reports its death as 128 + 9
+    "killed": ("kill -9 $$\n", EX_CONFIG, "password_command exited with status 137"),
+    "empty": ("exit 0\n", EX_CONFIG, "password_command gave an empty secret"),
+    "not_found": ("exec /nonexistent/pass-helper\n", EX_CONFIG,
+                  "password_command exited with status 127"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAILING_COMMANDS))
+def test_password_command_fails(mp, name):
+    body, code, what = FAILING_COMMANDS[name]
+    user = mp.new_user()
+    mp.dc.add_message(user, make_message(0))
+    script = write(mp.path("pw.sh"), "#!/bin/sh\n" + body, mode=0o700)
+    command_account(mp, user, script)
+    r = mp.run()
+    assert_error(r, code, "account t1", what)
+    assert mp.dc.count(user) == 1
+    assert mp.messages() == []
+
+
+def _alive(pid):
+    """Whether pid runs (a zombie waiting for its parent does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_password_command_hangs(mp):
+    """A command that never finishes is killed, with what it started, when
+    the account's timeout runs out; the account fails, nothing else waits."""
+    user = mp.new_user()
+    mp.dc.add_message(user, make_message(0))
+    pids = mp.path("pids")
+    script = write(mp.path("hang.sh"),
+                   "#!/bin/sh\n"
+                   f"echo $$ > {pids}\n"
+                   "sleep 60 &\n"
+                   f"echo $! >> {pids}\n"
+                   "wait\n", mode=0o700)
+    command_account(mp, user, script, timeout="2s")
+    r = mp.run(timeout=30)
+    assert_error(r, 75, "account t1", "password_command did not finish within 2000 ms "
+                 "and was killed")
+    assert r.elapsed < 2 + 5, f"took {r.elapsed:.1f} s with a 2 s timeout"
+    with open(pids) as f:
+        started = [int(x) for x in f.read().split()]
+    assert len(started) == 2, started
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in started if _alive(p)]
+    for p in left:
+        os.kill(p, 9)
+    assert not left, f"password_command processes still running: {left}"
+    assert mp.dc.count(user) == 1
+
+
+def test_password_file_missing(mp):
+    user = mp.new_user()
+    mp.dc.add_message(user, make_message(0))
+    path = mp.path("no-such-pw")
+    acct = mp.pop3_account(user, password_file=path)
+    del acct["password"]
+    mp.configure(acct)
+    r = mp.run()
+    assert_error(r, EX_CONFIG, "account \"t1\"", f"password_file {path}: No such file")
+    assert mp.dc.count(user) == 1

@@ -187,6 +187,32 @@ test_round_trip(void **state)
 	}
 }
 
+/* A run that ended before compacting leaves names: the next open says so. */
+static void
+test_interrupted(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "i");
+
+	assert_false(state_interrupted(s));
+	assert_int_equal(state_add(s, "k1", 10, NULL, &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	/* recorded in this run: not an interrupted earlier one */
+	assert_int_equal(state_add(s, "k2", 10, "n2", &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	assert_false(state_interrupted(s));
+	state_close(s);
+	s = open_ok(fx, "i");
+	assert_true(state_interrupted(s));
+	assert_int_equal(state_compact(s, &err), 0);
+	state_close(s);
+	s = open_ok(fx, "i");
+	assert_false(state_interrupted(s));
+	assert_true(state_has(s, "k2", NULL));
+	state_close(s);
+}
+
 static void
 test_readd_keeps_first_time(void **state)
 {
@@ -1497,6 +1523,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readd_keeps_first_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_interrupted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_lines, setup, teardown),
