@@ -100,11 +100,14 @@ clean:
 
 # libFuzzer harnesses (needs clang): IMAP parser, RFC 2047, mUTF-7, folders,
 # POP3 replies and bodies, config loader, state files.
-#   make fuzz FUZZ_SECONDS=60
+#   make fuzz FUZZ_SECONDS=60      each harness in turn
+#   make fuzz-ci FUZZ_SECONDS=60   all of them, two at a time, with a summary;
+#                                  fails when any finds a crash, leak or timeout
 # New inputs go to build-fuzz/corpus/NAME/; crashes to build-fuzz/artifacts/
 # (keep them in tests/fuzz/corpus/NAME/ once fixed).
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 2
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
@@ -136,7 +139,10 @@ fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 			build-fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
 	done
 
-.PHONY: fuzz
+fuzz-ci: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	FUZZ_JOBS=$(FUZZ_JOBS) sh tests/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+.PHONY: fuzz fuzz-ci
 
 # systemd units: the user units (daemon, one-shot + timer) and the system-wide
 # template, with @bindir@ replaced by $(BINDIR). Installed by `make install`.
