@@ -63,8 +63,9 @@ for t in "$@"; do
 		continue
 	fi
 	failed=1
-	what=$(grep -m 1 -oE 'ERROR: (libFuzzer: [a-z -]+|[A-Za-z]+Sanitizer: [A-Za-z -]+)|runtime error: .*' \
-		"$log" 2>/dev/null)
+	# The first sanitizer or libFuzzer report, shortened.
+	what=$(grep -m 1 -E 'ERROR: |runtime error: ' "$log" 2>/dev/null |
+		sed 's/^.*\(ERROR\|runtime error\): //' | cut -c 1-80)
 	runs=$(grep -m 1 -oE 'stat::number_of_executed_units: [0-9]+' "$log" 2>/dev/null |
 		awk '{ print $2 }')
 	art=$(grep -m 1 -oE 'Test unit written to [^ ]+' "$log" 2>/dev/null | awk '{ print $5 }')
