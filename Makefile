@@ -118,36 +118,51 @@ clean:
 
 -include $(OBJS:.o=.d)
 
-# libFuzzer harnesses (needs clang): IMAP parser, RFC 2047, mUTF-7, folders.
-#   make fuzz FUZZ_SECONDS=60
-# New inputs go to build-fuzz/corpus/NAME/; crashes to build-fuzz/ (keep them
-# in tests/fuzz/corpus/NAME/ once fixed).
+# libFuzzer harnesses (needs clang): IMAP parser, RFC 2047, mUTF-7, folders,
+# POP3 replies and bodies, config loader, state files.
+#   make fuzz FUZZ_SECONDS=60      each harness in turn
+#   make fuzz-ci FUZZ_SECONDS=60   all of them, two at a time, with a summary;
+#                                  fails when any finds a crash, leak or timeout
+# New inputs go to build-fuzz/corpus/NAME/; crashes to build-fuzz/artifacts/
+# (keep them in tests/fuzz/corpus/NAME/ once fixed).
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 2
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-FUZZ_TARGETS = imap_parse mimeword mutf7 folder
+FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state
 FUZZ_SRCS_imap_parse = src/imap_parse.c
 FUZZ_SRCS_mimeword = src/mimeword.c src/utf8.c
 FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c
 FUZZ_SRCS_folder = src/folder.c src/utf8.c
+FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/log.c \
+		 src/util.c src/err.c src/utf8.c
+FUZZ_PKGS_pop3 = openssl libsystemd
+FUZZ_SRCS_config = src/config.c src/util.c src/err.c src/utf8.c
+FUZZ_PKGS_config = libconfuse
+FUZZ_SRCS_state = src/state.c src/util.c src/err.c src/utf8.c
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c include/mailpull/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRCS_$*)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRCS_$*) \
+		$(if $(FUZZ_PKGS_$*),$(shell $(PKG_CONFIG) --cflags --libs $(FUZZ_PKGS_$*)))
 
 # Each harness runs FUZZ_SECONDS; a dictionary is used where one exists.
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
-		mkdir -p build-fuzz/corpus/$$t; \
+		mkdir -p build-fuzz/corpus/$$t build-fuzz/artifacts; \
 		dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
 		echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
-		build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 $$dict \
-			-artifact_prefix=build-fuzz/ build-fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
+		build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			$$dict -artifact_prefix=build-fuzz/artifacts/$$t- \
+			build-fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
 	done
 
-.PHONY: fuzz
+fuzz-ci: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	FUZZ_JOBS=$(FUZZ_JOBS) sh tests/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+.PHONY: fuzz fuzz-ci
 
 # systemd units: the user units (daemon, one-shot + timer) and the system-wide
 # template, with @bindir@ replaced by $(BINDIR). Installed by `make install`.

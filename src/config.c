@@ -611,12 +611,33 @@ blank_comments(struct load_ctx *ctx, char *buf, size_t len)
 	return 0;
 }
 
+/*
+ * The buffer of read_file() is full but the file goes on: moves its len
+ * bytes (which may hold a password, so the old copy is wiped) into one of
+ * the full cap.
+ */
+static int
+grow_to_cap(char **buf, size_t len, size_t *cap)
+{
+	char *nb;
+
+	nb = malloc(CONFIG_MAX_SIZE + 1);
+	if (!nb)
+		return -ENOMEM;
+	memcpy(nb, *buf, len);
+	explicit_bzero(*buf, len);
+	free(*buf);
+	*buf = nb;
+	*cap = CONFIG_MAX_SIZE + 1;
+	return 0;
+}
+
 /* Reads the whole file through one descriptor so the mode checked is the file read. */
 static int
 read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *ret_st)
 {
 	char *buf = NULL;
-	size_t len = 0;
+	size_t len = 0, cap;
 	int fd, r = 0;
 
 	fd = open(ctx->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -638,14 +659,26 @@ read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *re
 		r = mp_err_set(ctx->err, -EINVAL, MP_EX_CONFIG, "%s: larger than 1 MiB", ctx->path);
 		goto out;
 	}
-	buf = malloc(CONFIG_MAX_SIZE + 1);
+	/*
+	 * Sized from fstat(), not the cap: a reload should not cost 1 MiB for
+	 * a file of a few lines. A file that grows while it is read gets the
+	 * full cap, so it is still read whole or refused as too large.
+	 */
+	cap = (size_t)ret_st->st_size + 1;
+	buf = malloc(cap);
 	if (!buf) {
 		r = -ENOMEM;
 		goto out;
 	}
 	for (;;) {
-		ssize_t n = read(fd, buf + len, CONFIG_MAX_SIZE + 1 - len);
+		ssize_t n;
 
+		if (len == cap) {
+			r = grow_to_cap(&buf, len, &cap);
+			if (r < 0)
+				goto out;
+		}
+		n = read(fd, buf + len, cap - len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {

@@ -478,6 +478,30 @@ test_quiet_stderr(void **state)
 	assert_int_equal(st.st_size, 0);
 }
 
+/* Up to 1 MiB loads whatever the buffer started at; one byte more is refused. */
+static void
+test_size_cap(void **state)
+{
+	static const char acct[] = ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n";
+	struct fx *fx = *state;
+	size_t cap = 1024 * 1024;
+	char *text = malloc(cap + 2);
+	char want[200];
+
+	assert_non_null(text);
+	memcpy(text, acct, sizeof(acct) - 1);
+	memset(text + sizeof(acct) - 1, '#', cap - (sizeof(acct) - 1));
+	text[cap] = '\0';
+	assert_int_equal(load(fx, text, 0600), 0);
+	assert_non_null(config_find(fx->cfg, "a"));
+	text[cap] = '#';
+	text[cap + 1] = '\0';
+	assert_int_equal(load(fx, text, 0600), -EINVAL);
+	snprintf(want, sizeof(want), "%s: larger than 1 MiB", fx->path);
+	assert_string_equal(fx->err.msg, want);
+	free(text);
+}
+
 static void
 test_default_path(void **state)
 {
@@ -607,6 +631,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_secret_not_echoed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_durations_and_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_stderr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_size_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_default_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sample, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_daemon_keys, setup, teardown),
