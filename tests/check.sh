@@ -1,6 +1,7 @@
 #!/bin/sh
 # Everything CI checks: dependencies, the build with warnings as errors and
-# the whole test suite, the suite again under ASan + UBSan, and a clang build.
+# the whole test suite, the suite again under ASan + UBSan, a clang build,
+# and every libFuzzer harness for FUZZ_SECONDS (60) each.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -10,4 +11,5 @@ mandoc -T lint -W warning man/mailpull.1 man/mailpull.conf.5
 make WERROR=-Werror check
 make asan
 make CC=clang WERROR=-Werror BUILDDIR=build-clang all
+make fuzz-ci FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 echo "check.sh: all passed"
