@@ -89,9 +89,10 @@ asan:
 		$(MAKE) BUILDDIR=build-asan SAN=1 CFLAGS="-O1 -g" check
 
 # The integration tests again with every mailpull process under valgrind
-# memcheck; a test fails on any memory error or definite leak.
+# memcheck; a test fails on any memory error or definite leak. Deadlines
+# stretch five times and the crash loops sample (every fifth step, five kills).
 valgrind: $(BIN)
-	MAILPULL_VALGRIND=1 $(MAKE) integration
+	MAILPULL_VALGRIND=1 MAILPULL_CRASH_STRIDE=5 MAILPULL_KILL_RUNS=5 $(MAKE) integration
 
 # Many more random SIGKILLs than the default suite: KILL_RUNS per test, for
 # POP3 and IMAP, keep = no and keep = yes.

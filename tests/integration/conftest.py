@@ -83,6 +83,8 @@ def mailpull_bin():
 # per process in the test's directory; a test fails when any log shows an
 # error or a definite leak (see the mp fixture).
 VALGRIND = bool(os.environ.get("MAILPULL_VALGRIND"))
+if VALGRIND and "MAILPULL_TIME_SCALE" not in os.environ:
+    mprun.TIME_SCALE = 5.0
 
 
 def binary_is_sanitized(path):

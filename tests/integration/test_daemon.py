@@ -16,13 +16,15 @@ import time
 
 import pytest
 
+import mprun
+
 from conftest import EX_OK, EX_TEMPFAIL, Raw, make_message, multiset
 from dovecot import free_port
 from fakepop3 import FakePOP3
 
 
 def wait_for(cond, timeout, what, proc=None):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * mprun.TIME_SCALE
     while True:
         v = cond()
         if v:
