@@ -258,23 +258,6 @@ already_fetched(struct run *r, const struct pop3_msg *m, int64_t *ret_when)
 }
 
 /*
- * The journal may or may not hold the batch's records (a failed write or
- * sync): the synced tmp files stay for start-up recovery, which publishes
- * them if the records are there and removes them if not. Removing them
- * now could leave records naming messages that exist nowhere here, and the
- * next run would delete those on the server.
- */
-static void
-batch_release(struct run *r)
-{
-	for (size_t i = 0; i < r->nbatch; i++) {
-		maildir_msg_release(r->files[i]);
-		r->files[i] = NULL;
-	}
-	r->nbatch = 0;
-}
-
-/*
  * Another program removed tmp/NAME before it could be published: forget
  * its record (best effort), so the message is fetched again instead of
  * being taken as delivered and deleted on the server.
@@ -346,7 +329,16 @@ batch_commit(struct run *r)
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
 	if (ret < 0) {
-		batch_release(r);
+		/*
+		 * The journal may or may not hold the batch's records (a failed
+		 * write or sync): the synced tmp files stay for start-up
+		 * recovery, which publishes them if the records are there and
+		 * removes them if not. Removing them now could leave records
+		 * naming messages that exist nowhere here, and the next run
+		 * would delete those on the server.
+		 */
+		maildir_msg_release(r->files, r->nbatch);
+		r->nbatch = 0;
 		return ret;
 	}
 	r->changed = true;

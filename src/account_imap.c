@@ -138,20 +138,6 @@ maildir_flags(unsigned f, char buf[8])
 }
 
 /*
- * The journal may or may not hold the batch's records: the synced tmp
- * files stay for start-up recovery (account.c's batch_release()).
- */
-static void
-batch_release(struct irun *r)
-{
-	for (size_t i = 0; i < r->nbatch; i++) {
-		maildir_msg_release(r->files[i]);
-		r->files[i] = NULL;
-	}
-	r->nbatch = 0;
-}
-
-/*
  * Publishes the batch. A tmp file another program removed meanwhile has
  * its UID forgotten again (best effort), so it is fetched again rather
  * than taken as delivered and expunged.
@@ -206,7 +192,9 @@ batch_commit(struct irun *r)
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
 	if (ret < 0) {
-		batch_release(r);
+		/* As for POP3 (account.c): the synced tmp files stay for recovery. */
+		maildir_msg_release(r->files, r->nbatch);
+		r->nbatch = 0;
 		return ret;
 	}
 	r->changed = true;

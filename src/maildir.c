@@ -520,10 +520,13 @@ maildir_msg_discard(struct maildir_msg *m)
 }
 
 void
-maildir_msg_release(struct maildir_msg *m)
+maildir_msg_release(struct maildir_msg **msgs, size_t n)
 {
-	if (m)
-		md_msg_free(m);
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i])
+			md_msg_free(msgs[i]);
+		msgs[i] = NULL;
+	}
 }
 
 static bool

@@ -87,11 +87,12 @@ int maildir_sync_published(struct maildir *md, struct mp_err *err) MP_WUR;
 void maildir_msg_discard(struct maildir_msg *m);
 
 /*
- * Frees m and leaves its tmp file for maildir_recover() to publish or
- * remove: for a synced message whose record may or may not have reached
- * the state (a failed journal write or sync). NULL-safe.
+ * Frees msgs[0..n) and sets them to NULL, leaving their tmp files for
+ * maildir_recover() to publish or remove: for synced messages whose
+ * records may or may not have reached the state (a failed journal write
+ * or sync). NULL entries are skipped.
  */
-void maildir_msg_release(struct maildir_msg *m);
+void maildir_msg_release(struct maildir_msg **msgs, size_t n);
 
 /*
  * Start-up recovery: for each tmp/ file carrying this Maildir's tag,

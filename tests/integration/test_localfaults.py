@@ -36,6 +36,9 @@ def faultinject_lib(mp):
     if not lib:
         lib = os.path.join(os.path.dirname(mp.bin), "tests", "faultinject.so")
     if not os.path.exists(lib):
+        # make integration builds it and names it: missing then is a failure.
+        if os.environ.get("MAILPULL_FAULTINJECT"):
+            pytest.fail(f"MAILPULL_FAULTINJECT={lib} does not exist")
         pytest.skip(f"no fault injection library at {lib} (make {os.path.relpath(lib)})")
     return lib
 
