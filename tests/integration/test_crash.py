@@ -24,6 +24,7 @@ MAX_STEPS = 2000
 KILL_RUNS = int(os.environ.get("MAILPULL_KILL_RUNS", "20"))
 # Crash at every STRIDEth durability step only (the sanitizer pass samples).
 STRIDE = max(1, int(os.environ.get("MAILPULL_CRASH_STRIDE", "1")))
+SHARDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -105,25 +106,28 @@ class Scenario:
         self.check_complete(when)
 
 
-def test_crash_at_every_step(mp):
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_crash_at_every_step(mp, shard):
     """MAILPULL_CRASH_AT=1, 2, ... until a run needs fewer steps than that;
-    after each crash, a plain rerun completes the job."""
-    steps = None
-    for n in range(1, MAX_STEPS + 1, STRIDE):
+    after each crash, a plain rerun completes the job. The steps are dealt
+    out to SHARDS tests, so parallel workers share them."""
+    crashed, through = 0, None
+    for n in range(1 + shard * STRIDE, MAX_STEPS + 1, STRIDE * SHARDS):
         sc = Scenario(mp, f"at{n}")
         r = sc.run(crash_at=n)
         if r.rc == EX_OK:
             sc.check_complete(f"MAILPULL_CRASH_AT={n} (no crash)")
-            steps = n - 1
+            through = n
             break
         assert r.rc == EX_CRASH, f"MAILPULL_CRASH_AT={n}: expected exit {EX_CRASH}\n{r}"
+        crashed += 1
         sc.check_safe(f"after crash at step {n}")
         sc.finish(f"rerun after crash at step {n}")
-    assert steps is not None, f"still crashing at step {MAX_STEPS}"
-    assert steps >= 1, "MAILPULL_CRASH_AT had no effect"
-    every = "each one" if STRIDE == 1 else f"every {STRIDE}th one (MAILPULL_CRASH_STRIDE)"
-    report(f"{'' if STRIDE == 1 else 'about '}{steps} durability steps for {NMSG} messages; "
-           f"{every} crashed and recovered")
+    assert through is not None, f"still crashing at step {MAX_STEPS}"
+    assert crashed >= 1, "MAILPULL_CRASH_AT had no effect"
+    report(f"crash steps, share {shard + 1} of {SHARDS}: {crashed} durability steps "
+           f"for {NMSG} messages crashed and recovered (one in {STRIDE * SHARDS}, from step "
+           f"{1 + shard * STRIDE}); step {through} ran through")
 
 
 def test_repeated_crashes_then_rerun(mp, rng):

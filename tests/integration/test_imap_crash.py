@@ -25,6 +25,7 @@ MAX_STEPS = 2000
 KILL_RUNS = int(os.environ.get("MAILPULL_KILL_RUNS", "15"))
 # Crash at every STRIDEth durability step only (the sanitizer pass samples).
 STRIDE = max(1, int(os.environ.get("MAILPULL_CRASH_STRIDE", "1")))
+SHARDS = 3
 FOLDERS = (("INBOX", ""), ("Archive", ".Archive"))
 
 
@@ -136,24 +137,26 @@ class ImapScenario:
 KEEP = [pytest.param(False, id="keep_no"), pytest.param(True, id="keep_yes")]
 
 
+@pytest.mark.parametrize("shard", range(SHARDS))
 @pytest.mark.parametrize("keep", KEEP)
-def test_imap_crash_at_every_step(mp, keep):
-    steps = None
-    for n in range(1, MAX_STEPS + 1, STRIDE):
+def test_imap_crash_at_every_step(mp, keep, shard):
+    crashed, through = 0, None
+    for n in range(1 + shard * STRIDE, MAX_STEPS + 1, STRIDE * SHARDS):
         sc = ImapScenario(mp, f"at{n}", keep)
         r = sc.run(crash_at=n)
         if r.rc == EX_OK:
             sc.check_complete(f"MAILPULL_CRASH_AT={n} (no crash)")
-            steps = n - 1
+            through = n
             break
         assert r.rc == EX_CRASH, f"MAILPULL_CRASH_AT={n}: expected exit {EX_CRASH}\n{r}"
+        crashed += 1
         sc.check_safe(f"after crash at step {n}")
         sc.finish(f"rerun after crash at step {n}")
-    assert steps is not None, f"still crashing at step {MAX_STEPS}"
-    assert steps >= 1, "MAILPULL_CRASH_AT had no effect"
-    every = "each one" if STRIDE == 1 else f"every {STRIDE}th one (MAILPULL_CRASH_STRIDE)"
-    report(f"IMAP keep={'yes' if keep else 'no'}: {'' if STRIDE == 1 else 'about '}{steps} "
-           f"durability steps for {NMSG} messages in 2 folders; {every} crashed and recovered")
+    assert through is not None, f"still crashing at step {MAX_STEPS}"
+    assert crashed >= 1, "MAILPULL_CRASH_AT had no effect"
+    report(f"IMAP keep={'yes' if keep else 'no'} crash steps, share {shard + 1} of {SHARDS}: {crashed} durability steps "
+           f"for {NMSG} messages in 2 folders crashed and recovered (one in {STRIDE * SHARDS}, from step "
+           f"{1 + shard * STRIDE}); step {through} ran through")
 
 
 @pytest.mark.parametrize("keep", KEEP)
