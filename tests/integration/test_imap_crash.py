@@ -154,9 +154,10 @@ def test_imap_crash_at_every_step(mp, keep, shard):
         sc.finish(f"rerun after crash at step {n}")
     assert through is not None, f"still crashing at step {MAX_STEPS}"
     assert crashed >= 1, "MAILPULL_CRASH_AT had no effect"
-    report(f"IMAP keep={'yes' if keep else 'no'} crash steps, share {shard + 1} of {SHARDS}: {crashed} durability steps "
-           f"for {NMSG} messages in 2 folders crashed and recovered (one in {STRIDE * SHARDS}, from step "
-           f"{1 + shard * STRIDE}); step {through} ran through")
+    report(f"IMAP keep={'yes' if keep else 'no'} crash steps, share {shard + 1} of {SHARDS}: "
+           f"{crashed} durability steps for {NMSG} messages in 2 folders crashed and "
+           f"recovered (one in {STRIDE * SHARDS}, from step {1 + shard * STRIDE}); "
+           f"step {through} ran through")
 
 
 @pytest.mark.parametrize("keep", KEEP)
