@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import mprun  # noqa: E402
 from conftest import (EX_OK, EX_TEMPFAIL, EX_PROTOCOL, Raw, make_message, digest,
                       assert_error)
 from fakepop3 import FakePOP3, pop3_encode
@@ -256,8 +257,15 @@ def test_network_cut(mp, mode, k):
     case = CutCase(mp, mode, f"cut{n}")
     with CutProxy(mp.dc.host, case_port(mp, mode), cut=n) as px:
         r = case.run(px.port)
-    assert px.cuts == 1, "the proxy did not cut"
     when = f"{mode}: cut after {n} of {total} server bytes"
+    # Past the last command, the server's last bytes (its answer to LOGOUT
+    # or QUIT, TLS close_notify) may not come at all when mailpull closes
+    # first: then there was nothing left to cut, and the run must be whole.
+    if px.cuts == 0 and n > tail[-1]:
+        assert r.rc == EX_OK, f"{when}: not cut, yet the run failed\n{r}"
+        case.check_complete(f"{when} (the server's last bytes never came)")
+        return
+    assert px.cuts == 1, "the proxy did not cut"
     # Past the last command's answer the session may already be complete
     # (only LOGOUT's or QUIT's answer and TLS close_notify lost).
     if r.rc == EX_OK:
@@ -402,7 +410,7 @@ def test_pop3_trickling_body_times_out(mp):
     assert_error(r, EX_TEMPFAIL, "t1", "127.0.0.1")
     # A minimum transfer rate, not only a per-read timeout.
     assert "slower than" in r.err or "timed out" in r.err, str(r)
-    assert elapsed < 12, f"gave up only after {elapsed:.1f} s"
+    assert elapsed < 12 * mprun.TIME_SCALE, f"gave up only after {elapsed:.1f} s"
     assert digest(FAKE_MSGS[1]) not in assert_whole(mp)
 
 
