@@ -331,30 +331,39 @@ conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp
 	return read_line_by(c, util_now_ms() + c->timeout_ms, ret_line, ret_len, err);
 }
 
-/* Bytes the minimum rate asks for in one window of the timeout's length. */
-static uint64_t
-window_need(const struct conn *c)
+/*
+ * The minimum-rate rule: once a window of the timeout's length has passed
+ * since conn_body_start() (or the last window), it must have brought
+ * CONN_MIN_RATE bytes a second; then a new window starts.
+ */
+static int
+window_check(struct conn *c, int64_t now, struct mp_err *err)
 {
-	return (uint64_t)CONN_MIN_RATE * (c->timeout_ms / 1000 ? c->timeout_ms / 1000 : 1);
+	uint64_t need = (uint64_t)CONN_MIN_RATE * (c->timeout_ms / 1000 ? c->timeout_ms / 1000 : 1);
+
+	if (!c->body || now < c->win_start + c->timeout_ms)
+		return 0;
+	if (c->win_bytes < need)
+		return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL, "%s sends slower than %u bytes/s",
+				  c->peer, CONN_MIN_RATE);
+	c->win_start = now;
+	c->win_bytes = 0;
+	return 0;
 }
 
 int
 conn_read_body_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp_err *err)
 {
 	int64_t now = util_now_ms();
-
 	/*
 	 * Checked between lines: each line still has the whole timeout, so a
 	 * response that comes a short line at a time, each just in time,
 	 * fails within two windows instead of never.
 	 */
-	if (c->body && now >= c->win_start + c->timeout_ms) {
-		if (c->win_bytes < window_need(c))
-			return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL,
-					  "%s sends slower than %u bytes/s", c->peer, CONN_MIN_RATE);
-		c->win_start = now;
-		c->win_bytes = 0;
-	}
+	int r = window_check(c, now, err);
+
+	if (r < 0)
+		return r;
 	return read_line_by(c, now + c->timeout_ms, ret_line, ret_len, err);
 }
 
@@ -369,20 +378,12 @@ conn_body_start(struct conn *c)
 int
 conn_peek(struct conn *c, const char **ret_data, size_t *ret_len, struct mp_err *err)
 {
-	uint64_t need = window_need(c);
-
 	while (c->in_end == c->in_start) {
 		int64_t now = util_now_ms();
-		ssize_t n;
+		ssize_t n = window_check(c, now, err);
 
-		if (c->body && now >= c->win_start + c->timeout_ms) {
-			if (c->win_bytes < need)
-				return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL,
-						  "%s sends slower than %u bytes/s",
-						  c->peer, CONN_MIN_RATE);
-			c->win_start = now;
-			c->win_bytes = 0;
-		}
+		if (n < 0)
+			return (int)n;
 		n = fill(c, c->body ? c->win_start + c->timeout_ms : now + c->timeout_ms, err);
 		if (n < 0)
 			return (int)n;
