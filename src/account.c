@@ -181,6 +181,97 @@ account_recover(const struct mp_account *a, struct state *st, struct maildir *md
 	return ret;
 }
 
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Names recorded by an interrupted run, and which of them have a file. */
+struct lost {
+	char **v;               /* sorted */
+	bool *seen;
+	size_t n, cap;
+	struct mp_err *err;
+};
+
+static int
+lost_collect(void *ud, const char *name)
+{
+	struct lost *l = ud;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		char **v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n] = strdup(name);
+	if (!l->v[l->n])
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+static int
+lost_mark(void *ud, const char *base)
+{
+	struct lost *l = ud;
+	char **at = bsearch(&base, l->v, l->n, sizeof(*l->v), cmp_str);
+
+	if (at)
+		l->seen[at - l->v] = true;
+	return 0;
+}
+
+static int
+lost_scan(void *ud, const char *path)
+{
+	struct lost *l = ud;
+
+	return maildir_names_foreach(path, lost_mark, l, l->err);
+}
+
+int
+account_forget_lost(const struct mp_account *a, struct state *st, struct mp_err *err)
+{
+	struct lost l = { .err = err };
+	unsigned forgotten = 0;
+	int ret = 0;
+
+	if (!state_interrupted(st))
+		return 0;
+	if (state_name_foreach(st, lost_collect, &l) < 0 ||
+	    (l.n && !(l.seen = calloc(l.n, sizeof(*l.seen)))))
+		ret = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	if (ret == 0 && l.n) {
+		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+		ret = maildir_tree_foreach(a->maildir, lost_scan, &l, err);
+	}
+	for (size_t i = 0; i < l.n && ret == 0; i++) {
+		if (l.seen[i])
+			continue;
+		ret = state_forget_name(st, l.v[i], err);
+		if (ret > 0)
+			forgotten++;
+		ret = ret < 0 ? ret : 0;
+	}
+	if (ret == 0 && forgotten)
+		ret = state_sync(st, err);
+	if (ret == 0 && forgotten)
+		log_warn("%s: %u message(s) recorded by an interrupted run are in no folder of %s "
+			 "(removed from tmp/ before delivery); they will be fetched again", a->name,
+			 forgotten, a->maildir);
+	for (size_t i = 0; i < l.n; i++)
+		free(l.v[i]);
+	free(l.v);
+	free(l.seen);
+	return ret;
+}
+
 static void
 progress(struct run *r, bool final)
 {
@@ -460,12 +551,6 @@ deletable(struct run *r, const struct pop3_msg *m)
 	return !r->a->keep;
 }
 
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 struct prune {
 	const char **server;   /* sorted UIDLs on the server */
 	size_t nserver;
@@ -573,9 +658,11 @@ open_local(struct run *r)
 
 	account_tag(r->a->name, tag);
 	ret = maildir_open(r->a->maildir, tag, &r->md, r->err);
-	if (ret < 0)
-		return ret;
-	return account_recover(r->a, r->st, r->md, r->err);
+	if (ret == 0)
+		ret = account_recover(r->a, r->st, r->md, r->err);
+	if (ret == 0)
+		ret = account_forget_lost(r->a, r->st, r->err);
+	return ret;
 }
 
 static int

@@ -675,42 +675,24 @@ open_session(struct irun *r)
 			     r->err);
 }
 
-/* Finishes what an interrupted run left in the root and every subfolder. */
 static int
-recover_all(struct irun *r)
+recover_one(void *ud, const char *path)
 {
+	struct irun *r = ud;
 	struct maildir *md = NULL;
-	DIR *d;
-	struct dirent *de;
-	int ret = maildir_open(r->a->maildir, r->tag, &md, r->err);
+	int ret = maildir_open(path, r->tag, &md, r->err);
 
 	if (ret == 0)
 		ret = account_recover(r->a, r->st, md, r->err);
 	maildir_close(md);
-	d = ret == 0 ? opendir(r->a->maildir) : NULL;
-	while (d && ret == 0 && (de = readdir(d))) {
-		char *path, *tmp;
-		bool sub;
-
-		if (de->d_name[0] != '.' || !strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (asprintf(&path, "%s/%s", r->a->maildir, de->d_name) < 0)
-			return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
-		tmp = NULL;
-		sub = asprintf(&tmp, "%s/tmp", path) >= 0 && access(tmp, F_OK) == 0;
-		free(tmp);
-		if (sub) {
-			md = NULL;
-			ret = maildir_open(path, r->tag, &md, r->err);
-			if (ret == 0)
-				ret = account_recover(r->a, r->st, md, r->err);
-			maildir_close(md);
-		}
-		free(path);
-	}
-	if (d)
-		closedir(d);
 	return ret;
+}
+
+/* Finishes what an interrupted run left in the root and every subfolder. */
+static int
+recover_all(struct irun *r)
+{
+	return maildir_tree_foreach(r->a->maildir, recover_one, r, r->err);
 }
 
 static int
@@ -773,6 +755,8 @@ account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
 						.start_ms = util_now_ms() };
 	account_tag(a->name, r.tag);
 	ret = recover_all(&r);
+	if (ret == 0)
+		ret = account_forget_lost(a, st, err);
 	if (ret == 0)
 		ret = open_session(&r);
 	if (ret == 0)

@@ -685,6 +685,107 @@ maildir_recover(struct maildir *md, bool (*committed)(void *ud, const char *name
 	return 0;
 }
 
+/* ---- walking a Maildir tree ---- */
+
+int
+maildir_tree_foreach(const char *root, int (*cb)(void *ud, const char *path), void *ud,
+		     struct mp_err *err)
+{
+	struct dirent *de;
+	DIR *d;
+	int r = cb(ud, root);
+
+	if (r != 0)
+		return r;
+	d = opendir(root);
+	if (!d)
+		return md_fail(err, -errno, "cannot read", root, NULL);
+	for (;;) {
+		struct stat sb;
+		char *path, *tmp;
+
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			if (errno != 0)
+				r = md_fail(err, -errno, "cannot read", root, NULL);
+			break;
+		}
+		/* Maildir++ folders are ".NAME"; ".", ".." and "..X" never are. */
+		if (de->d_name[0] != '.' || de->d_name[1] == '\0' || de->d_name[1] == '.')
+			continue;
+		if (asprintf(&path, "%s/%s", root, de->d_name) < 0) {
+			r = md_fail(err, -ENOMEM, "cannot read", root, NULL);
+			break;
+		}
+		if (asprintf(&tmp, "%s/tmp", de->d_name) < 0) {
+			free(path);
+			r = md_fail(err, -ENOMEM, "cannot read", root, NULL);
+			break;
+		}
+		if (fstatat(dirfd(d), tmp, &sb, 0) == 0 && S_ISDIR(sb.st_mode))
+			r = cb(ud, path);
+		free(tmp);
+		free(path);
+		if (r != 0)
+			break;
+	}
+	closedir(d);
+	return r;
+}
+
+/* One of tmp/, new/, cur/: a missing one has no names. */
+static int
+md_names_in(const char *path, const char *sub, int (*cb)(void *ud, const char *base),
+	    void *ud, struct mp_err *err)
+{
+	char base[NAME_MAX + 1];
+	struct dirent *de;
+	char *dir;
+	DIR *d;
+	int r = 0;
+
+	if (asprintf(&dir, "%s/%s", path, sub) < 0)
+		return md_fail(err, -ENOMEM, "cannot read", path, sub);
+	d = opendir(dir);
+	free(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : md_fail(err, -errno, "cannot read", path, sub);
+	for (;;) {
+		size_t len;
+
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			if (errno != 0)
+				r = md_fail(err, -errno, "cannot read", path, sub);
+			break;
+		}
+		if (de->d_name[0] == '.')
+			continue;
+		len = strcspn(de->d_name, ":");
+		memcpy(base, de->d_name, len);
+		base[len] = '\0';
+		r = cb(ud, base);
+		if (r != 0)
+			break;
+	}
+	closedir(d);
+	return r;
+}
+
+int
+maildir_names_foreach(const char *path, int (*cb)(void *ud, const char *base), void *ud,
+		      struct mp_err *err)
+{
+	static const char *const subs[] = { "tmp", "new", "cur" };
+	int r = 0;
+
+	for (size_t i = 0; i < 3 && r == 0; i++)
+		r = md_names_in(path, subs[i], cb, ud, err);
+	return r;
+}
+
 void
 maildir_close(struct maildir *md)
 {

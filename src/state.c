@@ -87,6 +87,17 @@ struct folder {
 	struct fp_set fps;
 };
 
+/*
+ * The record a Maildir name was written for: id is "k<key>" (POP3) or
+ * "u<uidvalidity> <uid> <folder>" (IMAP), unique per record. latest is
+ * the last name recorded for it: an older name was superseded (the
+ * message was forgotten and fetched again) and speaks for nothing.
+ */
+struct name_owner {
+	char *id;
+	char *latest;
+};
+
 struct state {
 	char *dir;
 	char *account;
@@ -100,7 +111,10 @@ struct state {
 	int broken;                       /* sticky error after a failed fsync */
 	bool interrupted;                 /* names were loaded: no compaction since */
 	struct kv_set keys;               /* key -> first fetch time */
-	struct kv_set names;              /* Maildir names since the last compaction */
+	struct kv_set names;              /* Maildir name -> owner index + 1, since the last compaction */
+	struct name_owner *owners;        /* who each recorded name was recorded for */
+	size_t nowners, ocap;
+	struct kv_set owner_ix;           /* owner id -> index in owners */
 	struct dbuf pending;              /* journal lines not yet written */
 	struct folder **folders;          /* sorted by name (strcmp) */
 	size_t nfolders, fcap;
@@ -225,6 +239,100 @@ kv_free(struct kv_set *set)
 		free(set->slots[i].key);
 	free(set->slots);
 	memset(set, 0, sizeof(*set));
+}
+
+/* ---- recorded Maildir names and their owners ---- */
+
+static void
+names_clear(struct state *s)
+{
+	kv_free(&s->names);
+	kv_free(&s->owner_ix);
+	for (size_t i = 0; i < s->nowners; i++) {
+		free(s->owners[i].id);
+		free(s->owners[i].latest);
+	}
+	free(s->owners);
+	s->owners = NULL;
+	s->nowners = s->ocap = 0;
+}
+
+/*
+ * Records name as delivered for the record id. A failure leaves at worst
+ * an owner whose latest name is not recorded, which only keeps an older
+ * name from being forgotten (see state_forget_name()).
+ */
+static int
+name_insert(struct state *s, const char *name, const char *id)
+{
+	struct kv_slot *sl;
+	struct name_owner *o;
+	char *latest;
+	bool added;
+	int r;
+
+	if (s->nowners == s->ocap) {
+		size_t cap = s->ocap ? s->ocap * 2 : 64;
+		struct name_owner *v = realloc(s->owners, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->owners = v;
+		s->ocap = cap;
+	}
+	latest = strdup(name);
+	if (!latest)
+		return -ENOMEM;
+	r = kv_insert(&s->owner_ix, id, (int64_t)s->nowners, &sl, &added);
+	if (r < 0) {
+		free(latest);
+		return r;
+	}
+	if (added) {
+		o = &s->owners[s->nowners];
+		o->id = strdup(id);
+		if (!o->id) {
+			kv_remove(&s->owner_ix, id);
+			free(latest);
+			return -ENOMEM;
+		}
+		o->latest = NULL;
+		s->nowners++;
+	}
+	o = &s->owners[sl->when];
+	free(o->latest);
+	o->latest = latest;
+	return kv_insert(&s->names, name, sl->when + 1, &sl, &added);
+}
+
+static int
+name_insert_key(struct state *s, const char *name, const char *key)
+{
+	size_t len = strlen(key);
+	char *id = malloc(len + 2);
+	int r;
+
+	if (!id)
+		return -ENOMEM;
+	id[0] = 'k';
+	memcpy(id + 1, key, len + 1);
+	r = name_insert(s, name, id);
+	free(id);
+	return r;
+}
+
+static int
+name_insert_uid(struct state *s, const char *name, const char *folder, uint32_t uidvalidity,
+		uint32_t uid)
+{
+	char *id;
+	int r;
+
+	if (asprintf(&id, "u%" PRIu32 " %" PRIu32 " %s", uidvalidity, uid, folder) < 0)
+		return -ENOMEM;
+	r = name_insert(s, name, id);
+	free(id);
+	return r;
 }
 
 /* ---- buffers and escaping ---- */
@@ -698,14 +806,13 @@ static int
 mem_uid_add(struct state *s, struct folder *f, uint32_t uid, uint64_t fp, const char *name,
 	    bool *ret_changed)
 {
-	struct kv_slot *sl;
-	bool uid_added, fp_added = false, name_added = false;
+	bool uid_added, fp_added = false;
 	int r = range_reserve(f);
 
 	if (r == 0 && fp)
 		r = fp_reserve(&f->fps);
 	if (r == 0 && name)
-		r = kv_insert(&s->names, name, 0, &sl, &name_added);
+		r = name_insert_uid(s, name, f->name, f->uidvalidity, uid);
 	if (r < 0)
 		return r;
 	uid_added = range_add(f, uid);
@@ -1029,7 +1136,7 @@ apply_journal(struct state *s, char *line)
 		return r;
 	if (unescape(f[3]) < 0)
 		return -EBADMSG;
-	return kv_insert(&s->names, f[3], 0, &sl, &added);
+	return name_insert_key(s, f[3], f[2]);
 }
 
 static int
@@ -1190,6 +1297,61 @@ state_name_recorded(const struct state *s, const char *maildir_name)
 	return kv_find(&s->names, maildir_name, kv_hash(maildir_name)) != NULL;
 }
 
+int
+state_name_foreach(const struct state *s, int (*cb)(void *ud, const char *name), void *ud)
+{
+	for (size_t i = 0; i < s->names.cap; i++) {
+		int r;
+
+		if (!s->names.slots[i].key)
+			continue;
+		r = cb(ud, s->names.slots[i].key);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+int
+state_forget_name(struct state *s, const char *maildir_name, struct mp_err *err)
+{
+	const struct kv_slot *sl = kv_find(&s->names, maildir_name, kv_hash(maildir_name));
+	const struct name_owner *o;
+	const char *folder, *sp1, *sp2;
+	uint32_t uv = 0, uid;
+	uint64_t a, b;
+	int r;
+
+	if (!sl || sl->when <= 0)
+		return 0;
+	o = &s->owners[sl->when - 1];
+	if (!o->latest || strcmp(o->latest, maildir_name) != 0)
+		return 0;
+	if (o->id[0] == 'k') {
+		if (!state_has(s, o->id + 1, NULL))
+			return 0;
+		r = state_remove(s, o->id + 1, err);
+		return r < 0 ? r : 1;
+	}
+	/* "u<uidvalidity> <uid> <folder>", as name_insert_uid() wrote it. */
+	sp1 = strchr(o->id, ' ');
+	sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+	if (!sp2 || util_parse_u64(o->id + 1, (size_t)(sp1 - o->id - 1), &a) < 0 ||
+	    util_parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &b) < 0)
+		return 0;
+	folder = sp2 + 1;
+	uid = (uint32_t)b;
+	/* Under another UIDVALIDITY the UID names another message. */
+	if (state_folder_get(s, folder, &uv, NULL) < 0 || uv != (uint32_t)a ||
+	    !state_uid_has(s, folder, uid))
+		return 0;
+	r = state_uid_remove(s, folder, uid, err);
+	/* UIDNEXT 0: the next poll lists the folder from UID 1 and finds it. */
+	if (r == 0)
+		r = state_folder_set_uidnext(s, folder, 0, err);
+	return r < 0 ? r : 1;
+}
+
 static int
 state_check(struct state *s, const char *key, struct mp_err *err)
 {
@@ -1204,8 +1366,8 @@ int
 state_add(struct state *s, const char *key, int64_t when, const char *maildir_name,
 	  struct mp_err *err)
 {
-	struct kv_slot *sl, *nsl;
-	bool added = false, name_added = false;
+	struct kv_slot *sl;
+	bool added = false;
 	int r = state_check(s, key, err);
 
 	if (r < 0)
@@ -1220,7 +1382,7 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 	if (r == 0)
 		r = kv_insert(&s->keys, key, when, &sl, &added);
 	if (r == 0 && maildir_name)
-		r = kv_insert(&s->names, maildir_name, 0, &nsl, &name_added);
+		r = name_insert_key(s, maildir_name, key);
 	if (r < 0) {
 		if (added)
 			kv_remove(&s->keys, key);
@@ -1790,7 +1952,7 @@ state_compact(struct state *s, struct mp_err *err)
 		return st_fail(err, s->broken, "cannot empty", s->journal_path);
 	}
 	s->journal_len = 0;
-	kv_free(&s->names);
+	names_clear(s);
 	return 0;
 }
 
@@ -1805,7 +1967,7 @@ state_close(struct state *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	kv_free(&s->keys);
-	kv_free(&s->names);
+	names_clear(s);
 	for (size_t i = 0; i < s->nfolders; i++)
 		folder_free(s->folders[i]);
 	free(s->folders);

@@ -56,6 +56,16 @@ void account_conn_opts(const struct mp_account *a, struct conn_opts *ret);
 int account_recover(const struct mp_account *a, struct state *st, struct maildir *md,
 		    struct mp_err *err) MP_WUR;
 
+/*
+ * After an interrupted run (state_interrupted()), forgets every record
+ * whose Maildir name matches no file in tmp/, new/ or cur/ of any folder
+ * of the account's Maildir: another program removed it from tmp/ before
+ * it was delivered, so it must be fetched again, never deleted on the
+ * server. A message a reader moved to another folder keeps its base name
+ * and still counts. Syncs the state when it forgot anything.
+ */
+int account_forget_lost(const struct mp_account *a, struct state *st, struct mp_err *err) MP_WUR;
+
 /* Progress line on a terminal (rate-limited unless final). */
 struct account_progress {
 	const char *name;

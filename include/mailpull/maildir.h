@@ -105,6 +105,22 @@ void maildir_msg_release(struct maildir_msg **msgs, size_t n);
 int maildir_recover(struct maildir *md, bool (*committed)(void *ud, const char *name), void *ud,
 		    unsigned *ret_published, unsigned *ret_removed, struct mp_err *err) MP_WUR;
 
+/*
+ * Calls cb with root, then with every Maildir++ folder under it (a
+ * directory root/.NAME holding tmp/). Stops when cb returns non-zero and
+ * returns that; a failure to read root is -errno with err set.
+ */
+int maildir_tree_foreach(const char *root, int (*cb)(void *ud, const char *path), void *ud,
+			 struct mp_err *err) MP_WUR;
+
+/*
+ * Calls cb with the base name (before any ":2,..." info) of every file in
+ * tmp/, new/ and cur/ of the Maildir at path, whoever owns it; a missing
+ * subdirectory has none. Creates nothing. Stops as maildir_tree_foreach().
+ */
+int maildir_names_foreach(const char *path, int (*cb)(void *ud, const char *base), void *ud,
+			  struct mp_err *err) MP_WUR;
+
 /* NULL-safe. */
 void maildir_close(struct maildir *md);
 

@@ -53,6 +53,22 @@ int state_sync(struct state *s, struct mp_err *err) MP_WUR;
 bool state_name_recorded(const struct state *s, const char *maildir_name);
 
 /*
+ * Calls cb for every Maildir name recorded since the last compaction;
+ * stops as state_foreach(). cb must not change the state.
+ */
+int state_name_foreach(const struct state *s, int (*cb)(void *ud, const char *name), void *ud);
+
+/*
+ * Forgets the record maildir_name was delivered for (its key, or its UID
+ * and the folder's UIDNEXT, so that the next poll lists the folder whole):
+ * the file is gone, so the message must be fetched again, not deleted on
+ * the server. A name recorded again since under another name, or whose
+ * record is already gone, forgets nothing. Returns 1 when a record was
+ * forgotten, 0 when none, or a negative error. Buffered until state_sync().
+ */
+int state_forget_name(struct state *s, const char *maildir_name, struct mp_err *err) MP_WUR;
+
+/*
  * Whether the files loaded by state_open() held Maildir names: the last
  * run ended (crash or error) before its final compaction, so what it
  * published may not be durable yet.

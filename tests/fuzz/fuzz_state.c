@@ -178,18 +178,34 @@ first_folder(void *ud, const char *folder)
 	return 1;
 }
 
+static int
+first_name(void *ud, const char *name)
+{
+	*(char **)ud = strdup(name);
+	return 1;
+}
+
 /* A few changes of each kind; errors are fine, crashes and leaks are not. */
 static void
 change(struct state *s, uint8_t mode)
 {
 	struct mp_err err = { 0 };
-	char *folder = NULL;
+	char *folder = NULL, *name = NULL;
 
+	/* Forgetting by a name read from the input, before any change. */
+	if (mode & 4) {
+		state_name_foreach(s, first_name, &name);
+		if (name)
+			(void)state_forget_name(s, name, &err);
+		free(name);
+	}
 	(void)state_add(s, "new-key", 1700000000, "1700000000.M1P1.host", &err);
 	(void)state_remove(s, mode & 1 ? "new-key" : "0000001", &err);
 	(void)state_folder_reset(s, "INBOX/Neu\xc3\xa9 %", 1234, &err);
 	(void)state_uid_add(s, "INBOX/Neu\xc3\xa9 %", 7, 0x1234567890abcdefull, "m7", &err);
 	(void)state_folder_set_uidnext(s, "INBOX/Neu\xc3\xa9 %", 8, &err);
+	if (mode & 4)
+		(void)state_forget_name(s, "m7", &err);
 	state_folder_foreach(s, first_folder, &folder);
 	if (folder) {
 		uint32_t uv = 0, un = 0;

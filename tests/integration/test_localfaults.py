@@ -501,6 +501,58 @@ def delete_tmp(maildir):
     return n
 
 
+def file_away(maildir, folder):
+    """A reader files everything in new/ into another Maildir++ folder,
+    keeping the base names, as Maildir readers do."""
+    dst = os.path.join(maildir, folder)
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(dst, sub), exist_ok=True)
+    src = os.path.join(maildir, "new")
+    for name in os.listdir(src):
+        os.rename(os.path.join(src, name), os.path.join(dst, "cur", name + ":2,S"))
+
+
+@pytest.mark.parametrize("proto,keep", LOSSY, ids=LOSSY_IDS)
+def test_crash_then_tmp_cleaned(mp, proto, keep):
+    """Crash at each durable step; before the rerun a tmp/ cleaner removes
+    mailpull's files there (the Maildir convention lets one remove tmp/
+    files older than 36 hours) and a reader files what was delivered into
+    another folder. A recorded message removed from tmp/ was never
+    delivered: the rerun fetches it again instead of deleting it on the
+    server. Nothing filed away is fetched twice."""
+    cleaned = forgotten = 0
+    for n in range(1, MAX_CRASH_STEPS + 1):
+        sub = mp.path(f"c{n}")
+        box = Box(mp, proto, keep, n=3, size=1200, maildir=os.path.join(sub, "Maildir"),
+                  state_dir=os.path.join(sub, "state"))
+        r = box.run({"MAILPULL_CRASH_AT": str(n)})
+        if r.rc == EX_OK:
+            box.check_complete(f"MAILPULL_CRASH_AT={n} (no crash)")
+            # Proof that the loop met the case it is about.
+            assert cleaned > 0, "no crash left a file in tmp/"
+            assert forgotten > 0, "no rerun found a recorded message missing"
+            return
+        assert r.rc == EX_CRASH, f"MAILPULL_CRASH_AT={n}\n{r}"
+        cleaned += delete_tmp(box.maildir)
+        file_away(box.maildir, ".Archive")
+        r = box.run()
+        when = f"rerun after crash at {n}, tmp/ cleaned"
+        assert r.rc == EX_OK, f"{when}\n{r}"
+        if "will be fetched again" in r.err:
+            forgotten += 1
+            assert "no folder of " + box.maildir in r.err, str(r)
+        archive = os.path.join(box.maildir, ".Archive")
+        local = box.local() + collections.Counter(
+            digest(open(p, "rb").read()) for p in maildir_files(archive))
+        assert local == box.want, \
+            f"{when}: {len(set(box.want) - set(local))} missing, " \
+            f"{sum(k - 1 for k in local.values() if k > 1)} duplicates\n{r}"
+        assert box.tmp() == [], f"{when}: left in tmp/: {box.tmp()}"
+        assert box.server_files() == 0, f"{when}: server holds {box.server_files()}"
+        shutil.rmtree(sub)
+    pytest.fail(f"still crashing at step {MAX_CRASH_STEPS}")
+
+
 @pytest.mark.parametrize("proto,keep", LOSSY, ids=LOSSY_IDS)
 def test_other_program_deletes_tmp_files(mp, proto, keep):
     """Another program removes mailpull's tmp/ files mid-run: an error is

@@ -213,6 +213,91 @@ test_interrupted(void **state)
 	state_close(s);
 }
 
+static int
+count_name(void *ud, const char *name)
+{
+	(void)name;
+	(*(int *)ud)++;
+	return 0;
+}
+
+/* A name whose file is gone gives back its key: fetched again, not deleted. */
+static void
+test_forget_name_key(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "f");
+	int n = 0;
+
+	assert_int_equal(state_add(s, "k1", 10, "n1", &err), 0);
+	assert_int_equal(state_add(s, "k2", 10, "n2", &err), 0);
+	assert_int_equal(state_add(s, "k3", 10, "a", &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	state_close(s);
+	s = open_ok(fx, "f");
+	assert_int_equal(state_name_foreach(s, count_name, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(state_forget_name(s, "n1", &err), 1);
+	assert_false(state_has(s, "k1", NULL));
+	assert_true(state_has(s, "k2", NULL));
+	assert_int_equal(state_forget_name(s, "n1", &err), 0);
+	assert_int_equal(state_forget_name(s, "unknown", &err), 0);
+	/* k3 forgotten, fetched again as "b": "a" no longer speaks for it. */
+	assert_int_equal(state_forget_name(s, "a", &err), 1);
+	assert_int_equal(state_add(s, "k3", 20, "b", &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	state_close(s);
+	s = open_ok(fx, "f");
+	assert_false(state_has(s, "k1", NULL));
+	assert_true(state_has(s, "k3", NULL));
+	assert_int_equal(state_forget_name(s, "a", &err), 0);
+	assert_true(state_has(s, "k3", NULL));
+	assert_int_equal(state_forget_name(s, "b", &err), 1);
+	assert_false(state_has(s, "k3", NULL));
+	/* Compaction forgets the names: nothing is left to forget by. */
+	assert_int_equal(state_compact(s, &err), 0);
+	assert_int_equal(state_forget_name(s, "n2", &err), 0);
+	assert_true(state_has(s, "k2", NULL));
+	state_close(s);
+}
+
+/* For a UID: the UID goes, UIDNEXT goes to 0, and only under its UIDVALIDITY. */
+static void
+test_forget_name_uid(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "g");
+	uint32_t uv = 0, next = 1;
+
+	assert_int_equal(state_folder_reset(s, "A b", 7, &err), 0);
+	assert_int_equal(state_uid_add(s, "A b", 5, 0x1234, "u5", &err), 0);
+	assert_int_equal(state_uid_add(s, "A b", 6, 0, "u6", &err), 0);
+	assert_int_equal(state_folder_set_uidnext(s, "A b", 10, &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	state_close(s);
+	s = open_ok(fx, "g");
+	assert_int_equal(state_forget_name(s, "u5", &err), 1);
+	assert_false(state_uid_has(s, "A b", 5));
+	assert_true(state_uid_has(s, "A b", 6));
+	assert_int_equal(state_folder_get(s, "A b", &uv, &next), 0);
+	assert_int_equal(uv, 7);
+	assert_int_equal(next, 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	state_close(s);
+	s = open_ok(fx, "g");
+	assert_false(state_uid_has(s, "A b", 5));
+	assert_int_equal(state_folder_get(s, "A b", &uv, &next), 0);
+	assert_int_equal(next, 0);
+	/* A new UIDVALIDITY: UID 6 now names another message. */
+	assert_int_equal(state_folder_reset(s, "A b", 8, &err), 0);
+	assert_int_equal(state_uid_add(s, "A b", 6, 0, NULL, &err), 0);
+	assert_int_equal(state_forget_name(s, "u6", &err), 0);
+	assert_true(state_uid_has(s, "A b", 6));
+	state_close(s);
+}
+
 static void
 test_readd_keeps_first_time(void **state)
 {
@@ -1550,6 +1635,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_folder_compact_crash_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forget_name_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forget_name_uid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_scale, setup, teardown),
 	};
 
