@@ -142,6 +142,25 @@ ctx_error(struct load_ctx *ctx, int line, const char *fmt, ...)
 	return -EINVAL;
 }
 
+/*
+ * "timeout = 2 hours" reads as "timeout = 2" and an option "hours": a unit
+ * word where an option name should be is that mistake.
+ */
+static bool
+is_unit_word(const char *w)
+{
+	static const char *const units[] = {
+		"s", "sec", "secs", "second", "seconds", "m", "min", "mins", "minute",
+		"minutes", "h", "hr", "hrs", "hour", "hours", "d", "day", "days",
+		"k", "kb", "kib", "mb", "mib", "g", "gb", "gib", "byte", "bytes",
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++)
+		if (strcasecmp(w, units[i]) == 0)
+			return true;
+	return false;
+}
+
 /* Receives every libconfuse error so none reaches stderr. */
 static void MP_PRINTF(2, 0)
 conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
@@ -153,11 +172,18 @@ conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 	if (!ctx)
 		return;
 	va_copy(aq, ap);
-	if (strcmp(fmt, "found duplicate title '%s'") == 0)
+	if (strcmp(fmt, "found duplicate title '%s'") == 0) {
 		snprintf(raw, sizeof(raw), "account \"%s\" is defined twice",
 			 va_arg(aq, const char *));
-	else
+	} else if (strcmp(fmt, "no such option '%s'") == 0) {
+		const char *w = va_arg(aq, const char *);
+
+		snprintf(raw, sizeof(raw), "no such option '%s'%s", w,
+			 is_unit_word(w) ? " (write a duration or size with its unit letter "
+			 "and no space: 2h, 90s, 10M)" : "");
+	} else {
 		vsnprintf(raw, sizeof(raw), fmt, aq);
+	}
 	va_end(aq);
 	/* libconfuse quotes file text; keep escape sequences off the terminal */
 	util_sanitize(clean, sizeof(clean), raw, strlen(raw));

@@ -22,19 +22,13 @@
 /* One byte past the cap tells "exactly the cap" from "more". */
 #define SECRET_BUF_SIZE (SECRET_MAX_OUTPUT + 1)
 
-static const char *
-acct_name(const struct mp_account *a)
-{
-	return a->name ? a->name : "?";
-}
-
 /*
  * Takes the first line of buf[0..len) (without its CR LF) as the secret.
  * A NUL, CR or other control byte in it would be cut or reach the wire
  * as a command separator, so it is refused rather than passed on.
  */
 static int
-take_first_line(const struct mp_account *a, const char *what, const char *buf, size_t len,
+take_first_line(const char *what, const char *buf, size_t len,
 		char **ret, struct mp_err *err)
 {
 	const char *nl = memchr(buf, '\n', len);
@@ -44,15 +38,15 @@ take_first_line(const struct mp_account *a, const char *what, const char *buf, s
 	if (n > 0 && buf[n - 1] == '\r')
 		n--;
 	if (n == 0)
-		return mp_err_set(err, -ENODATA, MP_EX_CONFIG, "account \"%s\": %s gave an empty "
-				  "secret", acct_name(a), what);
+		return mp_err_set(err, -ENODATA, MP_EX_CONFIG, "%s gave an empty "
+				  "secret", what);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)buf[i];
 
 		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return mp_err_set(err, -EBADMSG, MP_EX_CONFIG, "account \"%s\": the "
+			return mp_err_set(err, -EBADMSG, MP_EX_CONFIG, "the "
 					  "secret from %s contains a control character",
-					  acct_name(a), what);
+					  what);
 	}
 	s = util_strndup(buf, n);
 	if (!s)
@@ -73,17 +67,17 @@ secret_from_file(const struct mp_account *a, char *buf, char **ret, struct mp_er
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		r = errno == ENOENT ? -ENOENT : -EIO;
-		return mp_err_set(err, r, MP_EX_CONFIG, "account \"%s\": password_file %s: %s",
-				  acct_name(a), path, strerror(errno));
+		return mp_err_set(err, r, MP_EX_CONFIG, "password_file %s: %s",
+				  path, strerror(errno));
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		r = mp_err_set(err, -EIO, MP_EX_CONFIG, "account \"%s\": password_file %s: "
-			       "not a regular file", acct_name(a), path);
+		r = mp_err_set(err, -EIO, MP_EX_CONFIG, "password_file %s: "
+			       "not a regular file", path);
 		goto out;
 	}
 	if (st.st_mode & 077) {
-		r = mp_err_set(err, -EACCES, MP_EX_CONFIG, "account \"%s\": password_file %s is "
-			       "readable by others; run: chmod 600 %s", acct_name(a), path, path);
+		r = mp_err_set(err, -EACCES, MP_EX_CONFIG, "password_file %s is "
+			       "readable by others; run: chmod 600 %s", path, path);
 		goto out;
 	}
 	while (len < SECRET_BUF_SIZE) {
@@ -93,8 +87,8 @@ secret_from_file(const struct mp_account *a, char *buf, char **ret, struct mp_er
 			continue;
 		if (n < 0) {
 			r = mp_err_set(err, -EIO, MP_EX_CONFIG,
-				       "account \"%s\": password_file %s: %s",
-				       acct_name(a), path, strerror(errno));
+				       "password_file %s: %s",
+				       path, strerror(errno));
 			goto out;
 		}
 		if (n == 0)
@@ -104,10 +98,10 @@ secret_from_file(const struct mp_account *a, char *buf, char **ret, struct mp_er
 			break;
 	}
 	if (len > SECRET_MAX_OUTPUT && !memchr(buf, '\n', SECRET_MAX_OUTPUT))
-		r = mp_err_set(err, -E2BIG, MP_EX_CONFIG, "account \"%s\": password_file %s: first "
-			       "line longer than %d bytes", acct_name(a), path, SECRET_MAX_OUTPUT);
+		r = mp_err_set(err, -E2BIG, MP_EX_CONFIG, "password_file %s: first "
+			       "line longer than %d bytes", path, SECRET_MAX_OUTPUT);
 	else
-		r = take_first_line(a, "password_file", buf, len, ret, err);
+		r = take_first_line("password_file", buf, len, ret, err);
 out:
 	close(fd);
 	return r;
@@ -215,19 +209,18 @@ kill_and_reap(pid_t pid)
 }
 
 static int
-command_failed(const struct mp_account *a, int r, unsigned timeout_ms, struct mp_err *err)
+command_failed(int r, unsigned timeout_ms, struct mp_err *err)
 {
 	switch (r) {
 	case -ETIMEDOUT:
-		return mp_err_set(err, r, MP_EX_TEMPFAIL, "account \"%s\": password_command did "
-				  "not finish within %u ms and was killed", acct_name(a),
-				  timeout_ms);
+		return mp_err_set(err, r, MP_EX_TEMPFAIL, "password_command did "
+				  "not finish within %u ms and was killed", timeout_ms);
 	case -E2BIG:
-		return mp_err_set(err, r, MP_EX_CONFIG, "account \"%s\": password_command printed "
-				  "more than %d bytes", acct_name(a), SECRET_MAX_OUTPUT);
+		return mp_err_set(err, r, MP_EX_CONFIG, "password_command printed "
+				  "more than %d bytes", SECRET_MAX_OUTPUT);
 	default:
-		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "account \"%s\": password_command: "
-				  "cannot read its output", acct_name(a));
+		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "password_command: "
+				  "cannot read its output");
 	}
 }
 
@@ -241,15 +234,15 @@ secret_from_command(const struct mp_account *a, unsigned timeout_ms, char *buf, 
 	pid_t pid;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
-		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "account \"%s\": password_command: "
-				  "pipe: %s", acct_name(a), strerror(errno));
+		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "password_command: "
+				  "pipe: %s", strerror(errno));
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	pid = devnull < 0 ? -1 : fork();
 	if (pid == 0)
 		child_exec(a->password_command, devnull, pfd[1]);
 	if (pid < 0) {
-		r = mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "account \"%s\": password_command: "
-			       "cannot start: %s", acct_name(a), strerror(errno));
+		r = mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "password_command: "
+			       "cannot start: %s", strerror(errno));
 		close(pfd[0]);
 		close(pfd[1]);
 		if (devnull >= 0)
@@ -266,15 +259,20 @@ secret_from_command(const struct mp_account *a, unsigned timeout_ms, char *buf, 
 		r = wait_exit(pid, deadline, &status);
 	if (r < 0) {
 		kill_and_reap(pid);
-		return command_failed(a, r, timeout_ms, err);
+		return command_failed(r, timeout_ms, err);
 	}
 	if (WIFSIGNALED(status))
-		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "account \"%s\": password_command "
-				  "was killed by signal %d", acct_name(a), WTERMSIG(status));
+		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "password_command "
+				  "was killed by signal %d", WTERMSIG(status));
+	/* sh -c reports a command killed by signal N as status 128 + N. */
+	if (WEXITSTATUS(status) > 128 && WEXITSTATUS(status) - 128 < NSIG)
+		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "password_command exited with "
+				  "status %d (the shell's way of saying: killed by signal %d)",
+				  WEXITSTATUS(status), WEXITSTATUS(status) - 128);
 	if (WEXITSTATUS(status) != 0)
-		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "account \"%s\": password_command "
-				  "exited with status %d", acct_name(a), WEXITSTATUS(status));
-	return take_first_line(a, "password_command", buf, len, ret, err);
+		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "password_command "
+				  "exited with status %d", WEXITSTATUS(status));
+	return take_first_line("password_command", buf, len, ret, err);
 }
 
 int
@@ -284,7 +282,7 @@ secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct m
 	int r;
 
 	if (a->password)
-		r = take_first_line(a, "password", a->password, strlen(a->password), &s, err);
+		r = take_first_line("password", a->password, strlen(a->password), &s, err);
 	else if (a->password_file || a->password_command) {
 		buf = malloc(SECRET_BUF_SIZE);
 		if (!buf)
@@ -296,8 +294,8 @@ secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct m
 		explicit_bzero(buf, SECRET_BUF_SIZE);
 		free(buf);
 	} else {
-		r = mp_err_set(err, -ENOENT, MP_EX_CONFIG, "account \"%s\": no password, "
-			       "password_file or password_command", acct_name(a));
+		r = mp_err_set(err, -ENOENT, MP_EX_CONFIG, "no password, "
+			       "password_file or password_command");
 	}
 	if (r < 0)
 		return r;

@@ -26,7 +26,8 @@
  * -EBADMSG the secret holds a control byte (CR, NUL...), which could end a
  *          protocol command early
  * -ENOMEM, -EIO (MP_EX_TEMPFAIL when the command could not be run)
- * Error messages never contain the secret.
+ * Error messages never contain the secret, nor the account (the caller
+ * names it).
  */
 int secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct mp_err *err) MP_WUR;
 

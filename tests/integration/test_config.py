@@ -175,6 +175,15 @@ MORE_BROKEN = {
                         '}\n', 1, "maildir is required"),
     "unknown_top_level": ('state_dir = "/tmp/x"\n'
                           'bogus_top = 1\n', 2, "bogus_top"),
+    "duration_with_space": ('account "t1" {\n'
+                            '    protocol = pop3\n'
+                            '    host = "127.0.0.1"\n'
+                            '    user = "a"\n'
+                            '    password = "x"\n'
+                            '    maildir = "/tmp/x/Maildir"\n'
+                            '    timeout = 2 hours\n'
+                            '}\n', 7, "no such option 'hours' (write a duration or size "
+                            "with its unit letter and no space: 2h, 90s, 10M)"),
     "unclosed_string": ('account "t1" {\n'
                         '    protocol = pop3\n'
                         '    host = "127.0.0.1"\n'
@@ -203,7 +212,9 @@ def command_account(mp, user, script, timeout="30s"):
 FAILING_COMMANDS = {
     "exit_status": ("exit 3\n", EX_CONFIG, "password_command exited with status 3"),
     # /bin/sh -c runs the script as its child and reports its death as 128 + 9
-    "killed": ("kill -9 $$\n", EX_CONFIG, "password_command exited with status 137"),
+    "killed": ("kill -9 $$\n", EX_CONFIG,
+               "password_command exited with status 137 (the shell's way of saying: "
+               "killed by signal 9)"),
     "empty": ("exit 0\n", EX_CONFIG, "password_command gave an empty secret"),
     "not_found": ("exec /nonexistent/pass-helper\n", EX_CONFIG,
                   "password_command exited with status 127"),
@@ -219,6 +230,7 @@ def test_password_command_fails(mp, name):
     command_account(mp, user, script)
     r = mp.run()
     assert_error(r, code, "account t1", what)
+    assert 'account "t1"' not in r.err, f"the account named twice:\n{r}"
     assert mp.dc.count(user) == 1
     assert mp.messages() == []
 
@@ -270,5 +282,5 @@ def test_password_file_missing(mp):
     del acct["password"]
     mp.configure(acct)
     r = mp.run()
-    assert_error(r, EX_CONFIG, "account \"t1\"", f"password_file {path}: No such file")
+    assert_error(r, EX_CONFIG, "account t1", f"password_file {path}: No such file")
     assert mp.dc.count(user) == 1
