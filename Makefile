@@ -68,6 +68,13 @@ $(FAULTINJECT): tests/faultinject.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
 
+# LD_PRELOAD library that fails one allocation made by mailpull's own code
+# (the allocation-failure tests); used with the plain build only.
+FAILMALLOC = $(BUILDDIR)/tests/failmalloc.so
+$(FAILMALLOC): tests/failmalloc.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
+
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
@@ -75,8 +82,9 @@ unit: $(UNIT_BINS)
 # the CPU, so several run at once (python3-pytest-xdist); PYTEST_JOBS= runs
 # them one by one.
 PYTEST_JOBS ?= 3
-integration: $(BIN) $(FAULTINJECT)
-	MAILPULL_BIN=$(abspath $(BIN)) MAILPULL_FAULTINJECT=$(abspath $(FAULTINJECT)) $(PYTHON) -m pytest -q -p no:cacheprovider \
+integration: $(BIN) $(FAULTINJECT) $(FAILMALLOC)
+	MAILPULL_BIN=$(abspath $(BIN)) MAILPULL_FAULTINJECT=$(abspath $(FAULTINJECT)) \
+	MAILPULL_FAILMALLOC=$(abspath $(FAILMALLOC)) $(PYTHON) -m pytest -q -p no:cacheprovider \
 		$(if $(PYTEST_JOBS),-n $(PYTEST_JOBS)) tests/integration $(PYTEST_ARGS)
 
 check: all unit integration

@@ -457,6 +457,8 @@ open_folder_maildir(struct irun *r, const char *name, char delim)
 	char *dir = NULL, *path;
 	int ret = folder_to_maildir(name, delim, &dir);
 
+	if (ret == -ENOMEM)
+		return mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory");
 	if (ret < 0)
 		return mp_err_set(r->err, ret, MP_EX_PROTOCOL,
 				  "folder \"%s\" cannot be mapped to a Maildir folder", name);

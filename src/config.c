@@ -693,7 +693,7 @@ read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *re
 	cap = (size_t)ret_st->st_size + 1;
 	buf = malloc(cap);
 	if (!buf) {
-		r = -ENOMEM;
+		r = mp_err_set(ctx->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
 		goto out;
 	}
 	for (;;) {
@@ -701,6 +701,8 @@ read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *re
 
 		if (len == cap) {
 			r = grow_to_cap(&buf, len, &cap);
+			if (r == -ENOMEM)
+				mp_err_set(ctx->err, r, MP_EX_TEMPFAIL, "out of memory");
 			if (r < 0)
 				goto out;
 		}
@@ -1199,6 +1201,8 @@ config_default_path(void)
 	} else if (home && *home) {
 		if (asprintf(&s, "%s/.config/mailpull/config", home) < 0)
 			return NULL;
+	} else {
+		errno = ENOENT;
 	}
 	return s;
 }

@@ -359,6 +359,9 @@ read_resp(struct imap *m, literal_fn lit, void *ud, const struct imap_response *
 			trace_in(*ret);
 			return 0;
 		}
+		if (r == -ENOMEM)
+			return mp_err_set(err, r, MP_EX_TEMPFAIL, "out of memory reading "
+					  "a response from %s", conn_peer(m->c));
 		/* Malformed is a protocol violation here; a cap hit stays -E2BIG. */
 		if (r < 0)
 			return mp_err_set(err, r == -EBADMSG ? -EPROTO : r, MP_EX_PROTOCOL,
@@ -372,6 +375,9 @@ read_resp(struct imap *m, literal_fn lit, void *ud, const struct imap_response *
 		if (r < 0)
 			return r;
 		r = imap_parser_literal_done(m->p);
+		if (r == -ENOMEM)
+			return mp_err_set(err, r, MP_EX_TEMPFAIL, "out of memory reading "
+					  "a response from %s", conn_peer(m->c));
 		if (r < 0)
 			return mp_err_set(err, r == -EBADMSG ? -EPROTO : r, MP_EX_PROTOCOL,
 					  "bad response from %s: %s", conn_peer(m->c),
@@ -566,7 +572,8 @@ cmd_send(struct imap *m, struct cmd *cmd, const struct imap_response **ret, stru
 
 	if (cmd->err)
 		return mp_err_set(err, cmd->err, mp_exit_from_errno(cmd->err),
-				  "cannot build the %s command", imap_state_to_string(m->state));
+				  "cannot build the %s command: %s", imap_state_to_string(m->state),
+				  strerror(-cmd->err));
 	for (size_t i = 0; i <= cmd->nbrk; i++) {
 		size_t end = i < cmd->nbrk ? cmd->brk[i] : cmd->len;
 
@@ -1047,7 +1054,8 @@ sasl_response(struct imap *m, enum sasl_mech mech, const char *user, const char 
 
 	if (r < 0)
 		return mp_err_set(err, r, r == -ENOMEM ? MP_EX_TEMPFAIL : MP_EX_CONFIG,
-				  "cannot build the %s response", sasl_mech_to_string(mech));
+				  "cannot build the %s response: %s", sasl_mech_to_string(mech),
+				  strerror(-r));
 	return 0;
 }
 

@@ -117,6 +117,10 @@ main(int argc, char **argv)
 	}
 	log_set_level(o.quiet ? LOG_LVL_WARN : o.verbose ? LOG_LVL_TRACE : LOG_LVL_INFO);
 	path = o.config ? strdup(o.config) : config_default_path();
+	if (!path && (o.config || errno == ENOMEM)) {
+		log_err("out of memory");
+		return MP_EX_TEMPFAIL;
+	}
 	if (!path) {
 		log_err("cannot find the configuration: set HOME or use -c FILE");
 		return MP_EX_CONFIG;

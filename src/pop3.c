@@ -682,7 +682,8 @@ pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *sec
 	r = sasl_initial(mech, user, secret, conn_host(p->c), conn_port(p->c), &resp);
 	if (r < 0)
 		return mp_err_set(err, r, r == -ENOMEM ? MP_EX_TEMPFAIL : MP_EX_CONFIG,
-				  "cannot build the %s response", sasl_mech_to_string(mech));
+				  "cannot build the %s response: %s", sasl_mech_to_string(mech),
+				  strerror(-r));
 	r = auth_sasl_ir(p, mech, resp, err);
 	sasl_free(resp);
 	return settle(p, r);

@@ -69,7 +69,8 @@ int config_load(const char *path, struct mp_config **ret, struct mp_err *err) MP
 
 /*
  * The default file: $XDG_CONFIG_HOME/mailpull/config, or
- * ~/.config/mailpull/config. malloc'd; NULL on ENOMEM or unset HOME.
+ * ~/.config/mailpull/config. malloc'd; NULL with errno ENOMEM, or ENOENT
+ * when neither variable is set.
  */
 char *config_default_path(void);
 
