@@ -13,6 +13,8 @@
  *
  *   FM_FAIL_AT=N   the Nth counted call (from 1) fails with ENOMEM; the
  *                  others go through. Unset or 0: none fails.
+ *   FM_FAIL_FROM=N the Nth counted call and every one after it fail, as
+ *                  when memory has run out for good.
  *   FM_LOG=FILE    at exit, one line per process is appended:
  *                  "<pid> calls <count> failed <0|1> at <caller address
  *                  relative to the executable's load address, or ->"
@@ -39,7 +41,7 @@ extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t size);
 
 static uintptr_t exe_lo, exe_hi, exe_base;
-static long fail_at;
+static long fail_at, fail_from;
 static long calls;
 static uintptr_t failed_at;
 static bool failed;
@@ -73,6 +75,8 @@ fm_init(void)
 	const char *v = getenv("FM_FAIL_AT");
 
 	fail_at = v ? strtol(v, NULL, 10) : 0;
+	v = getenv("FM_FAIL_FROM");
+	fail_from = v ? strtol(v, NULL, 10) : 0;
 	dl_iterate_phdr(find_exe, NULL);
 }
 
@@ -108,10 +112,11 @@ fail_now(void *caller)
 	if (c < exe_lo || c >= exe_hi)
 		return false;
 	calls++;
-	if (fail_at <= 0 || calls != fail_at)
+	if ((fail_at <= 0 || calls != fail_at) && (fail_from <= 0 || calls < fail_from))
 		return false;
+	if (!failed)
+		failed_at = c;
 	failed = true;
-	failed_at = c;
 	errno = ENOMEM;
 	return true;
 }

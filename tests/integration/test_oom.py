@@ -1,6 +1,7 @@
 """Allocation failure: one allocation made by mailpull's own code fails
 (tests/failmalloc.c), at every point a whole run reaches (or an even sample
-of them). Each time mailpull must end with an error message and an exit
+of them); and, at a sample of points, that one and every later one, as
+when memory has run out for good. Each time mailpull must end with an error message and an exit
 status, never a signal or a hang; nothing may be lost or duplicated, and
 the next run, with memory back, must complete.
 
@@ -18,8 +19,10 @@ from conftest import EX_OK, VALGRIND, make_message, digest, report
 from mprun import maildir_files
 
 # Allocation points tried per case: every one when a run makes fewer, else
-# an even sample over the whole run (the seed picks the offset).
-MAX_POINTS = int(os.environ.get("MAILPULL_OOM_POINTS", "160"))
+# an even sample over the whole run. Memory that stays gone is sampled more
+# thinly: most of its paths are the single failure's.
+KINDS = {"one": ("FM_FAIL_AT", int(os.environ.get("MAILPULL_OOM_POINTS", "160"))),
+         "all-after": ("FM_FAIL_FROM", int(os.environ.get("MAILPULL_OOM_FROM_POINTS", "30")))}
 SHARDS = 3
 NMSG = 4
 
@@ -54,10 +57,10 @@ class Case:
         mp.configure(acct, path=self.cfg, state_dir=self.state)
         self.log = mp.path(name, "fm.log")
 
-    def run(self, lib=None, fail_at=0):
+    def run(self, lib=None, fail_at=0, var="FM_FAIL_AT"):
         env = None
         if lib:
-            env = {"LD_PRELOAD": lib, "FM_LOG": self.log, "FM_FAIL_AT": str(fail_at)}
+            env = {"LD_PRELOAD": lib, "FM_LOG": self.log, var: str(fail_at)}
         r = self.mp.start(config=self.cfg, env=env).finish(60)
         assert not r.timed_out, f"mailpull hung (allocation {fail_at} failed)\n{r}"
         return r
@@ -97,11 +100,13 @@ MODES = {"pop3-keep-no": ("pop3", False), "imap-keep-no": ("imap", False),
 @pytest.mark.skipif(VALGRIND, reason="valgrind replaces the allocator")
 @pytest.mark.parametrize("share", range(SHARDS))
 @pytest.mark.parametrize("mode", list(MODES))
-def test_allocation_failure(mp, mode, share):
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_allocation_failure(mp, kind, mode, share):
     if mp.sanitized:
         pytest.skip("a sanitizer replaces the allocator")
     lib = failmalloc_lib(mp)
     proto, keep = MODES[mode]
+    var, max_points = KINDS[kind]
 
     # A whole run counts the allocations it makes.
     calib = Case(mp, proto, keep, "calib")
@@ -111,11 +116,11 @@ def test_allocation_failure(mp, mode, share):
     total = int(calib.log_lines()[0][2])
     assert total > 50, f"only {total} allocations counted: is the library working?"
 
-    if total <= MAX_POINTS:
+    if total <= max_points:
         points = list(range(1, total + 1))
     else:
-        step = total / MAX_POINTS
-        points = sorted({1 + int(i * step) for i in range(MAX_POINTS)})
+        step = total / max_points
+        points = sorted({1 + int(i * step) for i in range(max_points)})
     points = points[share::SHARDS]
 
     failed_runs = 0
@@ -123,8 +128,9 @@ def test_allocation_failure(mp, mode, share):
     odd = []
     for n in points:
         c = Case(mp, proto, keep, f"at{n}")
-        r = c.run(lib, n)
-        when = f"{mode}: allocation {n} of {total} failed"
+        r = c.run(lib, n, var)
+        when = f"{mode}: allocation {n} of {total} failed" + \
+            (" and every one after it" if kind == "all-after" else "")
         lines = c.log_lines()
         fired = any(ln[4] == "1" for ln in lines)
         # A signal shows as a negative status: never acceptable.
@@ -151,7 +157,7 @@ def test_allocation_failure(mp, mode, share):
         r2 = c.run()
         assert r2.rc == EX_OK, f"{when}: the next run failed\n{r2}"
         c.check_complete(f"{when}, after the next run")
-    report(f"{mode} allocation failures, share {share + 1} of {SHARDS}: {len(points)} of "
+    report(f"{mode} allocation failures ({kind}), share {share + 1} of {SHARDS}: {len(points)} of "
            f"{total} points tried, {failed_runs} runs failed cleanly (exit "
            f"{', '.join(f'{k}: {v}' for k, v in sorted(codes.items()))}), nothing lost")
     assert failed_runs > 0, "no injected failure made a run fail"
