@@ -262,6 +262,88 @@ def mp(mailpull_bin, dovecot, tmp_path):
         assert not found, "valgrind:\n" + "\n".join(found)
 
 
+def preload_lib(mp, var, name):
+    """A test library (tests/NAME.c) for LD_PRELOAD: named by the
+    environment variable var (make integration sets it, so a missing file
+    then is a failure), else looked for beside the binary (skip if absent)."""
+    lib = os.environ.get(var)
+    if not lib:
+        lib = os.path.join(os.path.dirname(mp.bin), "tests", name)
+    if not os.path.exists(lib):
+        if os.environ.get(var):
+            pytest.fail(f"{var}={lib} does not exist")
+        pytest.skip(f"no {name} at {lib} (make {os.path.relpath(lib)})")
+    return lib
+
+
+class FetchCase:
+    """A fresh user with nmsg messages on the private Dovecot, and a
+    Maildir, state directory and configuration of its own under name/:
+    one run of the fault tests and what they check after it."""
+
+    def __init__(self, mp, proto, keep, name, nmsg=4, size=3000, tag="case", run_timeout=60,
+                 **acct):
+        self.mp, self.proto, self.keep, self.name = mp, proto, keep, name
+        self.acct = acct
+        self.run_timeout = run_timeout
+        self.user = mp.new_user(tag)
+        self.msgs = [make_message(i, tag=self.user, size=size) for i in range(nmsg)]
+        self.want = collections.Counter(digest(m) for m in self.msgs)
+        mp.dc.add_messages(self.user, self.msgs)
+        self.maildir = mp.path(name, "Maildir")
+        self.state = mp.path(name, "state")
+        os.makedirs(mp.path(name))
+
+    def run(self, port=None, env=None):
+        """One run; port: through a proxy there instead of Dovecot's TLS port."""
+        mp = self.mp
+        if self.proto == "pop3":
+            a = mp.pop3_account(self.user, self.maildir, keep=self.keep, **self.acct)
+            a["port"] = port or mp.dc.pop3s_port
+        else:
+            a = mp.imap_account(self.user, self.maildir, keep=self.keep, **self.acct)
+            a["port"] = port or mp.dc.imaps_port
+        cfg = mp.path(self.name, "proxy.conf" if port else "mailpull.conf")
+        mp.configure({"t1": a}, path=cfg, state_dir=self.state)
+        r = mp.start(config=cfg, env=env).finish(self.run_timeout)
+        assert not r.timed_out, f"mailpull hung:\n{r}"
+        return r
+
+    def local(self):
+        c = collections.Counter()
+        for sub in ("new", "cur"):
+            d = os.path.join(self.maildir, sub)
+            for n in (os.listdir(d) if os.path.isdir(d) else []):
+                with open(os.path.join(d, n), "rb") as f:
+                    c[digest(f.read())] += 1
+        return c
+
+    def server(self):
+        return collections.Counter(digest(b) for b in self.mp.dc.bodies(self.user))
+
+    def tmp(self):
+        d = os.path.join(self.maildir, "tmp")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def check_safe(self, when):
+        """Nothing duplicated, damaged or lost (here or on the server)."""
+        local = self.local()
+        assert all(n == 1 for n in local.values()), f"{when}: duplicates {local}"
+        assert set(local) <= set(self.want), f"{when}: damaged or foreign files in the Maildir"
+        lost = set(self.want) - set(local) - set(self.server())
+        assert not lost, f"{when}: {len(lost)} messages neither on the server nor here"
+
+    def check_complete(self, when):
+        """Every message here once, tmp/ empty, the server as keep says."""
+        assert self.local() == self.want, f"{when}: Maildir is not every message once"
+        assert self.tmp() == [], f"{when}: left in tmp/: {self.tmp()}"
+        srv = self.server()
+        if self.keep:
+            assert srv == self.want, f"{when}: server lost messages with keep = yes"
+        else:
+            assert not srv, f"{when}: server not emptied with keep = no"
+
+
 def assert_error(r, code, *needles):
     """Exit status code, a "mailpull: error:" line, and each needle in it."""
     assert r.rc == code, f"expected exit {code}\n{r}"
@@ -271,5 +353,6 @@ def assert_error(r, code, *needles):
         assert n in err, f"{n!r} not in the error output\n{r}"
 
 
-__all__ = ["Raw", "report", "make_message", "digest", "multiset", "assert_error", "EX_OK", "EX_USAGE",
+__all__ = ["Raw", "report", "make_message", "digest", "multiset", "assert_error", "preload_lib",
+           "FetchCase", "EX_OK", "EX_USAGE",
            "EX_IOERR", "EX_TEMPFAIL", "EX_PROTOCOL", "EX_NOPERM", "EX_CONFIG", "EX_CRASH"]

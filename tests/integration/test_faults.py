@@ -6,9 +6,7 @@ published, and nothing is deleted on the server before it is durable here.
 """
 
 import collections
-import os
 import socket
-import ssl
 import threading
 import time
 
@@ -16,9 +14,9 @@ import pytest
 
 import mprun  # noqa: E402
 from conftest import (EX_OK, EX_TEMPFAIL, EX_PROTOCOL, Raw, make_message, digest,
-                      assert_error)
-from fakepop3 import FakePOP3, pop3_encode
-from fakeimap import FakeIMAP, crlf
+                      assert_error, FetchCase)
+from fakepop3 import FakePOP3
+from fakeimap import FakeIMAP
 
 RUN_TIMEOUT = 20.0
 NMSG = 4
@@ -145,71 +143,10 @@ NCUTS = 12
 _calibration = {}
 
 
-def account(mp, mode, user, maildir, port=None, **over):
+def CutCase(mp, mode, name):
     proto, keep = MODES[mode]
-    if proto == "pop3":
-        a = mp.pop3_account(user, maildir, keep=keep, timeout=Raw("10s"), **over)
-        a["port"] = port or mp.dc.pop3s_port
-    else:
-        a = mp.imap_account(user, maildir, keep=keep, timeout=Raw("10s"), **over)
-        a["port"] = port or mp.dc.imaps_port
-    return a
-
-
-class CutCase:
-    def __init__(self, mp, mode, name):
-        self.mp = mp
-        self.mode = mode
-        self.keep = MODES[mode][1]
-        self.user = mp.new_user("cut")
-        self.msgs = [make_message(i, tag="cut", size=MSG_SIZE) for i in range(NMSG)]
-        self.want = collections.Counter(digest(m) for m in self.msgs)
-        mp.dc.add_messages(self.user, self.msgs)
-        self.maildir = mp.path(name, "Maildir")
-        self.state = mp.path(name, "state")
-        os.makedirs(mp.path(name))
-        self.cfg_proxy = mp.path(name, "proxy.conf")
-        self.cfg_direct = mp.path(name, "direct.conf")
-
-    def run(self, port=None):
-        cfg = self.cfg_proxy if port else self.cfg_direct
-        self.mp.configure({"t1": account(self.mp, self.mode, self.user, self.maildir, port)},
-                          path=cfg, state_dir=self.state)
-        r = self.mp.start(config=cfg).finish(RUN_TIMEOUT)
-        assert not r.timed_out, f"mailpull hung:\n{r}"
-        return r
-
-    def local(self):
-        c = collections.Counter()
-        for sub in ("new", "cur"):
-            d = os.path.join(self.maildir, sub)
-            for n in (os.listdir(d) if os.path.isdir(d) else []):
-                with open(os.path.join(d, n), "rb") as f:
-                    c[digest(f.read())] += 1
-        return c
-
-    def server(self):
-        return collections.Counter(digest(b) for b in self.mp.dc.bodies(self.user))
-
-    def tmp(self):
-        d = os.path.join(self.maildir, "tmp")
-        return sorted(os.listdir(d)) if os.path.isdir(d) else []
-
-    def check_safe(self, when):
-        local = self.local()
-        assert all(n == 1 for n in local.values()), f"{when}: duplicates {local}"
-        assert set(local) <= set(self.want), f"{when}: damaged or foreign files in the Maildir"
-        lost = set(self.want) - set(local) - set(self.server())
-        assert not lost, f"{when}: {len(lost)} messages neither on the server nor here"
-
-    def check_complete(self, when):
-        assert self.local() == self.want, f"{when}: Maildir is not every message once"
-        assert self.tmp() == [], f"{when}: left in tmp/: {self.tmp()}"
-        srv = self.server()
-        if self.keep:
-            assert srv == self.want, f"{when}: server lost messages with keep = yes"
-        else:
-            assert not srv, f"{when}: server not emptied with keep = no"
+    return FetchCase(mp, proto, keep, name, nmsg=NMSG, size=MSG_SIZE, tag="cut",
+                     run_timeout=RUN_TIMEOUT, timeout=Raw("10s"))
 
 
 def calibrate(mp, mode):

@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from conftest import (EX_OK, EX_IOERR, EX_CRASH, Raw, make_message, digest, assert_error)
+from conftest import (EX_OK, EX_IOERR, EX_CRASH, Raw, make_message, digest, assert_error,
+                      preload_lib)
 from fakeimap import FakeIMAP
 from mprun import maildir_files
 
@@ -30,18 +31,6 @@ MAX_CRASH_STEPS = 200
 
 
 # ---- the fault library ---------------------------------------------------
-
-def faultinject_lib(mp):
-    lib = os.environ.get("MAILPULL_FAULTINJECT")
-    if not lib:
-        lib = os.path.join(os.path.dirname(mp.bin), "tests", "faultinject.so")
-    if not os.path.exists(lib):
-        # make integration builds it and names it: missing then is a failure.
-        if os.environ.get("MAILPULL_FAULTINJECT"):
-            pytest.fail(f"MAILPULL_FAULTINJECT={lib} does not exist")
-        pytest.skip(f"no fault injection library at {lib} (make {os.path.relpath(lib)})")
-    return lib
-
 
 def asan_runtime(binary):
     """The ASan runtime a sanitized binary loads: it must come first in
@@ -54,7 +43,7 @@ def asan_runtime(binary):
 
 
 def fault_env(mp, prefix, **settings):
-    lib = faultinject_lib(mp)
+    lib = preload_lib(mp, "MAILPULL_FAULTINJECT", "faultinject.so")
     preload = lib
     if mp.sanitized:
         rt = asan_runtime(mp.bin)

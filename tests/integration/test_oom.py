@@ -15,8 +15,7 @@ import re
 
 import pytest
 
-from conftest import EX_OK, VALGRIND, make_message, digest, report
-from mprun import maildir_files
+from conftest import EX_OK, VALGRIND, FetchCase, preload_lib, report
 
 # Allocation points tried per case: every one when a run makes fewer, else
 # an even sample over the whole run. Memory that stays gone is sampled more
@@ -27,70 +26,18 @@ SHARDS = 3
 NMSG = 4
 
 
-def failmalloc_lib(mp):
-    lib = os.environ.get("MAILPULL_FAILMALLOC")
-    if not lib:
-        lib = os.path.join(os.path.dirname(mp.bin), "tests", "failmalloc.so")
-    if not os.path.exists(lib):
-        if os.environ.get("MAILPULL_FAILMALLOC"):
-            pytest.fail(f"MAILPULL_FAILMALLOC={lib} does not exist")
-        pytest.skip(f"no allocation failure library at {lib} (make {os.path.relpath(lib)})")
-    return lib
-
-
-class Case:
+class Case(FetchCase):
     def __init__(self, mp, proto, keep, name):
-        self.mp = mp
-        self.keep = keep
-        self.user = mp.new_user("oom")
-        self.msgs = [make_message(i, tag=self.user, size=3000) for i in range(NMSG)]
-        self.want = collections.Counter(digest(m) for m in self.msgs)
-        mp.dc.add_messages(self.user, self.msgs)
-        self.maildir = mp.path(name, "Maildir")
-        self.state = mp.path(name, "state")
-        self.cfg = mp.path(name, "mailpull.conf")
-        os.makedirs(mp.path(name))
-        if proto == "pop3":
-            acct = mp.pop3_account(self.user, self.maildir, keep=keep)
-        else:
-            acct = mp.imap_account(self.user, self.maildir, keep=keep)
-        mp.configure(acct, path=self.cfg, state_dir=self.state)
+        super().__init__(mp, proto, keep, name, nmsg=NMSG, tag="oom")
         self.log = mp.path(name, "fm.log")
 
-    def run(self, lib=None, fail_at=0, var="FM_FAIL_AT"):
-        env = None
-        if lib:
-            env = {"LD_PRELOAD": lib, "FM_LOG": self.log, var: str(fail_at)}
-        r = self.mp.start(config=self.cfg, env=env).finish(60)
-        assert not r.timed_out, f"mailpull hung (allocation {fail_at} failed)\n{r}"
-        return r
+    def fail(self, lib, n, var):
+        """A run with allocation n failing (var: FM_FAIL_AT or FM_FAIL_FROM)."""
+        return self.run(env={"LD_PRELOAD": lib, "FM_LOG": self.log, var: str(n)})
 
     def log_lines(self):
         with open(self.log) as f:
             return [ln.split() for ln in f.read().splitlines()]
-
-    def local(self):
-        c = collections.Counter()
-        for p in maildir_files(self.maildir):
-            with open(p, "rb") as f:
-                c[digest(f.read())] += 1
-        return c
-
-    def server(self):
-        return collections.Counter(digest(b) for b in self.mp.dc.bodies(self.user))
-
-    def check_safe(self, when):
-        local = self.local()
-        assert all(n == 1 for n in local.values()), f"{when}: duplicates {local}"
-        assert set(local) <= set(self.want), f"{when}: damaged or foreign files in the Maildir"
-        lost = set(self.want) - set(local) - set(self.server())
-        assert not lost, f"{when}: {len(lost)} messages neither on the server nor here"
-
-    def check_complete(self, when):
-        assert self.local() == self.want, f"{when}: the Maildir is not every message once"
-        srv = self.server()
-        assert srv == (self.want if self.keep else collections.Counter()), \
-            f"{when}: the server holds {sum(srv.values())} messages"
 
 
 MODES = {"pop3-keep-no": ("pop3", False), "imap-keep-no": ("imap", False),
@@ -104,13 +51,13 @@ MODES = {"pop3-keep-no": ("pop3", False), "imap-keep-no": ("imap", False),
 def test_allocation_failure(mp, kind, mode, share):
     if mp.sanitized:
         pytest.skip("a sanitizer replaces the allocator")
-    lib = failmalloc_lib(mp)
+    lib = preload_lib(mp, "MAILPULL_FAILMALLOC", "failmalloc.so")
     proto, keep = MODES[mode]
     var, max_points = KINDS[kind]
 
     # A whole run counts the allocations it makes.
     calib = Case(mp, proto, keep, "calib")
-    r = calib.run(lib)
+    r = calib.fail(lib, 0, "FM_FAIL_AT")
     assert r.rc == EX_OK, f"the run without a failure failed:\n{r}"
     calib.check_complete("the run without a failure")
     total = int(calib.log_lines()[0][2])
@@ -128,7 +75,7 @@ def test_allocation_failure(mp, kind, mode, share):
     odd = []
     for n in points:
         c = Case(mp, proto, keep, f"at{n}")
-        r = c.run(lib, n, var)
+        r = c.fail(lib, n, var)
         when = f"{mode}: allocation {n} of {total} failed" + \
             (" and every one after it" if kind == "all-after" else "")
         lines = c.log_lines()
