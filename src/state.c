@@ -15,6 +15,8 @@
  *                 "N <folder> <uidnext>"
  *                 "U <folder> <uid> <fp or -> <maildir_name or ->"
  *                 "E <folder> <uid>"           expunged
+ *                 "X <folder> <fp>"            fingerprint forgotten (its
+ *                                              message never arrived here)
  *                 "D <folder>"                 folder gone
  *
  * Ranges are "1-500,502,510-900" in increasing order; fp is 16 hex digits
@@ -28,7 +30,8 @@
  * which makes a crash between the snapshot rename and the journal
  * truncation harmless: for folders, everything after a folder's last V or D
  * line is replayed onto the same starting point, UID adds and expunges are
- * last-writer-wins per UID, and fingerprints only accumulate until a D.
+ * last-writer-wins per UID, and so are fingerprints (added by U, removed by
+X, all dropped by D).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,7 +92,7 @@ struct folder {
 
 /*
  * The record a Maildir name was written for: id is "k<key>" (POP3) or
- * "u<uidvalidity> <uid> <folder>" (IMAP), unique per record. latest is
+ * "u<uidvalidity> <uid> <fp> <folder>" (IMAP), unique per record. latest is
  * the last name recorded for it: an older name was superseded (the
  * message was forgotten and fetched again) and speaks for nothing.
  */
@@ -323,12 +326,13 @@ name_insert_key(struct state *s, const char *name, const char *key)
 
 static int
 name_insert_uid(struct state *s, const char *name, const char *folder, uint32_t uidvalidity,
-		uint32_t uid)
+		uint32_t uid, uint64_t fp)
 {
 	char *id;
 	int r;
 
-	if (asprintf(&id, "u%" PRIu32 " %" PRIu32 " %s", uidvalidity, uid, folder) < 0)
+	if (asprintf(&id, "u%" PRIu32 " %" PRIu32 " %" PRIu64 " %s", uidvalidity, uid, fp,
+		     folder) < 0)
 		return -ENOMEM;
 	r = name_insert(s, name, id);
 	free(id);
@@ -555,6 +559,31 @@ fp_add(struct fp_set *set, uint64_t fp)
 	if (!fp_place(set->slots, set->cap, fp))
 		return false;
 	set->count++;
+	return true;
+}
+
+/* Backward-shift deletion, as kv_remove(). Returns whether fp was there. */
+static bool
+fp_del(struct fp_set *set, uint64_t fp)
+{
+	size_t mask = set->cap - 1, i, j;
+
+	if (set->cap == 0 || fp == 0)
+		return false;
+	for (i = fp_slot(fp, mask); set->slots[i] != fp; i = (i + 1) & mask)
+		if (!set->slots[i])
+			return false;
+	for (j = (i + 1) & mask; set->slots[j]; j = (j + 1) & mask) {
+		size_t k = fp_slot(set->slots[j], mask);
+		bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+
+		if (stays)
+			continue;
+		set->slots[i] = set->slots[j];
+		i = j;
+	}
+	set->slots[i] = 0;
+	set->count--;
 	return true;
 }
 
@@ -812,7 +841,7 @@ mem_uid_add(struct state *s, struct folder *f, uint32_t uid, uint64_t fp, const 
 	if (r == 0 && fp)
 		r = fp_reserve(&f->fps);
 	if (r == 0 && name)
-		r = name_insert_uid(s, name, f->name, f->uidvalidity, uid);
+		r = name_insert_uid(s, name, f->name, f->uidvalidity, uid, fp);
 	if (r < 0)
 		return r;
 	uid_added = range_add(f, uid);
@@ -973,6 +1002,7 @@ static int
 apply_folder_journal(struct state *s, char *line)
 {
 	struct folder *fo;
+	uint64_t fp = 0;
 	uint32_t n = 0;
 	char *f[5];
 	int want, r;
@@ -988,10 +1018,18 @@ apply_folder_journal(struct state *s, char *line)
 		want = 3;
 		break;
 	}
-	if (split_fields(line, f, want) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0 ||
-	    (want > 2 && parse_u32(f[2], &n) < 0))
+	if (split_fields(line, f, want) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0)
 		return -EBADMSG;
 	fo = folder_find(s, f[1], NULL);
+	if (line[0] == 'X') {
+		if (parse_fp(f[2], strlen(f[2]), &fp) < 0)
+			return -EBADMSG;
+		if (fo)
+			fp_del(&fo->fps, fp);
+		return 0;
+	}
+	if (want > 2 && parse_u32(f[2], &n) < 0)
+		return -EBADMSG;
 	switch (line[0]) {
 	case 'V':
 		return n == 0 ? -EBADMSG : mem_folder_reset(s, f[1], n);
@@ -1143,7 +1181,7 @@ static int
 load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
 	/* Folder records start with an upper-case tag, key records never do. */
-	if (journal && line[0] && strchr("VNUED", line[0]))
+	if (journal && line[0] && strchr("VNUEXD", line[0]))
 		return apply_folder_journal(s, line);
 	if (journal)
 		return apply_journal(s, line);
@@ -1295,61 +1333,6 @@ bool
 state_name_recorded(const struct state *s, const char *maildir_name)
 {
 	return kv_find(&s->names, maildir_name, kv_hash(maildir_name)) != NULL;
-}
-
-int
-state_name_foreach(const struct state *s, int (*cb)(void *ud, const char *name), void *ud)
-{
-	for (size_t i = 0; i < s->names.cap; i++) {
-		int r;
-
-		if (!s->names.slots[i].key)
-			continue;
-		r = cb(ud, s->names.slots[i].key);
-		if (r != 0)
-			return r;
-	}
-	return 0;
-}
-
-int
-state_forget_name(struct state *s, const char *maildir_name, struct mp_err *err)
-{
-	const struct kv_slot *sl = kv_find(&s->names, maildir_name, kv_hash(maildir_name));
-	const struct name_owner *o;
-	const char *folder, *sp1, *sp2;
-	uint32_t uv = 0, uid;
-	uint64_t a, b;
-	int r;
-
-	if (!sl || sl->when <= 0)
-		return 0;
-	o = &s->owners[sl->when - 1];
-	if (!o->latest || strcmp(o->latest, maildir_name) != 0)
-		return 0;
-	if (o->id[0] == 'k') {
-		if (!state_has(s, o->id + 1, NULL))
-			return 0;
-		r = state_remove(s, o->id + 1, err);
-		return r < 0 ? r : 1;
-	}
-	/* "u<uidvalidity> <uid> <folder>", as name_insert_uid() wrote it. */
-	sp1 = strchr(o->id, ' ');
-	sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-	if (!sp2 || util_parse_u64(o->id + 1, (size_t)(sp1 - o->id - 1), &a) < 0 ||
-	    util_parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &b) < 0)
-		return 0;
-	folder = sp2 + 1;
-	uid = (uint32_t)b;
-	/* Under another UIDVALIDITY the UID names another message. */
-	if (state_folder_get(s, folder, &uv, NULL) < 0 || uv != (uint32_t)a ||
-	    !state_uid_has(s, folder, uid))
-		return 0;
-	r = state_uid_remove(s, folder, uid, err);
-	/* UIDNEXT 0: the next poll lists the folder from UID 1 and finds it. */
-	if (r == 0)
-		r = state_folder_set_uidnext(s, folder, 0, err);
-	return r < 0 ? r : 1;
 }
 
 static int
@@ -1679,6 +1662,87 @@ state_fp_has(const struct state *s, const char *folder, uint64_t fp)
 	const struct folder *f = folder_find(s, folder, NULL);
 
 	return f && fp_has(&f->fps, fp);
+}
+
+/* Journal "X <folder> <fp>": the fingerprint no longer counts as fetched. */
+static int
+fp_forget(struct state *s, const char *folder, uint64_t fp, struct mp_err *err)
+{
+	struct folder *f;
+	int r = folder_need(s, folder, &f, err);
+
+	if (r < 0)
+		return r;
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, NULL));
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	if (!fp_del(&f->fps, fp))
+		return 0;
+	dbuf_put_folder(&s->pending, 'X', folder);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put_fp(&s->pending, fp);
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+int
+state_name_foreach(const struct state *s, int (*cb)(void *ud, const char *name), void *ud)
+{
+	for (size_t i = 0; i < s->names.cap; i++) {
+		int r;
+
+		if (!s->names.slots[i].key)
+			continue;
+		r = cb(ud, s->names.slots[i].key);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+int
+state_forget_name(struct state *s, const char *maildir_name, struct mp_err *err)
+{
+	const struct kv_slot *sl = kv_find(&s->names, maildir_name, kv_hash(maildir_name));
+	const struct name_owner *o;
+	const char *folder, *sp1, *sp2, *sp3;
+	uint32_t uv = 0, uid;
+	uint64_t a, b, fp;
+	int r;
+
+	if (!sl || sl->when <= 0)
+		return 0;
+	o = &s->owners[sl->when - 1];
+	if (!o->latest || strcmp(o->latest, maildir_name) != 0)
+		return 0;
+	if (o->id[0] == 'k') {
+		if (!state_has(s, o->id + 1, NULL))
+			return 0;
+		r = state_remove(s, o->id + 1, err);
+		return r < 0 ? r : 1;
+	}
+	/* "u<uidvalidity> <uid> <fp> <folder>", as name_insert_uid() wrote it. */
+	sp1 = strchr(o->id, ' ');
+	sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+	sp3 = sp2 ? strchr(sp2 + 1, ' ') : NULL;
+	if (!sp3 || util_parse_u64(o->id + 1, (size_t)(sp1 - o->id - 1), &a) < 0 ||
+	    util_parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &b) < 0 ||
+	    util_parse_u64(sp2 + 1, (size_t)(sp3 - sp2 - 1), &fp) < 0)
+		return 0;
+	folder = sp3 + 1;
+	uid = (uint32_t)b;
+	/* Under another UIDVALIDITY the UID names another message. */
+	if (state_folder_get(s, folder, &uv, NULL) < 0 || uv != (uint32_t)a ||
+	    !state_uid_has(s, folder, uid))
+		return 0;
+	r = state_uid_remove(s, folder, uid, err);
+	/* UIDNEXT 0: the next poll lists the folder from UID 1 and finds it. */
+	if (r == 0)
+		r = state_folder_set_uidnext(s, folder, 0, err);
+	/* Nor may a UIDVALIDITY change take it for fetched by its fingerprint. */
+	if (r == 0 && fp)
+		r = fp_forget(s, folder, fp, err);
+	return r < 0 ? r : 1;
 }
 
 int

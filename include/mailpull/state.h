@@ -59,8 +59,9 @@ bool state_name_recorded(const struct state *s, const char *maildir_name);
 int state_name_foreach(const struct state *s, int (*cb)(void *ud, const char *name), void *ud);
 
 /*
- * Forgets the record maildir_name was delivered for (its key, or its UID
- * and the folder's UIDNEXT, so that the next poll lists the folder whole):
+ * Forgets the record maildir_name was delivered for (its key; or its UID,
+ * its fingerprint, and the folder's UIDNEXT, so that the next poll lists
+ * the folder whole):
  * the file is gone, so the message must be fetched again, not deleted on
  * the server. A name recorded again since under another name, or whose
  * record is already gone, forgets nothing. Returns 1 when a record was

@@ -278,9 +278,12 @@ test_forget_name_uid(void **state)
 	assert_int_equal(state_sync(s, &err), 0);
 	state_close(s);
 	s = open_ok(fx, "g");
+	assert_true(state_fp_has(s, "A b", 0x1234));
 	assert_int_equal(state_forget_name(s, "u5", &err), 1);
 	assert_false(state_uid_has(s, "A b", 5));
 	assert_true(state_uid_has(s, "A b", 6));
+	/* Nor does a UIDVALIDITY change take it for fetched. */
+	assert_false(state_fp_has(s, "A b", 0x1234));
 	assert_int_equal(state_folder_get(s, "A b", &uv, &next), 0);
 	assert_int_equal(uv, 7);
 	assert_int_equal(next, 0);
@@ -288,8 +291,15 @@ test_forget_name_uid(void **state)
 	state_close(s);
 	s = open_ok(fx, "g");
 	assert_false(state_uid_has(s, "A b", 5));
+	assert_false(state_fp_has(s, "A b", 0x1234));
 	assert_int_equal(state_folder_get(s, "A b", &uv, &next), 0);
 	assert_int_equal(next, 0);
+	/* Fetched again: the fingerprint is back, through compaction too. */
+	assert_int_equal(state_uid_add(s, "A b", 5, 0x1234, "u5b", &err), 0);
+	assert_int_equal(state_compact(s, &err), 0);
+	state_close(s);
+	s = open_ok(fx, "g");
+	assert_true(state_fp_has(s, "A b", 0x1234));
 	/* A new UIDVALIDITY: UID 6 now names another message. */
 	assert_int_equal(state_folder_reset(s, "A b", 8, &err), 0);
 	assert_int_equal(state_uid_add(s, "A b", 6, 0, NULL, &err), 0);
