@@ -8,6 +8,7 @@ import signal
 import statistics
 import time
 
+import mprun
 from conftest import EX_OK, Raw, make_message, report
 from fakeimap import FakeIMAP
 
@@ -17,9 +18,9 @@ STOP_MAX = 10.0
 
 
 def wait_until(pred, timeout, proc=None, step=0.05):
-    """pred()'s first true value within timeout, else its last; stops early
-    when proc (an mprun.Proc) has ended."""
-    deadline = time.monotonic() + timeout
+    """pred()'s first true value within timeout (stretched under valgrind),
+    else its last; stops early when proc (an mprun.Proc) has ended."""
+    deadline = time.monotonic() + timeout * mprun.TIME_SCALE
     while True:
         v = pred()
         if v or time.monotonic() >= deadline:
