@@ -262,9 +262,8 @@ account_forget_lost(const struct mp_account *a, struct state *st, struct mp_err 
 	if (ret == 0 && forgotten)
 		ret = state_sync(st, err);
 	if (ret == 0 && forgotten)
-		log_warn("%s: %u message(s) recorded by an interrupted run are in no folder of %s "
-			 "(removed from tmp/ before delivery); they will be fetched again", a->name,
-			 forgotten, a->maildir);
+		log_warn("%s: %u message(s) recorded by an interrupted run have no file in any "
+			 "folder of %s; they will be fetched again", a->name, forgotten, a->maildir);
 	for (size_t i = 0; i < l.n; i++)
 		free(l.v[i]);
 	free(l.v);

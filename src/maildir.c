@@ -711,8 +711,8 @@ maildir_tree_foreach(const char *root, int (*cb)(void *ud, const char *path), vo
 				r = md_fail(err, -errno, "cannot read", root, NULL);
 			break;
 		}
-		/* Maildir++ folders are ".NAME"; ".", ".." and "..X" never are. */
-		if (de->d_name[0] != '.' || de->d_name[1] == '\0' || de->d_name[1] == '.')
+		/* Maildir++ folders are ".NAME" (mbsync also writes "..NAME"). */
+		if (de->d_name[0] != '.' || !strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (asprintf(&path, "%s/%s", root, de->d_name) < 0) {
 			r = md_fail(err, -ENOMEM, "cannot read", root, NULL);

@@ -525,7 +525,7 @@ def test_crash_then_tmp_cleaned(mp, proto, keep):
         assert r.rc == EX_OK, f"{when}\n{r}"
         if "will be fetched again" in r.err:
             forgotten += 1
-            assert "no folder of " + box.maildir in r.err, str(r)
+            assert "no file in any folder of " + box.maildir in r.err, str(r)
         local = box.local() + box.local(os.path.join(box.maildir, ".Archive"))
         assert local == box.want, \
             f"{when}: {len(set(box.want) - set(local))} missing, " \
