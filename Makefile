@@ -4,6 +4,7 @@
 #   make asan       the whole test suite again under AddressSanitizer + UBSan
 #   make valgrind   the integration tests with mailpull under valgrind memcheck
 #   make killtest   KILL_RUNS (50) random SIGKILLs per protocol and keep setting
+#   make oomtest    each allocation of mailpull's own failing, at every point
 #   make demo       fetch sample mail from a throwaway local Dovecot
 #   make bench      mailpull against mpop (POP3) and mbsync (IMAP) on the same local mailbox
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -108,6 +109,12 @@ KILL_RUNS ?= 50
 killtest: $(BIN)
 	MAILPULL_KILL_RUNS=$(KILL_RUNS) $(MAKE) integration PYTEST_ARGS="-k sigkill_at_random"
 
+# Every allocation point of a run fails in turn, and every one from which
+# all later ones fail (the default pass samples them).
+oomtest: $(BIN)
+	MAILPULL_OOM_POINTS=100000 MAILPULL_OOM_FROM_POINTS=100000 $(MAKE) integration \
+		PYTEST_ARGS="-k allocation_failure"
+
 lint:
 	sh tests/lint.sh
 
@@ -127,7 +134,7 @@ install: $(BIN)
 clean:
 	rm -rf build build-asan build-clang build-fuzz
 
-.PHONY: all unit integration check asan valgrind killtest lint demo bench install clean
+.PHONY: all unit integration check asan valgrind killtest oomtest lint demo bench install clean
 
 -include $(OBJS:.o=.d)
 

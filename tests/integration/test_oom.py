@@ -11,17 +11,22 @@ allocator sits in front of the preloaded one.
 
 import collections
 import os
+import random
 import re
+import time
 
 import pytest
 
 from conftest import EX_OK, VALGRIND, FetchCase, preload_lib, report
 
 # Allocation points tried per case: every one when a run makes fewer, else
-# an even sample over the whole run. Memory that stays gone is sampled more
-# thinly: most of its paths are the single failure's.
-KINDS = {"one": ("FM_FAIL_AT", int(os.environ.get("MAILPULL_OOM_POINTS", "160"))),
-         "all-after": ("FM_FAIL_FROM", int(os.environ.get("MAILPULL_OOM_FROM_POINTS", "30")))}
+# an even sample over the whole run whose offset the seed picks, so that
+# runs with other seeds try other points (`make oomtest` tries them all).
+# Memory that stays gone is sampled more thinly: most of its paths are the
+# single failure's.
+KINDS = {"one": ("FM_FAIL_AT", int(os.environ.get("MAILPULL_OOM_POINTS", "48"))),
+         "all-after": ("FM_FAIL_FROM", int(os.environ.get("MAILPULL_OOM_FROM_POINTS", "12")))}
+SEED = int(os.environ.get("MAILPULL_TEST_SEED", str(int(time.time()))))
 SHARDS = 3
 NMSG = 4
 
@@ -67,7 +72,8 @@ def test_allocation_failure(mp, kind, mode, share):
         points = list(range(1, total + 1))
     else:
         step = total / max_points
-        points = sorted({1 + int(i * step) for i in range(max_points)})
+        frac = random.Random(f"{SEED} {mode} {kind}").random()
+        points = sorted({1 + int((i + frac) * step) for i in range(max_points)})
     points = points[share::SHARDS]
 
     failed_runs = 0
@@ -104,7 +110,7 @@ def test_allocation_failure(mp, kind, mode, share):
         r2 = c.run()
         assert r2.rc == EX_OK, f"{when}: the next run failed\n{r2}"
         c.check_complete(f"{when}, after the next run")
-    report(f"{mode} allocation failures ({kind}), share {share + 1} of {SHARDS}: {len(points)} of "
+    report(f"{mode} allocation failures ({kind}, seed {SEED}), share {share + 1} of {SHARDS}: {len(points)} of "
            f"{total} points tried, {failed_runs} runs failed cleanly (exit "
            f"{', '.join(f'{k}: {v}' for k, v in sorted(codes.items()))}), nothing lost")
     assert failed_runs > 0, "no injected failure made a run fail"
