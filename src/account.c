@@ -348,47 +348,23 @@ already_fetched(struct run *r, const struct pop3_msg *m, int64_t *ret_when)
 }
 
 /*
- * Another program removed tmp/NAME before it could be published: forget
- * its record (best effort), so the message is fetched again instead of
- * being taken as delivered and deleted on the server.
+ * Step 4: publish each file. A file that fails (another program removed it
+ * from tmp/, say) keeps its record and fails the run, so nothing is
+ * deleted; start-up recovery then publishes it or, if its file is gone,
+ * forgets the record (account_forget_lost()).
  */
-static void
-unrecord(struct run *r, size_t i, const char *name)
-{
-	struct mp_err e = { 0 };
-	char kbuf[300];
-
-	if (state_remove(r->st, msg_key(r->batch[i], name, kbuf, sizeof(kbuf)), &e) < 0)
-		log_debug("%s: %s", r->a->name, e.msg);
-}
-
-/* Step 4: publish each file, then sync new/. */
 static int
 batch_publish(struct run *r, size_t n)
 {
-	bool vanished = false;
 	int ret = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		char name[NAME_MAX + 1];
-		int pr;
+		int pr = maildir_msg_publish(r->files[i], NULL, r->err);
 
-		snprintf(name, sizeof(name), "%s", maildir_msg_name(r->files[i]));
-		pr = maildir_msg_publish(r->files[i], NULL, r->err);
 		r->files[i] = NULL;
-		if (pr == -ENOENT) {
-			unrecord(r, i, name);
-			vanished = true;
-		}
 		if (pr < 0 && ret == 0)
 			ret = pr;
 		account_crash_point();
-	}
-	if (vanished) {
-		struct mp_err e = { 0 };
-
-		if (state_sync(r->st, &e) < 0)
-			log_debug("%s: %s", r->a->name, e.msg);
 	}
 	return ret;
 }

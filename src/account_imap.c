@@ -137,15 +137,10 @@ maildir_flags(unsigned f, char buf[8])
 	return n ? buf : NULL;
 }
 
-/*
- * Publishes the batch. A tmp file another program removed meanwhile has
- * its UID forgotten again (best effort), so it is fetched again rather
- * than taken as delivered and expunged.
- */
+/* Publishes the batch; a failure is handled as in account.c's batch_publish(). */
 static int
 batch_publish(struct irun *r, size_t n)
 {
-	bool vanished = false;
 	int ret = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -153,22 +148,9 @@ batch_publish(struct irun *r, size_t n)
 		int pr = maildir_msg_publish(r->files[i], maildir_flags(r->flags[i], fb), r->err);
 
 		r->files[i] = NULL;
-		if (pr == -ENOENT) {
-			struct mp_err e = { 0 };
-
-			if (state_uid_remove(r->st, r->folder, r->uids[i], &e) < 0)
-				log_debug("%s: %s: %s", r->a->name, r->folder, e.msg);
-			vanished = true;
-		}
 		if (pr < 0 && ret == 0)
 			ret = pr;
 		account_crash_point();
-	}
-	if (vanished) {
-		struct mp_err e = { 0 };
-
-		if (state_sync(r->st, &e) < 0)
-			log_debug("%s: %s: %s", r->a->name, r->folder, e.msg);
 	}
 	return ret;
 }
