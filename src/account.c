@@ -634,6 +634,8 @@ open_local(struct run *r)
 	account_tag(r->a->name, tag);
 	ret = maildir_open(r->a->maildir, tag, &r->md, r->err);
 	if (ret == 0)
+		maildir_set_sync_per_file(r->md, r->a->sync_per_file);
+	if (ret == 0)
 		ret = account_recover(r->a, r->st, r->md, r->err);
 	if (ret == 0)
 		ret = account_forget_lost(r->a, r->st, r->err);

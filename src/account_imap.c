@@ -451,6 +451,8 @@ open_folder_maildir(struct irun *r, const char *name, char delim)
 	free(dir);
 	ret = maildir_open(path, r->tag, &r->md, r->err);
 	free(path);
+	if (ret == 0)
+		maildir_set_sync_per_file(r->md, r->a->sync_per_file);
 	return ret;
 }
 

@@ -56,6 +56,7 @@ enum key_kind {
 	KEY_INTERVAL,
 	KEY_PARALLEL,
 	KEY_LOG,
+	KEY_SYNC,
 };
 
 struct key_def {
@@ -92,6 +93,7 @@ static const struct key_def key_defs[] = {
 	{ "idle", KEY_BOOL },
 	{ "parallel", KEY_PARALLEL },
 	{ "log", KEY_LOG },
+	{ "sync", KEY_SYNC },
 };
 
 static const char *const auth_names[] = { "plain", "login", "xoauth2", "oauthbearer", "user" };
@@ -271,6 +273,19 @@ parse_log(const char *v, enum mp_log *ret)
 	return -EINVAL;
 }
 
+/* sync = batch (group commit, the default) or file (fdatasync per message). */
+static int
+parse_sync(const char *v, bool *ret_per_file)
+{
+	if (strcasecmp(v, "batch") == 0)
+		*ret_per_file = false;
+	else if (strcasecmp(v, "file") == 0)
+		*ret_per_file = true;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 static int
 parse_interval(const char *v, uint64_t *ret)
 {
@@ -422,6 +437,9 @@ check_value(const struct key_def *k, const char *v, char *why, size_t whylen)
 	case KEY_LOG:
 		what = parse_log(v, &(enum mp_log){ 0 }) < 0 ?
 			"must be auto, stderr, journal or syslog" : NULL;
+		break;
+	case KEY_SYNC:
+		what = parse_sync(v, &b) < 0 ? "must be batch or file" : NULL;
 		break;
 	case KEY_SIZE:
 		what = util_parse_size(v, &n) < 0 ?
@@ -745,7 +763,7 @@ parse_text(struct load_ctx *ctx, char *buf, size_t len, cfg_t **ret)
 		K("tls_ca_file"), K("tls_fingerprint"), K("user"), K("password"),
 		K("password_file"), K("password_command"), K("auth"), K("maildir"), K("keep"),
 		K("keep_days"), K("max_size"), K("timeout"), K("namespaces"), K("mark_seen"),
-		K("only_unseen"), K("expunge"), K("interval"), K("idle"),
+		K("only_unseen"), K("expunge"), K("interval"), K("idle"), K("sync"),
 		CFG_PTR_LIST_CB("folders", 0, CFGF_NODEFAULT, val_parse, val_free),
 		CFG_PTR_LIST_CB("exclude", 0, CFGF_NODEFAULT, val_parse, val_free),
 		CFG_END()
@@ -961,6 +979,9 @@ acct_limits(const struct acct_src *src, struct mp_account *a)
 	a->interval_s = INTERVAL_DEFAULT_S;
 	if ((interval = get(src, "interval")) && parse_interval(interval->s, &n) == 0)
 		a->interval_s = (unsigned)n;
+	a->sync_per_file = false;
+	if ((interval = get(src, "sync")))
+		(void)parse_sync(interval->s, &a->sync_per_file);
 	return 0;
 }
 
@@ -1253,7 +1274,8 @@ config_account_equal(const struct mp_account *a, const struct mp_account *b)
 	       list_equal(a->exclude, a->nexclude, b->exclude, b->nexclude) &&
 	       a->namespaces == b->namespaces && a->mark_seen == b->mark_seen &&
 	       a->only_unseen == b->only_unseen && a->expunge == b->expunge &&
-	       a->interval_s == b->interval_s && a->idle == b->idle;
+	       a->interval_s == b->interval_s && a->idle == b->idle &&
+	       a->sync_per_file == b->sync_per_file;
 }
 
 static void

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +40,7 @@ struct maildir {
 	char host[MD_HOST_MAX + 1];       /* escaped per the Maildir spec */
 	int fd[MD_SUB_MAX];               /* tmp/, new/, cur/ */
 	bool dirty[MD_SUB_MAX];           /* changed since their last fsync */
+	bool use_syncfs;                  /* group commit by syncfs(), else fdatasync per file */
 	uint64_t seq;
 };
 
@@ -141,47 +143,33 @@ md_open_sub(struct maildir *md, int rootfd, enum md_sub sub, bool *created, stru
 }
 
 /*
- * A freshly created Maildir only survives a crash once its entries are
- * durable in their parents: fsync the root (for tmp, new, cur) and the
- * root's parent (for the root itself).
+ * syncfs() returns write-back errors of the whole file system, not just of
+ * its own call) only since Linux 5.8; before that a failed write-back of a
+ * message would go unnoticed, so older kernels sync file by file.
  */
-static int
-md_sync_created(struct maildir *md, int rootfd, bool root_created, struct mp_err *err)
+static bool
+md_syncfs_reports_errors(void)
 {
-	if (fsync(rootfd) < 0)
-		return md_fail(err, -errno, "cannot sync Maildir", md->path, NULL);
-	if (root_created) {
-		char *parent = strdup(md->path);
-		char *slash;
-		int r;
+	struct utsname u;
+	unsigned long major, minor;
+	char *end;
 
-		if (!parent)
-			return md_fail(err, -ENOMEM, "cannot open Maildir", md->path, NULL);
-		slash = strrchr(parent, '/');
-		if (slash == parent)
-			slash[1] = '\0';
-		else if (slash)
-			*slash = '\0';
-		r = util_fsync_dir(slash ? parent : ".");
-		free(parent);
-		if (r < 0)
-			return md_fail(err, r, "cannot sync the parent of Maildir", md->path, NULL);
-	}
-	return 0;
+	if (uname(&u) < 0)
+		return false;
+	major = strtoul(u.release, &end, 10);
+	if (*end != '.')
+		return false;
+	minor = strtoul(end + 1, &end, 10);
+	return major > 5 || (major == 5 && minor >= 8);
 }
 
 static int
 md_open_dirs(struct maildir *md, struct mp_err *err)
 {
-	struct stat st;
-	bool root_created = false, created = false;
+	bool created = false;
 	int rootfd, r = 0;
 
-	if (stat(md->path, &st) < 0) {
-		if (errno != ENOENT)
-			return md_fail(err, -errno, "cannot access Maildir", md->path, NULL);
-		root_created = true;
-	}
+	/* util_mkdir_p() fsyncs the parent of every directory it creates. */
 	r = util_mkdir_p(md->path, 0700);
 	if (r < 0)
 		return md_fail(err, r, "cannot create Maildir", md->path, NULL);
@@ -190,8 +178,9 @@ md_open_dirs(struct maildir *md, struct mp_err *err)
 		return md_fail(err, -errno, "cannot open Maildir", md->path, NULL);
 	for (int i = 0; i < MD_SUB_MAX && r == 0; i++)
 		r = md_open_sub(md, rootfd, (enum md_sub)i, &created, err);
-	if (r == 0 && (created || root_created))
-		r = md_sync_created(md, rootfd, root_created, err);
+	/* New tmp/, new/ or cur/ entries are durable once the root is synced. */
+	if (r == 0 && created && fsync(rootfd) < 0)
+		r = md_fail(err, -errno, "cannot sync Maildir", md->path, NULL);
 	close(rootfd);
 	return r;
 }
@@ -220,6 +209,7 @@ maildir_open(const char *path, const char *tag, struct maildir **ret, struct mp_
 		md->path[n - 1] = '\0';
 	memcpy(md->tag, tag, strlen(tag) + 1);
 	md_init_host(md);
+	md->use_syncfs = md_syncfs_reports_errors();
 	r = md_open_dirs(md, err);
 	if (r < 0) {
 		maildir_close(md);
@@ -369,32 +359,43 @@ maildir_msg_flush(struct maildir_msg *m, struct mp_err *err)
  * Group commit: one syncfs() makes a whole batch durable at the cost of one
  * file system journal commit, where an fdatasync() per file costs one each
  * (measured: 5000 small messages in about half the time). It also flushes
- * other programs' dirty data on the same file system; that is the price.
+ * other programs' dirty data on the same file system; that is the price,
+ * and `sync = file` (maildir_set_sync_per_file()) declines to pay it.
  */
 int
 maildir_sync_batch(struct maildir *md, struct maildir_msg **msgs, size_t n, struct mp_err *err)
 {
 	int r = 0;
 
-	if (n >= 2) {
+	if (n >= 2 && md->use_syncfs) {
 		for (size_t i = 0; i < n; i++) {
 			r = maildir_msg_flush(msgs[i], err);
 			if (r < 0)
 				return r;
 		}
-		if (syncfs(md->fd[MD_TMP]) < 0)
-			return md_fail(err, -errno, "cannot sync", md->path, "tmp");
-		for (size_t i = 0; i < n; i++) {
-			if (close(msgs[i]->fd) < 0 && errno != EINTR && r == 0)
-				r = md_msg_fail(msgs[i], -errno, "cannot close", err);
-			msgs[i]->fd = -1;
-			msgs[i]->synced = true;
+		if (syncfs(md->fd[MD_TMP]) == 0) {
+			for (size_t i = 0; i < n; i++) {
+				if (close(msgs[i]->fd) < 0 && errno != EINTR && r == 0)
+					r = md_msg_fail(msgs[i], -errno, "cannot close", err);
+				msgs[i]->fd = -1;
+				msgs[i]->synced = true;
+			}
+			return r;
 		}
-		return r;
+		/* No syncfs here (seccomp, emulation): the files are still open. */
+		if (errno != ENOSYS && errno != EINVAL)
+			return md_fail(err, -errno, "cannot sync", md->path, "tmp");
+		md->use_syncfs = false;
 	}
 	for (size_t i = 0; i < n && r == 0; i++)
 		r = maildir_msg_sync(msgs[i], err);
 	return r;
+}
+
+void
+maildir_set_sync_per_file(struct maildir *md, bool per_file)
+{
+	md->use_syncfs = !per_file && md_syncfs_reports_errors();
 }
 
 int

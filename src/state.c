@@ -1248,9 +1248,24 @@ static int
 open_journal(struct state *s, off_t valid, struct mp_err *err)
 {
 	struct stat st;
+	int r;
 
-	s->journal_fd = open(s->journal_path, O_WRONLY | O_CREAT | O_APPEND | O_NOCTTY | O_CLOEXEC,
-			     0600);
+	s->journal_fd = open(s->journal_path, O_WRONLY | O_APPEND | O_NOCTTY | O_CLOEXEC);
+	if (s->journal_fd < 0 && errno == ENOENT) {
+		/*
+		 * A new journal's records count only once its directory entry
+		 * is durable too: sync the directory before anything is
+		 * recorded in it.
+		 */
+		s->journal_fd = open(s->journal_path,
+				     O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOCTTY | O_CLOEXEC,
+				     0600);
+		if (s->journal_fd < 0)
+			return st_fail(err, -errno, "cannot create", s->journal_path);
+		r = util_fsync_dir(s->dir);
+		if (r < 0)
+			return st_fail(err, r, "cannot sync", s->dir);
+	}
 	if (s->journal_fd < 0)
 		return st_fail(err, -errno, "cannot open", s->journal_path);
 	if (fstat(s->journal_fd, &st) < 0)

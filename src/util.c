@@ -132,6 +132,11 @@ util_expand_home(const char *path)
 	return out;
 }
 
+/*
+ * A new directory only survives a crash once its entry is durable in its
+ * parent, so the parent of each directory created here is fsynced before
+ * the function returns (and before anything relies on the new one).
+ */
 int
 util_mkdir_p(const char *path, unsigned mode)
 {
@@ -146,7 +151,21 @@ util_mkdir_p(const char *path, unsigned mode)
 		char c = *s;
 
 		*s = '\0';
-		if (mkdir(p, mode) < 0 && errno != EEXIST) {
+		if (mkdir(p, mode) == 0) {
+			char *slash = strrchr(p, '/');
+
+			if (!slash) {
+				r = util_fsync_dir(".");
+			} else if (slash == p) {
+				r = util_fsync_dir("/");
+			} else {
+				*slash = '\0';
+				r = util_fsync_dir(p);
+				*slash = '/';
+			}
+			if (r < 0)
+				break;
+		} else if (errno != EEXIST) {
 			r = -errno;
 			break;
 		}

@@ -16,6 +16,11 @@
  *                            under DIR (counting from 1), or every one,
  *                            fails with EIO
  *   FI_SYNC_CALLS=a,b        only these of fsync, fdatasync, syncfs count
+ *   FI_SYNC_TRACE=1          every fsync/fdatasync/syncfs on a descriptor
+ *                            under DIR is logged, failing or not, as
+ *                            "trace <call> <dir|file> <path>"
+ *   FI_SYNCFS_ERRNO=E        every syncfs under DIR fails with E (ENOSYS,
+ *                            EINVAL: a kernel or sandbox without it)
  *   FI_CREATE_ERRNO=E        open/openat/creat with O_CREAT and mkdir/mkdirat
  *                            under DIR fail with E (EROFS, EIO, ENOSPC)
  *   FI_CREATE_SKIP=N         ... after letting the first N through
@@ -81,7 +86,8 @@ errno_of(const char *name)
 		int code;
 	} tab[] = {
 		{ "EROFS", EROFS }, { "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT },
-		{ "EACCES", EACCES }, { "EPERM", EPERM },
+		{ "EACCES", EACCES }, { "EPERM", EPERM }, { "ENOSYS", ENOSYS },
+		{ "EINVAL", EINVAL },
 	};
 	const char *v = env(name);
 
@@ -103,6 +109,8 @@ errno_name(int e)
 	case EDQUOT: return "EDQUOT";
 	case EACCES: return "EACCES";
 	case EPERM: return "EPERM";
+	case ENOSYS: return "ENOSYS";
+	case EINVAL: return "EINVAL";
 	default: return "E?";
 	}
 }
@@ -275,6 +283,30 @@ writev(int fd, const struct iovec *iov, int cnt)
 
 static long sync_count;
 
+static void
+sync_trace(const char *call, int fd)
+{
+	const char *log = env("FI_LOG");
+	char path[PATH_MAX], line[PATH_MAX + 64];
+	struct stat st;
+	int lfd, n;
+
+	if (!env("FI_SYNC_TRACE") || !log || !fd_path(fd, path, sizeof(path)) ||
+	    !under_prefix(path) || fstat(fd, &st) < 0)
+		return;
+	n = snprintf(line, sizeof(line), "trace %s %s %s\n", call,
+		     S_ISDIR(st.st_mode) ? "dir" : "file", path);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return;
+	lfd = NEXT(open)(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (lfd < 0)
+		return;
+	if (NEXT(write)(lfd, line, (size_t)n) < 0) {
+		/* nothing to do: the test will miss the line and fail */
+	}
+	NEXT(close)(lfd);
+}
+
 static bool
 sync_fails(const char *call, int fd)
 {
@@ -282,6 +314,7 @@ sync_fails(const char *call, int fd)
 	char path[PATH_MAX];
 	long k;
 
+	sync_trace(call, fd);
 	if (!spec)
 		return false;
 	if (calls) {
@@ -316,7 +349,17 @@ fdatasync(int fd)
 int
 syncfs(int fd)
 {
-	return sync_fails("syncfs", fd) ? -1 : NEXT(syncfs)(fd);
+	char path[PATH_MAX];
+	int e = errno_of("FI_SYNCFS_ERRNO");
+
+	if (sync_fails("syncfs", fd))
+		return -1;
+	if (e && fd_path(fd, path, sizeof(path)) && under_prefix(path)) {
+		log_fault("syncfs", e, path);
+		errno = e;
+		return -1;
+	}
+	return NEXT(syncfs)(fd);
 }
 
 /* ---- creating files and directories ---- */

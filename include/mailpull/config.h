@@ -46,6 +46,7 @@ struct mp_account {
 	bool expunge;              /* imap without UIDPLUS: plain EXPUNGE allowed */
 	unsigned interval_s;       /* daemon: seconds between polls; default 300, at least 1 */
 	bool idle;                 /* daemon, imap only: wait in IDLE between runs */
+	bool sync_per_file;        /* sync = file: fdatasync each message, never syncfs */
 	int line;                  /* where the account section starts */
 };
 

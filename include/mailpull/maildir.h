@@ -57,10 +57,20 @@ int maildir_msg_sync(struct maildir_msg *m, struct mp_err *err) MP_WUR;
 
 /*
  * Syncs and closes a batch of messages (group commit: one syncfs() of the
- * Maildir's file system for two or more, fdatasync() for one). Errors as
- * maildir_msg_sync(); on error the messages stay unsynced.
+ * Maildir's file system for two or more, fdatasync() for one). fdatasync()
+ * per file instead when the kernel is older than Linux 5.8 (its syncfs()
+ * does not report write-back errors), when syncfs() fails with ENOSYS or
+ * EINVAL (from then on), or after maildir_set_sync_per_file(md, true).
+ * Errors as maildir_msg_sync(); on error the messages stay unsynced.
  */
 int maildir_sync_batch(struct maildir *md, struct maildir_msg **msgs, size_t n, struct mp_err *err) MP_WUR;
+
+/*
+ * per_file: maildir_sync_batch() fdatasyncs each message on its own and
+ * never flushes the whole file system (`sync = file`); false restores
+ * the default, group commit where the kernel allows it.
+ */
+void maildir_set_sync_per_file(struct maildir *md, bool per_file);
 
 /* fsyncs tmp/ so the synced tmp files' names are durable. */
 int maildir_sync_tmp(struct maildir *md, struct mp_err *err) MP_WUR;

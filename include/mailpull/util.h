@@ -30,7 +30,12 @@ int util_parse_u64(const char *s, size_t len, uint64_t *ret);
  */
 char *util_expand_home(const char *path);
 
-/* mkdir -p with the given mode for every created directory. 0 or -errno. */
+/*
+ * mkdir -p with the given mode for every created directory; the parent of
+ * each one created is fsynced so the new entries survive a crash.
+ * 0 or -errno (-ENOTDIR when path exists but is not a directory, or the
+ * error of a failed mkdir or fsync).
+ */
 int util_mkdir_p(const char *path, unsigned mode);
 
 /* write(2) until done, retrying EINTR and short writes. 0 or -errno (-EIO if nothing moves). */

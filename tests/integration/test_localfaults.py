@@ -566,3 +566,85 @@ def test_folder_gone_between_list_and_select(mp):
     assert r.rc == EX_OK, str(r)
     assert "Gone" in r.err and "mailpull: error:" not in r.err, str(r)
     assert sorted(digest(m) for m in mp.messages()) == sorted(digest(m) for m in msgs)
+
+
+# ---- what is synced, and how ------------------------------------------------------
+
+def sync_trace(mp):
+    """(call, kind, path) of every sync call FI_SYNC_TRACE logged."""
+    out = []
+    for ln in fault_log(mp):
+        parts = ln.split(" ", 3)
+        if parts[0] == "trace" and len(parts) == 4:
+            out.append((parts[1], parts[2], parts[3]))
+    return out
+
+
+@pytest.mark.parametrize("proto", ["pop3", "imap"])
+def test_created_directories_synced(mp, proto):
+    """A fresh run creates the Maildir and the state directory several
+    levels deep: the parent of every directory it creates is fsynced (or
+    the new entry could vanish in a crash, taking delivered mail or the
+    record of it along), and so is the state directory once the journal
+    is created in it."""
+    top = mp.path("fresh")
+    maildir = os.path.join(top, "a", "b", "Maildir")
+    state = os.path.join(top, "s", "t", "state")
+    box = Box(mp, proto, keep=False, n=3, maildir=maildir, state_dir=state, create=False)
+    r = box.run(fault_env(mp, mp.tmp, FI_SYNC_TRACE=1))
+    assert r.rc == EX_OK, str(r)
+    box.check_complete("first run")
+    synced = {p for call, kind, p in sync_trace(mp) if call == "fsync" and kind == "dir"}
+    created = [top, os.path.join(top, "a"), os.path.join(top, "a", "b"), maildir,
+               os.path.join(top, "s"), os.path.join(top, "s", "t"), state]
+    missing = [os.path.dirname(d) for d in created if os.path.dirname(d) not in synced]
+    assert not missing, f"parents never fsynced: {missing}; synced: {sorted(synced)}"
+    assert state in synced, f"state directory not fsynced after creating the journal"
+    assert maildir in synced, "Maildir root not fsynced after creating tmp/ new/ cur/"
+
+
+@pytest.mark.parametrize("proto", ["pop3", "imap"])
+@pytest.mark.parametrize("errno_name", ["ENOSYS", "EINVAL"])
+def test_syncfs_unavailable_falls_back(mp, proto, errno_name):
+    """syncfs() missing (ENOSYS) or refused (EINVAL): the batch is made
+    durable file by file with fdatasync instead, and the run succeeds."""
+    box = Box(mp, proto, keep=False, n=6)
+    r = box.run(fault_env(mp, box.maildir, FI_SYNCFS_ERRNO=errno_name, FI_SYNC_TRACE=1))
+    assert r.rc == EX_OK, str(r)
+    assert_fired(mp, "syncfs")
+    box.check_complete("fallback run")
+    synced = {os.path.basename(p) for call, kind, p in sync_trace(mp)
+              if call == "fdatasync" and kind == "file"}
+    names = {os.path.basename(p).split(":")[0] for p in maildir_files(box.maildir)}
+    assert names <= synced, f"not fdatasynced: {sorted(names - synced)}"
+
+
+@pytest.mark.parametrize("proto", ["pop3", "imap"])
+def test_sync_file_never_syncfs(mp, proto):
+    """sync = file: every message is fdatasynced on its own and the whole
+    file system is never flushed."""
+    box = Box(mp, proto, keep=False, n=6)
+    if proto == "pop3":
+        acct = mp.pop3_account(box.user, box.maildir, keep=False, sync=Raw("file"))
+    else:
+        acct = mp.imap_account(box.user, box.maildir, keep=False, sync=Raw("file"))
+    mp.configure(acct, state_dir=box.state_dir)
+    r = box.run(fault_env(mp, mp.tmp, FI_SYNC_TRACE=1))
+    assert r.rc == EX_OK, str(r)
+    box.check_complete("sync = file")
+    trace = sync_trace(mp)
+    assert not [t for t in trace if t[0] == "syncfs"], f"syncfs called: {trace}"
+    synced = {os.path.basename(p) for call, kind, p in trace
+              if call == "fdatasync" and kind == "file"}
+    names = {os.path.basename(p).split(":")[0] for p in maildir_files(box.maildir)}
+    assert names <= synced, f"not fdatasynced: {sorted(names - synced)}"
+
+
+@pytest.mark.parametrize("proto", ["pop3", "imap"])
+def test_sync_batch_default_uses_syncfs(mp, proto):
+    """The default (sync = batch) group-commits with one syncfs: the test
+    above would pass for nothing if syncfs were never called anyway."""
+    box = Box(mp, proto, keep=False, n=6)
+    r = box.run(fault_env(mp, mp.tmp, FI_SYNC_TRACE=1))
+    assert r.rc == EX_OK, str(r)
+    assert [t for t in sync_trace(mp) if t[0] == "syncfs"], "no syncfs in a batch of 6"
