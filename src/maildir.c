@@ -143,9 +143,9 @@ md_open_sub(struct maildir *md, int rootfd, enum md_sub sub, bool *created, stru
 }
 
 /*
- * syncfs() returns write-back errors of the whole file system, not just of
- * its own call) only since Linux 5.8; before that a failed write-back of a
- * message would go unnoticed, so older kernels sync file by file.
+ * syncfs() reports write-back errors of the files it flushed only since
+ * Linux 5.8; before that a failed write-back of a message would go
+ * unnoticed, so older kernels sync file by file.
  */
 static bool
 md_syncfs_reports_errors(void)
