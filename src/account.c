@@ -153,10 +153,15 @@ account_conn_opts(const struct mp_account *a, struct conn_opts *ret)
 	};
 }
 
+/* Recorded names are published, with the flags recorded for them (IMAP). */
 static bool
-recorded_cb(void *ud, const char *name)
+recorded_cb(void *ud, const char *name, char flags[MAILDIR_FLAGS_SIZE])
 {
-	return state_name_recorded(ud, name);
+	_Static_assert(MAILDIR_FLAGS_SIZE == STATE_FLAGS_MAX + 1, "flag buffers differ");
+	if (!state_name_recorded(ud, name))
+		return false;
+	state_name_flags(ud, name, flags);
+	return true;
 }
 
 int

@@ -168,9 +168,16 @@ batch_commit(struct irun *r)
 		return ret;
 	account_crash_point();
 	r->unpublished = true;
-	for (size_t i = 0; i < n && ret == 0; i++)
-		ret = state_uid_add(r->st, r->folder, r->uids[i], r->fps[i],
-				    maildir_msg_name(r->files[i]), r->err);
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		char fb[8];
+
+		/* The flags first: the journal must never hold the name without them. */
+		ret = state_name_set_flags(r->st, maildir_msg_name(r->files[i]),
+					   maildir_flags(r->flags[i], fb), r->err);
+		if (ret == 0)
+			ret = state_uid_add(r->st, r->folder, r->uids[i], r->fps[i],
+					    maildir_msg_name(r->files[i]), r->err);
+	}
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
 	if (ret < 0) {

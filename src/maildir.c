@@ -634,17 +634,29 @@ md_list_ours(struct maildir *md, struct md_names *names, struct mp_err *err)
 	return r;
 }
 
-/* Finishes one interrupted delivery: publish it or remove it. */
+/*
+ * Finishes one interrupted delivery: publish it (into cur/ with the info
+ * letters a normal run would have given it) or remove it.
+ */
 static int
-md_recover_one(struct maildir *md, const char *name, bool keep, struct mp_err *err)
+md_recover_one(struct maildir *md, const char *name, bool keep, const char *flags,
+	       struct mp_err *err)
 {
-	char sub[NAME_MAX + 8];
+	enum md_sub to = *flags ? MD_CUR : MD_NEW;
+	char sub[NAME_MAX + 8], dst[NAME_MAX + 1];
 
 	snprintf(sub, sizeof(sub), "tmp/%s", name);
 	if (keep) {
-		if (renameat(md->fd[MD_TMP], name, md->fd[MD_NEW], name) < 0)
+		if (!md_flags_valid(flags))
+			return md_fail(err, -EINVAL, "invalid Maildir flags for recovered",
+				       md->path, sub);
+		if (snprintf(dst, sizeof(dst), "%s%s%s", name, *flags ? ":2," : "", flags) >=
+		    (int)sizeof(dst))
+			return md_fail(err, -ENAMETOOLONG, "cannot publish recovered", md->path,
+				       sub);
+		if (renameat(md->fd[MD_TMP], name, md->fd[to], dst) < 0)
 			return md_fail(err, -errno, "cannot publish recovered", md->path, sub);
-		md->dirty[MD_NEW] = true;
+		md->dirty[to] = true;
 		return 0;
 	}
 	if (unlinkat(md->fd[MD_TMP], name, 0) < 0 && errno != ENOENT)
@@ -654,8 +666,9 @@ md_recover_one(struct maildir *md, const char *name, bool keep, struct mp_err *e
 }
 
 int
-maildir_recover(struct maildir *md, bool (*committed)(void *ud, const char *name), void *ud,
-		unsigned *ret_published, unsigned *ret_removed, struct mp_err *err)
+maildir_recover(struct maildir *md,
+		bool (*committed)(void *ud, const char *name, char flags[MAILDIR_FLAGS_SIZE]),
+		void *ud, unsigned *ret_published, unsigned *ret_removed, struct mp_err *err)
 {
 	struct md_names names = { 0 };
 	unsigned published = 0, removed = 0;
@@ -663,9 +676,11 @@ maildir_recover(struct maildir *md, bool (*committed)(void *ud, const char *name
 
 	r = md_list_ours(md, &names, err);
 	for (size_t i = 0; r == 0 && i < names.n; i++) {
-		bool keep = committed(ud, names.v[i]);
+		char flags[MAILDIR_FLAGS_SIZE] = "";
+		bool keep = committed(ud, names.v[i], flags);
 
-		r = md_recover_one(md, names.v[i], keep, err);
+		flags[MAILDIR_FLAGS_SIZE - 1] = '\0';
+		r = md_recover_one(md, names.v[i], keep, flags, err);
 		if (r == 0 && keep)
 			published++;
 		else if (r == 0)

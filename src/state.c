@@ -18,7 +18,16 @@
  *                 "X <folder> <fp>"            fingerprint forgotten (its
  *                                              message never arrived here)
  *                 "D <folder>"                 folder gone
+ *                 "G <maildir_name> <flags>"   the Maildir info letters
+ *                                              (as "FS") the name is to be
+ *                                              published with, written
+ *                                              before the U line recording
+ *                                              the name, so recovery
+ *                                              publishes it into cur/ with
+ *                                              them as a normal run does
  *
+ * A name with no G line (every file written before G existed, POP3
+ * messages, IMAP messages without flags) is published into new/.
  * Ranges are "1-500,502,510-900" in increasing order; fp is 16 hex digits
  * and never 0. Long range and fingerprint lists are cut into lines of a few
  * kilobytes so no line grows with the mailbox.
@@ -115,6 +124,7 @@ struct state {
 	bool interrupted;                 /* names were loaded: no compaction since */
 	struct kv_set keys;               /* key -> first fetch time */
 	struct kv_set names;              /* Maildir name -> owner index + 1, since the last compaction */
+	struct kv_set name_flags;         /* Maildir name -> info letters as a bit set (G lines) */
 	struct name_owner *owners;        /* who each recorded name was recorded for */
 	size_t nowners, ocap;
 	struct kv_set owner_ix;           /* owner id -> index in owners */
@@ -250,6 +260,7 @@ static void
 names_clear(struct state *s)
 {
 	kv_free(&s->names);
+	kv_free(&s->name_flags);
 	kv_free(&s->owner_ix);
 	for (size_t i = 0; i < s->nowners; i++) {
 		free(s->owners[i].id);
@@ -337,6 +348,48 @@ name_insert_uid(struct state *s, const char *name, const char *folder, uint32_t 
 	r = name_insert(s, name, id);
 	free(id);
 	return r;
+}
+
+/* ---- Maildir info flags of recorded names ---- */
+
+/* Bit of an info letter: A-Z are 0..25, a-z 26..51; -1 for anything else. */
+static int
+flag_bit(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return 26 + (c - 'a');
+	return -1;
+}
+
+/* "FS" -> bit set; 0 for an empty string, -1 for a character not a letter. */
+static int64_t
+flags_parse(const char *flags)
+{
+	int64_t set = 0;
+
+	for (const char *p = flags; *p; p++) {
+		int b = flag_bit(*p);
+
+		if (b < 0)
+			return -1;
+		set |= (int64_t)1 << b;
+	}
+	return set;
+}
+
+/* The letters of set in ASCII order (upper case first), as the Maildir spec wants. */
+static size_t
+flags_format(int64_t set, char *out)
+{
+	size_t n = 0;
+
+	for (int b = 0; b < 52; b++)
+		if (set & ((int64_t)1 << b))
+			out[n++] = (char)(b < 26 ? 'A' + b : 'a' + (b - 26));
+	out[n] = '\0';
+	return n;
 }
 
 /* ---- buffers and escaping ---- */
@@ -1177,12 +1230,34 @@ apply_journal(struct state *s, char *line)
 	return name_insert_key(s, f[3], f[2]);
 }
 
+/* Journal "G <maildir_name> <flags>". */
+static int
+apply_name_flags(struct state *s, char *line)
+{
+	struct kv_slot *sl;
+	char *f[3];
+	int64_t set;
+	bool added;
+
+	if (split_fields(line, f, 3) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0)
+		return -EBADMSG;
+	set = flags_parse(f[2]);
+	if (set <= 0)
+		return -EBADMSG;
+	if (kv_insert(&s->name_flags, f[1], set, &sl, &added) < 0)
+		return -ENOMEM;
+	sl->when = set;
+	return 0;
+}
+
 static int
 load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
 	/* Folder records start with an upper-case tag, key records never do. */
 	if (journal && line[0] && strchr("VNUEXD", line[0]))
 		return apply_folder_journal(s, line);
+	if (journal && line[0] == 'G')
+		return apply_name_flags(s, line);
 	if (journal)
 		return apply_journal(s, line);
 	if (lineno == 1)
@@ -1348,6 +1423,48 @@ bool
 state_name_recorded(const struct state *s, const char *maildir_name)
 {
 	return kv_find(&s->names, maildir_name, kv_hash(maildir_name)) != NULL;
+}
+
+int
+state_name_set_flags(struct state *s, const char *maildir_name, const char *flags,
+		     struct mp_err *err)
+{
+	char letters[STATE_FLAGS_MAX + 1];
+	struct kv_slot *sl;
+	int64_t set;
+	bool added;
+	int r;
+
+	if (s->broken)
+		return st_fail(err, s->broken, "earlier failure on", s->journal_path);
+	if (!flags || !*flags)
+		return 0;
+	set = flags_parse(flags);
+	if (!maildir_name || !*maildir_name || strcmp(maildir_name, "-") == 0 || set < 0)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: invalid Maildir name "
+				  "or flags", s->account);
+	r = dbuf_reserve(&s->pending, 8 + esc_max(maildir_name) + strlen(flags));
+	if (r == 0)
+		r = kv_insert(&s->name_flags, maildir_name, set, &sl, &added);
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	sl->when = set;
+	dbuf_put(&s->pending, "G ", 2);
+	dbuf_put_esc(&s->pending, maildir_name);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put(&s->pending, letters, flags_format(set, letters));
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+size_t
+state_name_flags(const struct state *s, const char *maildir_name,
+		 char ret_flags[STATE_FLAGS_MAX + 1])
+{
+	const struct kv_slot *sl = kv_find(&s->name_flags, maildir_name, kv_hash(maildir_name));
+
+	ret_flags[0] = '\0';
+	return sl ? flags_format(sl->when, ret_flags) : 0;
 }
 
 static int

@@ -104,16 +104,24 @@ void maildir_msg_discard(struct maildir_msg *m);
  */
 void maildir_msg_release(struct maildir_msg **msgs, size_t n);
 
+/* Room for Maildir info letters: A-Z and a-z, each once, and a NUL. */
+#define MAILDIR_FLAGS_SIZE 53
+
 /*
  * Start-up recovery: for each tmp/ file carrying this Maildir's tag,
- * committed(ud, name) decides: true → publish it into new/ (a crash hit
- * between recording and publishing), false → unlink it (an unrecorded,
- * possibly partial download). Files of other owners are never touched.
- * Syncs the directories it changed. Counts go to *ret_published and
- * *ret_removed (either may be NULL).
+ * committed(ud, name, flags) decides: true → publish it (a crash hit
+ * between recording and publishing): into cur/ as "name:2,FLAGS" when the
+ * callback wrote info letters to flags (it starts as ""), else into new/;
+ * false → unlink it (an unrecorded, possibly partial download). Files of
+ * other owners are never touched. Syncs the directories it changed.
+ * Counts go to *ret_published and *ret_removed (either may be NULL).
+ * Errors: those of renameat/unlinkat/fsync with the path named, -EINVAL
+ * for flags that are not letters in ASCII order, -ENOMEM.
  */
-int maildir_recover(struct maildir *md, bool (*committed)(void *ud, const char *name), void *ud,
-		    unsigned *ret_published, unsigned *ret_removed, struct mp_err *err) MP_WUR;
+int maildir_recover(struct maildir *md,
+		    bool (*committed)(void *ud, const char *name, char flags[MAILDIR_FLAGS_SIZE]),
+		    void *ud, unsigned *ret_published, unsigned *ret_removed,
+		    struct mp_err *err) MP_WUR;
 
 /*
  * Calls cb with root, then with every Maildir++ folder under it (a

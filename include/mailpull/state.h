@@ -52,6 +52,30 @@ int state_sync(struct state *s, struct mp_err *err) MP_WUR;
 /* Whether maildir_name was recorded by state_add() since the last compaction. */
 bool state_name_recorded(const struct state *s, const char *maildir_name);
 
+/* Most Maildir info letters a name can carry: A-Z and a-z, each once. */
+#define STATE_FLAGS_MAX 52
+
+/*
+ * Records the Maildir info letters (as "FS") maildir_name is to be
+ * published with, so that start-up recovery can publish it into cur/ with
+ * them if a crash comes between recording and publishing. Call it before
+ * the call that records the name (state_uid_add()), so the journal never
+ * holds the name without its flags. NULL or "" records nothing. Buffered
+ * until state_sync(); forgotten at the next compaction.
+ * Errors: -EINVAL (empty name, "-", a flag that is not a letter), -ENOMEM,
+ * or the error of an earlier failed state_sync().
+ */
+int state_name_set_flags(struct state *s, const char *maildir_name, const char *flags,
+			 struct mp_err *err) MP_WUR;
+
+/*
+ * Writes the info letters recorded for maildir_name (in ASCII order, as
+ * the Maildir spec wants them) to ret_flags and returns their number;
+ * 0 and "" when none were recorded.
+ */
+size_t state_name_flags(const struct state *s, const char *maildir_name,
+			char ret_flags[STATE_FLAGS_MAX + 1]);
+
 /*
  * Calls cb for every Maildir name recorded since the last compaction;
  * stops as state_foreach(). cb must not change the state.

@@ -204,3 +204,52 @@ def test_imap_sigkill_at_random_times(mp, rng, keep):
     report(f"IMAP keep={'yes' if keep else 'no'} SIGKILL: {kills} of {KILL_RUNS} runs killed mid-way "
            f"(an uninterrupted run: {duration:.3f} s)")
     assert kills >= KILL_RUNS // 4, f"only {kills} of {KILL_RUNS} runs were killed before finishing"
+
+
+@pytest.mark.parametrize("keep", KEEP)
+def test_imap_crash_keeps_flags(mp, keep):
+    """A crash at any durability step, after which start-up recovery
+    publishes what the journal recorded: each message still lands where a
+    normal run puts it, in cur/ with ":2,FS" for \\Seen \\Flagged and in
+    new/ for one without flags."""
+    crashed, through = 0, None
+    for n in range(1, 200):
+        user = mp.new_user("cflags")
+        msgs = [make_message(i, tag=user, size=1500) for i in range(3)]
+        for m in msgs:
+            mp.dc.add_message(user, m)
+        mp.dc.flag_message(user, f"<{user}-0@test>", "\\Seen \\Flagged")
+        mp.dc.flag_message(user, f"<{user}-1@test>", "\\Seen")
+        maildir = mp.path(f"fl{n}", "Maildir")
+        config = mp.path(f"fl{n}.conf")
+        mp.configure(mp.imap_account(user, maildir, keep=keep), path=config,
+                     state_dir=mp.path(f"fl{n}", "state"))
+        r = mp.run(config=config, env={"MAILPULL_CRASH_AT": str(n)})
+        if r.rc == EX_OK:
+            through = n
+        else:
+            assert r.rc == EX_CRASH, f"MAILPULL_CRASH_AT={n}: expected exit {EX_CRASH}\n{r}"
+            crashed += 1
+            r = mp.run(config=config)
+            assert r.rc == EX_OK, f"rerun after crash at step {n}:\n{r}"
+        where = {}
+        for sub in ("new", "cur"):
+            for name in os.listdir(os.path.join(maildir, sub)):
+                with open(os.path.join(maildir, sub, name), "rb") as f:
+                    data = f.read()
+                for i in range(3):
+                    if f"<{user}-{i}@test>".encode() in data:
+                        where.setdefault(i, []).append(f"{sub}/{name}")
+        assert set(where) == {0, 1, 2} and all(len(v) == 1 for v in where.values()), \
+            f"crash at step {n}: {where}"
+        want = {0: ("cur", ":2,FS"), 1: ("cur", ":2,S"), 2: ("new", "")}
+        for i, (sub, info) in want.items():
+            path = where[i][0]
+            ok = path.startswith(sub + "/") and (path.endswith(info) if info else ":" not in path)
+            assert ok, f"crash at step {n}: message {i} published as {path}, " \
+                       f"a normal run gives {sub}/...{info}"
+        if through is not None:
+            break
+    assert through is not None and crashed >= 3, f"{crashed} crashes, through at {through}"
+    report(f"IMAP flags through recovery (keep={'yes' if keep else 'no'}): {crashed} crash "
+           f"steps recovered with the server's flags")

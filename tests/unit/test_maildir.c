@@ -357,16 +357,65 @@ test_names_unique(void **state)
 
 struct recover_ctx {
 	const char *keep;
+	const char *flags;      /* given to keep; NULL: none */
 	unsigned calls;
 };
 
 static bool
-committed(void *ud, const char *name)
+committed(void *ud, const char *name, char flags[MAILDIR_FLAGS_SIZE])
 {
 	struct recover_ctx *ctx = ud;
 
 	ctx->calls++;
-	return strcmp(name, ctx->keep) == 0;
+	assert_string_equal(flags, "");
+	if (strcmp(name, ctx->keep) != 0)
+		return false;
+	if (ctx->flags)
+		snprintf(flags, MAILDIR_FLAGS_SIZE, "%s", ctx->flags);
+	return true;
+}
+
+/* A recovered message the state recorded flags for goes to cur/ with them. */
+static void
+test_recover_flags(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct recover_ctx ctx = { .flags = "FS" };
+	struct maildir *md;
+	struct maildir_msg *m1, *m2;
+	char n1[256], n2[256], p[1024];
+	unsigned pub = 0, rem = 0;
+
+	assert_int_equal(maildir_open(fx->md, "aaa", &md, &err), 0);
+	m1 = make_msg(md, "one");
+	m2 = make_msg(md, "two");
+	snprintf(n1, sizeof(n1), "%s", maildir_msg_name(m1));
+	snprintf(n2, sizeof(n2), "%s", maildir_msg_name(m2));
+	assert_int_equal(maildir_msg_sync(m1, &err), 0);
+	assert_int_equal(maildir_msg_sync(m2, &err), 0);
+	maildir_msg_release(&m1, 1);
+	maildir_msg_release(&m2, 1);
+	ctx.keep = n1;
+	assert_int_equal(maildir_recover(md, committed, &ctx, &pub, &rem, &err), 0);
+	assert_int_equal(pub, 1);
+	assert_int_equal(rem, 1);
+	pathf(p, sizeof(p), "%s/cur/%s:2,FS", fx->md, n1);
+	assert_true(exists(p));
+	pathf(p, sizeof(p), "%s/new/%s", fx->md, n1);
+	assert_false(exists(p));
+	pathf(p, sizeof(p), "%s/tmp/%s", fx->md, n2);
+	assert_false(exists(p));
+	/* Flags out of order are refused, and the file stays for the next try. */
+	m1 = make_msg(md, "three");
+	snprintf(n1, sizeof(n1), "%s", maildir_msg_name(m1));
+	assert_int_equal(maildir_msg_sync(m1, &err), 0);
+	maildir_msg_release(&m1, 1);
+	ctx.flags = "SF";
+	assert_int_equal(maildir_recover(md, committed, &ctx, NULL, NULL, &err), -EINVAL);
+	pathf(p, sizeof(p), "%s/tmp/%s", fx->md, n1);
+	assert_true(exists(p));
+	maildir_close(md);
 }
 
 static void
@@ -461,6 +510,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_publish_unsynced_and_discard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_unique, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recover_flags, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1372,6 +1372,54 @@ test_folder_corrupt_lines(void **state)
 	state_close(s);
 }
 
+/* G lines: the flags a recorded name is to be published with. */
+static void
+test_name_flags(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "nf");
+	char flags[STATE_FLAGS_MAX + 1], j[256], *text;
+
+	assert_int_equal(state_folder_reset(s, "INBOX", 1, &err), 0);
+	assert_int_equal(state_name_set_flags(s, "1.M1 x.h", "FS", &err), 0);
+	assert_int_equal(state_uid_add(s, "INBOX", 1, 0, "1.M1 x.h", &err), 0);
+	assert_int_equal(state_name_set_flags(s, "1.M2.h", NULL, &err), 0);
+	assert_int_equal(state_name_set_flags(s, "1.M2.h", "", &err), 0);
+	assert_int_equal(state_uid_add(s, "INBOX", 2, 0, "1.M2.h", &err), 0);
+	assert_int_equal(state_name_set_flags(s, "1.M3.h", "F:", &err), -EINVAL);
+	assert_int_equal(state_name_set_flags(s, "-", "F", &err), -EINVAL);
+	assert_int_equal(state_name_flags(s, "1.M1 x.h", flags), 2);
+	assert_string_equal(flags, "FS");
+	fsync_ok(s);
+	state_close(s);
+	pathf(j, sizeof(j), "%s/nf.journal", fx->sdir);
+	text = slurp(j, NULL);
+	assert_non_null(strstr(text, "G 1.M1%20x.h FS\nU INBOX 1 - 1.M1%20x.h\n"));
+	free(text);
+	s = open_ok(fx, "nf");
+	assert_int_equal(state_name_flags(s, "1.M1 x.h", flags), 2);
+	assert_string_equal(flags, "FS");
+	assert_int_equal(state_name_flags(s, "1.M2.h", flags), 0);
+	assert_string_equal(flags, "");
+	/* Letters come back in ASCII order whatever order they were given in. */
+	assert_int_equal(state_name_set_flags(s, "1.M4.h", "SaRD", &err), 0);
+	assert_int_equal(state_name_flags(s, "1.M4.h", flags), 4);
+	assert_string_equal(flags, "DRSa");
+	/* Compaction forgets them with the names. */
+	compact_ok(s);
+	assert_int_equal(state_name_flags(s, "1.M1 x.h", flags), 0);
+	state_close(s);
+	/* A malformed G line is corrupt like any other. */
+	s = open_ok(fx, "c");
+	state_close(s);
+	pathf(j, sizeof(j), "%s/c.journal", fx->sdir);
+	put_file(j, "G 1.M1.h\n", false);
+	expect_bad(fx, "c.journal", "1");
+	put_file(j, "G 1.M1.h F5\n", false);
+	expect_bad(fx, "c.journal", "1");
+}
+
 static void
 test_names_recorded(void **state)
 {
@@ -1641,6 +1689,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_folder_torn_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_corrupt_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_recorded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_name_flags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_compact_crash_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_bad_arguments, setup, teardown),
