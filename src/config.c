@@ -1154,10 +1154,30 @@ build_config(struct load_ctx *ctx, cfg_t *cfg, struct mp_config *c)
 	return 0;
 }
 
-/* OpenSMTPD's rule: a file holding a password must be ours alone. */
+/*
+ * Whoever can change this file can make mailpull run commands
+ * (password_command) and trust another CA (tls_ca_file), whatever it holds
+ * now: as OpenSSH for its own files, it must be owned by the user running
+ * mailpull or by root (who can change any file anyway) and writable by
+ * nobody else. And OpenSMTPD's rule: a file holding a password must be
+ * ours alone.
+ */
 static int
 check_secrecy(struct load_ctx *ctx, const struct stat *st)
 {
+	uid_t me = geteuid();
+
+	if (st->st_uid != me && st->st_uid != 0)
+		return mp_err_set(ctx->err, -EACCES, MP_EX_CONFIG,
+				  "%s: owned by uid %lu, not by the user running mailpull "
+				  "(uid %lu) or root, and its owner can make mailpull run commands; "
+				  "run: chown %lu %s", ctx->path, (unsigned long)st->st_uid,
+				  (unsigned long)me, (unsigned long)me, ctx->path);
+	if (st->st_mode & 022)
+		return mp_err_set(ctx->err, -EACCES, MP_EX_CONFIG,
+				  "%s: writable by %s, who could make mailpull run commands; "
+				  "run: chmod go-w %s", ctx->path,
+				  (st->st_mode & 002) ? "others" : "its group", ctx->path);
 	if (ctx->password_line == 0 || (st->st_mode & 077) == 0)
 		return 0;
 	return mp_err_set(ctx->err, -EACCES, MP_EX_CONFIG,

@@ -75,9 +75,18 @@ secret_from_file(const struct mp_account *a, char *buf, char **ret, struct mp_er
 			       "not a regular file", path);
 		goto out;
 	}
+	/* As for the configuration file (config.c): ours or root's, and ours alone. */
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		r = mp_err_set(err, -EACCES, MP_EX_CONFIG, "password_file %s is owned by "
+			       "uid %lu, not by the user running mailpull (uid %lu) or root; "
+			       "run: chown %lu %s", path, (unsigned long)st.st_uid,
+			       (unsigned long)geteuid(), (unsigned long)geteuid(), path);
+		goto out;
+	}
 	if (st.st_mode & 077) {
 		r = mp_err_set(err, -EACCES, MP_EX_CONFIG, "password_file %s is "
-			       "readable by others; run: chmod 600 %s", path, path);
+			       "%s by others; run: chmod 600 %s", path,
+			       (st.st_mode & 022) ? "writable" : "readable", path);
 		goto out;
 	}
 	while (len < SECRET_BUF_SIZE) {

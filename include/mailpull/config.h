@@ -61,8 +61,11 @@ struct mp_config {
 
 /*
  * Loads and validates path. Every error is "PATH:LINE: message" in err->msg
- * with err->ex = MP_EX_CONFIG. A file that holds a `password` and is
- * readable by group or others is refused (the message says to chmod 600).
+ * with err->ex = MP_EX_CONFIG. A file owned by another user than the
+ * running one or root, or writable by group or others, is refused whatever
+ * it holds (-EACCES; the message names the chown or chmod go-w that fixes
+ * it); so is one that holds a `password` and is readable by group or
+ * others (the message says to chmod 600).
  * Errors: -ENOENT (missing file), -EINVAL (any content problem), -EACCES,
  * -ENOMEM.
  */

@@ -18,7 +18,9 @@
 /*
  * Errors (err->ex = MP_EX_CONFIG unless said otherwise):
  * -ENOENT  no secret configured, or password_file missing
- * -EACCES  password_file readable by group or others (the message says chmod 600)
+ * -EACCES  password_file accessible by group or others (the message says
+ *          chmod 600), or owned by another user than the running one or
+ *          root (the message says which chown)
  * -ETIMEDOUT password_command ran longer than timeout_ms (killed; MP_EX_TEMPFAIL)
  * -ECHILD  password_command exited non-zero or by a signal (its stderr passes through)
  * -ENODATA empty secret

@@ -101,6 +101,62 @@ def test_readable_config_without_password_is_fine(mp):
     assert r.rc == EX_OK, str(r)
 
 
+@pytest.mark.parametrize("mode", [0o620, 0o664, 0o602, 0o666])
+@pytest.mark.parametrize("secret", ["password", "password_command"])
+def test_config_writable_by_others(mp, mode, secret):
+    """Whoever may change the file may make mailpull run any command
+    (password_command) or trust another CA: refused whatever it holds."""
+    user = mp.new_user()
+    mp.dc.add_message(user, make_message(0))
+    acct = mp.pop3_account(user)
+    if secret == "password_command":
+        acct["password_command"] = f"echo {mp.dc.password}"
+        del acct["password"]
+    mp.configure(acct, mode=mode)
+    for args in (["--check-config"], []):
+        r = mp.run(*args)
+        assert_error(r, EX_CONFIG, mp.config_path, f"run: chmod go-w {mp.config_path}")
+        assert mp.dc.password not in r.err
+    assert mp.dc.count(user) == 1
+
+
+def test_config_owned_by_another_user(mp):
+    """A file another user owns (root's excepted) is refused with the chown
+    that fixes it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file away")
+    acct = mp.pop3_account("someone", password_command="echo x")
+    del acct["password"]
+    mp.configure(acct, mode=0o644)
+    os.chown(mp.config_path, 4242, -1)
+    r = mp.run("--check-config")
+    assert_error(r, EX_CONFIG, mp.config_path, "uid 4242",
+                 f"run: chown {os.geteuid()} {mp.config_path}")
+    os.chown(mp.config_path, 0, -1)
+    r = mp.run("--check-config")
+    assert r.rc == EX_OK, str(r)
+
+
+@pytest.mark.parametrize("how", ["group_writable", "other_owner"])
+def test_password_file_unsafe(mp, how):
+    user = mp.new_user()
+    mp.dc.add_message(user, make_message(0))
+    pwfile = write(mp.path("pw"), mp.dc.password + "\n",
+                   mode=0o620 if how == "group_writable" else 0o600)
+    if how == "other_owner":
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the file away")
+        os.chown(pwfile, 4242, -1)
+    acct = mp.pop3_account(user, password_file=pwfile)
+    del acct["password"]
+    mp.configure(acct)
+    r = mp.run()
+    fix = f"chmod 600 {pwfile}" if how == "group_writable" else \
+        f"chown {os.geteuid()} {pwfile}"
+    assert_error(r, EX_CONFIG, f"password_file {pwfile}", fix)
+    assert mp.dc.count(user) == 1
+
+
 def test_password_file_and_command(mp):
     ua, ub = mp.new_user(), mp.new_user()
     mp.dc.add_message(ua, make_message(0, tag="a"))

@@ -391,7 +391,9 @@ test_permissions(void **state)
 	struct fx *fx = *state;
 	static const char with_pw[] = "defaults { password = hunter2 }\n"
 		ACCT_HEAD "  protocol = pop3\n  host = h\n  user = u\n  maildir = /m\n}\n";
-	static const mode_t bad[] = { 0640, 0604, 0610, 0601, 0620, 0644, 0602 };
+	static const char no_pw[] = ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n";
+	static const mode_t bad[] = { 0640, 0604, 0610, 0601, 0644 };
+	static const mode_t writable[] = { 0620, 0602, 0664, 0646, 0666 };
 	char want[512];
 
 	snprintf(want, sizeof(want),
@@ -403,11 +405,46 @@ test_permissions(void **state)
 		assert_int_equal(fx->err.ex, MP_EX_CONFIG);
 		assert_null(strstr(fx->err.msg, "hunter2"));
 	}
+	/* Writable by others: refused whatever the file holds. */
+	for (size_t i = 0; i < sizeof(writable) / sizeof(writable[0]); i++) {
+		for (int pw = 0; pw < 2; pw++) {
+			assert_int_equal(load(fx, pw ? with_pw : no_pw, writable[i]), -EACCES);
+			assert_int_equal(fx->err.ex, MP_EX_CONFIG);
+			assert_non_null(strstr(fx->err.msg, fx->path));
+			assert_non_null(strstr(fx->err.msg, "run: chmod go-w "));
+			assert_null(strstr(fx->err.msg, "hunter2"));
+		}
+	}
 	assert_int_equal(load(fx, with_pw, 0600), 0);
 	assert_string_equal(fx->cfg->accounts[0].password, "hunter2");
 	assert_int_equal(load(fx, with_pw, 0400), 0);
-	/* password_command holds no secret: any mode will do */
-	assert_int_equal(load(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n", 0644), 0);
+	/* password_command holds no secret: readable by all will do */
+	assert_int_equal(load(fx, no_pw, 0644), 0);
+}
+
+/* Owned by another user (not root): refused, with the chown that fixes it. */
+static void
+test_owner(void **state)
+{
+	struct fx *fx = *state;
+	static const char no_pw[] = ACCT_HEAD "  protocol = pop3\n" ACCT_BODY "}\n";
+	uid_t other = geteuid() == 0 ? 4242 : 0;
+	char want[64];
+
+	assert_int_equal(load(fx, no_pw, 0644), 0);
+	config_free(fx->cfg);
+	fx->cfg = NULL;
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(chown(fx->path, other, (gid_t)-1), 0);
+	assert_int_equal(config_load(fx->path, &fx->cfg, &fx->err), -EACCES);
+	assert_int_equal(fx->err.ex, MP_EX_CONFIG);
+	assert_non_null(strstr(fx->err.msg, fx->path));
+	snprintf(want, sizeof(want), "run: chown %lu ", (unsigned long)geteuid());
+	assert_non_null(strstr(fx->err.msg, want));
+	/* Root's own files are trusted. */
+	assert_int_equal(chown(fx->path, 0, (gid_t)-1), 0);
+	assert_int_equal(config_load(fx->path, &fx->cfg, &fx->err), 0);
 }
 
 /* No secret in any message, even when its value is the thing that is wrong. */
@@ -628,6 +665,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_no_account, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_owner, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_secret_not_echoed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_durations_and_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_stderr, setup, teardown),
