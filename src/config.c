@@ -115,6 +115,10 @@ struct load_ctx {
 	size_t nsec_lines;
 	size_t sec_done;        /* sections libconfuse has finished */
 	int password_line;      /* first `password` key, 0: none */
+	int secret_tail;        /* line of the last value parsed when it was a password */
+	bool own_error;         /* val_parse() reports, in words of its own */
+	const char *text;       /* the file, comments blanked, while libconfuse parses it */
+	size_t textlen;
 	int defaults_line;
 	const struct key_def *overwritten; /* a key being assigned again */
 	int overwritten_line;
@@ -163,6 +167,73 @@ is_unit_word(const char *w)
 	return false;
 }
 
+/*
+ * Where line (1-based) of the text being parsed assigns `password`, the
+ * offset just past its '=' (spaces skipped); 0 when it does not.
+ */
+static size_t
+password_assignment(const struct load_ctx *ctx, int line)
+{
+	static const char key[] = "password";
+	const char *t = ctx->text, *end;
+	size_t n = ctx->textlen;
+	int l = 1;
+
+	if (!t || line < 1)
+		return 0;
+	for (; l < line; l++) {
+		const char *nl = memchr(t, '\n', n - (size_t)(t - ctx->text));
+
+		if (!nl)
+			return 0;
+		t = nl + 1;
+	}
+	end = memchr(t, '\n', n - (size_t)(t - ctx->text));
+	if (!end)
+		end = ctx->text + n;
+	for (const char *p = t; p + sizeof(key) - 1 <= end; p++) {
+		const char *q = p + sizeof(key) - 1;
+
+		if (memcmp(p, key, sizeof(key) - 1) != 0 ||
+		    (p > t && (isalnum((unsigned char)p[-1]) || p[-1] == '_')))
+			continue;
+		while (q < end && (*q == ' ' || *q == '\t'))
+			q++;
+		if (q < end && *q == '=') {
+			for (q++; q < end && (*q == ' ' || *q == '\t'); q++)
+				;
+			return (size_t)(q - ctx->text);
+		}
+	}
+	return 0;
+}
+
+/*
+ * An error on a line that assigns a password, or right after an unquoted
+ * password value, would quote a piece of the password (libconfuse takes
+ * "password = my secret pw" for the value "my" and an option "secret"):
+ * report it without libconfuse's text, at the password's line.
+ */
+static bool
+password_error(struct load_ctx *ctx, int line)
+{
+	size_t at;
+
+	if (password_assignment(ctx, line)) {
+		ctx_error(ctx, line, "password: a value holding spaces or any of "
+			  "= { } ( ) , + * # must be quoted (password = \"...\"); "
+			  "the value is not shown");
+		return true;
+	}
+	at = ctx->secret_tail ? password_assignment(ctx, ctx->secret_tail) : 0;
+	if (at && ctx->text[at] != '"' && ctx->text[at] != '\'') {
+		ctx_error(ctx, ctx->secret_tail, "password: a value holding spaces or line "
+			  "breaks must be quoted (password = \"...\"); the value is not shown");
+		return true;
+	}
+	return false;
+}
+
 /* Receives every libconfuse error so none reaches stderr. */
 static void MP_PRINTF(2, 0)
 conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
@@ -172,6 +243,8 @@ conf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 	va_list aq;
 
 	if (!ctx)
+		return;
+	if (!ctx->own_error && password_error(ctx, cfg ? cfg->line : 0))
 		return;
 	va_copy(aq, ap);
 	if (strcmp(fmt, "found duplicate title '%s'") == 0) {
@@ -480,13 +553,20 @@ val_parse(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
 	if (!ctx || !k || !value)
 		return -1;
 	if (ctx->overwritten == k) {
+		ctx->own_error = true;
 		cfg_error(cfg, "%s is set twice (first at line %d)", k->name,
 			  ctx->overwritten_line);
+		ctx->own_error = false;
 		return -1;
 	}
 	ctx->overwritten = NULL;
+	/* Before the checks: an error here must not quote the value either. */
+	ctx->secret_tail = k->kind == KEY_SECRET ? cfg->line : 0;
 	if (check_value(k, value, why, sizeof(why)) < 0) {
+		ctx->secret_tail = 0;
+		ctx->own_error = true;
 		cfg_error(cfg, "%s", why);
+		ctx->own_error = false;
 		return -1;
 	}
 	len = strlen(value);
@@ -792,7 +872,10 @@ parse_text(struct load_ctx *ctx, char *buf, size_t len, cfg_t **ret)
 	if (!fp)
 		return -errno;
 	ctx->parsing = true;
+	ctx->text = buf;
+	ctx->textlen = len;
 	rc = cfg_parse_fp(cfg, fp);
+	ctx->text = NULL;
 	ctx->parsing = false;
 	fclose(fp);
 	if (ctx->rc < 0)

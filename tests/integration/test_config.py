@@ -341,3 +341,17 @@ def test_password_file_missing(mp):
     r = mp.run()
     assert_error(r, EX_CONFIG, "account t1", f"password_file {path}: No such file")
     assert mp.dc.count(user) == 1
+
+
+def test_unquoted_password_not_echoed(mp):
+    """password = my secret pw: libconfuse reads "my" and then an option
+    "secret"; the error names file:line, says to quote the value, and
+    repeats no part of it."""
+    path = write(mp.path("pw.conf"),
+                 'account "a" {\n  protocol = pop3\n  host = h\n  user = u\n'
+                 '  maildir = /m\n  password = my sekrit pw\n}\n')
+    for args in (["--check-config"], []):
+        r = mp.run(*args, config=path)
+        assert_error(r, EX_CONFIG, f"{path}:6:", "must be quoted")
+        for part in ("sekrit", " my ", "'my'", " pw"):
+            assert part not in r.err, f"{part!r} in {r.err!r}"

@@ -458,6 +458,38 @@ test_secret_not_echoed(void **state)
 	assert_null(strstr(fx->err.msg, "hun"));
 }
 
+/*
+ * An unquoted password with spaces reads as a value and option names to
+ * libconfuse: the error must say to quote it, at its line, and quote no
+ * part of it.
+ */
+static void
+test_unquoted_password(void **state)
+{
+	struct fx *fx = *state;
+	static const struct {
+		const char *text;
+		int line;
+	} cases[] = {
+		{ ACCT_HEAD "  protocol = pop3\n  host = h\n  user = u\n  maildir = /m\n"
+		  "  password = hunter zwei drei\n}\n", 6 },
+		{ ACCT_HEAD "  protocol = pop3 host = h user = u maildir = /m password = hunter zwei }\n",
+		  2 },
+		{ ACCT_HEAD "  protocol = pop3\n  password = hunter=zwei\n  host = h\n}\n", 3 },
+		{ ACCT_HEAD "  protocol = pop3\n  password = hunter\n  zwei\n  host = h\n}\n", 3 },
+		{ "defaults { password = hunter zwei }\n" ACCT_HEAD "  protocol = pop3\n}\n", 1 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		expect_error(fx, cases[i].text, cases[i].line, "must be quoted");
+		assert_null(strstr(fx->err.msg, "hunter"));
+		assert_null(strstr(fx->err.msg, "zwei"));
+	}
+	/* An error on a later line after a quoted password is reported as usual. */
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n  password = \"hunter zwei\"\n  hots = x\n}\n",
+		     4, "no such option 'hots'");
+}
+
 static void
 test_durations_and_sizes(void **state)
 {
@@ -667,6 +699,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_owner, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_secret_not_echoed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unquoted_password, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_durations_and_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_stderr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_size_cap, setup, teardown),
