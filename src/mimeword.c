@@ -11,6 +11,7 @@
 
 #include "mailpull/mimeword.h"
 #include "mailpull/utf8.h"
+#include "mailpull/util.h"
 
 /* Real charset names are short (IANA's longest is 45); longer is malformed. */
 #define CHARSET_MAX 63
@@ -54,8 +55,8 @@ ob_put(struct obuf *b, const void *s, size_t n)
 /*
  * Terminal safety: C0 but TAB (ESC starts escape sequences, CR and LF
  * break lines), DEL, C1 (0x9b is a one-byte CSI on some terminals), and
- * the bidi overrides and isolates that can reorder what is printed after
- * them (CVE-2021-42574).
+ * the bidi overrides, isolates and marks that can reorder what is printed
+ * after them (CVE-2021-42574; util_is_bidi_control()).
  */
 static bool
 display_safe(uint32_t cp)
@@ -64,9 +65,7 @@ display_safe(uint32_t cp)
 		return true;
 	if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
 		return false;
-	if ((cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
-		return false;
-	return true;
+	return !util_is_bidi_control(cp);
 }
 
 /* Appends s[0..n) as valid, display-safe UTF-8: anything else becomes U+FFFD. */

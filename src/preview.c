@@ -56,17 +56,32 @@ json_str(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+static void
+row_free(struct row *r)
+{
+	free(r->folder);
+	free(r->date);
+	free(r->from);
+	free(r->subject);
+}
+
 static int
 collect(void *ud, const struct preview_item *it)
 {
 	struct pv *pv = ud;
 	struct row r = { 0 };
 
-	r.folder = it->folder ? strdup(it->folder) : NULL;
+	/* Folder names come from the server too: no controls, no bidi. */
+	if (it->folder && mimeword_oneline(it->folder, strlen(it->folder), 0, &r.folder) < 0)
+		return -ENOMEM;
 	r.date = display(it->date, 0);
 	r.from = display(it->from, 0);
 	r.subject = display(it->subject, 0);
 	r.size = it->size;
+	if (!r.date || !r.from || !r.subject) {
+		row_free(&r);
+		return -ENOMEM;
+	}
 	if (pv->json) {
 		fputs("{\"account\":", pv->out);
 		json_str(pv->out, pv->a->name);
@@ -87,8 +102,10 @@ collect(void *ud, const struct preview_item *it)
 		size_t cap = pv->cap ? pv->cap * 2 : 64;
 		struct row *v = realloc(pv->rows, cap * sizeof(*v));
 
-		if (!v)
+		if (!v) {
+			row_free(&r);
 			return -ENOMEM;
+		}
 		pv->rows = v;
 		pv->cap = cap;
 	}
@@ -179,12 +196,8 @@ account_preview(const struct mp_config *cfg, const struct mp_account *a, const c
 	state_close(st);
 	if (ret == 0 && !json)
 		print_table(&pv);
-	for (size_t i = 0; i < pv.n; i++) {
-		free(pv.rows[i].folder);
-		free(pv.rows[i].date);
-		free(pv.rows[i].from);
-		free(pv.rows[i].subject);
-	}
+	for (size_t i = 0; i < pv.n; i++)
+		row_free(&pv.rows[i]);
 	free(pv.rows);
 	if (ret < 0 && err->code == 0)
 		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));

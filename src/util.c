@@ -12,6 +12,19 @@
 #include "mailpull/util.h"
 #include "mailpull/utf8.h"
 
+/*
+ * The bidirectional formatting characters: embeddings and overrides
+ * (U+202A..U+202E), isolates (U+2066..U+2069) and the marks (U+200E,
+ * U+200F, U+061C). Server text holding them can make what follows it on
+ * the line read in another order than it is written (CVE-2021-42574).
+ */
+bool
+util_is_bidi_control(uint32_t cp)
+{
+	return (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069) ||
+	       cp == 0x200e || cp == 0x200f || cp == 0x061c;
+}
+
 size_t
 util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
 {
@@ -25,9 +38,19 @@ util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
 		uint32_t cp = 0;
 		int n = ch < 0x80 ? 1 : utf8_decode(src + i, srclen - i, &cp);
 
-		/* Valid UTF-8 passes, but not a C1 control (U+0080..U+009F: U+009B
-		 * is CSI); invalid bytes (a raw 0x9b too) are shown as \xNN. */
-		if (n > 1 && cp >= 0xa0) {
+		if (n > 1 && util_is_bidi_control(cp)) {
+			/* Shown as \uNNNN: visible, and it moves nothing. */
+			if (o + 6 >= dstlen)
+				break;
+			dst[o++] = '\\';
+			dst[o++] = 'u';
+			for (int shift = 12; shift >= 0; shift -= 4)
+				dst[o++] = hex[(cp >> shift) & 15];
+			i += (size_t)n - 1;
+		} else if (n > 1 && cp >= 0xa0) {
+			/* Valid UTF-8 passes, but not a C1 control (U+0080..U+009F:
+			 * U+009B is CSI); invalid bytes (a raw 0x9b too) are shown
+			 * as \xNN. */
 			if (o + (size_t)n >= dstlen)
 				break;
 			memcpy(dst + o, src + i, (size_t)n);

@@ -46,8 +46,8 @@
  *  - Raw 8-bit text is taken as UTF-8; each byte of an invalid sequence
  *    becomes U+FFFD, as does a byte a charset converter rejects.
  *  - Control characters (C0 but TAB, including ESC, CR, LF and NUL; DEL;
- *    C1) and the bidirectional overrides and isolates (U+202A..U+202E,
- *    U+2066..U+2069) become U+FFFD.
+ *    C1) and the bidirectional overrides, isolates and marks (U+202A..U+202E,
+ *    U+2066..U+2069, U+200E, U+200F, U+061C) become U+FFFD.
  *
  * in may be NULL when len is 0. On success *ret_out is a NUL-terminated
  * malloc'd string the caller frees (it never holds a NUL before the end),

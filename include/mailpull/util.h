@@ -5,12 +5,22 @@
 #include "mailpull/common.h"
 
 /*
- * Copies src into dst (always NUL-terminated, truncated to dstlen-1),
- * replacing control bytes (< 0x20 except none, and 0x7f) with "\xNN" so
+ * Copies src into dst (always NUL-terminated, truncated to dstlen-1, never
+ * in the middle of a character or escape), replacing control bytes (< 0x20,
+ * 0x7f), C1 controls and bytes that are not valid UTF-8 with "\xNN" so
  * server text can never move a terminal cursor or start an escape
- * sequence. Bytes >= 0x80 are kept (UTF-8). Returns strlen(dst).
+ * sequence, and the bidirectional formatting characters (see
+ * util_is_bidi_control()) with "\uNNNN" so it cannot reorder the line it
+ * is shown on. Other valid UTF-8 is kept. Returns strlen(dst).
  */
 size_t util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen);
+
+/*
+ * Whether cp is a bidirectional formatting character: U+202A..U+202E
+ * (embeddings, overrides), U+2066..U+2069 (isolates), U+200E, U+200F and
+ * U+061C (marks).
+ */
+bool util_is_bidi_control(uint32_t cp);
 
 /*
  * Parses a duration: a plain integer (seconds) or one with a suffix s, m, h, d

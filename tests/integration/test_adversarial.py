@@ -599,3 +599,42 @@ def test_password_command_after_verification(mp, certs, kind, proto, tls):
     assert_failed(r, srv, EX_PROTOCOL, cause)
     assert not os.path.exists(marker), "password_command ran though the certificate was refused"
     assert_refused_early(mp, srv, r)
+
+
+# ---- server text on the terminal -------------------------------------------------
+
+EVIL = "\x1b[2J\x1b]0;owned\x07 \u202etxt.exe\u2066x\u2069 \u200f\u061c"
+EVIL_RAW = ["\x1b", "\x07", "\u202e", "\u2066", "\u2069", "\u200f", "\u061c"]
+
+
+def assert_defused(text):
+    for bad in EVIL_RAW:
+        assert bad not in text, f"{bad!r} reached the output: {text!r}"
+    assert "\\u202e" in text, f"the override is not shown as \\u202e: {text!r}"
+    assert "\\x1b" in text, f"ESC is not shown as \\x1b: {text!r}"
+
+
+def test_imap_alert_sanitized(mp, certs):
+    """An [ALERT] with escape sequences and bidi controls reaches the -v
+    log (and the protocol trace) only with both made visible and inert."""
+    script = {"LIST": [f"* OK [ALERT] {EVIL}",
+                       '* LIST (\\HasNoChildren) "/" INBOX',
+                       "{tag} OK LIST completed"]}
+    with serve("imap", "implicit", certs["good"], script=script) as srv:
+        mp.configure(account(mp, srv, "imap", "implicit", keep=True))
+        r = mp.run("-v")
+    assert r.rc == EX_OK, str(r)
+    assert "(ALERT)" in r.err, r.err
+    assert_defused(r.out + r.err)
+
+
+def test_imap_no_text_sanitized(mp, certs):
+    """A NO whose text carries escape sequences and a U+202E: the error
+    line quotes the server with both made visible and inert."""
+    script = {"AUTHENTICATE": f"{{tag}} NO {EVIL}", "LOGIN": f"{{tag}} NO {EVIL}"}
+    with serve("imap", "implicit", certs["good"], script=script) as srv:
+        r = run(mp, srv, "imap", "implicit", keep=True)
+    assert r.rc != EX_OK, str(r)
+    line = [ln for ln in r.err.splitlines() if ln.startswith("mailpull: error:")][-1]
+    assert "the server said:" in line, line
+    assert_defused(r.out + r.err)

@@ -235,3 +235,37 @@ def test_preview_columns_aligned_on_a_terminal(mp):
         assert len(hits) == 1, (subject, text)
         cols.append(hits[0].index(subject))
     assert len(set(cols)) == 1, f"subjects start at columns {cols}:\n{text}"
+
+
+def test_preview_strips_controls_and_bidi(mp):
+    """Subject, sender and folder come from the server: escape sequences,
+    bidi overrides, isolates and marks (raw, and inside RFC 2047 encoded
+    words) never reach the terminal or the JSON as they are."""
+    user = mp.new_user()
+    folder = "Evil\u202eredlof"
+    mp.dc.create_mailbox(user, folder)
+    subj_enc = "=?UTF-8?Q?a=1B[2Jb=E2=80=AEfdp.exe_=E2=81=A6x=E2=81=A9_=E2=80=8F=D8=9C?="
+    msgs = [
+        (f"From: =?UTF-8?B?TWFsbG9yeeKArg==?= <m@example.org>\nTo: r@example.org\n"
+         f"Subject: {subj_enc}\nDate: Tue, 25 Nov 2025 10:00:00 +0000\n"
+         f"Message-ID: <bidi-0@test>\n\nbody\n").encode(),
+        ("From: Raw \u202eSender\u200f <r@example.org>\nTo: r@example.org\n"
+         "Subject: raw \x1b[31mred\u202e\u2067x\u2069\u061c\nDate: Tue, 25 Nov 2025 11:00:00 +0000\n"
+         "Message-ID: <bidi-1@test>\n\nbody\n").encode("utf-8"),
+    ]
+    mp.dc.save_messages(user, msgs, folder)
+    mp.configure(mp.imap_account(user, folders=[folder]))
+    bad = ["\x1b", "\u202e", "\u2066", "\u2067", "\u2069", "\u200f", "\u061c"]
+    rows = json_lines(mp.run("preview", "--json", "t1"))
+    assert len(rows) == 2, rows
+    for row in rows:
+        for key in ("folder", "from", "subject", "date"):
+            for b in bad:
+                assert b not in row[key], (key, b, row)
+    subjects = sorted(row["subject"] for row in rows)
+    assert "fdp.exe" in subjects[0] and "\ufffd" in subjects[0], subjects
+    r = mp.run("preview", "t1")
+    assert r.rc == EX_OK, str(r)
+    for b in bad:
+        assert b not in r.out and b not in r.err, (b, r.out)
+    assert "fdp.exe" in r.out and "Evil" in r.out, r.out

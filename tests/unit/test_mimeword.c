@@ -137,8 +137,13 @@ static const struct vec vecs[] = {
 	{ "=?utf-8?q?=C2=85?=", 0, R },                     /* C1 NEL */
 	{ "=?utf-8?q?=E2=80=AEevil?=", 0, R "evil" },       /* RIGHT-TO-LEFT OVERRIDE */
 	{ "\xe2\x81\xa6x\xe2\x81\xa9", 0, R "x" R },        /* isolates */
-	/* RLM stays: unlike an override, it reorders nothing after the line. */
-	{ "\xe2\x80\x8f", 0, "\xe2\x80\x8f" },
+	/*
+	 * The marks go too: a mark still decides the direction of the neutral
+	 * characters around it, so "txt.exe" can be made to read otherwise.
+	 */
+	{ "\xe2\x80\x8f", 0, R },                          /* RLM */
+	{ "=?utf-8?q?a=E2=80=8Eb?=", 0, "a" R "b" },        /* LRM */
+	{ "=?utf-8?b?2Jw=?=", 0, R },                       /* ARABIC LETTER MARK */
 };
 
 static void
