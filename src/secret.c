@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,15 +124,52 @@ above_stdio(int fd)
 	return fd > STDERR_FILENO ? fd : fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
 }
 
+/*
+ * The terminal password_command may prompt on (pinentry-tty, read -s):
+ * standard input, when it is a terminal and mailpull runs in its
+ * foreground process group. -1 otherwise (cron, systemd, a background
+ * job): the command then gets /dev/null and no terminal of ours.
+ */
+static int
+prompt_terminal(void)
+{
+	pid_t fg;
+
+	if (!isatty(STDIN_FILENO))
+		return -1;
+	fg = tcgetpgrp(STDIN_FILENO);
+	return fg > 0 && fg == getpgrp() ? STDIN_FILENO : -1;
+}
+
+/*
+ * Makes pgrp the terminal's foreground process group. The caller blocks
+ * SIGTTOU: a process that is no longer in the foreground (when it takes
+ * the terminal back) would otherwise be stopped by it.
+ */
+static void
+terminal_give(int tty, pid_t pgrp)
+{
+	while (tcsetpgrp(tty, pgrp) < 0 && errno == EINTR)
+		;
+}
+
 /* In the child: only async-signal-safe calls until exec. */
 static _Noreturn void
-child_exec(const char *cmd, int in, int out)
+child_exec(const char *cmd, int in, int out, int tty)
 {
 	struct sigaction sa = { .sa_handler = SIG_DFL };
 	sigset_t none;
 
 	/* its own process group, so a timeout kills whatever it started too */
 	setpgid(0, 0);
+	/*
+	 * A group that is not the terminal's foreground one is stopped
+	 * (SIGTTIN) when it reads from the terminal: the command gets the
+	 * foreground before exec (SIGTTOU is still blocked, as in the
+	 * parent), and the parent does the same, as a job control shell does.
+	 */
+	if (tty >= 0)
+		terminal_give(tty, getpid());
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	sigaction(SIGPIPE, &sa, NULL);
@@ -238,38 +276,50 @@ secret_from_command(const struct mp_account *a, unsigned timeout_ms, char *buf, 
 		    struct mp_err *err)
 {
 	int64_t deadline = util_now_ms() + timeout_ms;
-	int pfd[2], devnull, status = 0, r;
+	int pfd[2], in, status = 0, r, tty = prompt_terminal();
+	sigset_t ttou, saved;
 	size_t len = 0;
 	pid_t pid;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "password_command: "
 				  "pipe: %s", strerror(errno));
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	pid = devnull < 0 ? -1 : fork();
+	/* On a terminal, the command reads it as its stdin (read -s) as well. */
+	in = tty >= 0 ? fcntl(tty, F_DUPFD_CLOEXEC, 0) : open("/dev/null", O_RDONLY | O_CLOEXEC);
+	sigemptyset(&ttou);
+	sigaddset(&ttou, SIGTTOU);
+	sigprocmask(SIG_BLOCK, &ttou, &saved);
+	pid = in < 0 ? -1 : fork();
 	if (pid == 0)
-		child_exec(a->password_command, devnull, pfd[1]);
+		child_exec(a->password_command, in, pfd[1], tty);
 	if (pid < 0) {
 		r = mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "password_command: "
 			       "cannot start: %s", strerror(errno));
+		sigprocmask(SIG_SETMASK, &saved, NULL);
 		close(pfd[0]);
 		close(pfd[1]);
-		if (devnull >= 0)
-			close(devnull);
+		if (in >= 0)
+			close(in);
 		return r;
 	}
 	/* also here, so kill(-pid) works even before the child got to run */
 	setpgid(pid, pid);
+	if (tty >= 0)
+		terminal_give(tty, pid);
 	close(pfd[1]);
-	close(devnull);
+	close(in);
 	r = read_output(pfd[0], deadline, buf, &len);
 	close(pfd[0]);
 	if (r == 0)
 		r = wait_exit(pid, deadline, &status);
-	if (r < 0) {
+	if (r < 0)
 		kill_and_reap(pid);
+	/* The terminal comes back whatever happened, before anything is printed. */
+	if (tty >= 0)
+		terminal_give(tty, getpgrp());
+	sigprocmask(SIG_SETMASK, &saved, NULL);
+	if (r < 0)
 		return command_failed(r, timeout_ms, err);
-	}
 	if (WIFSIGNALED(status))
 		return mp_err_set(err, -ECHILD, MP_EX_CONFIG, "password_command "
 				  "was killed by signal %d", WTERMSIG(status));

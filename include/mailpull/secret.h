@@ -30,6 +30,10 @@
  * -ENOMEM, -EIO (MP_EX_TEMPFAIL when the command could not be run)
  * Error messages never contain the secret, nor the account (the caller
  * names it).
+ * password_command runs in a process group of its own; when stdin is a
+ * terminal whose foreground group is mailpull's, that terminal is its stdin
+ * and its group becomes the foreground one while it runs (so it may
+ * prompt), given back however it ends. Otherwise its stdin is /dev/null.
  */
 int secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct mp_err *err) MP_WUR;
 

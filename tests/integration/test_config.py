@@ -355,3 +355,94 @@ def test_unquoted_password_not_echoed(mp):
         assert_error(r, EX_CONFIG, f"{path}:6:", "must be quoted")
         for part in ("sekrit", " my ", "'my'", " pw"):
             assert part not in r.err, f"{part!r} in {r.err!r}"
+
+
+def run_on_terminal(mp, answers, timeout=60.0):
+    """mailpull as the foreground job of a new session whose controlling
+    terminal is a pseudo-terminal; answers (bytes) are typed into it once
+    something reads. Returns (exit status, what appeared on the terminal)."""
+    import fcntl
+    import pty
+    import select
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+
+    def session():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = dict(mp.env)
+    p = subprocess.Popen(mp.command() + ["-c", mp.config_path], stdin=slave, stdout=slave,
+                         stderr=slave, env=env, cwd=mp.tmp, preexec_fn=session)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    pending = list(answers)
+    try:
+        while time.monotonic() < deadline:
+            if pending:
+                # Typed ahead: the line waits in the terminal's input queue.
+                os.write(master, pending.pop(0))
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    chunk = b""
+                out += chunk
+                if not chunk and p.poll() is not None:
+                    break
+            elif p.poll() is not None:
+                break
+        else:
+            p.kill()
+    finally:
+        rc = p.wait(timeout=10)
+        os.close(master)
+    return rc, out.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("how", ["dev_tty", "stdin_silent"])
+def test_password_command_prompts_on_terminal(mp, how):
+    """A password_command that prompts on the terminal (as pinentry-tty or
+    `read -s` do) works when mailpull runs in the foreground of one: it is
+    not left in a background process group, where reading the terminal
+    stops it (SIGTTIN) until the timeout kills it. Two accounts: the
+    second prompts only if the first gave the terminal back."""
+    ua, ub = mp.new_user(), mp.new_user()
+    mp.dc.add_message(ua, make_message(0, tag="ta"))
+    mp.dc.add_message(ub, make_message(0, tag="tb"))
+    cmd = {"dev_tty": 'printf "pw: " >/dev/tty; read -r pw </dev/tty; echo "$pw"',
+           "stdin_silent": 'printf "pw: " >&2; stty -echo; read -r pw; stty echo; echo "$pw"'}[how]
+    accts = {}
+    for name, u in (("a", ua), ("b", ub)):
+        acct = mp.pop3_account(u, mp.maildir(name.upper()), password_command=cmd,
+                               timeout=Raw("10s"))
+        del acct["password"]
+        accts[name] = acct
+    mp.configure(accts)
+    line = (mp.dc.password + "\n").encode()
+    rc, out = run_on_terminal(mp, [line, line])
+    assert rc == EX_OK, f"exit {rc}; terminal:\n{out}"
+    assert out.count("pw: ") == 2, out
+    assert len(mp.messages(mp.maildir("A"))) == 1
+    assert len(mp.messages(mp.maildir("B"))) == 1
+
+
+def test_password_command_terminal_back_after_timeout(mp):
+    """A password_command that times out while it holds the terminal: the
+    terminal comes back, so the next account's command can prompt."""
+    ua, ub = mp.new_user(), mp.new_user()
+    mp.dc.add_message(ub, make_message(0, tag="tb"))
+    a = mp.pop3_account(ua, mp.maildir("A"), password_command="sleep 30",
+                        timeout=Raw("1s"))
+    b = mp.pop3_account(ub, mp.maildir("B"), timeout=Raw("10s"),
+                        password_command='read -r pw </dev/tty; echo "$pw"')
+    del a["password"], b["password"]
+    mp.configure({"a": a, "b": b})
+    rc, out = run_on_terminal(mp, [(mp.dc.password + "\n").encode()])
+    assert rc != EX_OK, out
+    assert "did not finish within" in out, out
+    assert len(mp.messages(mp.maildir("B"))) == 1, out
