@@ -156,6 +156,22 @@ on_folder(void *ud, const char *folder)
 	return 0;
 }
 
+/* Recorded flags must be Maildir info letters, each once, in ASCII order. */
+static int
+check_flags(void *ud, const char *name)
+{
+	char flags[STATE_FLAGS_MAX + 1];
+	size_t n = state_name_flags(ud, name, flags);
+
+	if (strlen(flags) != n)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		if (!((flags[i] >= 'A' && flags[i] <= 'Z') || (flags[i] >= 'a' && flags[i] <= 'z')) ||
+		    (i > 0 && flags[i] <= flags[i - 1]))
+			abort();
+	return 0;
+}
+
 static void
 take_digest(const struct state *s, struct digest *d)
 {
@@ -169,6 +185,7 @@ take_digest(const struct state *s, struct digest *d)
 	state_folder_foreach(s, on_folder, &w);
 	(void)state_has(s, "", NULL);
 	(void)state_name_recorded(s, "-");
+	state_name_foreach(s, check_flags, (void *)s);
 }
 
 static int
@@ -202,6 +219,7 @@ change(struct state *s, uint8_t mode)
 	(void)state_add(s, "new-key", 1700000000, "1700000000.M1P1.host", &err);
 	(void)state_remove(s, mode & 1 ? "new-key" : "0000001", &err);
 	(void)state_folder_reset(s, "INBOX/Neu\xc3\xa9 %", 1234, &err);
+	(void)state_name_set_flags(s, "m7", "SF", &err);
 	(void)state_uid_add(s, "INBOX/Neu\xc3\xa9 %", 7, 0x1234567890abcdefull, "m7", &err);
 	(void)state_folder_set_uidnext(s, "INBOX/Neu\xc3\xa9 %", 8, &err);
 	if (mode & 4)
