@@ -167,6 +167,27 @@ is_unit_word(const char *w)
 	return false;
 }
 
+/* Line (1-based) of the text being parsed as [*ret_start, return value); NULL if none. */
+static const char *
+text_line(const struct load_ctx *ctx, int line, const char **ret_start)
+{
+	const char *t = ctx->text, *end;
+	size_t n = ctx->textlen;
+
+	if (!t || line < 1)
+		return NULL;
+	for (int l = 1; l < line; l++) {
+		const char *nl = memchr(t, '\n', n - (size_t)(t - ctx->text));
+
+		if (!nl)
+			return NULL;
+		t = nl + 1;
+	}
+	end = memchr(t, '\n', n - (size_t)(t - ctx->text));
+	*ret_start = t;
+	return end ? end : ctx->text + n;
+}
+
 /*
  * Where line (1-based) of the text being parsed assigns `password`, the
  * offset just past its '=' (spaces skipped); 0 when it does not.
@@ -175,22 +196,10 @@ static size_t
 password_assignment(const struct load_ctx *ctx, int line)
 {
 	static const char key[] = "password";
-	const char *t = ctx->text, *end;
-	size_t n = ctx->textlen;
-	int l = 1;
+	const char *t = NULL, *end = text_line(ctx, line, &t);
 
-	if (!t || line < 1)
-		return 0;
-	for (; l < line; l++) {
-		const char *nl = memchr(t, '\n', n - (size_t)(t - ctx->text));
-
-		if (!nl)
-			return 0;
-		t = nl + 1;
-	}
-	end = memchr(t, '\n', n - (size_t)(t - ctx->text));
 	if (!end)
-		end = ctx->text + n;
+		return 0;
 	for (const char *p = t; p + sizeof(key) - 1 <= end; p++) {
 		const char *q = p + sizeof(key) - 1;
 
@@ -209,14 +218,16 @@ password_assignment(const struct load_ctx *ctx, int line)
 }
 
 /*
- * An error on a line that assigns a password, or right after an unquoted
- * password value, would quote a piece of the password (libconfuse takes
+ * An error on a line that assigns a password, or on the next one after an
+ * unquoted password value when it assigns nothing (the value went on past
+ * the line end), would quote a piece of the password (libconfuse takes
  * "password = my secret pw" for the value "my" and an option "secret"):
  * report it without libconfuse's text, at the password's line.
  */
 static bool
 password_error(struct load_ctx *ctx, int line)
 {
+	const char *start = NULL, *end;
 	size_t at;
 
 	if (password_assignment(ctx, line)) {
@@ -225,8 +236,12 @@ password_error(struct load_ctx *ctx, int line)
 			  "the value is not shown");
 		return true;
 	}
-	at = ctx->secret_tail ? password_assignment(ctx, ctx->secret_tail) : 0;
-	if (at && ctx->text[at] != '"' && ctx->text[at] != '\'') {
+	if (!ctx->secret_tail || line != ctx->secret_tail + 1)
+		return false;
+	end = text_line(ctx, line, &start);
+	at = password_assignment(ctx, ctx->secret_tail);
+	if (end && !memchr(start, '=', (size_t)(end - start)) && at &&
+	    ctx->text[at] != '"' && ctx->text[at] != '\'') {
 		ctx_error(ctx, ctx->secret_tail, "password: a value holding spaces or line "
 			  "breaks must be quoted (password = \"...\"); the value is not shown");
 		return true;

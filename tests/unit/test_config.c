@@ -485,7 +485,11 @@ test_unquoted_password(void **state)
 		assert_null(strstr(fx->err.msg, "hunter"));
 		assert_null(strstr(fx->err.msg, "zwei"));
 	}
-	/* An error on a later line after a quoted password is reported as usual. */
+	/* Errors on later lines are reported as usual, after any password. */
+	expect_error(fx, "defaults { password = hunter\nhots = x }\n" ACCT_HEAD "  protocol = pop3\n}\n",
+		     2, "no such option 'hots'");
+	expect_error(fx, "defaults { password = hunter }\n" ACCT_HEAD "  hots = x\n}\n",
+		     3, "no such option 'hots'");
 	expect_error(fx, ACCT_HEAD "  protocol = pop3\n  password = \"hunter zwei\"\n  hots = x\n}\n",
 		     4, "no such option 'hots'");
 }
