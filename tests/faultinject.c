@@ -21,6 +21,8 @@
  *                            "trace <call> <dir|file> <path>"
  *   FI_SYNCFS_ERRNO=E        every syncfs under DIR fails with E (ENOSYS,
  *                            EINVAL: a kernel or sandbox without it)
+ *   FI_UNAME_RELEASE=R       uname() reports kernel release R (as "5.4.0"),
+ *                            whatever FI_PREFIX says
  *   FI_CREATE_ERRNO=E        open/openat/creat with O_CREAT and mkdir/mkdirat
  *                            under DIR fail with E (EROFS, EIO, ENOSPC)
  *   FI_CREATE_SKIP=N         ... after letting the first N through
@@ -48,6 +50,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #define NEXT(name) ((__typeof__(&name))next_sym(#name))
@@ -360,6 +363,19 @@ syncfs(int fd)
 		return -1;
 	}
 	return NEXT(syncfs)(fd);
+}
+
+/* ---- the kernel's version ---- */
+
+int
+uname(struct utsname *u)
+{
+	const char *rel = env("FI_UNAME_RELEASE");
+	int r = NEXT(uname)(u);
+
+	if (r == 0 && rel)
+		snprintf(u->release, sizeof(u->release), "%s", rel);
+	return r;
 }
 
 /* ---- creating files and directories ---- */

@@ -620,6 +620,26 @@ def test_syncfs_unavailable_falls_back(mp, proto, errno_name):
 
 
 @pytest.mark.parametrize("proto", ["pop3", "imap"])
+@pytest.mark.parametrize("release,grouped", [("5.4.0-150-generic", False), ("4.19.0", False),
+                                             ("5.8.0", True), ("6.1.0-18-amd64", True)])
+def test_syncfs_only_where_it_reports_errors(mp, proto, release, grouped):
+    """syncfs() reports write-back errors only since Linux 5.8: on an
+    older kernel (as uname says) each message is fdatasynced instead."""
+    box = Box(mp, proto, keep=False, n=6)
+    r = box.run(fault_env(mp, mp.tmp, FI_SYNC_TRACE=1, FI_UNAME_RELEASE=release))
+    assert r.rc == EX_OK, str(r)
+    box.check_complete(f"kernel {release}")
+    trace = sync_trace(mp)
+    used = bool([t for t in trace if t[0] == "syncfs"])
+    assert used == grouped, f"kernel {release}: syncfs {'not ' if grouped else ''}used: {trace}"
+    if not grouped:
+        synced = {os.path.basename(p) for call, kind, p in trace
+                  if call == "fdatasync" and kind == "file"}
+        names = {os.path.basename(p).split(":")[0] for p in maildir_files(box.maildir)}
+        assert names <= synced, f"not fdatasynced: {sorted(names - synced)}"
+
+
+@pytest.mark.parametrize("proto", ["pop3", "imap"])
 def test_sync_file_never_syncfs(mp, proto):
     """sync = file: every message is fdatasynced on its own and the whole
     file system is never flushed."""
