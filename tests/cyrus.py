@@ -31,6 +31,8 @@ Configuration that differs from Debian's on purpose:
     delete_mode, expunge_mode        immediate
     failedloginpause: 0              a wrong password is refused at once
     autocreate_quota: 0              a user's INBOX is created at first login
+    idled (cyrus.conf DAEMON)        IDLE hears of new mail at once; without it,
+                                     imapd polls every imapidlepoll (60 s)
 
 Users are SASL users in the private sasldb (saslpasswd2 with the realm
 SERVERNAME, which is what Cyrus asks for) and all have the password
@@ -349,6 +351,9 @@ SERVICES {{
   imapsdot cmd="{imapd} -s -C {d}" listen="{h}:{self.imaps_dot_port}" prefork=0
 }}
 EVENTS {{
+}}
+DAEMON {{
+  idled cmd="{self.bin('idled')} -C {c}"
 }}
 """)
         for top, dirs, files in os.walk(self.workdir):

@@ -20,7 +20,7 @@ CYRUS_ROOT=${CYRUS_ROOT:-/var/cache/mailpull-test/cyrus}
 CYRUS_DEBS="cyrus-common cyrus-imapd cyrus-pop3d sasl2-bin"
 # What tests/cyrus.py runs: each must find all its libraries.
 CYRUS_BINS="usr/lib/cyrus/bin/master usr/lib/cyrus/bin/imapd usr/lib/cyrus/bin/pop3d
-usr/lib/cyrus/bin/ctl_cyrusdb usr/sbin/saslpasswd2"
+usr/lib/cyrus/bin/ctl_cyrusdb usr/lib/cyrus/bin/idled usr/sbin/saslpasswd2"
 
 if [ "$(id -u)" -eq 0 ]; then
 	SUDO=
