@@ -569,6 +569,24 @@ DAEMON {{
     def flag_message(self, user, message_id, flags, folder="INBOX"):
         self.add_flags(user, flags, folder, ("header", "Message-ID", message_id))
 
+    def recreate_mailbox(self, user, folder, messages, flags=None):
+        """Deletes folder and creates it again holding messages (in that
+        order, so UIDs are handed out anew). Cyrus gives the new folder a
+        UIDVALIDITY above the old one's at once. flags: {Message-ID:
+        "\\Seen ..."} to set again afterwards. Returns the new UIDVALIDITY."""
+        if folder.upper() == "INBOX":
+            raise ValueError("INBOX cannot be deleted")
+        old = self.uidvalidity(user, folder)
+        self.delete_mailbox(user, folder)
+        self.create_mailbox(user, folder)
+        new = self.uidvalidity(user, folder)
+        if new == old:
+            raise RuntimeError(f"UIDVALIDITY of {folder!r} stays {old}")
+        self.add_messages(user, messages, folder)
+        for mid, fl in (flags or {}).items():
+            self.flag_message(user, mid, fl, folder)
+        return new
+
     def expunge_all(self, user, folder="INBOX"):
         with self.session(user) as s:
             s.command(f"SELECT {quote(mutf7(folder))}")

@@ -534,6 +534,7 @@ def test_uidvalidity_change_inbox_rebuild(mp):
     assert multiset(mp.messages()) == multiset(msgs + [new])
 
 
+@pytest.mark.servers
 def test_uidvalidity_change_recreated_folder(mp):
     """Archive is deleted and created again with its messages in another
     order (so the UIDs now name other messages) plus two new ones."""
@@ -554,6 +555,7 @@ def test_uidvalidity_change_recreated_folder(mp):
     assert multiset(mp.messages(sub(mp, ".Archive"))) == multiset(msgs + new)
 
 
+@pytest.mark.servers
 def test_uidvalidity_change_same_message_id_other_size(mp):
     """After a UIDVALIDITY change a message matches a fetched one only by
     Message-ID and size: the same Message-ID with another size is new."""
