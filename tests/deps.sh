@@ -14,7 +14,7 @@ PACKAGES="build-essential pkg-config libssl-dev libconfuse-dev libsystemd-dev li
 clang dovecot-core dovecot-imapd dovecot-pop3d openssl python3 python3-pytest python3-pytest-xdist mpop isync
 mandoc groff systemd time valgrind
 libsasl2-modules libsasl2-modules-db libxapian30 libical3 libicu72 libjansson4 libpq5 libwrap0
-libxml2 libsqlite3-0"
+libxml2 libsqlite3-0 libeatmydata1"
 
 CYRUS_ROOT=${CYRUS_ROOT:-/var/cache/mailpull-test/cyrus}
 CYRUS_DEBS="cyrus-common cyrus-imapd cyrus-pop3d sasl2-bin"
