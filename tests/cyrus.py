@@ -40,7 +40,7 @@ Configuration that differs from Debian's on purpose:
 
 Users are SASL users in the private sasldb (saslpasswd2 with the realm
 SERVERNAME, which is what Cyrus asks for) and all have the password
-`password`; new_user() makes one. Messages are added with IMAP APPEND over
+`self.password`; new_user() makes one. Messages are added with IMAP APPEND over
 the plain loopback port, logged in as the user: many per command
 (MULTIAPPEND with LITERAL+), so thousands load in a few seconds. Cyrus
 stores messages with CRLF line ends; bodies() gives them back with LF, as
@@ -166,9 +166,9 @@ class Session:
             parts.append(line[:m.start()])
             parts.append(self.rf.read(int(m.group(1))))
 
-    def send(self, cmd, literals=()):
-        """Sends a command whose {N+} markers are followed by literals
-        (LITERAL+: no waiting); returns its tag."""
+    def send(self, cmd):
+        """Sends a command (str, or bytes holding {N+} literals: LITERAL+,
+        no waiting for continuations); returns its tag."""
         tag = f"c{next(self.tags)}"
         data = (tag + " ").encode() + (cmd.encode() if isinstance(cmd, str) else cmd)
         self.sock.sendall(data + b"\r\n")
