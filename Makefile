@@ -83,8 +83,11 @@ unit: $(UNIT_BINS)
 # the CPU, so several run at once (python3-pytest-xdist); PYTEST_JOBS= runs
 # them one by one.
 PYTEST_JOBS ?= 3
+# Where tests/deps.sh unpacks Cyrus IMAP, the second real server.
+CYRUS_ROOT ?= /var/cache/mailpull-test/cyrus
 integration: $(BIN) $(FAULTINJECT) $(FAILMALLOC)
 	MAILPULL_BIN=$(abspath $(BIN)) MAILPULL_FAULTINJECT=$(abspath $(FAULTINJECT)) \
+	MAILPULL_CYRUS_ROOT=$(CYRUS_ROOT) \
 	MAILPULL_FAILMALLOC=$(abspath $(FAILMALLOC)) $(PYTHON) -m pytest -q -p no:cacheprovider \
 		$(if $(PYTEST_JOBS),-n $(PYTEST_JOBS)) tests/integration $(PYTEST_ARGS)
 

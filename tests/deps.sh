@@ -3,11 +3,24 @@
 # when any is missing. A policy-rc.d that refuses service starts is put in
 # place first (only if none exists) so the system-wide Dovecot stays down:
 # the tests run a private one.
+#
+# Cyrus IMAP, the tests' second server, cannot be installed beside Dovecot
+# (both provide imap-server and pop3-server), so its packages are unpacked
+# into CYRUS_ROOT instead (tests/cyrus.py runs them from there); the shared
+# libraries they need install normally (the libs in PACKAGES).
 set -eu
 
 PACKAGES="build-essential pkg-config libssl-dev libconfuse-dev libsystemd-dev libcmocka-dev
 clang dovecot-core dovecot-imapd dovecot-pop3d openssl python3 python3-pytest python3-pytest-xdist mpop isync
-mandoc groff systemd time valgrind"
+mandoc groff systemd time valgrind
+libsasl2-modules libsasl2-modules-db libxapian30 libical3 libicu72 libjansson4 libpq5 libwrap0
+libxml2 libsqlite3-0 libeatmydata1"
+
+CYRUS_ROOT=${CYRUS_ROOT:-/var/cache/mailpull-test/cyrus}
+CYRUS_DEBS="cyrus-common cyrus-imapd cyrus-pop3d sasl2-bin"
+# What tests/cyrus.py runs: each must find all its libraries.
+CYRUS_BINS="usr/lib/cyrus/bin/master usr/lib/cyrus/bin/imapd usr/lib/cyrus/bin/pop3d
+usr/lib/cyrus/bin/ctl_cyrusdb usr/lib/cyrus/bin/idled usr/sbin/saslpasswd2"
 
 if [ "$(id -u)" -eq 0 ]; then
 	SUDO=
@@ -24,16 +37,47 @@ for p in $PACKAGES; do
 	esac
 done
 
-if [ -z "$missing" ]; then
-	exit 0
+if [ -n "$missing" ]; then
+	echo "deps.sh: installing:$missing"
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod 0755 /usr/sbin/policy-rc.d
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+	# shellcheck disable=SC2086
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
 fi
 
-echo "deps.sh: installing:$missing"
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-	$SUDO chmod 0755 /usr/sbin/policy-rc.d
+# The stamp is written last, so a root without it (an interrupted unpack) is
+# made again from scratch.
+if [ -e "$CYRUS_ROOT/.complete" ]; then
+	exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+echo "deps.sh: unpacking$(printf ' %s' $CYRUS_DEBS) into $CYRUS_ROOT"
+$SUDO mkdir -p "$(dirname "$CYRUS_ROOT")"
+work=$($SUDO mktemp -d "$CYRUS_ROOT.new.XXXXXX")
+trap '$SUDO rm -rf "$work"' EXIT
+$SUDO mkdir "$work/debs" "$work/root"
+# apt's download sandbox user must be able to write there.
+$SUDO chmod 0755 "$work"
+$SUDO chown _apt "$work/debs" 2>/dev/null || true
 # shellcheck disable=SC2086
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+(cd "$work/debs" && $SUDO apt-get download $CYRUS_DEBS)
+for deb in "$work"/debs/*.deb; do
+	$SUDO dpkg-deb -x "$deb" "$work/root"
+	dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb" |
+		$SUDO tee -a "$work/root/.versions" >/dev/null
+done
+libdir=$(echo "$work"/root/usr/lib/*-linux-gnu*)
+for b in $CYRUS_BINS; do
+	nf=$(LD_LIBRARY_PATH=$libdir ldd "$work/root/$b" | grep 'not found' || true)
+	if [ -n "$nf" ]; then
+		echo "deps.sh: $b misses libraries (add their packages to PACKAGES):" >&2
+		echo "$nf" >&2
+		exit 1
+	fi
+done
+$SUDO rm -rf "$CYRUS_ROOT"
+$SUDO mv "$work/root" "$CYRUS_ROOT"
+$SUDO touch "$CYRUS_ROOT/.complete"

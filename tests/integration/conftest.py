@@ -4,6 +4,11 @@ MAILPULL_BIN names the binary under test (default: build/mailpull of this
 tree; the tests are skipped when neither exists). One private Dovecot serves
 the whole session; each test uses fresh user names, so tests do not see each
 other's mail.
+
+Tests marked @pytest.mark.servers run once per real server: against the
+Dovecot and against a private Cyrus IMAP (one per session too, started when
+the first such test runs), both reached as mp.dc. Give the marker names to
+run on fewer ("dovecot", "cyrus").
 """
 
 import collections
@@ -19,6 +24,7 @@ ROOT = os.path.dirname(TESTS)
 sys.path.insert(0, TESTS)
 
 from dovecot import Dovecot  # noqa: E402
+import cyrus as cyrus_mod  # noqa: E402
 import mprun  # noqa: E402
 from mprun import Raw  # noqa: E402
 
@@ -36,6 +42,8 @@ EX_CRASH = 101
 # printed at the end of the run. Parallel workers append to one file that the
 # process which created it prints and removes.
 def pytest_configure(config):
+    config.addinivalue_line("markers", "servers(*names): run the test against each real "
+                            "server named (default: dovecot and cyrus), as mp.dc")
     if not os.environ.get("MAILPULL_REPORT_FILE"):
         fd, path = tempfile.mkstemp(prefix="mailpull-report-")
         os.close(fd)
@@ -109,6 +117,41 @@ def dovecot():
         print(f"\nDovecot files kept in {dc.workdir}")
     else:
         dc.cleanup()
+
+
+SERVERS = ("dovecot", "cyrus")
+
+
+@pytest.fixture(scope="session")
+def cyrus():
+    """A private Cyrus IMAP. make integration names its unpacked packages
+    (MAILPULL_CYRUS_ROOT), so their absence then is a failure, not a skip."""
+    why = cyrus_mod.unavailable()
+    if why:
+        if os.environ.get("MAILPULL_CYRUS_ROOT"):
+            pytest.fail(why)
+        pytest.skip(why)
+    cy = cyrus_mod.Cyrus()
+    cy.start()
+    report(f"Cyrus ({', '.join(cyrus_mod.versions())}) started in {cy.start_seconds:.2f} s")
+    yield cy
+    if os.environ.get("MAILPULL_KEEP_DOVECOT"):
+        cy.stop()
+        print(f"\nCyrus files kept in {cy.workdir}")
+    else:
+        cy.cleanup()
+
+
+@pytest.fixture
+def server_name():
+    """Which real server mp.dc is; tests marked servers are parametrized over it."""
+    return "dovecot"
+
+
+def pytest_generate_tests(metafunc):
+    m = metafunc.definition.get_closest_marker("servers")
+    if m is not None and "server_name" in metafunc.fixturenames:
+        metafunc.parametrize("server_name", m.args or SERVERS)
 
 
 def make_message(i, body=None, size=None, subject=None, tag="m"):
@@ -254,8 +297,8 @@ class MailPull:
 
 
 @pytest.fixture
-def mp(mailpull_bin, dovecot, tmp_path):
-    m = MailPull(mailpull_bin, tmp_path, dovecot)
+def mp(mailpull_bin, server_name, request, tmp_path):
+    m = MailPull(mailpull_bin, tmp_path, request.getfixturevalue(server_name))
     yield m
     if VALGRIND:
         found = m.valgrind_findings()

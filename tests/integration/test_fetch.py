@@ -20,6 +20,7 @@ def assert_ok(r):
     assert r.rc == EX_OK, str(r)
 
 
+@pytest.mark.servers
 def test_pop3s_fetch(mp):
     user = mp.new_user()
     msgs = fill(mp, user, 3)
@@ -30,6 +31,7 @@ def test_pop3s_fetch(mp):
     assert mp.tmp_files() == []
 
 
+@pytest.mark.servers
 def test_pop3_stls_fetch(mp):
     user = mp.new_user()
     msgs = fill(mp, user, 3)
@@ -58,6 +60,7 @@ def test_quiet_success_prints_nothing(mp):
     assert r.stdout == b"" and r.stderr == b"", str(r)
 
 
+@pytest.mark.servers
 def test_keep_yes_fetches_each_message_once(mp):
     user = mp.new_user()
     msgs = fill(mp, user, 5)
@@ -76,6 +79,7 @@ def test_keep_yes_fetches_each_message_once(mp):
     assert mp.dc.count(user) == 7
 
 
+@pytest.mark.servers
 def test_keep_no_empties_server(mp):
     user = mp.new_user()
     msgs = fill(mp, user, 25, size=3000)
@@ -161,6 +165,7 @@ def expected_local(m):
     return m
 
 
+@pytest.mark.servers
 def test_byte_exact_content(mp):
     user = mp.new_user()
     mp.dc.add_messages(user, TRICKY)
@@ -330,6 +335,7 @@ def test_messages_land_in_new(mp):
         assert st.st_mode & 0o077 == 0, f"{n} is readable by others: {oct(st.st_mode)}"
 
 
+@pytest.mark.servers
 def test_wrong_password_deletes_nothing(mp):
     user = mp.new_user()
     fill(mp, user, 3)

@@ -8,6 +8,8 @@ import signal
 import statistics
 import time
 
+import pytest
+
 import mprun
 from conftest import EX_OK, Raw, make_message, report
 from fakeimap import FakeIMAP
@@ -52,6 +54,7 @@ def stop_daemon(proc, timeout=STOP_MAX):
     return r, time.monotonic() - t0
 
 
+@pytest.mark.servers
 def test_idle_fetches_new_mail_within_seconds(mp):
     user = mp.new_user("idle")
     mp.dc.save_message(user, make_message(0, tag="idle"))

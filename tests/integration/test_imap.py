@@ -67,6 +67,7 @@ def body_fetches(trace):
 
 # ---- transports --------------------------------------------------------------
 
+@pytest.mark.servers
 def test_imaps_fetch_inbox(mp):
     user = mp.new_user()
     msgs = fill(mp, user, 3)
@@ -79,6 +80,7 @@ def test_imaps_fetch_inbox(mp):
     assert server_state(mp, user) == before
 
 
+@pytest.mark.servers
 def test_imap_starttls_fetch(mp):
     user = mp.new_user()
     msgs = fill(mp, user, 3)
@@ -107,6 +109,7 @@ def test_imap_quiet_success_prints_nothing(mp):
     assert r.stdout == b"" and r.stderr == b"", str(r)
 
 
+@pytest.mark.servers
 def test_imap_wrong_password_changes_nothing(mp):
     user = mp.new_user()
     fill(mp, user, 3)
@@ -131,6 +134,7 @@ def test_default_folders_is_inbox_only(mp):
     assert local_folders(mp.maildir()) == set()
 
 
+@pytest.mark.servers
 def test_folders_patterns_and_exclude(mp):
     """folders = { "INBOX", "Archive", "Lists/*" }, exclude = { "Lists/spam" }:
     * reaches every level below Lists; Archive's children are not asked for."""
@@ -177,6 +181,7 @@ def test_percent_stops_at_the_delimiter(mp):
     assert not os.path.isdir(sub(mp, ".Archive")) or mp.messages(sub(mp, ".Archive")) == []
 
 
+@pytest.mark.servers
 def test_nested_and_non_ascii_folder_names(mp):
     """"Archive/2024" is .Archive.2024; "Entwürfe" is .Entwürfe in UTF-8 on
     disk (modified UTF-7, Entw&APw-rfe, only on the wire)."""
@@ -195,6 +200,37 @@ def test_nested_and_non_ascii_folder_names(mp):
             assert os.path.isdir(sub(mp, os.path.join(d, s))), (d, s)
 
 
+@pytest.mark.servers("cyrus")
+def test_dot_separator_and_folders_below_inbox(mp):
+    """Cyrus as Debian configures it (altnamespace and unixhierarchysep
+    off): the delimiter is '.', every folder sits below INBOX
+    ("INBOX.Archive.2024"), and INBOX itself has children. INBOX stays the
+    Maildir root and its children land under .INBOX.; keep = no empties
+    every folder; a second run fetches nothing."""
+    user = mp.new_user()
+    inbox = fill(mp, user, 2, tag="dotin")
+    arch = fill(mp, user, 2, tag="dotar", folder="Archive")
+    y24 = fill(mp, user, 1, tag="doty", folder="Archive/2024")
+    drafts = fill(mp, user, 1, tag="dotdr", folder="Entw\u00fcrfe")
+    mp.configure(mp.imap_account(user, port=mp.dc.imaps_dot_port, keep=False,
+                                 folders=["INBOX", "INBOX.*"]))
+    r = mp.run()
+    assert_ok(r)
+    assert multiset(mp.messages()) == multiset(inbox)
+    assert multiset(mp.messages(sub(mp, ".INBOX.Archive"))) == multiset(arch)
+    assert multiset(mp.messages(sub(mp, ".INBOX.Archive.2024"))) == multiset(y24)
+    assert multiset(mp.messages(sub(mp, ".INBOX.Entw\u00fcrfe"))) == multiset(drafts)
+    assert local_folders(mp.maildir()) == {".INBOX.Archive", ".INBOX.Archive.2024",
+                                           ".INBOX.Entw\u00fcrfe"}
+    for f in ("INBOX", "Archive", "Archive/2024", "Entw\u00fcrfe"):
+        assert mp.dc.count(user, f) == 0, f
+    files = file_set(mp.maildir())
+    r = mp.run("-v")
+    assert_ok(r)
+    assert file_set(mp.maildir()) == files
+    assert not body_fetches(r.out + r.err)
+
+
 def test_missing_folder_fails_the_account_after_the_others(mp):
     """A folder named without wildcards that the server does not have: the
     other folders are fetched first, then the account fails (78)."""
@@ -208,6 +244,7 @@ def test_missing_folder_fails_the_account_after_the_others(mp):
 
 # ---- flags -------------------------------------------------------------------
 
+@pytest.mark.servers
 def test_server_flags_become_maildir_info(mp):
     user = mp.new_user()
     msgs = fill(mp, user, 5, tag="fl")
@@ -279,6 +316,7 @@ TRICKY = [
 ]
 
 
+@pytest.mark.servers
 def test_imap_byte_exact_content(mp):
     user = mp.new_user()
     mp.dc.add_messages(user, TRICKY)
@@ -320,6 +358,7 @@ def test_imap_large_message_streams_with_bounded_memory(mp):
 
 # ---- keep, expunge, keep_days ------------------------------------------------
 
+@pytest.mark.servers
 def test_keep_no_removes_exactly_the_fetched_messages(mp):
     """keep = no: the fetched messages are expunged (UID EXPUNGE); a message
     another client marked \\Deleted survives, still flagged."""
@@ -430,6 +469,7 @@ def test_keep_days_spares_messages_not_fetched(mp):
 
 # ---- state -------------------------------------------------------------------
 
+@pytest.mark.servers
 def test_second_run_fetches_nothing_and_changes_nothing(mp):
     user = mp.new_user()
     folders = ["INBOX", "Archive"]
@@ -451,6 +491,7 @@ def test_second_run_fetches_nothing_and_changes_nothing(mp):
     assert not fetched, f"bodies asked for on a run with nothing new: {fetched}"
 
 
+@pytest.mark.servers
 def test_message_appended_between_runs(mp):
     user = mp.new_user()
     folders = ["INBOX", "Archive"]
@@ -493,6 +534,7 @@ def test_uidvalidity_change_inbox_rebuild(mp):
     assert multiset(mp.messages()) == multiset(msgs + [new])
 
 
+@pytest.mark.servers
 def test_uidvalidity_change_recreated_folder(mp):
     """Archive is deleted and created again with its messages in another
     order (so the UIDs now name other messages) plus two new ones."""
@@ -513,6 +555,7 @@ def test_uidvalidity_change_recreated_folder(mp):
     assert multiset(mp.messages(sub(mp, ".Archive"))) == multiset(msgs + new)
 
 
+@pytest.mark.servers
 def test_uidvalidity_change_same_message_id_other_size(mp):
     """After a UIDVALIDITY change a message matches a fetched one only by
     Message-ID and size: the same Message-ID with another size is new."""

@@ -9,6 +9,8 @@ import select
 import subprocess
 import time
 
+import pytest
+
 from conftest import EX_OK, make_message
 
 # Encoded words (RFC 2047): a Q-encoded subject, a B-encoded subject, an
@@ -82,6 +84,7 @@ def check_rows(rows, msgs, folder_key, folder=None):
             assert row.get("folder") is None, row
 
 
+@pytest.mark.servers
 def test_imap_preview_json(mp):
     user = mp.new_user()
     msgs = encoded_messages("pvi")
@@ -113,6 +116,7 @@ def test_imap_preview_text(mp):
     assert "=?" not in r.out, r.out
 
 
+@pytest.mark.servers
 def test_imap_preview_folder_argument(mp):
     user = mp.new_user()
     mp.dc.create_mailbox(user, "Archive/2024")
@@ -132,6 +136,7 @@ def test_imap_preview_folder_argument(mp):
     assert mp.messages() == []
 
 
+@pytest.mark.servers
 def test_imap_preview_lists_only_what_is_not_fetched(mp):
     user = mp.new_user()
     mp.dc.save_messages(user, [make_message(i, tag="pvf") for i in range(3)])
@@ -150,6 +155,7 @@ def test_imap_preview_lists_only_what_is_not_fetched(mp):
     assert len(mp.messages()) == before + 1
 
 
+@pytest.mark.servers
 def test_pop3_preview_json(mp):
     user = mp.new_user()
     msgs = encoded_messages("pvp")
@@ -168,6 +174,7 @@ def test_pop3_preview_json(mp):
     assert json_lines(mp.run("preview", "--json", "t1")) == []
 
 
+@pytest.mark.servers
 def test_pop3_preview_keep_yes_after_fetch(mp):
     user = mp.new_user()
     mp.dc.add_messages(user, [make_message(i, tag="pvk") for i in range(2)])
