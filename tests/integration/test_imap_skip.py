@@ -307,3 +307,53 @@ def test_public_and_shared_namespaces_fetched_once(mailpull_bin, nsdovecot, tmp_
         multiset(public)
     assert multiset(mp.messages(os.path.join(mp.maildir(), f".Shared.{owner}"))) == \
         multiset(shared)
+
+
+# ---- allocation failure on the skipped-UID path ------------------------------------
+
+def test_allocation_failure_while_rechecking_skipped(mp):
+    """Each allocation of a run that asks again about skipped UIDs (one
+    still too large, one no longer \\Deleted) fails in turn: the run ends
+    with exit 75 and "out of memory" or succeeds, and the next run
+    completes, with nothing lost or doubled."""
+    import shutil
+    from conftest import VALGRIND, preload_lib
+    if mp.sanitized or VALGRIND:
+        pytest.skip("another allocator sits in front of the preloaded one")
+    lib = preload_lib(mp, "MAILPULL_FAILMALLOC", "failmalloc.so")
+    msgs = [make_message(i, tag="oomskip", size=3000 if i == 1 else None) for i in range(4)]
+    flags = [[], [], ["\\Deleted"], []]
+    log = mp.path("fm.log")
+    with fake_imaps(mp, msgs, flags=flags) as srv:
+        mp.configure(fake_account(mp, srv, max_size=1000, folders=["*"]))
+        assert_ok(mp.run())
+        assert multiset(mp.messages()) == multiset([msgs[0], msgs[3]])
+        srv.flags[2] = []
+        saved = mp.path("saved")
+        for d in ("state", "Maildir"):
+            shutil.copytree(mp.path(d), os.path.join(saved, d))
+
+        def restore():
+            for d in ("state", "Maildir"):
+                shutil.rmtree(mp.path(d))
+                shutil.copytree(os.path.join(saved, d), mp.path(d))
+            if os.path.exists(log):
+                os.unlink(log)
+
+        restore()
+        r = mp.run(env={"LD_PRELOAD": lib, "FM_LOG": log, "FM_FAIL_AT": "0"})
+        assert_ok(r)
+        with open(log) as f:
+            total = int(f.read().split()[2])
+        assert total > 20
+        for n in range(1, total + 1):
+            restore()
+            r = mp.run(env={"LD_PRELOAD": lib, "FM_LOG": log, "FM_FAIL_AT": str(n)})
+            assert r.rc in (EX_OK, EX_TEMPFAIL), f"allocation {n} of {total}:\n{r}"
+            if r.rc == EX_TEMPFAIL:
+                assert re.search(r"out of memory|Cannot allocate memory", r.err), \
+                    f"allocation {n} of {total}:\n{r}"
+            r = mp.run()
+            assert_ok(r)
+            assert multiset(mp.messages()) == multiset([msgs[0], msgs[2], msgs[3]]), \
+                f"allocation {n} of {total}"
