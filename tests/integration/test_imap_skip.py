@@ -183,6 +183,38 @@ def test_control_characters_in_folder_name_shown_escaped(mp, wire, status):
         assert "Evil\\x1b[31mRed\\x0dX" in r.err, repr(r.err)
 
 
+def test_control_characters_in_dovecot_folder_name_shown_escaped(mp):
+    """A real server's folder whose name holds ESC (Dovecot keeps it in
+    modified UTF-7 on disk, "&ABs-"): the notice about its too-large message
+    and the preview table show the name escaped; its mail is fetched."""
+    user = mp.new_user()
+    md = mp.dc.ensure_mailbox(user)
+    folder = os.path.join(md, ".Evil&ABs-[31mRed")
+    small, big = make_message(0, tag="ctlf"), make_message(1, tag="ctlf", size=30000)
+    for sub in ("", "cur", "new", "tmp"):
+        mp.dc._mkdir_owned(os.path.join(folder, sub))
+    for i, data in enumerate((small, big)):
+        path = os.path.join(folder, "new", f"1700000000.P1Q{i}.test")
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chown(path, mp.dc.uid, mp.dc.gid)
+    mp.configure(mp.imap_account(user, folders=["*"], max_size=20000))
+    r = mp.run("preview", "t1")
+    assert_ok(r)
+    assert "\x1b" not in r.out and "Evil\\x1b[31mRed" in r.out, repr(r.out)
+    r = mp.run()
+    assert_ok(r)
+    assert "\x1b" not in r.err, repr(r.err)
+    assert re.search(r"t1: Evil\\x1b\[31mRed: message UID \d+ .*over max_size", r.err), repr(r.err)
+    got = []
+    for top, dirs, files in os.walk(mp.maildir()):
+        if os.path.basename(top) in ("new", "cur"):
+            for n in files:
+                with open(os.path.join(top, n), "rb") as f:
+                    got.append(f.read())
+    assert got == [small]
+
+
 # ---- max_size and \Deleted (Dovecot) ---------------------------------------------
 
 def test_max_size_skip_reported_every_run_then_fetched(mp):
