@@ -327,6 +327,8 @@ def test_public_and_shared_namespaces_fetched_once(mailpull_bin, nsdovecot, tmp_
     seen = selects(r.err)
     assert seen.get(shared_name) == 1 and seen.get(public_name) == 1, seen
     assert seen.get("INBOX") == 1, seen
+    # Counted once each in the summary: 2 of mine, 2 shared, 3 public.
+    assert "7 left on the server" in r.out, str(r)
     assert multiset(mp.messages()) == multiset(mine)
     assert multiset(mp.messages(os.path.join(mp.maildir(), f".Shared.{owner}"))) == \
         multiset(shared)
