@@ -1,10 +1,21 @@
 /*
  * One run of an IMAP account. Policy only; the wire is imap.c's. Per
  * folder: SELECT (EXAMINE when nothing will change), compare UIDVALIDITY
- * and UIDNEXT with the state (nothing new: no FETCH at all, DESIGN
- * invariant 6), list what is new, fetch it in batches with the same
- * durable sequence as POP3 (account.c's file comment), then delete on the
- * server what keep / keep_days allow, with UID STORE and UID EXPUNGE.
+ * and UIDNEXT with the state (nothing new and nothing skipped: no FETCH
+ * at all, DESIGN invariant 6), list what is new, fetch it in batches with
+ * the same durable sequence as POP3 (account.c's file comment), then
+ * delete on the server what keep / keep_days allow, with UID STORE and
+ * UID EXPUNGE.
+ *
+ * Nothing is passed over unseen (invariant 8): a message left on the
+ * server for a reason (over max_size, flagged \Deleted, announced by the
+ * listing but left out of the body FETCH) goes into the state's skipped
+ * set, and every poll asks the server about those UIDs again (UID FETCH
+ * set (UID FLAGS RFC822.SIZE): O(skipped), not a listing), fetches what
+ * is now wanted, forgets what is gone, and reports the rest. One folder
+ * that cannot be worked on (a name the server sent invalid, or one the
+ * file system cannot hold) is reported and skipped; the others go on and
+ * the run ends with the first such problem (note_partial()).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -39,8 +50,14 @@ struct irun {
 	bool changed, unpublished;
 	struct account_progress progress;
 
+	/* The first problem that leaves the run partial; the other folders go on. */
+	int partial;
+	struct mp_err perr;
+
 	/* the folder being worked on */
 	const char *folder;
+	char fname[160];              /* folder, sanitized for messages */
+	bool bad_name;                /* the failure is the folder's name: skip it */
 	struct maildir *md;
 	struct imap_msginfo *msgs;
 	size_t nmsgs;
@@ -236,23 +253,50 @@ fetch_batch(struct irun *r, const uint32_t *uids, size_t n)
 	return ret;
 }
 
-static bool
-wanted(struct irun *r, const struct imap_msginfo *m)
+/* The first problem that leaves the run partial is kept in r->perr; r->err is cleared. */
+static void
+note_partial(struct irun *r)
+{
+	if (r->partial == 0) {
+		r->perr = *r->err;
+		r->partial = r->err->code < 0 ? r->err->code : -EIO;
+	}
+	mp_err_clear(r->err);
+}
+
+enum pick {
+	PICK_FETCH,         /* wanted and not here yet */
+	PICK_HAVE,          /* fetched already */
+	PICK_PASS,          /* not wanted by configuration (only_unseen) */
+	PICK_DELETED,       /* skipped: flagged \Deleted */
+	PICK_TOO_LARGE,     /* skipped: over max_size */
+};
+
+static enum pick
+pick(const struct irun *r, const struct imap_msginfo *m)
 {
 	if (state_uid_has(r->st, r->folder, m->uid))
-		return false;
-	/* Marked for deletion by another client: on its way out, not ours to take. */
+		return PICK_HAVE;
+	/* Marked for deletion by another client: on its way out, not ours to take (yet). */
 	if (m->flags & IMAP_FLAG_DELETED)
-		return false;
+		return PICK_DELETED;
 	if (r->a->only_unseen && (m->flags & IMAP_FLAG_SEEN))
-		return false;
-	if (r->a->max_size && m->size > r->a->max_size) {
-		r->stats->too_large++;
-		log_notice("%s: %s: message UID %u (%llu bytes) is over max_size; left on the server",
-			   r->a->name, r->folder, m->uid, (unsigned long long)m->size);
-		return false;
-	}
-	return true;
+		return PICK_PASS;
+	if (r->a->max_size && m->size > r->a->max_size)
+		return PICK_TOO_LARGE;
+	return PICK_FETCH;
+}
+
+/* Appends " uid" to a list of UIDs for a message, "..." once it is full. */
+static void
+uid_list_put(char *buf, size_t size, uint32_t uid)
+{
+	size_t len = strlen(buf);
+
+	if (len + 16 < size)
+		snprintf(buf + len, size - len, "%s%u", len ? ", " : "", uid);
+	else if (len + 4 < size && strcmp(buf + len - 3, "...") != 0)
+		memcpy(buf + len, "...", 4);
 }
 
 static int
@@ -272,7 +316,7 @@ fetch_new(struct irun *r)
 		goto out;
 	}
 	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
-		if (!wanted(r, &r->msgs[i]))
+		if (pick(r, &r->msgs[i]) != PICK_FETCH)
 			continue;
 		todo[n++] = r->msgs[i].uid;
 		bytes += r->msgs[i].size;
@@ -295,6 +339,162 @@ out:
 	r->flags = NULL;
 	r->fps = NULL;
 	return ret;
+}
+
+/*
+ * Records what this pass leaves on the server for a reason, reports it
+ * (every run: the set is looked at again each time), and forgets skipped
+ * UIDs that are fetched now or no longer wanted at all.
+ */
+static int
+record_skips(struct irun *r)
+{
+	char deleted[200] = "";
+	unsigned ndeleted = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
+		const struct imap_msginfo *m = &r->msgs[i];
+
+		switch (pick(r, m)) {
+		case PICK_TOO_LARGE:
+			r->stats->too_large++;
+			log_notice("%s: %s: message UID %u (%llu bytes) is over max_size; left on "
+				   "the server", r->a->name, r->fname, m->uid,
+				   (unsigned long long)m->size);
+			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
+			break;
+		case PICK_DELETED:
+			ndeleted++;
+			uid_list_put(deleted, sizeof(deleted), m->uid);
+			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
+			break;
+		case PICK_FETCH:
+			/* Fetched by note_missing(), or missing: it records those. */
+			break;
+		default:
+			ret = state_skip_remove(r->st, r->folder, m->uid, r->err);
+			break;
+		}
+	}
+	if (ndeleted)
+		log_notice("%s: %s: %u message(s) flagged \\Deleted by another client left on the "
+			   "server (UID %s)", r->a->name, r->fname, ndeleted, deleted);
+	return ret;
+}
+
+/*
+ * After the fetch: a wanted message that did not arrive although the
+ * FETCH ended in OK was left out by the server. It is recorded as skipped,
+ * so the next run fetches it; this run reports it and ends as temporary.
+ */
+static int
+note_missing(struct irun *r)
+{
+	char list[200] = "";
+	unsigned n = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
+		uint32_t uid = r->msgs[i].uid;
+		enum pick p = pick(r, &r->msgs[i]);
+
+		if (p == PICK_HAVE) {
+			ret = state_skip_remove(r->st, r->folder, uid, r->err);
+		} else if (p == PICK_FETCH) {
+			n++;
+			uid_list_put(list, sizeof(list), uid);
+			ret = state_skip_add(r->st, r->folder, uid, r->err);
+		}
+	}
+	if (ret == 0)
+		ret = state_sync(r->st, r->err);
+	if (ret < 0 || n == 0)
+		return ret;
+	r->changed = true;
+	log_warn("%s: %s: the server listed %u message(s) but did not send them (UID %s); "
+		 "the next run fetches them", r->a->name, r->fname, n, list);
+	mp_err_set(r->err, -EAGAIN, MP_EX_TEMPFAIL, "folder \"%s\": %u message(s) not sent by "
+		   "the server, left for the next run", r->fname, n);
+	note_partial(r);
+	return 0;
+}
+
+/* FETCH responses without a valid UID: those messages cannot be fetched (protocol error). */
+static bool
+note_bad_uids(struct irun *r)
+{
+	unsigned n = imap_take_bad_uids(r->im);
+
+	if (n == 0)
+		return false;
+	log_warn("%s: %s: the server sent %u FETCH response(s) without a valid UID; those "
+		 "messages were skipped", r->a->name, r->fname, n);
+	mp_err_set(r->err, -EPROTO, MP_EX_PROTOCOL, "folder \"%s\": %u message(s) without a "
+		   "valid UID (server error)", r->fname, n);
+	note_partial(r);
+	return true;
+}
+
+static int
+cmp_msginfo_uid(const void *a, const void *b)
+{
+	uint32_t x = ((const struct imap_msginfo *)a)->uid, y = ((const struct imap_msginfo *)b)->uid;
+
+	return x < y ? -1 : x > y;
+}
+
+static int uidvec_cb(void *ud, uint32_t uid);
+
+struct uidvec {
+	uint32_t *v;
+	size_t n, cap;
+};
+
+/*
+ * Asks the server again about the folder's skipped UIDs and adds what it
+ * still has to r->msgs (kept sorted, one entry per UID); with forget,
+ * forgets those it no longer has (expunged).
+ */
+static int
+recheck_skipped(struct irun *r, bool forget)
+{
+	struct uidvec sk = { 0 };
+	struct imap_msginfo *info = NULL, *all;
+	size_t ninfo = 0, k = 0, j = 0;
+	int ret = state_skip_foreach(r->st, r->folder, uidvec_cb, &sk);
+
+	if (ret < 0) {
+		free(sk.v);
+		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	}
+	if (sk.n == 0)
+		return 0;
+	ret = imap_fetch_info(r->im, sk.v, sk.n, &info, &ninfo, r->err);
+	for (size_t i = 0; i < sk.n && ret == 0 && forget; i++) {
+		while (j < ninfo && info[j].uid < sk.v[i])
+			j++;
+		if (j == ninfo || info[j].uid != sk.v[i])
+			ret = state_skip_remove(r->st, r->folder, sk.v[i], r->err);
+	}
+	free(sk.v);
+	all = ret == 0 ? realloc(r->msgs, (r->nmsgs + ninfo + 1) * sizeof(*all)) : NULL;
+	if (ret == 0 && !all)
+		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	if (ret < 0) {
+		free(info);
+		return ret;
+	}
+	memcpy(all + r->nmsgs, info, ninfo * sizeof(*info));
+	free(info);
+	r->msgs = all;
+	r->nmsgs += ninfo;
+	qsort(r->msgs, r->nmsgs, sizeof(*r->msgs), cmp_msginfo_uid);
+	for (size_t i = 0; i < r->nmsgs; i++)
+		if (k == 0 || r->msgs[k - 1].uid != r->msgs[i].uid)
+			r->msgs[k++] = r->msgs[i];
+	r->nmsgs = k;
+	return 0;
 }
 
 /*
@@ -332,17 +532,12 @@ revalidate(struct irun *r)
 		r->changed = true;
 		log_warn("%s: %s: UIDVALIDITY changed on the server; %zu of %zu messages "
 			 "recognised as already fetched, the rest will be fetched", r->a->name,
-			 r->folder, matched, r->nmsgs);
+			 r->fname, matched, r->nmsgs);
 	}
 	imap_envelopes_free(env, nenv);
 	free(uids);
 	return ret;
 }
-
-struct uidvec {
-	uint32_t *v;
-	size_t n, cap;
-};
 
 static int
 uidvec_cb(void *ud, uint32_t uid)
@@ -423,7 +618,7 @@ delete_fetched(struct irun *r)
 		/* A plain EXPUNGE would also remove what other clients marked \Deleted. */
 		log_warn("%s: %s: the server lacks UIDPLUS: %zu message(s) marked \\Deleted but "
 			 "not expunged (set expunge = yes to allow a plain EXPUNGE)",
-			 r->a->name, r->folder, del.n);
+			 r->a->name, r->fname, del.n);
 		goto out;
 	}
 	if (ret < 0)
@@ -440,6 +635,11 @@ out:
 	return ret;
 }
 
+/*
+ * A name too long for the file system is a local limit (74); any other
+ * name that cannot be mapped came invalid from the server (76). Either
+ * way only this folder is skipped (r->bad_name).
+ */
 static int
 open_folder_maildir(struct irun *r, const char *name, char delim)
 {
@@ -448,9 +648,15 @@ open_folder_maildir(struct irun *r, const char *name, char delim)
 
 	if (ret == -ENOMEM)
 		return mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory");
+	r->bad_name = ret < 0;
+	if (ret == -E2BIG)
+		return mp_err_set(r->err, -ENAMETOOLONG, MP_EX_IOERR, "folder \"%s\" skipped: its "
+				  "Maildir folder name would be longer than the file system allows",
+				  r->fname);
 	if (ret < 0)
 		return mp_err_set(r->err, ret, MP_EX_PROTOCOL,
-				  "folder \"%s\" cannot be mapped to a Maildir folder", name);
+				  "folder \"%s\" skipped: it cannot be mapped to a Maildir folder",
+				  r->fname);
 	if (asprintf(&path, "%s%s%s", r->a->maildir, *dir ? "/" : "", dir) < 0) {
 		free(dir);
 		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
@@ -460,6 +666,7 @@ open_folder_maildir(struct irun *r, const char *name, char delim)
 	free(path);
 	if (ret == 0)
 		maildir_set_sync_per_file(r->md, r->a->sync_per_file);
+	r->bad_name = ret == -ENAMETOOLONG;
 	return ret;
 }
 
@@ -483,10 +690,11 @@ do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 {
 	struct imap_folder f;
 	uint32_t uv = 0, uidnext = 0;
-	bool fresh = false, read_only;
+	bool fresh = false, read_only, unchanged, bad_uids;
 	int ret;
 
 	r->folder = mb->name;
+	util_sanitize(r->fname, sizeof(r->fname), mb->name, strlen(mb->name));
 	read_only = r->a->keep && r->a->keep_days < 0 && !r->a->mark_seen;
 	ret = imap_select(r->im, mb->name, read_only, &f, r->err);
 	*ret_gone = ret == -ENOENT;
@@ -503,26 +711,37 @@ do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 		uidnext = 0;
 	}
 	r->stats->on_server += f.exists;
-	if (folder_unchanged(r, &f, uidnext))
+	unchanged = folder_unchanged(r, &f, uidnext);
+	if (unchanged && state_skip_count(r->st, r->folder) == 0)
 		return 0;
 	ret = open_folder_maildir(r, mb->name, mb->delim);
 	if (ret == 0)
 		ret = account_recover(r->a, r->st, r->md, r->err);
-	if (ret == 0)
+	if (ret == 0 && !unchanged)
 		ret = imap_list_messages(r->im, fresh || !uidnext ? 1 : uidnext, &r->msgs,
 					 &r->nmsgs, r->err);
+	/* A message the listing could not name holds UIDNEXT back: every run reports it. */
+	bad_uids = ret == 0 && note_bad_uids(r);
 	if (ret == 0 && fresh)
 		ret = revalidate(r);
+	if (ret == 0)
+		ret = recheck_skipped(r, true);
+	if (ret == 0)
+		ret = record_skips(r);
 	if (ret == 0) {
 		for (size_t i = 0; i < r->nmsgs; i++)
-			if (!state_uid_has(r->st, r->folder, r->msgs[i].uid))
+			if (pick(r, &r->msgs[i]) == PICK_FETCH)
 				r->progress.total++;
 		ret = fetch_new(r);
+	}
+	if (ret == 0) {
+		note_bad_uids(r);
+		ret = note_missing(r);
 	}
 	/* DESIGN: a UIDVALIDITY change deletes nothing; the next run may. */
 	if (ret == 0 && !fresh)
 		ret = delete_fetched(r);
-	if (ret == 0 && f.uidnext) {
+	if (ret == 0 && f.uidnext && !bad_uids) {
 		ret = state_folder_set_uidnext(r->st, mb->name, f.uidnext, r->err);
 		if (ret == 0)
 			ret = state_sync(r->st, r->err);
@@ -543,6 +762,49 @@ matches_any(char *const *pats, size_t n, const char *name, char delim)
 		if (folder_match(pats[i], name, delim) == 1)
 			return true;
 	return false;
+}
+
+static int
+cmp_name_at(const void *a, const void *b, void *ud)
+{
+	const struct imap_mailbox *mb = ud;
+	const size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	int c = strcmp(mb[x].name, mb[y].name);
+
+	return c ? c : x < y ? -1 : x > y;
+}
+
+/*
+ * A folder both the patterns and a namespace reach comes twice from the
+ * LISTs: keeps the first of each name, in order, so no folder is worked on
+ * twice in a run. *n becomes the new count. -ENOMEM.
+ */
+static int
+dedup_folders(struct imap_mailbox *mb, size_t *n)
+{
+	size_t *ix, k = 0;
+
+	if (*n < 2)
+		return 0;
+	ix = calloc(*n, sizeof(*ix));
+	if (!ix)
+		return -ENOMEM;
+	for (size_t i = 0; i < *n; i++)
+		ix[i] = i;
+	/* Ties keep LIST order, so the first of equal names comes first. */
+	qsort_r(ix, *n, sizeof(*ix), cmp_name_at, mb);
+	for (size_t i = *n - 1; i > 0; i--) {
+		if (strcmp(mb[ix[i]].name, mb[ix[i - 1]].name) == 0) {
+			free(mb[ix[i]].name);
+			mb[ix[i]].name = NULL;
+		}
+	}
+	free(ix);
+	for (size_t i = 0; i < *n; i++)
+		if (mb[i].name)
+			mb[k++] = mb[i];
+	*n = k;
+	return 0;
 }
 
 /*
@@ -607,6 +869,10 @@ expand_folders(struct irun *r, struct imap_mailbox **ret_mb, size_t *ret_n)
 	for (size_t i = keep; i < nall; i++) {
 		free(all[i].name);
 		all[i].name = NULL;
+	}
+	if (dedup_folders(all, &keep) < 0) {
+		imap_mailboxes_free(all, keep);
+		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
 	}
 	*ret_mb = all;
 	*ret_n = keep;
@@ -688,48 +954,63 @@ recover_all(struct irun *r)
 	return maildir_tree_foreach(r->a->maildir, recover_one, r, r->err);
 }
 
+/* A folder whose name is not valid modified UTF-7 cannot be selected: reported, skipped. */
+static void
+skip_invalid_name(struct irun *r, const struct imap_mailbox *mb)
+{
+	char name[160];
+
+	util_sanitize(name, sizeof(name), mb->name, strlen(mb->name));
+	log_warn("%s: folder \"%s\" skipped: its name from the server is not valid modified "
+		 "UTF-7 (RFC 3501 section 5.1.3)", r->a->name, name);
+	mp_err_set(r->err, -EBADMSG, MP_EX_PROTOCOL, "folder \"%s\" skipped: invalid name from "
+		   "the server", name);
+	note_partial(r);
+}
+
 static int
 run_folders(struct irun *r)
 {
 	struct imap_mailbox *mb = NULL;
 	size_t n = 0;
-	struct mp_err ferr = { 0 };
-	int ret = expand_folders(r, &mb, &n), first = 0;
+	int ret = expand_folders(r, &mb, &n);
 
-	if (ret == 0)
-		first = check_missing(r, mb, n);
-	if (first < 0) {
-		ferr = *r->err;
-		mp_err_clear(r->err);
-	}
+	if (ret == 0 && check_missing(r, mb, n) < 0)
+		note_partial(r);
 	for (size_t i = 0; i < n && ret == 0; i++) {
 		bool gone = false;
 
+		if (mb[i].invalid) {
+			skip_invalid_name(r, &mb[i]);
+			continue;
+		}
+		r->bad_name = false;
 		ret = do_folder(r, &mb[i], &gone);
 		if (ret == -ENOENT && gone) {
 			/* Vanished between LIST and SELECT: that folder only. */
-			log_warn("%s: %s: %s", r->a->name, mb[i].name, r->err->msg);
+			log_warn("%s: %s: %s", r->a->name, r->fname, r->err->msg);
 			mp_err_clear(r->err);
+			ret = 0;
+		} else if (ret < 0 && r->bad_name) {
+			/* Its name cannot be a Maildir folder here: that folder only. */
+			log_warn("%s: %s", r->a->name, r->err->msg);
+			note_partial(r);
 			ret = 0;
 		} else if (ret == -EREMOTE) {
 			/* On another server (a referral): the other folders go on, the run fails. */
-			if (first == 0) {
-				char name[128];
+			char msg[sizeof(r->err->msg)];
 
-				util_sanitize(name, sizeof(name), mb[i].name, strlen(mb[i].name));
-				ferr = *r->err;
-				snprintf(ferr.msg, sizeof(ferr.msg), "folder \"%s\": %.360s", name,
-					 r->err->msg);
-				first = ret;
-			}
-			mp_err_clear(r->err);
+			snprintf(msg, sizeof(msg), "folder \"%s\": %.*s", r->fname,
+				 (int)(sizeof(msg) - sizeof(r->fname) - 16), r->err->msg);
+			memcpy(r->err->msg, msg, sizeof(msg));
+			note_partial(r);
 			ret = 0;
 		}
 	}
 	imap_mailboxes_free(mb, n);
-	if (ret == 0 && first < 0) {
-		*r->err = ferr;
-		ret = first;
+	if (ret == 0 && r->partial < 0) {
+		*r->err = r->perr;
+		ret = r->partial;
 	}
 	return ret;
 }
@@ -783,18 +1064,26 @@ preview_folder(struct irun *r, const struct imap_mailbox *mb, preview_cb cb, voi
 	struct imap_folder f;
 	struct imap_envelope *env = NULL;
 	uint32_t uv = 0, uidnext = 0, *uids = NULL;
-	size_t nenv = 0, n = 0;
-	int ret;
+	size_t nenv = 0, n = 0, skipped;
+	int ret = 0;
 
 	r->folder = mb->name;
+	util_sanitize(r->fname, sizeof(r->fname), mb->name, strlen(mb->name));
 	ret = imap_select(r->im, mb->name, true, &f, r->err);
 	if (ret < 0)
 		return ret;
 	if (state_folder_get(r->st, mb->name, &uv, &uidnext) < 0 || uv != f.uidvalidity)
 		uidnext = 0;
-	if (uidnext && uidnext == f.uidnext)
+	/* Skipped messages are still waiting: listed too (after a new UIDVALIDITY, all are). */
+	skipped = uidnext ? state_skip_count(r->st, mb->name) : 0;
+	if (uidnext && uidnext == f.uidnext && skipped == 0)
 		return 0;
-	ret = imap_list_messages(r->im, uidnext ? uidnext : 1, &r->msgs, &r->nmsgs, r->err);
+	if (!uidnext || uidnext != f.uidnext)
+		ret = imap_list_messages(r->im, uidnext ? uidnext : 1, &r->msgs, &r->nmsgs,
+					 r->err);
+	/* The state is not changed by a preview: nothing is recorded or forgotten. */
+	if (ret == 0 && skipped)
+		ret = recheck_skipped(r, false);
 	if (ret == 0 && !(uids = calloc(r->nmsgs + 1, sizeof(*uids))))
 		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
 	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
@@ -840,6 +1129,10 @@ account_imap_preview(const struct mp_account *a, struct state *st, const char *f
 		if (folder && folder_match(folder, mb[i].name, mb[i].delim) != 1)
 			continue;
 		seen = true;
+		if (mb[i].invalid) {
+			skip_invalid_name(&r, &mb[i]);
+			continue;
+		}
 		ret = preview_folder(&r, &mb[i], cb, ud);
 	}
 	if (ret == 0 && folder && !seen)
@@ -868,7 +1161,7 @@ idle_folder(const struct mp_account *a, const struct imap_mailbox *mb, size_t n)
 		const struct imap_mailbox *first = NULL;
 
 		for (size_t j = 0; j < n; j++) {
-			if (folder_match(a->folders[i], mb[j].name, mb[j].delim) != 1)
+			if (mb[j].invalid || folder_match(a->folders[i], mb[j].name, mb[j].delim) != 1)
 				continue;
 			if (strcmp(mb[j].name, "INBOX") == 0)
 				return &mb[j];

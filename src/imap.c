@@ -83,6 +83,7 @@ struct imap {
 	enum imap_state state;
 	unsigned tag;        /* number of the last tag used */
 	uint32_t exists;
+	unsigned bad_uids;   /* FETCH responses without a valid UID, since imap_take_bad_uids() */
 	char *buf;           /* IMAP_BUFSIZE decoded body bytes */
 };
 
@@ -1196,8 +1197,16 @@ list_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	if (rc == -ENOMEM)
 		return oom(err);
 	if (rc < 0) {
-		log_debug("skipping a mailbox whose name is not modified UTF-7");
-		return 0;
+		/* Kept under its raw name, so the policy can report it and go on. */
+		const char *raw;
+		size_t rlen;
+
+		if (imap_arg_string(&r->args[3], &raw, &rlen) < 0 || !raw)
+			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "malformed LIST response");
+		mb.name = strndup(raw, rlen);
+		if (!mb.name)
+			return oom(err);
+		mb.invalid = true;
 	}
 	flags = &r->args[1];
 	for (size_t i = 0; i < flags->count; i++)
@@ -1656,6 +1665,8 @@ struct msgs_ctx {
 	struct imap_msginfo *v;
 	size_t n, cap;
 	uint32_t from;
+	const uint32_t *want;    /* when not NULL: only these UIDs (sorted) */
+	size_t nwant;
 };
 
 /* "* n FETCH (UID u FLAGS (...) RFC822.SIZE s INTERNALDATE "...")". */
@@ -1669,14 +1680,18 @@ msgs_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	size_t len;
 	int rc;
 
-	(void)m;
 	/* Unsolicited FETCH FLAGS and the like carry no size: not ours. */
 	if (!l || !imap_fetch_item(l, "RFC822.SIZE"))
 		return 0;
-	if (!fetch_uid(l, &mi.uid) || imap_arg_u64(imap_fetch_item(l, "RFC822.SIZE"), &mi.size) < 0)
+	if (imap_arg_u64(imap_fetch_item(l, "RFC822.SIZE"), &mi.size) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "malformed FETCH response");
+	/* A message we cannot name cannot be fetched: counted for the policy to report. */
+	if (!fetch_uid(l, &mi.uid)) {
+		m->bad_uids++;
+		return 0;
+	}
 	/* RFC 3501 section 6.4.8: "n:*" always includes the last message, even below n. */
-	if (mi.uid < x->from)
+	if (mi.uid < x->from || (x->want && uid_index(x->want, x->nwant, mi.uid) == SIZE_MAX))
 		return 0;
 	mi.flags = parse_flags(imap_fetch_item(l, "FLAGS"));
 	a = imap_fetch_item(l, "INTERNALDATE");
@@ -1699,6 +1714,21 @@ cmp_msginfo(const void *a, const void *b)
 		       &((const struct imap_msginfo *)b)->uid);
 }
 
+/* Sorts by UID; a message reported twice (a FLAGS change meanwhile) is one message. */
+static void
+msgs_finish(struct msgs_ctx *x, struct imap_msginfo **ret, size_t *ret_n)
+{
+	size_t k = 0;
+
+	if (x->n > 1)
+		qsort(x->v, x->n, sizeof(*x->v), cmp_msginfo);
+	for (size_t i = 0; i < x->n; i++)
+		if (k == 0 || x->v[k - 1].uid != x->v[i].uid)
+			x->v[k++] = x->v[i];
+	*ret = x->v;
+	*ret_n = k;
+}
+
 int
 imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 		   size_t *ret_n, struct mp_err *err)
@@ -1706,7 +1736,6 @@ imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 	const struct imap_response *r;
 	struct msgs_ctx x = { .from = from_uid ? from_uid : 1 };
 	struct cmd cmd;
-	size_t k = 0;
 	int rc;
 
 	rc = check_usable(m, err);
@@ -1722,15 +1751,47 @@ imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 		free(x.v);
 		return settle(m, rc);
 	}
-	if (x.n > 1)
-		qsort(x.v, x.n, sizeof(*x.v), cmp_msginfo);
-	/* A message reported twice (a FLAGS change meanwhile) is one message. */
-	for (size_t i = 0; i < x.n; i++)
-		if (k == 0 || x.v[k - 1].uid != x.v[i].uid)
-			x.v[k++] = x.v[i];
-	*ret = x.v;
-	*ret_n = k;
+	msgs_finish(&x, ret, ret_n);
 	return 0;
+}
+
+int
+imap_fetch_info(struct imap *m, const uint32_t *uids, size_t n, struct imap_msginfo **ret,
+		size_t *ret_n, struct mp_err *err)
+{
+	struct msgs_ctx x = { .from = 1 };
+	struct batch b = {
+		.verb = "UID FETCH", .tail = " (UID FLAGS RFC822.SIZE)",
+		.what = "UID FETCH", .fn = msgs_resp, .ud = &x,
+	};
+	uint32_t *v = NULL;
+	int rc;
+
+	rc = check_usable(m, err);
+	if (rc < 0)
+		return rc;
+	rc = uids_sorted(uids, n, &v, &x.nwant, err);
+	if (rc < 0)
+		return rc;
+	x.want = v;
+	m->state = IMAP_ST_FETCH;
+	rc = run_batches(m, v, x.nwant, &b, err);
+	free(v);
+	if (rc < 0) {
+		free(x.v);
+		return settle(m, rc);
+	}
+	msgs_finish(&x, ret, ret_n);
+	return 0;
+}
+
+unsigned
+imap_take_bad_uids(struct imap *m)
+{
+	unsigned n = m->bad_uids;
+
+	m->bad_uids = 0;
+	return n;
 }
 
 struct search_ctx {
@@ -1984,7 +2045,9 @@ body_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	if (!x->begun)
 		return 0;
 	x->begun = false;
-	idx = l && fetch_uid(l, &uid) ? uid_index(x->uids, x->n, uid) : SIZE_MAX;
+	if (!l || !fetch_uid(l, &uid))
+		m->bad_uids++;
+	idx = uid ? uid_index(x->uids, x->n, uid) : SIZE_MAX;
 	if (idx == SIZE_MAX || x->got[idx]) {
 		log_debug("discarding a FETCH body %s",
 			  idx == SIZE_MAX ? "without a UID we asked for" : "sent twice");
@@ -2148,7 +2211,11 @@ env_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err 
 	(void)m;
 	if (!l || !(e = imap_fetch_item(l, "ENVELOPE")))
 		return 0;
-	if (!fetch_uid(l, &ev.uid) || uid_index(x->uids, x->nuids, ev.uid) == SIZE_MAX)
+	if (!fetch_uid(l, &ev.uid)) {
+		m->bad_uids++;
+		return 0;
+	}
+	if (uid_index(x->uids, x->nuids, ev.uid) == SIZE_MAX)
 		return 0;
 	if (imap_arg_u64(imap_fetch_item(l, "RFC822.SIZE"), &ev.size) < 0)
 		ev.size = 0;

@@ -98,6 +98,22 @@ collect(void *ud, const struct preview_item *it)
 		json_str(pv->out, r.subject ? r.subject : "");
 		fprintf(pv->out, ",\"size\":%llu}\n", (unsigned long long)r.size);
 	}
+	/* The table shows the folder name from the server with control bytes escaped. */
+	if (r.folder && !pv->json) {
+		size_t len = strlen(r.folder), room = 4 * len + 1;
+		char *safe = malloc(room);
+
+		if (!safe) {
+			free(r.folder);
+			free(r.date);
+			free(r.from);
+			free(r.subject);
+			return -ENOMEM;
+		}
+		util_sanitize(safe, room, r.folder, len);
+		free(r.folder);
+		r.folder = safe;
+	}
 	if (pv->n == pv->cap) {
 		size_t cap = pv->cap ? pv->cap * 2 : 64;
 		struct row *v = realloc(pv->rows, cap * sizeof(*v));

@@ -11,6 +11,7 @@
  *   NAME.state    "F <folder> <uidvalidity> <uidnext> <ranges or ->"
  *                 "R <folder> <ranges>"        more ranges, after its F line
  *                 "P <folder> <fp>[,<fp>...]"  fingerprints, after its F line
+ *                 "S <folder> <ranges>"        skipped UIDs, after its F line
  *   NAME.journal  "V <folder> <uidvalidity>"   start or restart the folder
  *                 "N <folder> <uidnext>"
  *                 "U <folder> <uid> <fp or -> <maildir_name or ->"
@@ -18,6 +19,8 @@
  *                 "X <folder> <fp>"            fingerprint forgotten (its
  *                                              message never arrived here)
  *                 "D <folder>"                 folder gone
+ *                 "S <folder> <uid>"           skipped: to look at again
+ *                 "T <folder> <uid>"           no longer skipped
  *                 "G <maildir_name> <flags>"   the Maildir info letters
  *                                              (as "FS") the name is to be
  *                                              published with, written
@@ -40,7 +43,9 @@
  * truncation harmless: for folders, everything after a folder's last V or D
  * line is replayed onto the same starting point, UID adds and expunges are
  * last-writer-wins per UID, and so are fingerprints (added by U, removed by
-X, all dropped by D).
+X, all dropped by D) and skipped UIDs (added by S, removed by T, all
+dropped by V and D). State files written before S and T existed simply
+have no skipped UIDs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -97,6 +102,13 @@ struct folder {
 	size_t nranges, rcap;
 	uint64_t nuids;
 	struct fp_set fps;
+	/*
+	 * UIDs passed over for a reason (too large, \Deleted, left out of a
+	 * FETCH) and looked at again on every poll; NULL when none. A struct
+	 * folder of its own so the range code serves both sets: only its
+	 * ranges and nuids are used.
+	 */
+	struct folder *skipped;
 };
 
 /*
@@ -785,6 +797,7 @@ folder_free(struct folder *f)
 	if (!f)
 		return;
 	folder_clear_uids(f);
+	folder_free(f->skipped);
 	free(f->fps.slots);
 	free(f->name);
 	free(f);
@@ -859,6 +872,8 @@ mem_folder_reset(struct state *s, const char *name, uint32_t uidvalidity)
 			return r;
 	}
 	folder_clear_uids(f);
+	folder_free(f->skipped);
+	f->skipped = NULL;
 	f->uidvalidity = uidvalidity;
 	f->uidnext = 0;
 	return 0;
@@ -990,7 +1005,16 @@ is_tag(const char *field)
 	return field[0] && !field[1];
 }
 
-/* Snapshot "F", "R" and "P" lines. */
+/* The skipped-UID set of f, created when missing. */
+static int
+skipped_need(struct folder *f)
+{
+	if (!f->skipped && !(f->skipped = calloc(1, sizeof(*f->skipped))))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Snapshot "F", "R", "P" and "S" lines. */
 static int
 apply_folder_snapshot(struct state *s, char *line)
 {
@@ -1018,6 +1042,10 @@ apply_folder_snapshot(struct state *s, char *line)
 	fo = folder_find(s, f[1], NULL);
 	if (!fo)
 		return -EBADMSG;
+	if (line[0] == 'S') {
+		r = skipped_need(fo);
+		return r < 0 ? r : parse_ranges(fo->skipped, f[2]);
+	}
 	return line[0] == 'R' ? parse_ranges(fo, f[2]) : parse_fps(fo, f[2]);
 }
 
@@ -1048,7 +1076,7 @@ replay_uid_add(struct state *s, char **f, uint32_t uid)
 }
 
 /*
- * Journal "V", "N", "U", "E" and "D" lines. N, U and E lines for a folder
+ * Journal "V", "N", "U", "E", "S", "T" and "D" lines. N, U, E, S and T lines for a folder
  * missing here are skipped for the reason given in replay_uid_add().
  */
 static int
@@ -1094,6 +1122,18 @@ apply_folder_journal(struct state *s, char *line)
 		return replay_uid_add(s, f, n);
 	case 'E':
 		r = fo ? range_del(fo, n) : 0;
+		return r < 0 ? r : 0;
+	case 'S':
+		if (n == 0)
+			return -EBADMSG;
+		r = fo ? skipped_need(fo) : 0;
+		if (r == 0 && fo)
+			r = range_reserve(fo->skipped);
+		if (r == 0 && fo)
+			range_add(fo->skipped, n);
+		return r;
+	case 'T':
+		r = fo && fo->skipped ? range_del(fo->skipped, n) : 0;
 		return r < 0 ? r : 0;
 	default:
 		mem_folder_remove(s, f[1]);
@@ -1254,7 +1294,7 @@ static int
 load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
 	/* Folder records start with an upper-case tag, key records never do. */
-	if (journal && line[0] && strchr("VNUEXD", line[0]))
+	if (journal && line[0] && strchr("VNUEXDST", line[0]))
 		return apply_folder_journal(s, line);
 	if (journal && line[0] == 'G')
 		return apply_name_flags(s, line);
@@ -1262,7 +1302,7 @@ load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 		return apply_journal(s, line);
 	if (lineno == 1)
 		return strcmp(line, STATE_HEADER) == 0 ? 0 : -EBADMSG;
-	if (line[0] && strchr("FRP", line[0]))
+	if (line[0] && strchr("FRPS", line[0]))
 		return apply_folder_snapshot(s, line);
 	return apply_snapshot(s, line);
 }
@@ -1877,12 +1917,10 @@ state_forget_name(struct state *s, const char *maildir_name, struct mp_err *err)
 	return r < 0 ? r : 1;
 }
 
-int
-state_uid_foreach(const struct state *s, const char *folder,
-		  int (*cb)(void *ud, uint32_t uid), void *ud)
+/* Calls cb for every UID in f's ranges; stops when cb returns non-zero. */
+static int
+ranges_foreach(const struct folder *f, int (*cb)(void *ud, uint32_t uid), void *ud)
 {
-	const struct folder *f = folder_find(s, folder, NULL);
-
 	for (size_t i = 0; f && i < f->nranges; i++) {
 		/* 64-bit, so a range ending at UINT32_MAX still ends the loop. */
 		for (uint64_t u = f->ranges[i].lo; u <= f->ranges[i].hi; u++) {
@@ -1895,12 +1933,99 @@ state_uid_foreach(const struct state *s, const char *folder,
 	return 0;
 }
 
+int
+state_uid_foreach(const struct state *s, const char *folder,
+		  int (*cb)(void *ud, uint32_t uid), void *ud)
+{
+	return ranges_foreach(folder_find(s, folder, NULL), cb, ud);
+}
+
 size_t
 state_uid_count(const struct state *s, const char *folder)
 {
 	const struct folder *f = folder_find(s, folder, NULL);
 
 	return f ? (size_t)f->nuids : 0;
+}
+
+/* Journals "<tag> <folder> <uid>". Room must be reserved. */
+static void
+put_uid_line(struct state *s, char tag, const char *folder, uint32_t uid)
+{
+	dbuf_put_folder(&s->pending, tag, folder);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put_u64(&s->pending, uid);
+	dbuf_put(&s->pending, "\n", 1);
+}
+
+int
+state_skip_add(struct state *s, const char *folder, uint32_t uid, struct mp_err *err)
+{
+	struct folder *f;
+	int r = folder_need(s, folder, &f, err);
+
+	if (r < 0)
+		return r;
+	if (uid == 0)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: UID 0", s->account);
+	if (f->skipped && range_has(f->skipped, uid))
+		return 0;
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, NULL));
+	if (r == 0)
+		r = skipped_need(f);
+	if (r == 0)
+		r = range_reserve(f->skipped);
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	range_add(f->skipped, uid);
+	put_uid_line(s, 'S', folder, uid);
+	return 0;
+}
+
+int
+state_skip_remove(struct state *s, const char *folder, uint32_t uid, struct mp_err *err)
+{
+	struct folder *f;
+	int r = folder_need(s, folder, &f, err);
+
+	if (r < 0)
+		return r;
+	if (!f->skipped || !range_has(f->skipped, uid))
+		return 0;
+	r = dbuf_reserve(&s->pending, folder_line_max(folder, NULL));
+	if (r == 0)
+		r = range_del(f->skipped, uid);
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	put_uid_line(s, 'T', folder, uid);
+	return 0;
+}
+
+bool
+state_skip_has(const struct state *s, const char *folder, uint32_t uid)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	return f && f->skipped && range_has(f->skipped, uid);
+}
+
+int
+state_skip_foreach(const struct state *s, const char *folder,
+		   int (*cb)(void *ud, uint32_t uid), void *ud)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	if (!f || !f->skipped)
+		return 0;
+	return ranges_foreach(f->skipped, cb, ud);
+}
+
+size_t
+state_skip_count(const struct state *s, const char *folder)
+{
+	const struct folder *f = folder_find(s, folder, NULL);
+
+	return f && f->skipped ? (size_t)f->skipped->nuids : 0;
 }
 
 int
@@ -2079,6 +2204,41 @@ snap_fps(struct snap *w, const struct folder *f, size_t room)
 	return 0;
 }
 
+/* "S" lines of at most about SNAP_LINE_ITEMS bytes of ranges each. */
+static int
+snap_skipped(struct snap *w, const struct folder *f, size_t room)
+{
+	const struct folder *k = f->skipped;
+	size_t used = 0;
+
+	for (size_t i = 0; i < k->nranges; i++) {
+		const struct uid_range *rg = &k->ranges[i];
+		size_t before;
+		int r = snap_reserve(w, room);
+
+		if (r < 0)
+			return r;
+		if (i > 0 && used >= SNAP_LINE_ITEMS)
+			dbuf_put(&w->b, "\n", 1);
+		if (i == 0 || used >= SNAP_LINE_ITEMS) {
+			dbuf_put_folder(&w->b, 'S', f->name);
+			dbuf_put(&w->b, " ", 1);
+			used = 0;
+		} else {
+			dbuf_put(&w->b, ",", 1);
+		}
+		before = w->b.len;
+		dbuf_put_u64(&w->b, rg->lo);
+		if (rg->hi != rg->lo) {
+			dbuf_put(&w->b, "-", 1);
+			dbuf_put_u64(&w->b, rg->hi);
+		}
+		used += w->b.len - before + 1;
+	}
+	dbuf_put(&w->b, "\n", 1);
+	return 0;
+}
+
 static int
 write_snapshot(struct state *s, int fd)
 {
@@ -2096,6 +2256,8 @@ write_snapshot(struct state *s, int fd)
 		r = snap_ranges(&w, f, room);
 		if (r == 0)
 			r = snap_fps(&w, f, room);
+		if (r == 0 && f->skipped && f->skipped->nranges)
+			r = snap_skipped(&w, f, room);
 	}
 	if (r == 0)
 		r = util_write_all(fd, w.b.p, w.b.len);

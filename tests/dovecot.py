@@ -22,6 +22,12 @@ is committed):
     server_cert, server_key     localhost, 127.0.0.1, ::1 (not 127.0.0.2)
     untrusted_ca_file           a second CA nobody trusts
     untrusted_cert, untrusted_key   a localhost certificate it signed
+
+Dovecot(namespaces=True) adds the acl plugin, a public namespace
+"Public/" (mail under WORKDIR/mail/public, every folder readable by
+anyone; see create_public_mailbox) and an other-users namespace
+"Shared/USER/" (a user's folder appears there for the users it is shared
+with, see share_mailbox).
 """
 
 import itertools
@@ -200,7 +206,8 @@ def make_self_signed_cert(dirpath, name, san="DNS:localhost,IP:127.0.0.1,IP:::1"
 class Dovecot:
     """A private Dovecot (POP3 + IMAP, plain and implicit TLS) on loopback."""
 
-    def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False, separator="/"):
+    def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False, separator="/",
+                 namespaces=False):
         self._own_workdir = workdir is None
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="mailpull-dovecot-")
@@ -211,6 +218,7 @@ class Dovecot:
         self.fsync = fsync
         # The IMAP hierarchy delimiter. The files stay Maildir++ (".A.B") either way.
         self.separator = separator
+        self.namespaces = namespaces
         self.proc = None
         self.conf = os.path.join(self.workdir, "dovecot.conf")
         self.log_path = os.path.join(self.workdir, "dovecot.log")
@@ -303,6 +311,7 @@ mail_fsync = {"optimized" if self.fsync else "never"}
 default_vsz_limit = 1G
 pop3_uidl_format = %08Xu%08Xv
 
+{self._namespace_conf(state)}
 protocol pop3 {{
   mail_max_userip_connections = 1000
 }}
@@ -337,6 +346,61 @@ service imap {{
         with open(self.conf, "w") as f:
             f.write(conf)
         os.chmod(self.conf, 0o644)
+
+    def _namespace_conf(self, state):
+        """Public and other-users namespaces with ACLs (Dovecot 2.3 acl plugin)."""
+        if not self.namespaces:
+            return ""
+        self.public_root = os.path.join(self.maildir_root, "public")
+        self._mkdir_owned(self.public_root)
+        os.chmod(self.public_root, 0o755)
+        sep = self.separator
+        return f"""mail_plugins = $mail_plugins acl
+plugin {{
+  acl = vfile
+  acl_shared_dict = file:{self.maildir_root}/shared-mailboxes.db
+}}
+namespace public {{
+  type = public
+  separator = {sep}
+  prefix = Public{sep}
+  location = maildir:{self.public_root}:INDEX={self.maildir_root}/%u/public-index
+  subscriptions = no
+  list = children
+}}
+namespace shared {{
+  type = shared
+  separator = {sep}
+  prefix = Shared{sep}%%u{sep}
+  location = maildir:{self.maildir_root}/%%u/Maildir:INDEX={self.maildir_root}/%u/shared/%%u
+  subscriptions = no
+  list = children
+}}
+"""
+
+    def create_public_mailbox(self, name, messages=()):
+        """Public/NAME, readable by anyone, holding messages (delivered as
+        files, as Dovecot itself would)."""
+        d = os.path.join(self.public_root, "." + name.replace(self.separator, "."))
+        self._mkdir_owned(d)
+        for sub in ("tmp", "new", "cur"):
+            self._mkdir_owned(os.path.join(d, sub))
+        acl = os.path.join(d, "dovecot-acl")
+        with open(acl, "w") as f:
+            f.write("anyone lr\n")
+        os.chown(acl, self.uid, self.gid)
+        for i, data in enumerate(messages):
+            path = os.path.join(d, "new", f"{int(time.time())}.P{os.getpid()}Q{i}.public")
+            with open(path, "wb") as f:
+                f.write(data)
+            os.chown(path, self.uid, self.gid)
+        return d
+
+    def share_mailbox(self, owner, folder, reader):
+        """Lets reader see owner's folder (as Shared/OWNER/FOLDER)."""
+        self.ensure_mailbox(owner)
+        self.ensure_mailbox(reader)
+        self.doveadm("acl", "set", "-u", owner, folder, f"user={reader}", "lookup", "read")
 
     @staticmethod
     def _check_traversable(path):

@@ -29,6 +29,9 @@ Knobs:
     ghost_folders   more folder names LIST returns and SELECT refuses (NO
                     [NONEXISTENT]), as when another client deletes them
                     between the two
+    extra_folders   empty folders LIST returns before INBOX (names as bytes
+                    or str, sent as literals, so any byte but CR and LF
+                    goes) and SELECT accepts
     on_fetch        callable(server, conn, index, uid, data) called for each
                     message a UID FETCH of BODY[] returns; it sends the FETCH
                     response itself (data: the message, CRLF); return False
@@ -108,6 +111,7 @@ class _Conn:
         self.record = bytearray()
         srv._records.append(self.record)
         self.tls = False
+        self.extra = False          # an extra (empty) folder is selected
 
     def _fill(self):
         data = self.sock.recv(65536)
@@ -155,7 +159,7 @@ class FakeIMAP:
                  starttls_reply="OK Begin TLS negotiation now", inject=b"",
                  messages=(), flags=None, password="secret", uidvalidity=4242,
                  stall_on=(), host="127.0.0.1", timeout=60.0, on_fetch=None,
-                 context=None, script=None, ghost_folders=()):
+                 context=None, script=None, ghost_folders=(), extra_folders=()):
         self.tls = tls
         self.caps = list(caps)
         self.script = {k.upper(): v for k, v in (script or {}).items()}
@@ -170,6 +174,7 @@ class FakeIMAP:
         self.stall_on = {s.upper() for s in stall_on}
         self.on_fetch = on_fetch
         self.ghost_folders = list(ghost_folders)
+        self.extra_folders = [f if isinstance(f, bytes) else f.encode() for f in extra_folders]
         self.host = host
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -393,12 +398,24 @@ class FakeIMAP:
                 c.line('* NAMESPACE (("" "/")) NIL NIL')
                 c.line(f"{tag} OK NAMESPACE completed")
             elif verb in ("LIST", "LSUB"):
+                for x in self.extra_folders:
+                    c.send(f'* {verb} (\\HasNoChildren) "/" {{{len(x)}}}\r\n'.encode() + x
+                           + b"\r\n")
                 c.line(f'* {verb} (\\HasNoChildren) "/" INBOX')
                 for g in self.ghost_folders:
                     c.line(f'* {verb} (\\HasNoChildren) "/" {g}')
                 c.line(f"{tag} OK {verb} completed")
             elif verb in ("SELECT", "EXAMINE"):
                 box = cmd.split(" ", 1)[1].strip('"') if " " in cmd else ""
+                if box.encode("latin-1") in self.extra_folders:
+                    c.line("* 0 EXISTS")
+                    c.line(f"* OK [UIDVALIDITY {self.uidvalidity}] UIDs valid")
+                    c.line("* OK [UIDNEXT 1] predicted next UID")
+                    c.extra = True
+                    selected = True
+                    c.line(f"{tag} OK [READ-ONLY] {verb} completed")
+                    continue
+                c.extra = False
                 if box.upper() != "INBOX":
                     c.line(f"{tag} NO [NONEXISTENT] no such mailbox")
                     continue
@@ -428,6 +445,8 @@ class FakeIMAP:
                         else:
                             i += 1
                 c.line(f"{tag} OK EXPUNGE completed")
+            elif verb == "UID" and len(parts) > 2 and c.extra:
+                c.line(f"{tag} OK UID {parts[1].upper()} completed")
             elif verb == "UID" and len(parts) > 2:
                 self._uid_command(c, tag, parts[1].upper(), parts[2:])
             else:

@@ -71,12 +71,14 @@ struct imap_mailbox {
 	char *name;                /* UTF-8 */
 	char delim;                /* hierarchy delimiter, '\0' for NIL */
 	bool noselect;             /* \Noselect or \NonExistent */
+	bool invalid;              /* not valid modified UTF-7: name holds the raw bytes */
 };
 
 /*
  * LIST "" pattern (pattern in UTF-8, with * and % wildcards). *ret is a
- * malloc'd array the caller frees with imap_mailboxes_free(). Names that
- * are not valid modified UTF-7 are skipped with a debug note.
+ * malloc'd array the caller frees with imap_mailboxes_free(). A name that
+ * is not valid modified UTF-7 comes as the server sent it, with invalid
+ * set: it cannot be selected, only reported.
  */
 int imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t *ret_n,
 	      struct mp_err *err) MP_WUR;
@@ -126,6 +128,24 @@ struct imap_msginfo {
  */
 int imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 		       size_t *ret_n, struct mp_err *err) MP_WUR;
+
+/*
+ * UID FETCH uids (UID FLAGS RFC822.SIZE): what the server still has of
+ * these UIDs (one it does not have simply does not come back). Responses
+ * for other UIDs are ignored. *ret is malloc'd (caller frees), sorted by
+ * UID; internaldate is 0. Errors: -EPROTO (refused or malformed), -E2BIG
+ * (more than the engine takes at once), -ENOMEM, conn's.
+ */
+int imap_fetch_info(struct imap *m, const uint32_t *uids, size_t n, struct imap_msginfo **ret,
+		    size_t *ret_n, struct mp_err *err) MP_WUR;
+
+/*
+ * The number of FETCH responses that carried no valid UID (absent, 0, or
+ * past 2^32-1) since the last call, and resets it. Listings and envelope
+ * fetches leave such a message out; imap_fetch_bodies() aborts its body.
+ * The engine does not log them: the policy reports them.
+ */
+unsigned imap_take_bad_uids(struct imap *m);
 
 /*
  * UID SEARCH with the given criteria (e.g. "UNSEEN", "BEFORE 1-Jan-2026",

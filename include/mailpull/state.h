@@ -175,6 +175,34 @@ int state_uid_foreach(const struct state *s, const char *folder,
 size_t state_uid_count(const struct state *s, const char *folder);
 
 /*
+ * Skipped UIDs (DESIGN invariant 8): messages of folder passed over for a
+ * reason (over max_size, flagged \Deleted, announced but left out of a
+ * FETCH) that every poll looks at again, so the folder's UIDNEXT can move
+ * past them. A UIDVALIDITY change (state_folder_reset()) empties the set;
+ * compaction keeps it.
+ *
+ * state_skip_add() records uid as skipped; one already recorded adds
+ * nothing. Errors: -ENOENT (folder not started), -EINVAL (uid 0, empty
+ * folder), -ENOMEM, or the error of an earlier failed state_sync().
+ * state_skip_remove() forgets uid (fetched, or gone from the server); one
+ * not recorded is not an error. Errors: as state_skip_add(). Both are
+ * buffered until state_sync().
+ */
+int state_skip_add(struct state *s, const char *folder, uint32_t uid, struct mp_err *err) MP_WUR;
+int state_skip_remove(struct state *s, const char *folder, uint32_t uid,
+		      struct mp_err *err) MP_WUR;
+
+/* Whether uid is recorded as skipped in folder. */
+bool state_skip_has(const struct state *s, const char *folder, uint32_t uid);
+
+/* Calls cb for every skipped UID of folder in increasing order; stops as state_uid_foreach(). */
+int state_skip_foreach(const struct state *s, const char *folder,
+		       int (*cb)(void *ud, uint32_t uid), void *ud);
+
+/* Number of skipped UIDs in folder. */
+size_t state_skip_count(const struct state *s, const char *folder);
+
+/*
  * Forgets a folder entirely, fingerprints included (it vanished from the
  * server). An unknown folder is not an error. Errors: -EINVAL, -ENOMEM.
  */

@@ -6,7 +6,8 @@
  * set, the state is compacted and opened again with the same journal put
  * back, then a few changes are made, synced and compacted, and the state
  * is opened once more: each time, what comes back must be what was
- * there, since a state that loses or invents a key, a folder or a UID
+ * there, since a state that loses or invents a key, a folder, a UID or a
+ * skipped UID
  * would make mailpull fetch twice or skip a message.
  *
  * The files live in a directory of their own under /dev/shm (or $TMPDIR),
@@ -130,12 +131,25 @@ on_uid(void *ud, uint32_t uid)
 }
 
 static int
+on_skipped(void *ud, uint32_t uid)
+{
+	struct walk *w = ud;
+
+	if (uid == 0 || (w->n > 0 && uid <= w->last) || !state_skip_has(w->s, w->folder, uid))
+		abort();
+	w->last = uid;
+	w->h = fnv(w->h, &uid, sizeof(uid));
+	return ++w->n >= UID_WALK_MAX;
+}
+
+static int
 on_folder(void *ud, const char *folder)
 {
 	struct walk *w = ud;
 	struct walk u = { .s = w->s, .folder = folder, .h = 0xcbf29ce484222325ull };
+	struct walk k = { .s = w->s, .folder = folder, .h = 0xcbf29ce484222325ull };
 	uint32_t uv = 0, un = 0;
-	size_t count;
+	size_t count, nskip;
 
 	if (state_folder_get(w->s, folder, &uv, &un) < 0 || uv == 0)
 		abort();
@@ -145,6 +159,10 @@ on_folder(void *ud, const char *folder)
 		abort();
 	if (u.n == 0 && (state_uid_has(w->s, folder, 1) || state_uid_has(w->s, folder, UINT32_MAX)))
 		abort();
+	nskip = state_skip_count(w->s, folder);
+	state_skip_foreach(w->s, folder, on_skipped, &k);
+	if (k.n < UID_WALK_MAX && k.n != nskip)
+		abort();
 	(void)state_fp_has(w->s, folder, 1);
 	(void)state_fp_has(w->s, folder, UINT64_MAX);
 	w->d->folders = fnv(w->d->folders, folder, strlen(folder) + 1);
@@ -152,6 +170,8 @@ on_folder(void *ud, const char *folder)
 	w->d->folders = fnv(w->d->folders, &un, sizeof(un));
 	w->d->folders = fnv(w->d->folders, &count, sizeof(count));
 	w->d->folders = fnv(w->d->folders, &u.h, sizeof(u.h));
+	w->d->folders = fnv(w->d->folders, &nskip, sizeof(nskip));
+	w->d->folders = fnv(w->d->folders, &k.h, sizeof(k.h));
 	w->d->nfolders++;
 	return 0;
 }
@@ -231,6 +251,9 @@ change(struct state *s, uint8_t mode)
 		(void)state_folder_get(s, folder, &uv, &un);
 		(void)state_uid_add(s, folder, un ? un : 1, 0, NULL, &err);
 		(void)state_uid_remove(s, folder, 3, &err);
+		(void)state_skip_add(s, folder, 4, &err);
+		(void)state_skip_add(s, folder, UINT32_MAX, &err);
+		(void)state_skip_remove(s, folder, mode & 1 ? 4 : 5, &err);
 		if (mode & 2)
 			(void)state_folder_remove(s, folder, &err);
 		free(folder);

@@ -811,7 +811,7 @@ test_list(void **state)
 
 	(void)state;
 	assert_int_equal(imap_list(m, "*", &v, &n, &err), 0);
-	assert_int_equal(n, 7);
+	assert_int_equal(n, 8);
 	assert_string_equal(v[0].name, "INBOX");
 	assert_int_equal(v[0].delim, '/');
 	assert_string_equal(v[1].name, "Archive/2024");
@@ -823,7 +823,12 @@ test_list(void **state)
 	assert_string_equal(v[4].name, "Entw\xc3\xbcrfe");
 	assert_int_equal(v[4].delim, '.');
 	assert_string_equal(v[5].name, "With \"Quote");
-	assert_string_equal(v[6].name, "\xe2\x98\xba!");
+	assert_false(v[5].invalid);
+	/* Not modified UTF-7: kept raw, for the policy to report. */
+	assert_string_equal(v[6].name, "Bad&-x&AAA-");
+	assert_true(v[6].invalid);
+	assert_string_equal(v[7].name, "\xe2\x98\xba!");
+	assert_false(v[7].invalid);
 	imap_mailboxes_free(v, n);
 	v = NULL;
 	/* the pattern goes in modified UTF-7; BAD is a refusal */
@@ -903,7 +908,11 @@ test_list_messages(void **state)
 		C("A0002 UID FETCH 200:* (UID FLAGS RFC822.SIZE INTERNALDATE)"),
 		S("* 4 FETCH (UID 103 FLAGS () RFC822.SIZE 5)\r\nA0002 OK done\r\n"),
 		C("A0003 UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)"),
-		S("* 1 FETCH (UID x RFC822.SIZE 5)\r\nA0003 OK done\r\n"),
+		S("* 1 FETCH (UID x RFC822.SIZE 5)\r\n* 2 FETCH (UID 0 RFC822.SIZE 5)\r\n"
+		  "* 3 FETCH (RFC822.SIZE 5 FLAGS ())\r\n* 4 FETCH (UID 4294967296 RFC822.SIZE 5)\r\n"
+		  "* 5 FETCH (UID 9 RFC822.SIZE 5)\r\nA0003 OK done\r\n"),
+		C("A0004 UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)"),
+		S("* 1 FETCH (UID 3 RFC822.SIZE x)\r\nA0004 OK done\r\n"),
 		END,
 	};
 	struct fake f;
@@ -933,7 +942,58 @@ test_list_messages(void **state)
 	assert_int_equal(n, 0);
 	free(v);
 	v = NULL;
+	assert_int_equal(imap_take_bad_uids(m), 0);
+	/* Messages without a valid UID are left out and counted, the others kept. */
+	assert_int_equal(imap_list_messages(m, 0, &v, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(v[0].uid, 9);
+	free(v);
+	v = NULL;
+	assert_int_equal(imap_take_bad_uids(m), 4);
+	assert_int_equal(imap_take_bad_uids(m), 0);
 	assert_int_equal(imap_list_messages(m, 0, &v, &n, &err), -EPROTO);
+	finish(&f, m);
+}
+
+static void
+test_fetch_info(void **state)
+{
+	static const struct step script[] = {
+		LOGGED_IN,
+		C("A0001 UID FETCH 5,7:8,4294967295 (UID FLAGS RFC822.SIZE)"),
+		S("* 3 FETCH (UID 8 FLAGS (\\Deleted) RFC822.SIZE 20)\r\n"
+		  "* 1 FETCH (FLAGS (\\Seen))\r\n"
+		  "* 2 FETCH (UID 6 FLAGS () RFC822.SIZE 1)\r\n"
+		  "* 1 FETCH (UID 5 FLAGS () RFC822.SIZE 10)\r\n"
+		  "* 4 FETCH (FLAGS () RFC822.SIZE 7)\r\n"
+		  "* 3 FETCH (UID 8 FLAGS () RFC822.SIZE 20)\r\n"
+		  "A0001 OK done\r\n"),
+		C("A0002 UID FETCH 1 (UID FLAGS RFC822.SIZE)"), S("A0002 NO gone\r\n"),
+		END,
+	};
+	static const uint32_t uids[] = { 8, 7, 5, 4294967295u, 5 };
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_msginfo *v = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(imap_fetch_info(m, uids, ARRAY_SIZE(uids), &v, &n, &err), 0);
+	/* 6 was not asked for; 7 and 4294967295 are gone; 8 came twice. */
+	assert_int_equal(n, 2);
+	assert_int_equal(v[0].uid, 5);
+	assert_int_equal(v[0].size, 10);
+	assert_int_equal(v[1].uid, 8);
+	assert_int_equal(v[1].size, 20);
+	free(v);
+	v = NULL;
+	assert_int_equal(imap_take_bad_uids(m), 1);
+	assert_int_equal(imap_fetch_info(m, uids + 2, 0, &v, &n, &err), 0);
+	assert_int_equal(n, 0);
+	free(v);
+	v = NULL;
+	assert_int_equal(imap_fetch_info(m, (const uint32_t[]){ 1 }, 1, &v, &n, &err), -EPROTO);
 	finish(&f, m);
 }
 
@@ -1037,6 +1097,8 @@ test_fetch_bodies(void **state)
 	assert_int_equal(g.flags[2], IMAP_FLAG_ANSWERED);
 	assert_string_equal(g.buf[2], "abc");
 	assert_true(g.aborted[3] && g.aborted[4] && g.aborted[5]);
+	/* Only the body without a UID counts as one the server could not name. */
+	assert_int_equal(imap_take_bad_uids(m), 1);
 	assert_true(g.ended[6]);
 	assert_int_equal(g.uid[6], 9);
 	assert_string_equal(g.buf[6], "Hello World!");
@@ -1714,6 +1776,7 @@ main(void)
 		cmocka_unit_test(test_namespaces),
 		cmocka_unit_test(test_namespaces_not_offered),
 		cmocka_unit_test(test_list_messages),
+		cmocka_unit_test(test_fetch_info),
 		cmocka_unit_test(test_search),
 		cmocka_unit_test(test_fetch_bodies),
 		cmocka_unit_test(test_fetch_mark_seen_quoted),

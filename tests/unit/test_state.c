@@ -1544,6 +1544,129 @@ test_folder_compact_crash_replay(void **state)
 	state_close(s);
 }
 
+static int
+collect_uid(void *ud, uint32_t uid)
+{
+	uint32_t *v = ud;
+
+	v[++v[0]] = uid;
+	return 0;
+}
+
+/* Skipped UIDs: S/T journal lines, S snapshot lines, reset by V, kept by compaction. */
+static void
+test_skipped(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "sk");
+	uint32_t got[16] = { 0 };
+	char j[256], *saved;
+
+	pathf(j, sizeof(j), "%s/sk.journal", fx->sdir);
+	assert_int_equal(state_skip_add(s, "INBOX", 5, &err), -ENOENT);
+	assert_int_equal(state_folder_reset(s, "INBOX", 9, &err), 0);
+	assert_int_equal(state_folder_reset(s, "A b", 9, &err), 0);
+	assert_int_equal(state_skip_add(s, "INBOX", 0, &err), -EINVAL);
+	for (uint32_t u = 3; u <= 7; u++)
+		assert_int_equal(state_skip_add(s, "INBOX", u, &err), 0);
+	assert_int_equal(state_skip_add(s, "INBOX", 5, &err), 0);
+	assert_int_equal(state_skip_add(s, "INBOX", UINT32_MAX, &err), 0);
+	assert_int_equal(state_skip_remove(s, "INBOX", 5, &err), 0);
+	assert_int_equal(state_skip_remove(s, "INBOX", 99, &err), 0);
+	assert_int_equal(state_skip_add(s, "A b", 2, &err), 0);
+	assert_int_equal(state_skip_count(s, "INBOX"), 5);
+	assert_true(state_skip_has(s, "INBOX", 4));
+	assert_false(state_skip_has(s, "INBOX", 5));
+	assert_false(state_uid_has(s, "INBOX", 4));
+	assert_false(state_skip_has(s, "nope", 4));
+	fsync_ok(s);
+	saved = slurp(j, NULL);
+	assert_non_null(strstr(saved, "S INBOX 3\n"));
+	assert_non_null(strstr(saved, "T INBOX 5\n"));
+	state_close(s);
+
+	for (int round = 0; round < 3; round++) {
+		s = open_ok(fx, "sk");
+		assert_int_equal(state_skip_count(s, "INBOX"), 5);
+		memset(got, 0, sizeof(got));
+		assert_int_equal(state_skip_foreach(s, "INBOX", collect_uid, got), 0);
+		assert_int_equal(got[0], 5);
+		assert_int_equal(got[1], 3);
+		assert_int_equal(got[2], 4);
+		assert_int_equal(got[3], 6);
+		assert_int_equal(got[4], 7);
+		assert_int_equal(got[5], UINT32_MAX);
+		assert_true(state_skip_has(s, "A b", 2));
+		if (round == 0)
+			compact_ok(s);
+		if (round == 1) {
+			/* A crash between snapshot and journal truncation replays over it. */
+			put_file(j, saved, false);
+		}
+		state_close(s);
+	}
+	free(saved);
+	s = open_ok(fx, "sk");
+	/* A new UIDVALIDITY empties the set, in memory and on replay. */
+	assert_int_equal(state_folder_reset(s, "INBOX", 10, &err), 0);
+	assert_int_equal(state_skip_count(s, "INBOX"), 0);
+	assert_int_equal(state_skip_add(s, "INBOX", 1, &err), 0);
+	fsync_ok(s);
+	state_close(s);
+	s = open_ok(fx, "sk");
+	assert_int_equal(state_skip_count(s, "INBOX"), 1);
+	assert_true(state_skip_has(s, "INBOX", 1));
+	assert_false(state_skip_has(s, "INBOX", 3));
+	assert_int_equal(state_folder_remove(s, "A b", &err), 0);
+	fsync_ok(s);
+	state_close(s);
+	s = open_ok(fx, "sk");
+	assert_false(state_skip_has(s, "A b", 2));
+	state_close(s);
+}
+
+/* A snapshot from before skipped UIDs existed loads; a bad S or T line is refused. */
+static void
+test_skipped_lines(void **state)
+{
+	struct fixture *fx = *state;
+	char p[256], j[256];
+	struct mp_err err = { 0 };
+	struct state *s;
+	static const char *const bad[] = {
+		"S INBOX 0\n", "S INBOX x\n", "T INBOX\n", "S INBOX 4294967296\n",
+	};
+
+	pathf(p, sizeof(p), "%s/old.state", fx->sdir);
+	pathf(j, sizeof(j), "%s/old.journal", fx->sdir);
+	state_close(open_ok(fx, "old"));
+	put_file(p, "mailpull-state 1\nF INBOX 7 10 1-9\n", false);
+	s = open_ok(fx, "old");
+	assert_int_equal(state_skip_count(s, "INBOX"), 0);
+	assert_int_equal(state_uid_count(s, "INBOX"), 9);
+	state_close(s);
+	put_file(p, "mailpull-state 1\nF INBOX 7 10 1-9\nS INBOX 20-22,30\nS INBOX 40\n", false);
+	s = open_ok(fx, "old");
+	assert_int_equal(state_skip_count(s, "INBOX"), 5);
+	assert_true(state_skip_has(s, "INBOX", 40));
+	state_close(s);
+	put_file(p, "mailpull-state 1\nF INBOX 7 10 1-9\nS INBOX 30,20\n", false);
+	assert_int_equal(state_open(fx->sdir, "old", false, &s, &err), -EBADMSG);
+	put_file(p, "mailpull-state 1\nS INBOX 30\n", false);
+	assert_int_equal(state_open(fx->sdir, "old", false, &s, &err), -EBADMSG);
+	put_file(p, "mailpull-state 1\nF INBOX 7 10 1-9\n", false);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		put_file(j, bad[i], false);
+		assert_int_equal(state_open(fx->sdir, "old", false, &s, &err), -EBADMSG);
+	}
+	/* S and T lines of a folder a later D removed are skipped on replay. */
+	put_file(j, "S Gone 3\nT Gone 3\n", false);
+	s = open_ok(fx, "old");
+	assert_int_equal(state_skip_count(s, "Gone"), 0);
+	state_close(s);
+}
+
 static void
 test_folder_bad_arguments(void **state)
 {
@@ -1697,6 +1820,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_forget_name_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_name_uid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_scale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_skipped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_skipped_lines, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
