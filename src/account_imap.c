@@ -485,7 +485,8 @@ recheck_skipped(struct irun *r, bool forget)
 		free(info);
 		return ret;
 	}
-	memcpy(all + r->nmsgs, info, ninfo * sizeof(*info));
+	if (ninfo)
+		memcpy(all + r->nmsgs, info, ninfo * sizeof(*info));
 	free(info);
 	r->msgs = all;
 	r->nmsgs += ninfo;
