@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,9 +55,30 @@ struct irun {
 	struct maildir_msg *cur;
 	struct hdr_scan hs;
 	uint64_t cur_size;
+	uint64_t cur_bytes;        /* decoded bytes of cur so far */
+	const uint32_t *want;      /* the UIDs the batch asked for */
+	size_t nwant;
 };
 
 static const char *const msgid_field[] = { "Message-ID" };
+
+static int
+body_too_big(struct irun *r, uint64_t size)
+{
+	uint32_t lo = r->nwant ? r->want[0] : 0, hi = r->nwant ? r->want[r->nwant - 1] : 0;
+
+	if (lo == hi)
+		return mp_err_set(r->err, -EFBIG, MP_EX_PROTOCOL,
+				  "%s: message UID %" PRIu32 ": the server sends a body of %" PRIu64
+				  " bytes, over %" PRIu64 " bytes (%s); cut off, nothing stored "
+				  "or deleted", r->folder, lo, size, account_msg_cap(r->a),
+				  account_cap_name(r->a));
+	return mp_err_set(r->err, -EFBIG, MP_EX_PROTOCOL,
+			  "%s: a message among UIDs %" PRIu32 "-%" PRIu32 ": the server sends a "
+			  "body of %" PRIu64 " bytes, over %" PRIu64 " bytes (%s); cut off, "
+			  "nothing stored or deleted", r->folder, lo, hi, size,
+			  account_msg_cap(r->a), account_cap_name(r->a));
+}
 
 static int
 isink_begin(void *ud, uint64_t size)
@@ -66,8 +88,15 @@ isink_begin(void *ud, uint64_t size)
 
 	if (ret < 0)
 		return ret;
+	/*
+	 * The literal's length is the server's real declaration of the body
+	 * (RFC822.SIZE is only a claim): over the cap, nothing of it is read.
+	 */
+	if (size > account_msg_cap(r->a))
+		return body_too_big(r, size);
 	hdr_scan_init(&r->hs, msgid_field, 1);
 	r->cur_size = size;
+	r->cur_bytes = 0;
 	return maildir_msg_new(r->md, &r->cur, r->err);
 }
 
@@ -76,6 +105,10 @@ isink_data(void *ud, const char *buf, size_t len)
 {
 	struct irun *r = ud;
 
+	/* Never more than the literal announced; checked again all the same. */
+	r->cur_bytes += len;
+	if (r->cur_bytes > account_msg_cap(r->a))
+		return body_too_big(r, r->cur_bytes);
 	if (!r->hs.done)
 		hdr_scan_feed(&r->hs, buf, len);
 	r->stats->bytes += len;
@@ -216,6 +249,8 @@ fetch_batch(struct irun *r, const uint32_t *uids, size_t n)
 	int ret;
 
 	r->nbatch = 0;
+	r->want = uids;
+	r->nwant = n;
 	ret = imap_fetch_bodies(r->im, uids, n, r->a->mark_seen, &sink, r->err);
 	if (ret == -ECANCELED) {
 		ret = account_commit_stopped(r->err, batch_commit_cb, r, r->nbatch);
@@ -239,10 +274,11 @@ wanted(struct irun *r, const struct imap_msginfo *m)
 		return false;
 	if (r->a->only_unseen && (m->flags & IMAP_FLAG_SEEN))
 		return false;
-	if (r->a->max_size && m->size > r->a->max_size) {
+	if (m->size > account_msg_cap(r->a)) {
 		r->stats->too_large++;
-		log_notice("%s: %s: message UID %u (%llu bytes) is over max_size; left on the server",
-			   r->a->name, r->folder, m->uid, (unsigned long long)m->size);
+		log_notice("%s: %s: message UID %u (%llu bytes) is over %s; left on the server",
+			   r->a->name, r->folder, m->uid, (unsigned long long)m->size,
+			   account_cap_name(r->a));
 		return false;
 	}
 	return true;

@@ -56,6 +56,7 @@ struct kv_slot {
 	char *key;
 	uint32_t hash;
 	int64_t when;
+	uint64_t size1;                   /* POP3 keys: LISTed size + 1; 0 when not known */
 };
 
 struct kv_set {
@@ -203,6 +204,7 @@ kv_insert(struct kv_set *set, const char *key, int64_t when, struct kv_slot **re
 		return -ENOMEM;
 	n.hash = h;
 	n.when = when;
+	n.size1 = 0;
 	kv_place(set->slots, set->cap, n);
 	set->count++;
 	*ret_slot = kv_find(set, key, h);
@@ -1177,9 +1179,28 @@ apply_journal(struct state *s, char *line)
 	return name_insert_key(s, f[3], f[2]);
 }
 
+/* "L <key> <size>", in the snapshot and the journal alike. */
+static int
+apply_size(struct state *s, char *line)
+{
+	struct kv_slot *sl;
+	uint64_t size;
+	char *f[3];
+
+	if (split_fields(line, f, 3) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0 ||
+	    util_parse_u64(f[2], strlen(f[2]), &size) < 0 || size == UINT64_MAX)
+		return -EBADMSG;
+	sl = kv_find(&s->keys, f[1], kv_hash(f[1]));
+	if (sl)
+		sl->size1 = size + 1;
+	return 0;
+}
+
 static int
 load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
+	if (line[0] == 'L' && (journal || lineno > 1))
+		return apply_size(s, line);
 	/* Folder records start with an upper-case tag, key records never do. */
 	if (journal && line[0] && strchr("VNUEXD", line[0]))
 		return apply_folder_journal(s, line);
@@ -1382,6 +1403,47 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 		dbuf_put_esc(&s->pending, maildir_name);
 	else
 		dbuf_put(&s->pending, "-", 1);
+	dbuf_put(&s->pending, "\n", 1);
+	return 0;
+}
+
+static void dbuf_put_u64(struct dbuf *b, uint64_t v);
+
+bool
+state_get_size(const struct state *s, const char *key, uint64_t *ret_size)
+{
+	const struct kv_slot *sl = kv_find(&s->keys, key, kv_hash(key));
+
+	if (!sl || sl->size1 == 0)
+		return false;
+	*ret_size = sl->size1 - 1;
+	return true;
+}
+
+int
+state_set_size(struct state *s, const char *key, uint64_t size, struct mp_err *err)
+{
+	struct kv_slot *sl;
+	int r = state_check(s, key, err);
+
+	if (r < 0)
+		return r;
+	if (size == UINT64_MAX)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: invalid size", s->account);
+	sl = kv_find(&s->keys, key, kv_hash(key));
+	if (!sl)
+		return mp_err_set(err, -ENOENT, MP_EX_IOERR, "state %s: no record to size",
+				  s->account);
+	if (sl->size1 == size + 1)
+		return 0;
+	r = dbuf_reserve(&s->pending, 32 + esc_max(key));
+	if (r < 0)
+		return st_fail(err, r, "cannot record in", s->journal_path);
+	sl->size1 = size + 1;
+	dbuf_put(&s->pending, "L ", 2);
+	dbuf_put_esc(&s->pending, key);
+	dbuf_put(&s->pending, " ", 1);
+	dbuf_put_u64(&s->pending, size);
 	dbuf_put(&s->pending, "\n", 1);
 	return 0;
 }
@@ -1853,12 +1915,19 @@ snap_keys(struct snap *w, const struct state *s)
 
 		if (!sl->key)
 			continue;
-		r = snap_reserve(w, 24 + esc_max(sl->key));
+		r = snap_reserve(w, 48 + 2 * esc_max(sl->key));
 		if (r < 0)
 			return r;
 		dbuf_put_i64(&w->b, sl->when);
 		dbuf_put(&w->b, " ", 1);
 		dbuf_put_esc(&w->b, sl->key);
+		dbuf_put(&w->b, "\n", 1);
+		if (sl->size1 == 0)
+			continue;
+		dbuf_put(&w->b, "L ", 2);
+		dbuf_put_esc(&w->b, sl->key);
+		dbuf_put(&w->b, " ", 1);
+		dbuf_put_u64(&w->b, sl->size1 - 1);
 		dbuf_put(&w->b, "\n", 1);
 	}
 	return 0;
