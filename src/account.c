@@ -463,10 +463,10 @@ record_msg(struct run *r, const struct pop3_msg *m, const char *name)
 
 	if (m->uidl[0] && state_has(r->st, key, NULL))
 		ret = state_remove(r->st, key, r->err);
-	if (ret == 0)
-		ret = state_add(r->st, key, (int64_t)r->now, name, r->err);
 	if (ret == 0 && m->uidl[0])
-		ret = state_set_size(r->st, key, m->size, r->err);
+		ret = state_add_sized(r->st, key, (int64_t)r->now, m->size, name, r->err);
+	else if (ret == 0)
+		ret = state_add(r->st, key, (int64_t)r->now, name, r->err);
 	return ret;
 }
 

@@ -32,6 +32,21 @@
  * line is replayed onto the same starting point, UID adds and expunges are
  * last-writer-wins per UID, and so are fingerprints (added by U, removed by
 X, all dropped by D).
+ *
+ * POP3 keys may carry the size the server LISTed for the message when it
+ * was fetched, so that a UIDL the server hands to another message later is
+ * told from the one fetched (tag 'L', which no other record starts with):
+ *
+ *   NAME.state    "L <when> <key> <size>"      a key with its size, instead
+ *                                              of "<when> <key>"
+ *   NAME.journal  "L <when> <key> <maildir_name or -> <size>"
+ *                                              "+" that also sets the size
+ *
+ * A key recorded without a size (all keys of files written before sizes
+ * were kept) has none; adding an existing key keeps its time, and an "L"
+ * record replaces its size. Since sizes only come with additions, a key's
+ * size after a journal is the last "L" since its last "-", or what it had
+ * before, which keeps a replay over a snapshot that holds it harmless.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1179,28 +1194,39 @@ apply_journal(struct state *s, char *line)
 	return name_insert_key(s, f[3], f[2]);
 }
 
-/* "L <key> <size>", in the snapshot and the journal alike. */
+/*
+ * "L <when> <key> <size>" (snapshot) or "L <when> <key> <name> <size>"
+ * (journal): a key added with its size.
+ */
 static int
-apply_size(struct state *s, char *line)
+apply_sized(struct state *s, bool journal, char *line)
 {
+	int nf = journal ? 5 : 4;
 	struct kv_slot *sl;
+	int64_t when;
 	uint64_t size;
-	char *f[3];
+	bool added;
+	char *f[5];
+	int r;
 
-	if (split_fields(line, f, 3) < 0 || !is_tag(f[0]) || unescape(f[1]) < 0 ||
-	    util_parse_u64(f[2], strlen(f[2]), &size) < 0 || size == UINT64_MAX)
+	if (split_fields(line, f, nf) < 0 || !is_tag(f[0]) || parse_i64(f[1], &when) < 0 ||
+	    unescape(f[2]) < 0 || util_parse_u64(f[nf - 1], strlen(f[nf - 1]), &size) < 0 ||
+	    size == UINT64_MAX || (journal && strcmp(f[3], "-") != 0 && unescape(f[3]) < 0))
 		return -EBADMSG;
-	sl = kv_find(&s->keys, f[1], kv_hash(f[1]));
-	if (sl)
-		sl->size1 = size + 1;
-	return 0;
+	r = kv_insert(&s->keys, f[2], when, &sl, &added);
+	if (r < 0)
+		return r;
+	sl->size1 = size + 1;
+	if (!journal || strcmp(f[3], "-") == 0)
+		return 0;
+	return name_insert_key(s, f[3], f[2]);
 }
 
 static int
 load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
 	if (line[0] == 'L' && (journal || lineno > 1))
-		return apply_size(s, line);
+		return apply_sized(s, journal, line);
 	/* Folder records start with an upper-case tag, key records never do. */
 	if (journal && line[0] && strchr("VNUEXD", line[0]))
 		return apply_folder_journal(s, line);
@@ -1366,12 +1392,15 @@ state_check(struct state *s, const char *key, struct mp_err *err)
 	return 0;
 }
 
-int
-state_add(struct state *s, const char *key, int64_t when, const char *maildir_name,
-	  struct mp_err *err)
+static void dbuf_put_u64(struct dbuf *b, uint64_t v);
+
+/* state_add() and, with size1 (size + 1) not 0, state_add_sized(). */
+static int
+add_record(struct state *s, const char *key, int64_t when, uint64_t size1,
+	   const char *maildir_name, struct mp_err *err)
 {
-	struct kv_slot *sl;
-	bool added = false;
+	struct kv_slot *sl = NULL;
+	bool added = false, resized;
 	int r = state_check(s, key, err);
 
 	if (r < 0)
@@ -1382,7 +1411,7 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 				  s->account, maildir_name);
 	/* Reserve first so that, once the set changed, the journal line cannot fail. */
 	r = dbuf_reserve(&s->pending,
-			 32 + esc_max(key) + (maildir_name ? esc_max(maildir_name) : 1));
+			 56 + esc_max(key) + (maildir_name ? esc_max(maildir_name) : 1));
 	if (r == 0)
 		r = kv_insert(&s->keys, key, when, &sl, &added);
 	if (r == 0 && maildir_name)
@@ -1392,9 +1421,12 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 			kv_remove(&s->keys, key);
 		return st_fail(err, r, "cannot record in", s->journal_path);
 	}
-	if (!added && !maildir_name)
+	resized = size1 && sl->size1 != size1;
+	if (size1)
+		sl->size1 = size1;
+	if (!added && !maildir_name && !resized)
 		return 0;
-	dbuf_put(&s->pending, "+ ", 2);
+	dbuf_put(&s->pending, size1 ? "L " : "+ ", 2);
 	dbuf_put_i64(&s->pending, sl->when);
 	dbuf_put(&s->pending, " ", 1);
 	dbuf_put_esc(&s->pending, key);
@@ -1403,11 +1435,29 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 		dbuf_put_esc(&s->pending, maildir_name);
 	else
 		dbuf_put(&s->pending, "-", 1);
+	if (size1) {
+		dbuf_put(&s->pending, " ", 1);
+		dbuf_put_u64(&s->pending, size1 - 1);
+	}
 	dbuf_put(&s->pending, "\n", 1);
 	return 0;
 }
 
-static void dbuf_put_u64(struct dbuf *b, uint64_t v);
+int
+state_add(struct state *s, const char *key, int64_t when, const char *maildir_name,
+	  struct mp_err *err)
+{
+	return add_record(s, key, when, 0, maildir_name, err);
+}
+
+int
+state_add_sized(struct state *s, const char *key, int64_t when, uint64_t size,
+		const char *maildir_name, struct mp_err *err)
+{
+	if (size == UINT64_MAX)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: invalid size", s->account);
+	return add_record(s, key, when, size + 1, maildir_name, err);
+}
 
 bool
 state_get_size(const struct state *s, const char *key, uint64_t *ret_size)
@@ -1418,34 +1468,6 @@ state_get_size(const struct state *s, const char *key, uint64_t *ret_size)
 		return false;
 	*ret_size = sl->size1 - 1;
 	return true;
-}
-
-int
-state_set_size(struct state *s, const char *key, uint64_t size, struct mp_err *err)
-{
-	struct kv_slot *sl;
-	int r = state_check(s, key, err);
-
-	if (r < 0)
-		return r;
-	if (size == UINT64_MAX)
-		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: invalid size", s->account);
-	sl = kv_find(&s->keys, key, kv_hash(key));
-	if (!sl)
-		return mp_err_set(err, -ENOENT, MP_EX_IOERR, "state %s: no record to size",
-				  s->account);
-	if (sl->size1 == size + 1)
-		return 0;
-	r = dbuf_reserve(&s->pending, 32 + esc_max(key));
-	if (r < 0)
-		return st_fail(err, r, "cannot record in", s->journal_path);
-	sl->size1 = size + 1;
-	dbuf_put(&s->pending, "L ", 2);
-	dbuf_put_esc(&s->pending, key);
-	dbuf_put(&s->pending, " ", 1);
-	dbuf_put_u64(&s->pending, size);
-	dbuf_put(&s->pending, "\n", 1);
-	return 0;
 }
 
 int
@@ -1915,19 +1937,18 @@ snap_keys(struct snap *w, const struct state *s)
 
 		if (!sl->key)
 			continue;
-		r = snap_reserve(w, 48 + 2 * esc_max(sl->key));
+		r = snap_reserve(w, 48 + esc_max(sl->key));
 		if (r < 0)
 			return r;
+		if (sl->size1)
+			dbuf_put(&w->b, "L ", 2);
 		dbuf_put_i64(&w->b, sl->when);
 		dbuf_put(&w->b, " ", 1);
 		dbuf_put_esc(&w->b, sl->key);
-		dbuf_put(&w->b, "\n", 1);
-		if (sl->size1 == 0)
-			continue;
-		dbuf_put(&w->b, "L ", 2);
-		dbuf_put_esc(&w->b, sl->key);
-		dbuf_put(&w->b, " ", 1);
-		dbuf_put_u64(&w->b, sl->size1 - 1);
+		if (sl->size1) {
+			dbuf_put(&w->b, " ", 1);
+			dbuf_put_u64(&w->b, sl->size1 - 1);
+		}
 		dbuf_put(&w->b, "\n", 1);
 	}
 	return 0;

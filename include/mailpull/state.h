@@ -44,19 +44,19 @@ int state_add(struct state *s, const char *key, int64_t when, const char *maildi
 	      struct mp_err *err) MP_WUR;
 
 /*
- * The size recorded with key by state_set_size() (POP3: the LISTed size
+ * The size recorded with key by state_add_sized() (POP3: the LISTed size
  * when it was fetched). False when key is not recorded or has no size
  * (recorded before sizes were kept).
  */
 bool state_get_size(const struct state *s, const char *key, uint64_t *ret_size);
 
 /*
- * Records size with key, which must be recorded; state_remove() forgets
- * both. Buffered until state_sync(). Errors: -ENOENT (key not recorded),
- * -EINVAL (empty key, size UINT64_MAX), -ENOMEM, or the error of an
- * earlier failed state_sync().
+ * state_add() that also records size with key (replacing the size an
+ * existing key had); state_remove() forgets both. Errors as state_add(),
+ * and -EINVAL for size UINT64_MAX.
  */
-int state_set_size(struct state *s, const char *key, uint64_t size, struct mp_err *err) MP_WUR;
+int state_add_sized(struct state *s, const char *key, int64_t when, uint64_t size,
+		    const char *maildir_name, struct mp_err *err) MP_WUR;
 
 /* Forgets key (deleted on the server). Buffered until state_sync(). */
 int state_remove(struct state *s, const char *key, struct mp_err *err) MP_WUR;
