@@ -21,7 +21,11 @@
 #define POP3_BUFSIZE (64 * 1024)   /* decoded body chunk handed to the sink */
 #define POP3_WINDOW 32             /* pipelined commands in flight at most */
 #define POP3_QUEUE_MAX 2048        /* bytes of unanswered commands at most */
-#define POP3_MAX_MSGS 10000000u
+/*
+ * Messages in one listing at most: each costs 24 bytes and its UIDL, so a
+ * hostile listing costs at most about 100 MB, however long it goes on.
+ */
+#define POP3_MAX_MSGS 1000000u
 #define POP3_MAX_CAPA_LINES 256
 #define POP3_CMD_MAX 255           /* RFC 2449 section 4: octets, CRLF included */
 #define POP3_UIDL_MAX 70           /* RFC 1939 section 7 */
@@ -767,7 +771,7 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 		r = expect_ok(p, "LIST", err);
 	conn_body_start(p->c);
 	while (r == 0) {
-		struct pop3_msg m = { 0 };
+		struct pop3_msg m = { .uidl = "" };
 
 		r = read_ml_line(p, &line, &len, err);
 		if (r <= 0)
@@ -781,7 +785,8 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 				       "server LISTed message %u after %u", m.num, msgs[n - 1].num);
 		else if (n >= POP3_MAX_MSGS)
 			r = mp_err_set(err, -E2BIG, MP_EX_PROTOCOL,
-				       "server lists more than %u messages", POP3_MAX_MSGS);
+				       "server lists more than %u messages, the most one POP3 "
+				       "mailbox may hold for mailpull", POP3_MAX_MSGS);
 		else if (grow_msgs(&msgs, &cap, n) < 0)
 			r = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
 		else
@@ -810,8 +815,8 @@ uidl_valid(const char *s, size_t len)
 
 /* One unique-id listing line, matched against the LIST entry at *pos. */
 static int
-merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, const char *line, size_t len,
-		struct mp_err *err)
+merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, char *ids, size_t *used,
+		const char *line, size_t len, struct mp_err *err)
 {
 	const char *uid;
 	size_t tl, ul;
@@ -833,10 +838,44 @@ merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, const char *line, 
 	if (*pos >= n || msgs[*pos].num != num)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "server's UIDL and LIST disagree at message %u", num);
-	memcpy(msgs[*pos].uidl, uid, ul);
-	msgs[*pos].uidl[ul] = '\0';
+	memcpy(ids + *used, uid, ul);
+	ids[*used + ul] = '\0';
+	*used += ul + 1;
 	(*pos)++;
 	return 0;
+}
+
+/*
+ * Makes room for n UIDLs of the longest kind behind the array of n entries,
+ * so the listing is one block the caller frees at once. Pages nobody
+ * writes cost no memory; attach_uidls() gives back what is left over.
+ */
+static int
+reserve_uidls(struct pop3_msg **msgs, size_t n, struct mp_err *err)
+{
+	struct pop3_msg *m = realloc(*msgs, n * (sizeof(*m) + POP3_UIDL_MAX + 1));
+
+	if (!m)
+		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	*msgs = m;
+	return 0;
+}
+
+/* Trims the block to the UIDLs received and points each entry at its own. */
+static void
+attach_uidls(struct pop3_msg **msgs, size_t n, size_t used)
+{
+	struct pop3_msg *m = realloc(*msgs, n * sizeof(*m) + used);
+	const char *u;
+
+	if (m)
+		*msgs = m;
+	m = *msgs;
+	u = (const char *)(m + n);
+	for (size_t i = 0; i < n; i++) {
+		m[i].uidl = u;
+		u += strlen(u) + 1;
+	}
 }
 
 static int
@@ -874,10 +913,10 @@ check_unique(const struct pop3_msg *msgs, size_t n, struct mp_err *err)
 
 /* UIDL: every LIST entry gets its unique id, or none when the server lacks UIDL. */
 static int
-read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
+read_uidl(struct pop3 *p, struct pop3_msg **msgs, size_t n, struct mp_err *err)
 {
+	size_t len, pos = 0, used = 0;
 	const char *line;
-	size_t len, pos = 0;
 	int r;
 
 	p->state = POP3_ST_UIDL;
@@ -897,9 +936,14 @@ read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
 		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				"server advertised UIDL but refused it");
 	}
+	r = n ? reserve_uidls(msgs, n, err) : 0;
+	if (r < 0)
+		return r;
 	conn_body_start(p->c);
 	while ((r = read_ml_line(p, &line, &len, err)) > 0) {
-		r = merge_uidl_line(msgs, n, &pos, line, len, err);
+		char *ids = n ? (char *)(*msgs + n) : NULL;
+
+		r = merge_uidl_line(*msgs, n, &pos, ids, &used, line, len, err);
 		if (r < 0)
 			return r;
 	}
@@ -907,8 +951,10 @@ read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
 		return r;
 	if (pos < n)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server listed no UIDL for message %u", msgs[pos].num);
-	return check_unique(msgs, n, err);
+				  "server listed no UIDL for message %u", (*msgs)[pos].num);
+	if (n)
+		attach_uidls(msgs, n, used);
+	return check_unique(*msgs, n, err);
 }
 
 int
@@ -923,7 +969,7 @@ pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 		return r;
 	r = read_list(p, &msgs, &n, err);
 	if (r == 0 && p->caps.uidl)
-		r = read_uidl(p, msgs, n, err);
+		r = read_uidl(p, &msgs, n, err);
 	if (r < 0) {
 		free(msgs);
 		return settle(p, r);

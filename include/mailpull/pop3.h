@@ -19,7 +19,7 @@ struct pop3_caps {
 struct pop3_msg {
 	unsigned num;      /* message number in this session */
 	uint64_t size;     /* octets as LISTed (CRLF, stuffed) */
-	char uidl[71];     /* RFC 1939: 1 to 70 chars 0x21-0x7E; "" without UIDL */
+	const char *uidl;  /* RFC 1939: 1 to 70 chars 0x21-0x7E; "" without UIDL */
 };
 
 struct pop3;
@@ -45,9 +45,10 @@ int pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char 
 
 /*
  * Lists the mailbox: LIST sizes merged with UIDL (when the server has it).
- * *ret is malloc'd (caller frees), ordered by number.
+ * *ret is malloc'd, ordered by number, the UIDL strings in the same block:
+ * the caller frees it with one free().
  * Errors: -EPROTO (malformed or inconsistent listing, duplicate UIDL),
- * -E2BIG (more than 10 million messages), conn's.
+ * -E2BIG (more than a million messages), -ENOMEM, conn's.
  */
 int pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
 

@@ -257,7 +257,7 @@ check_list(const struct pop3_caps *caps, const struct pop3_msg *m, size_t n)
 	const char **ids;
 
 	for (size_t i = 0; i < n; i++) {
-		size_t ul = strnlen(m[i].uidl, sizeof(m[i].uidl));
+		size_t ul = strlen(m[i].uidl);
 
 		if (m[i].num == 0 || (i > 0 && m[i].num <= m[i - 1].num) || ul > 70)
 			abort();

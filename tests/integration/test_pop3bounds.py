@@ -230,9 +230,10 @@ def test_imap_literal_over_hard_cap_is_cut(mp, cert):
 
 LISTING_BYTES = 120 * 1024 * 1024
 LISTING_RSS_MIB = 200
+UIDL_COUNT = 999999              # just within the cap on messages
 
 
-def huge_listing(c, cmd):
+def huge_list(c, cmd):
     """+OK, then about 120 MB of "n size" lines, then ".": 10 million messages."""
     c.send(b"+OK\r\n")
     sent, n = 0, 1
@@ -248,17 +249,42 @@ def huge_listing(c, cmd):
     return True
 
 
-def test_pop3_huge_listing_is_bounded(mp, cert):
-    """A LIST of 120 MB (10 million entries): a clear error, and memory stays
-    far below what storing it all would take."""
-    with pop3(cert, messages=[make_message(1, tag="huge")],
-              script={"LIST": huge_listing}) as srv:
+def counted(c, line):
+    """+OK, then line % i for i in 1..UIDL_COUNT, then "."."""
+    c.send(b"+OK\r\n")
+    try:
+        for lo in range(1, UIDL_COUNT + 1, 50000):
+            hi = min(lo + 50000, UIDL_COUNT + 1)
+            c.send(b"".join(line % (i, i) for i in range(lo, hi)))
+        c.send(b".\r\n")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+LISTINGS = {
+    # 10 million LIST entries: over the cap on messages, refused.
+    "list": ({"LIST": huge_list}, "more than 1000000 messages"),
+    # Just under the cap, each UIDL of the longest kind (70 characters):
+    # about 90 MB that must be held, compactly.
+    "uidl": ({"LIST": lambda c, cmd: counted(c, b"%d %d\r\n"),
+              "UIDL": lambda c, cmd: counted(c, b"%d %067d\r\n")},
+             "refused RETR 2"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LISTINGS))
+def test_pop3_huge_listing_is_bounded(mp, cert, kind):
+    """A hostile listing of 100 MB and more: memory stays bounded (about the
+    UIDLs' own size at most), far below what it cost before."""
+    script, cause = LISTINGS[kind]
+    with pop3(cert, messages=[make_message(1, tag="huge")], script=script) as srv:
         r = run(mp, srv, "pop3", rss=True, limit=120)
-    error_line(r, srv, EX_PROTOCOL, "more than", "messages")
-    assert not DESTRUCTIVE & set(srv.verbs()), srv.commands
     rss_mib = r.maxrss_kib / 1024
-    report(f"POP3 listing of 120 MB: peak RSS {rss_mib:.1f} MiB, {r.elapsed:.1f} s"
+    report(f"POP3 {kind} listing: peak RSS {rss_mib:.1f} MiB, {r.elapsed:.1f} s"
            f"{' (sanitized build or valgrind)' if mp.slow else ''}")
+    error_line(r, srv, EX_PROTOCOL, cause)
+    assert not DESTRUCTIVE & set(srv.verbs()), srv.commands
     if mp.slow:
         return
     assert r.maxrss_kib > 0, "peak RSS not measured (is GNU time installed?)"
