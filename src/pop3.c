@@ -1,6 +1,6 @@
 /*
  * POP3 engine: RFC 1939, CAPA and PIPELINING (RFC 2449), AUTH (RFC 5034),
- * STLS (RFC 2595). A state enum names what the session is doing for
+ * STLS (RFC 2595), UTF8 (RFC 6856). A state enum names what the session is doing for
  * traces and errors; each step sends its command and then handles the
  * reply, sequentially over the blocking conn. Message bodies go through
  * the pop3_body byte machine straight into the sink.
@@ -34,6 +34,7 @@ enum pop3_state {
 	POP3_ST_GREETING,
 	POP3_ST_CAPA,
 	POP3_ST_STLS,
+	POP3_ST_UTF8,
 	POP3_ST_AUTH,
 	POP3_ST_LIST,
 	POP3_ST_UIDL,
@@ -48,6 +49,7 @@ static const char *const state_names[POP3_ST_MAX] = {
 	[POP3_ST_GREETING] = "greeting",
 	[POP3_ST_CAPA] = "CAPA",
 	[POP3_ST_STLS] = "STLS",
+	[POP3_ST_UTF8] = "UTF8",
 	[POP3_ST_AUTH] = "AUTH",
 	[POP3_ST_LIST] = "LIST",
 	[POP3_ST_UIDL] = "UIDL",
@@ -68,6 +70,7 @@ struct pop3 {
 	struct pop3_caps caps;
 	bool capa_ok;        /* caps came from a CAPA answer, not a guess */
 	bool broken;         /* out of step with the server: refuse further use */
+	bool utf8;           /* the server accepted UTF8 (RFC 6856) */
 	enum pop3_state state;
 	char *buf;           /* POP3_BUFSIZE + 1 decoded body bytes */
 };
@@ -270,6 +273,7 @@ capa_line(struct pop3_caps *caps, const char *line, size_t len)
 		{ "USER", offsetof(struct pop3_caps, user) },
 		{ "PIPELINING", offsetof(struct pop3_caps, pipelining) },
 		{ "RESP-CODES", offsetof(struct pop3_caps, resp_codes) },
+		{ "UTF8", offsetof(struct pop3_caps, utf8) },
 	};
 	const char *sp = memchr(line, ' ', len);
 	size_t tl = sp ? (size_t)(sp - line) : len;
@@ -362,6 +366,33 @@ pop3_stls(struct pop3 *p, struct mp_err *err)
 	return pop3_capa(p, err);
 }
 
+/*
+ * UTF8 (RFC 6856 section 2), in the AUTHORIZATION state it is only valid
+ * in, once any STLS is done: without it a server may hand out a message
+ * whose header holds raw UTF-8 replaced or downgraded, so it is asked for
+ * whenever offered. A refusal leaves the session as it was.
+ */
+static int
+pop3_utf8(struct pop3 *p, struct mp_err *err)
+{
+	const char *text;
+	size_t len;
+	int r;
+
+	p->state = POP3_ST_UTF8;
+	r = send_cmd(p, err, "UTF8");
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
+	if (r < 0)
+		return r;
+	p->utf8 = r == REPLY_OK;
+	if (!p->utf8)
+		log_debug("server refused UTF8 although it offered it");
+	return 0;
+}
+
 int
 pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err)
 {
@@ -392,6 +423,8 @@ pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err)
 	r = pop3_capa(p, err);
 	if (r == 0 && stls)
 		r = pop3_stls(p, err);
+	if (r == 0 && p->caps.utf8)
+		r = pop3_utf8(p, err);
 	if (r < 0)
 		goto fail;
 	*ret = p;
@@ -405,6 +438,12 @@ const struct pop3_caps *
 pop3_caps(const struct pop3 *p)
 {
 	return &p->caps;
+}
+
+bool
+pop3_utf8_mode(const struct pop3 *p)
+{
+	return p->utf8;
 }
 
 void

@@ -289,3 +289,101 @@ def test_pop3_huge_listing_is_bounded(mp, cert, kind):
         return
     assert r.maxrss_kib > 0, "peak RSS not measured (is GNU time installed?)"
     assert rss_mib < LISTING_RSS_MIB, f"peak RSS {rss_mib:.1f} MiB"
+
+
+# ---- headers in raw UTF-8 (RFC 6856, RFC 6855) ----------------------------------------
+
+def utf8_message(i, tag):
+    """A message whose From and Subject hold raw UTF-8 (RFC 6532)."""
+    return (f"From: Jörg Müller <jörg{i}@bücher.example>\n"
+            f"To: rcpt@example.org\n"
+            f"Subject: Grüße aus Köln, 日本語 {i}\n"
+            f"Date: Tue, 25 Nov 2025 10:00:00 +0000\n"
+            f"Message-ID: <{tag}-{i}@test>\n\n"
+            f"Body of message {i}, ünïcödé too.\n").encode()
+
+
+def test_pop3_utf8_sent_when_offered(mp, cert):
+    """CAPA offers UTF8: mailpull sends it before logging in, and the
+    message comes byte-exact instead of downgraded."""
+    msgs = [utf8_message(1, "p-utf8"), utf8_message(2, "p-utf8")]
+    with pop3(cert, messages=msgs, downgrade=True,
+              capa=["USER", "UIDL", "TOP", "SASL PLAIN", "UTF8 USER"]) as srv:
+        r = run(mp, srv, "pop3")
+        verbs = srv.verbs()
+    assert r.rc == EX_OK, str(r)
+    assert "UTF8" in verbs, verbs
+    login = [v for v in verbs if v in ("USER", "AUTH")][0]
+    assert verbs.index("UTF8") < verbs.index(login), verbs
+    assert multiset(mp.messages()) == multiset(msgs)
+
+
+def test_pop3_utf8_not_sent_unless_offered(mp, cert):
+    """Without UTF8 in CAPA no UTF8 command goes out (and the server's
+    downgraded copy is what there is to store)."""
+    msgs = [utf8_message(1, "p-noutf8")]
+    with pop3(cert, messages=msgs, downgrade=True) as srv:
+        r = run(mp, srv, "pop3")
+        verbs = srv.verbs()
+    assert r.rc == EX_OK, str(r)
+    assert "UTF8" not in verbs, verbs
+    assert len(mp.messages()) == 1
+
+
+FOLDER = "Entwürfe"
+
+
+@pytest.mark.parametrize("before_login", [False, True], ids=["after-login", "always"])
+def test_imap_utf8_accept_enabled(mp, cert, before_login):
+    """UTF8=ACCEPT offered (here only once logged in, or all along):
+    ENABLE UTF8=ACCEPT goes out after login, bodies come byte-exact, and
+    mailbox names cross the wire in UTF-8 both ways (LIST in, SELECT out)."""
+    msgs = [utf8_message(1, "i-utf8"), utf8_message(2, "i-utf8")]
+    base = ["IMAP4rev1", "AUTH=PLAIN", "SASL-IR", "UIDPLUS"]
+    full = base + ["ENABLE", "UTF8=ACCEPT"]
+    with imap(cert, messages=msgs, downgrade=True, utf8_folder=FOLDER,
+              caps=full if before_login else base, caps_auth=full) as srv:
+        r = run(mp, srv, "imap", keep=True, folders=["INBOX", FOLDER])
+        cmds = list(srv.commands)
+        raw = srv.received_all()
+    assert r.rc == EX_OK, str(r)
+    verbs = [c.split(" ", 1)[0].upper() for c in cmds]
+    assert "ENABLE" in verbs, cmds
+    assert [c for c in cmds if c.upper().startswith("ENABLE")] == ["ENABLE UTF8=ACCEPT"], cmds
+    login = [v for v in verbs if v in ("LOGIN", "AUTHENTICATE")][0]
+    first_select = [i for i, v in enumerate(verbs) if v in ("SELECT", "EXAMINE", "LIST")][0]
+    assert verbs.index(login) < verbs.index("ENABLE") < first_select, cmds
+    assert f'"{FOLDER}"'.encode() in raw, raw[-2000:]
+    assert b"&APw-" not in raw, "a mailbox name went out in modified UTF-7"
+    assert multiset(mp.messages()) == multiset(msgs)
+    sub = os.path.join(mp.maildir(), "." + FOLDER)
+    assert multiset(mp.messages(sub)) == multiset(msgs)
+
+
+def test_imap_without_utf8_accept_keeps_mutf7(mp, cert):
+    """No UTF8=ACCEPT: no ENABLE for it, names in modified UTF-7 as before."""
+    msgs = [utf8_message(1, "i-mutf7")]
+    with imap(cert, messages=msgs, utf8_folder=FOLDER,
+              caps=["IMAP4rev1", "AUTH=PLAIN", "SASL-IR", "UIDPLUS", "ENABLE"]) as srv:
+        r = run(mp, srv, "imap", keep=True, folders=["INBOX", FOLDER])
+        cmds = list(srv.commands)
+    assert r.rc == EX_OK, str(r)
+    assert not [c for c in cmds if "UTF8=ACCEPT" in c.upper()], cmds
+    assert any("Entw&APw-rfe" in c for c in cmds), cmds
+    sub = os.path.join(mp.maildir(), "." + FOLDER)
+    assert multiset(mp.messages(sub)) == multiset(msgs)
+
+
+def test_dovecot_raw_utf8_headers_byte_exact(mp):
+    """Real messages with raw UTF-8 in From and Subject, from Dovecot, over
+    POP3 and IMAP: stored byte for byte."""
+    user_p, user_i = mp.new_user("u8p"), mp.new_user("u8i")
+    msgs = [utf8_message(i, "dc-utf8") for i in range(3)]
+    mp.dc.add_messages(user_p, msgs)
+    mp.dc.add_messages(user_i, msgs)
+    md_p, md_i = mp.maildir("pop"), mp.maildir("imap")
+    mp.configure({"p1": mp.pop3_account(user_p, md_p), "i1": mp.imap_account(user_i, md_i)})
+    r = mp.run()
+    assert r.rc == EX_OK, str(r)
+    assert multiset(mp.messages(md_p)) == multiset(msgs)
+    assert multiset(mp.messages(md_i)) == multiset(msgs)
