@@ -11,7 +11,7 @@
  *
  * 2. The engine (pop3.c) runs a whole session against the same bytes
  *    served over a loopback TCP connection through the real conn: the
- *    greeting, CAPA, STLS, an AUTH exchange, LIST and UIDL, RETR
+ *    greeting, CAPA, STLS, UTF8, an AUTH exchange, LIST and UIDL, RETR
  *    (pipelined when the server says PIPELINING), TOP, DELE and QUIT. The
  *    server side sends everything at once and then closes, so no read can
  *    wait; the commands the client sends are never read. What the engine
