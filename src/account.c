@@ -14,6 +14,7 @@
  * start-up publishes them. Nothing is deleted before 4 completed.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,8 @@ struct run {
 	struct maildir_msg **files;
 	size_t nbatch;
 	struct maildir_msg *cur;
+	size_t cur_idx;        /* batch position of cur */
+	uint64_t cur_bytes;    /* bytes of cur received so far */
 	unsigned total_new, done;
 	int64_t start_ms;
 	struct account_progress progress;
@@ -135,6 +138,33 @@ account_login(const struct mp_account *a, const char *sasl, bool user_ok, const 
 	ret = auth(engine, mech, a->user, secret, err);
 	secret_free(secret);
 	return ret;
+}
+
+uint64_t
+account_msg_cap(const struct mp_account *a)
+{
+	return a->max_size && a->max_size < ACCOUNT_MSG_MAX ? a->max_size : ACCOUNT_MSG_MAX;
+}
+
+const char *
+account_cap_name(const struct mp_account *a)
+{
+	return a->max_size && a->max_size < ACCOUNT_MSG_MAX ? "max_size" :
+	       "the per-message limit of 1 GiB";
+}
+
+int
+account_check_received(const struct mp_account *a, const char *what, uint32_t num,
+		       uint64_t declared, uint64_t got, struct mp_err *err)
+{
+	uint64_t cap = account_msg_cap(a);
+
+	if (got <= cap)
+		return 0;
+	return mp_err_set(err, -EFBIG, MP_EX_PROTOCOL,
+			  "%s %" PRIu32 ": the server sent more than %" PRIu64 " bytes (%s) "
+			  "after declaring %" PRIu64 "; cut off there, nothing stored or deleted",
+			  what, num, cap, account_cap_name(a), declared);
 }
 
 void
@@ -290,9 +320,10 @@ sink_begin(void *ud, size_t idx)
 	struct run *r = ud;
 	int ret = account_check_stop(r->o, r->err);
 
-	(void)idx;
 	if (ret < 0)
 		return ret;
+	r->cur_idx = idx;
+	r->cur_bytes = 0;
 	return maildir_msg_new(r->md, &r->cur, r->err);
 }
 
@@ -300,7 +331,15 @@ static int
 sink_data(void *ud, const char *buf, size_t len)
 {
 	struct run *r = ud;
-	int ret = maildir_msg_write(r->cur, buf, len, r->err);
+	const struct pop3_msg *m = r->batch[r->cur_idx];
+	int ret;
+
+	/* What the server LISTed is a claim: the cap holds for what it sends. */
+	r->cur_bytes += len;
+	ret = account_check_received(r->a, "message", m->num, m->size, r->cur_bytes, r->err);
+	if (ret < 0)
+		return ret;
+	ret = maildir_msg_write(r->cur, buf, len, r->err);
 	r->stats->bytes += len;
 	progress(r, false);
 	return ret;
@@ -334,22 +373,63 @@ batch_discard(struct run *r)
  * cannot name a message across sessions; such messages are recorded under
  * their Maildir name only so that recovery publishes them, and forgotten
  * once the server confirmed their deletion.
+ *
+ * A UIDL is the server's text and may itself begin with NOUIDL_PREFIX: it
+ * is then recorded behind UIDL_ESCAPE, a byte no UIDL can hold (RFC 1939:
+ * 0x21-0x7E), so the two kinds of key never meet, and every other UIDL
+ * keeps the key older state files recorded it under.
  */
 #define NOUIDL_PREFIX "nouidl/"
+#define UIDL_ESCAPE ' '
+#define KEY_MAX 300
+
+static bool
+internal_key(const char *key)
+{
+	return strncmp(key, NOUIDL_PREFIX, strlen(NOUIDL_PREFIX)) == 0;
+}
 
 static const char *
 msg_key(const struct pop3_msg *m, const char *name, char *buf, size_t len)
 {
-	if (m->uidl[0])
+	if (m->uidl[0] && !internal_key(m->uidl))
 		return m->uidl;
-	snprintf(buf, len, NOUIDL_PREFIX "%s", name ? name : "");
+	if (m->uidl[0])
+		snprintf(buf, len, "%c%s", UIDL_ESCAPE, m->uidl);
+	else
+		snprintf(buf, len, NOUIDL_PREFIX "%s", name ? name : "");
 	return buf;
 }
 
+/* The UIDL a recorded key stands for; NULL for mailpull's own keys. */
+static const char *
+key_uidl(const char *key)
+{
+	if (internal_key(key))
+		return NULL;
+	return key[0] == UIDL_ESCAPE ? key + 1 : key;
+}
+
+/*
+ * Whether m was fetched: its UIDL is recorded and, when a size was
+ * recorded with it, m has that size. A server may give a UIDL to another
+ * message once the first is gone (RFC 1939 asks it not to); a different
+ * size shows that, and the message is new. Keys recorded before sizes were
+ * kept match on the UIDL alone.
+ */
 static bool
 already_fetched(struct run *r, const struct pop3_msg *m, int64_t *ret_when)
 {
-	return m->uidl[0] && state_has(r->st, m->uidl, ret_when);
+	char kbuf[KEY_MAX];
+	const char *key;
+	uint64_t size;
+
+	if (!m->uidl[0])
+		return false;
+	key = msg_key(m, NULL, kbuf, sizeof(kbuf));
+	if (!state_has(r->st, key, ret_when))
+		return false;
+	return !state_get_size(r->st, key, &size) || size == m->size;
 }
 
 /*
@@ -374,6 +454,27 @@ batch_publish(struct run *r, size_t n)
 	return ret;
 }
 
+/*
+ * Records m as fetched into name, with its LISTed size. A UIDL recorded for
+ * an earlier message of another size is forgotten first, so the record
+ * (time included, for keep_days) is the new message's.
+ */
+static int
+record_msg(struct run *r, const struct pop3_msg *m, const char *name)
+{
+	char kbuf[KEY_MAX];
+	const char *key = msg_key(m, name, kbuf, sizeof(kbuf));
+	int ret = 0;
+
+	if (m->uidl[0] && state_has(r->st, key, NULL))
+		ret = state_remove(r->st, key, r->err);
+	if (ret == 0 && m->uidl[0])
+		ret = state_add_sized(r->st, key, (int64_t)r->now, m->size, name, r->err);
+	else if (ret == 0)
+		ret = state_add(r->st, key, (int64_t)r->now, name, r->err);
+	return ret;
+}
+
 /* Steps 2 to 4 of the file comment for the fetched batch. */
 static int
 batch_commit(struct run *r)
@@ -390,13 +491,8 @@ batch_commit(struct run *r)
 		return ret;
 	account_crash_point();
 	r->unpublished = true;
-	for (size_t i = 0; i < n && ret == 0; i++) {
-		const char *name = maildir_msg_name(r->files[i]);
-		char kbuf[300];
-
-		ret = state_add(r->st, msg_key(r->batch[i], name, kbuf, sizeof(kbuf)),
-				(int64_t)r->now, name, r->err);
-	}
+	for (size_t i = 0; i < n && ret == 0; i++)
+		ret = record_msg(r, r->batch[i], maildir_msg_name(r->files[i]));
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
 	if (ret < 0) {
@@ -464,10 +560,11 @@ wanted(struct run *r, const struct pop3_msg *m)
 {
 	if (already_fetched(r, m, NULL))
 		return false;
-	if (r->a->max_size && m->size > r->a->max_size) {
+	if (m->size > account_msg_cap(r->a)) {
 		r->stats->too_large++;
-		log_notice("%s: message %u (%llu bytes) is over max_size; left on the server",
-			   r->a->name, m->num, (unsigned long long)m->size);
+		log_notice("%s: message %u (%llu bytes) is over %s; left on the server",
+			   r->a->name, m->num, (unsigned long long)m->size,
+			   account_cap_name(r->a));
 		return false;
 	}
 	return true;
@@ -523,7 +620,7 @@ deletable(struct run *r, const struct pop3_msg *m)
 	int64_t when;
 
 	if (!m->uidl[0])
-		return !r->a->max_size || m->size <= r->a->max_size;    /* fetched in this session */
+		return m->size <= account_msg_cap(r->a);    /* fetched in this session */
 	if (!already_fetched(r, m, &when))
 		return false;
 	if (r->a->keep_days >= 0)
@@ -542,11 +639,11 @@ static int
 prune_cb(void *ud, const char *key, int64_t when)
 {
 	struct prune *p = ud;
+	const char *uidl = key_uidl(key);
 
 	(void)when;
 	/* No-UIDL keys served start-up recovery only: drop them (see msg_key). */
-	if (strncmp(key, NOUIDL_PREFIX, strlen(NOUIDL_PREFIX)) != 0 &&
-	    bsearch(&key, p->server, p->nserver, sizeof(*p->server), cmp_str))
+	if (uidl && bsearch(&uidl, p->server, p->nserver, sizeof(*p->server), cmp_str))
 		return 0;
 	if (p->ngone == p->cap) {
 		size_t cap = p->cap ? p->cap * 2 : 64;

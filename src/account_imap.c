@@ -19,6 +19,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +72,30 @@ struct irun {
 	struct maildir_msg *cur;
 	struct hdr_scan hs;
 	uint64_t cur_size;
+	uint64_t cur_bytes;        /* decoded bytes of cur so far */
+	const uint32_t *want;      /* the UIDs the batch asked for */
+	size_t nwant;
 };
 
 static const char *const msgid_field[] = { "Message-ID" };
+
+static int
+body_too_big(struct irun *r, uint64_t size)
+{
+	uint32_t lo = r->nwant ? r->want[0] : 0, hi = r->nwant ? r->want[r->nwant - 1] : 0;
+
+	if (lo == hi)
+		return mp_err_set(r->err, -EFBIG, MP_EX_PROTOCOL,
+				  "%s: message UID %" PRIu32 ": the server sends a body of %" PRIu64
+				  " bytes, over %" PRIu64 " bytes (%s); cut off, nothing stored "
+				  "or deleted", r->folder, lo, size, account_msg_cap(r->a),
+				  account_cap_name(r->a));
+	return mp_err_set(r->err, -EFBIG, MP_EX_PROTOCOL,
+			  "%s: a message among UIDs %" PRIu32 "-%" PRIu32 ": the server sends a "
+			  "body of %" PRIu64 " bytes, over %" PRIu64 " bytes (%s); cut off, "
+			  "nothing stored or deleted", r->folder, lo, hi, size,
+			  account_msg_cap(r->a), account_cap_name(r->a));
+}
 
 static int
 isink_begin(void *ud, uint64_t size)
@@ -83,8 +105,15 @@ isink_begin(void *ud, uint64_t size)
 
 	if (ret < 0)
 		return ret;
+	/*
+	 * The literal's length is the server's real declaration of the body
+	 * (RFC822.SIZE is only a claim): over the cap, nothing of it is read.
+	 */
+	if (size > account_msg_cap(r->a))
+		return body_too_big(r, size);
 	hdr_scan_init(&r->hs, msgid_field, 1);
 	r->cur_size = size;
+	r->cur_bytes = 0;
 	return maildir_msg_new(r->md, &r->cur, r->err);
 }
 
@@ -93,6 +122,10 @@ isink_data(void *ud, const char *buf, size_t len)
 {
 	struct irun *r = ud;
 
+	/* Never more than the literal announced; checked again all the same. */
+	r->cur_bytes += len;
+	if (r->cur_bytes > account_msg_cap(r->a))
+		return body_too_big(r, r->cur_bytes);
 	if (!r->hs.done)
 		hdr_scan_feed(&r->hs, buf, len);
 	r->stats->bytes += len;
@@ -240,6 +273,8 @@ fetch_batch(struct irun *r, const uint32_t *uids, size_t n)
 	int ret;
 
 	r->nbatch = 0;
+	r->want = uids;
+	r->nwant = n;
 	ret = imap_fetch_bodies(r->im, uids, n, r->a->mark_seen, &sink, r->err);
 	if (ret == -ECANCELED) {
 		ret = account_commit_stopped(r->err, batch_commit_cb, r, r->nbatch);
@@ -282,7 +317,7 @@ pick(const struct irun *r, const struct imap_msginfo *m)
 		return PICK_DELETED;
 	if (r->a->only_unseen && (m->flags & IMAP_FLAG_SEEN))
 		return PICK_PASS;
-	if (r->a->max_size && m->size > r->a->max_size)
+	if (m->size > account_msg_cap(r->a))
 		return PICK_TOO_LARGE;
 	return PICK_FETCH;
 }
@@ -359,9 +394,9 @@ record_skips(struct irun *r)
 		switch (pick(r, m)) {
 		case PICK_TOO_LARGE:
 			r->stats->too_large++;
-			log_notice("%s: %s: message UID %u (%llu bytes) is over max_size; left on "
-				   "the server", r->a->name, r->fname, m->uid,
-				   (unsigned long long)m->size);
+			log_notice("%s: %s: message UID %u (%llu bytes) is over %s; left on the "
+				   "server", r->a->name, r->fname, m->uid,
+				   (unsigned long long)m->size, account_cap_name(r->a));
 			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
 			break;
 		case PICK_DELETED:
@@ -955,7 +990,10 @@ recover_all(struct irun *r)
 	return maildir_tree_foreach(r->a->maildir, recover_one, r, r->err);
 }
 
-/* A folder whose name is not valid modified UTF-7 cannot be selected: reported, skipped. */
+/*
+ * A folder whose name is not valid modified UTF-7 (or UTF-8, once UTF8=ACCEPT
+ * is enabled) cannot be selected: reported, skipped.
+ */
 static void
 skip_invalid_name(struct irun *r, const struct imap_mailbox *mb)
 {
@@ -963,7 +1001,8 @@ skip_invalid_name(struct irun *r, const struct imap_mailbox *mb)
 
 	util_sanitize(name, sizeof(name), mb->name, strlen(mb->name));
 	log_warn("%s: folder \"%s\" skipped: its name from the server is not valid modified "
-		 "UTF-7 (RFC 3501 section 5.1.3)", r->a->name, name);
+		 "UTF-7 (RFC 3501 section 5.1.3), nor UTF-8 where UTF8=ACCEPT is enabled",
+		 r->a->name, name);
 	mp_err_set(r->err, -EBADMSG, MP_EX_PROTOCOL, "folder \"%s\" skipped: invalid name from "
 		   "the server", name);
 	note_partial(r);

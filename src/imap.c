@@ -20,6 +20,7 @@
 #include "mailpull/imap_parse.h"
 #include "mailpull/log.h"
 #include "mailpull/mutf7.h"
+#include "mailpull/utf8.h"
 #include "mailpull/util.h"
 
 #define IMAP_BUFSIZE (64 * 1024)       /* decoded body chunk handed to the sink */
@@ -40,6 +41,7 @@
 enum imap_state {
 	IMAP_ST_GREETING,
 	IMAP_ST_CAPABILITY,
+	IMAP_ST_ENABLE,
 	IMAP_ST_STARTTLS,
 	IMAP_ST_AUTH,
 	IMAP_ST_LIST,
@@ -57,6 +59,7 @@ enum imap_state {
 static const char *const state_names[IMAP_ST_MAX] = {
 	[IMAP_ST_GREETING] = "greeting",
 	[IMAP_ST_CAPABILITY] = "CAPABILITY",
+	[IMAP_ST_ENABLE] = "ENABLE",
 	[IMAP_ST_STARTTLS] = "STARTTLS",
 	[IMAP_ST_AUTH] = "authentication",
 	[IMAP_ST_LIST] = "LIST",
@@ -80,6 +83,8 @@ struct imap {
 	bool refused;        /* the last error was a tagged NO/BAD: still in step */
 	bool logout;         /* BYE is expected now */
 	bool bye;            /* and came */
+	bool utf8;           /* UTF8=ACCEPT enabled (RFC 6855): names travel as UTF-8 */
+	bool enabled_utf8;   /* the ENABLED response named UTF8=ACCEPT */
 	enum imap_state state;
 	unsigned tag;        /* number of the last tag used */
 	uint32_t exists;
@@ -238,8 +243,11 @@ cmd_astring(struct imap *m, struct cmd *cmd, const char *s, size_t len)
 		cmd->err = cmd->err ? cmd->err : -EINVAL;
 		return;
 	}
+	/* With UTF8=ACCEPT a quoted string may hold UTF-8 (RFC 6855 section 3). */
+	if (m->utf8 && !utf8_valid(s, len))
+		quoted = false;
 	for (size_t i = 0; i < len && quoted; i++)
-		if ((unsigned char)s[i] >= 0x80 || s[i] == '\r' || s[i] == '\n')
+		if ((!m->utf8 && (unsigned char)s[i] >= 0x80) || s[i] == '\r' || s[i] == '\n')
 			quoted = false;
 	if (quoted) {
 		size_t start = 0;
@@ -269,13 +277,25 @@ cmd_astring(struct imap *m, struct cmd *cmd, const char *s, size_t len)
 	cmd_add(cmd, s, len);
 }
 
-/* A mailbox name (UTF-8) in modified UTF-7 (RFC 3501 section 5.1.3). */
+/*
+ * A mailbox name (UTF-8) in modified UTF-7 (RFC 3501 section 5.1.3), or,
+ * once UTF8=ACCEPT is enabled, as it is (RFC 6855 section 3: the server
+ * then takes and gives mailbox names in UTF-8 only).
+ */
 static void
 cmd_mailbox(struct imap *m, struct cmd *cmd, const char *name)
 {
 	char *enc = NULL;
 	int r;
 
+	if (m->utf8) {
+		if (!utf8_valid(name, strlen(name))) {
+			cmd->err = cmd->err ? cmd->err : -EINVAL;
+			return;
+		}
+		cmd_astring(m, cmd, name, strlen(name));
+		return;
+	}
 	r = mutf7_encode(name, strlen(name), &enc);
 	if (r < 0) {
 		cmd->err = cmd->err ? cmd->err : (r == -ENOMEM ? r : -EINVAL);
@@ -1060,6 +1080,56 @@ sasl_response(struct imap *m, enum sasl_mech mech, const char *user, const char 
 	return 0;
 }
 
+/* "* ENABLED cap..." (RFC 5161 section 3.2): what the server turned on. */
+static int
+enabled_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err *err)
+{
+	(void)ud;
+	(void)err;
+	if (r->status != IMAP_STATUS_NONE || !imap_arg_atom_is(&r->args[0], "ENABLED"))
+		return 0;
+	for (size_t i = 1; i < r->count; i++)
+		if (imap_arg_atom_is(&r->args[i], "UTF8=ACCEPT"))
+			m->enabled_utf8 = true;
+	return 0;
+}
+
+/*
+ * ENABLE UTF8=ACCEPT (RFC 6855 section 3, RFC 5161) whenever the server
+ * offers it in the authenticated state, where ENABLE is valid and before
+ * any mailbox is selected: otherwise it may replace or downgrade messages
+ * whose headers hold raw UTF-8. Mailbox names then travel as UTF-8, which
+ * cmd_mailbox() and decode_name() follow. A refusal is no error: the
+ * session goes on as before.
+ */
+static int
+enable_utf8(struct imap *m, struct mp_err *err)
+{
+	const struct imap_response *r;
+	struct cmd cmd;
+	int rc;
+
+	if (!m->caps.enable || !m->caps.utf8_accept || m->utf8)
+		return 0;
+	m->state = IMAP_ST_ENABLE;
+	m->enabled_utf8 = false;
+	cmd_start(m, &cmd, "ENABLE UTF8=ACCEPT");
+	rc = run_cmd(m, &cmd, enabled_resp, NULL, NULL, &r, err);
+	if (rc > 0) {
+		log_debug("server refused ENABLE UTF8=ACCEPT (%s)", imap_status_to_string(rc));
+		return 0;
+	}
+	if (rc == 0)
+		m->utf8 = m->enabled_utf8;
+	return rc;
+}
+
+bool
+imap_utf8_enabled(const struct imap *m)
+{
+	return m->utf8;
+}
+
 int
 imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
 	  struct mp_err *err)
@@ -1075,7 +1145,7 @@ imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *sec
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "user name or secret is missing");
 	/* RFC 3501 section 7.1.4: PREAUTH already is the authenticated state. */
 	if (m->preauth)
-		return 0;
+		return settle(m, enable_utf8(m, err));
 	m->state = IMAP_ST_AUTH;
 	m->caps_seen = false;
 	if (mech == SASL_USER) {
@@ -1095,24 +1165,25 @@ imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *sec
 	 * 7.2.1): take them from the OK, else from an untagged CAPABILITY
 	 * sent meanwhile, else ask.
 	 */
-	if (imap_response_code_is(ok, "CAPABILITY")) {
+	if (imap_response_code_is(ok, "CAPABILITY"))
 		code_caps(m, ok);
-		return 0;
-	}
-	if (!m->caps_seen)
+	else if (!m->caps_seen)
 		r = ask_caps(m, err);
+	if (r == 0)
+		r = enable_utf8(m, err);
 	return settle(m, r);
 }
 
 /* ---- mailboxes ----------------------------------------------------------- */
 
 /*
- * A mailbox name from the server (astring, modified UTF-7) into UTF-8.
- * INBOX is case-insensitive (RFC 3501 section 5.1): any case becomes
- * "INBOX". -EBADMSG when it is not canonical modified UTF-7.
+ * A mailbox name from the server (astring, modified UTF-7, or UTF-8 once
+ * UTF8=ACCEPT is enabled) into UTF-8. INBOX is case-insensitive (RFC 3501
+ * section 5.1): any case becomes "INBOX". -EBADMSG when it is not canonical
+ * modified UTF-7 (or, with utf8, valid UTF-8 without NUL).
  */
 static int
-decode_name(const struct imap_arg *a, char **ret)
+decode_name(const struct imap_arg *a, bool utf8, char **ret)
 {
 	const char *s;
 	size_t len;
@@ -1122,6 +1193,12 @@ decode_name(const struct imap_arg *a, char **ret)
 		return -EBADMSG;
 	if (len == 5 && strncasecmp(s, "INBOX", 5) == 0)
 		s = "INBOX";
+	if (utf8) {
+		if (!utf8_valid(s, len) || memchr(s, '\0', len))
+			return -EBADMSG;
+		*ret = strndup(s, len);
+		return *ret ? 0 : -ENOMEM;
+	}
 	r = mutf7_decode(s, len, ret);
 	return r == -ENOMEM ? r : r < 0 ? -EBADMSG : 0;
 }
@@ -1187,13 +1264,12 @@ list_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	const struct imap_arg *flags;
 	int rc;
 
-	(void)m;
 	if (r->status != IMAP_STATUS_NONE || !imap_arg_atom_is(&r->args[0], "LIST"))
 		return 0;
 	if (r->count < 4 || r->args[1].type != IMAP_ARG_LIST ||
 	    decode_delim(&r->args[2], &mb.delim) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "malformed LIST response");
-	rc = decode_name(&r->args[3], &mb.name);
+	rc = decode_name(&r->args[3], m->utf8, &mb.name);
 	if (rc == -ENOMEM)
 		return oom(err);
 	if (rc < 0) {
@@ -1256,6 +1332,7 @@ struct ns_ctx {
 	struct imap_namespace *v;
 	size_t n, cap;
 	bool seen;
+	bool utf8;
 };
 
 void
@@ -1285,7 +1362,7 @@ ns_list(struct ns_ctx *x, const struct imap_arg *a, struct mp_err *err)
 		    decode_delim(&d->list[1], &ns.delim) < 0)
 			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 					  "malformed NAMESPACE response");
-		rc = decode_name(&d->list[0], &ns.prefix);
+		rc = decode_name(&d->list[0], x->utf8, &ns.prefix);
 		if (rc == -ENOMEM)
 			return oom(err);
 		if (rc < 0) {
@@ -1328,7 +1405,7 @@ imap_namespaces(struct imap *m, struct imap_namespace **ret, size_t *ret_n,
 		struct mp_err *err)
 {
 	const struct imap_response *r;
-	struct ns_ctx x = { 0 };
+	struct ns_ctx x = { .utf8 = m->utf8 };
 	struct cmd cmd;
 	int rc;
 

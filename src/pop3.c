@@ -1,6 +1,6 @@
 /*
  * POP3 engine: RFC 1939, CAPA and PIPELINING (RFC 2449), AUTH (RFC 5034),
- * STLS (RFC 2595). A state enum names what the session is doing for
+ * STLS (RFC 2595), UTF8 (RFC 6856). A state enum names what the session is doing for
  * traces and errors; each step sends its command and then handles the
  * reply, sequentially over the blocking conn. Message bodies go through
  * the pop3_body byte machine straight into the sink.
@@ -21,7 +21,11 @@
 #define POP3_BUFSIZE (64 * 1024)   /* decoded body chunk handed to the sink */
 #define POP3_WINDOW 32             /* pipelined commands in flight at most */
 #define POP3_QUEUE_MAX 2048        /* bytes of unanswered commands at most */
-#define POP3_MAX_MSGS 10000000u
+/*
+ * Messages in one listing at most: each costs 24 bytes and its UIDL, so a
+ * hostile listing costs at most about 100 MB, however long it goes on.
+ */
+#define POP3_MAX_MSGS 1000000u
 #define POP3_MAX_CAPA_LINES 256
 #define POP3_CMD_MAX 255           /* RFC 2449 section 4: octets, CRLF included */
 #define POP3_UIDL_MAX 70           /* RFC 1939 section 7 */
@@ -30,6 +34,7 @@ enum pop3_state {
 	POP3_ST_GREETING,
 	POP3_ST_CAPA,
 	POP3_ST_STLS,
+	POP3_ST_UTF8,
 	POP3_ST_AUTH,
 	POP3_ST_LIST,
 	POP3_ST_UIDL,
@@ -44,6 +49,7 @@ static const char *const state_names[POP3_ST_MAX] = {
 	[POP3_ST_GREETING] = "greeting",
 	[POP3_ST_CAPA] = "CAPA",
 	[POP3_ST_STLS] = "STLS",
+	[POP3_ST_UTF8] = "UTF8",
 	[POP3_ST_AUTH] = "AUTH",
 	[POP3_ST_LIST] = "LIST",
 	[POP3_ST_UIDL] = "UIDL",
@@ -64,6 +70,7 @@ struct pop3 {
 	struct pop3_caps caps;
 	bool capa_ok;        /* caps came from a CAPA answer, not a guess */
 	bool broken;         /* out of step with the server: refuse further use */
+	bool utf8;           /* the server accepted UTF8 (RFC 6856) */
 	enum pop3_state state;
 	char *buf;           /* POP3_BUFSIZE + 1 decoded body bytes */
 };
@@ -266,6 +273,7 @@ capa_line(struct pop3_caps *caps, const char *line, size_t len)
 		{ "USER", offsetof(struct pop3_caps, user) },
 		{ "PIPELINING", offsetof(struct pop3_caps, pipelining) },
 		{ "RESP-CODES", offsetof(struct pop3_caps, resp_codes) },
+		{ "UTF8", offsetof(struct pop3_caps, utf8) },
 	};
 	const char *sp = memchr(line, ' ', len);
 	size_t tl = sp ? (size_t)(sp - line) : len;
@@ -358,6 +366,33 @@ pop3_stls(struct pop3 *p, struct mp_err *err)
 	return pop3_capa(p, err);
 }
 
+/*
+ * UTF8 (RFC 6856 section 2), in the AUTHORIZATION state it is only valid
+ * in, once any STLS is done: without it a server may hand out a message
+ * whose header holds raw UTF-8 replaced or downgraded, so it is asked for
+ * whenever offered. A refusal leaves the session as it was.
+ */
+static int
+pop3_utf8(struct pop3 *p, struct mp_err *err)
+{
+	const char *text;
+	size_t len;
+	int r;
+
+	p->state = POP3_ST_UTF8;
+	r = send_cmd(p, err, "UTF8");
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
+	if (r < 0)
+		return r;
+	p->utf8 = r == REPLY_OK;
+	if (!p->utf8)
+		log_debug("server refused UTF8 although it offered it");
+	return 0;
+}
+
 int
 pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err)
 {
@@ -388,6 +423,8 @@ pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err)
 	r = pop3_capa(p, err);
 	if (r == 0 && stls)
 		r = pop3_stls(p, err);
+	if (r == 0 && p->caps.utf8)
+		r = pop3_utf8(p, err);
 	if (r < 0)
 		goto fail;
 	*ret = p;
@@ -401,6 +438,12 @@ const struct pop3_caps *
 pop3_caps(const struct pop3 *p)
 {
 	return &p->caps;
+}
+
+bool
+pop3_utf8_mode(const struct pop3 *p)
+{
+	return p->utf8;
 }
 
 void
@@ -767,7 +810,7 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 		r = expect_ok(p, "LIST", err);
 	conn_body_start(p->c);
 	while (r == 0) {
-		struct pop3_msg m = { 0 };
+		struct pop3_msg m = { .uidl = "" };
 
 		r = read_ml_line(p, &line, &len, err);
 		if (r <= 0)
@@ -781,7 +824,8 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 				       "server LISTed message %u after %u", m.num, msgs[n - 1].num);
 		else if (n >= POP3_MAX_MSGS)
 			r = mp_err_set(err, -E2BIG, MP_EX_PROTOCOL,
-				       "server lists more than %u messages", POP3_MAX_MSGS);
+				       "server lists more than %u messages, the most one POP3 "
+				       "mailbox may hold for mailpull", POP3_MAX_MSGS);
 		else if (grow_msgs(&msgs, &cap, n) < 0)
 			r = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
 		else
@@ -810,8 +854,8 @@ uidl_valid(const char *s, size_t len)
 
 /* One unique-id listing line, matched against the LIST entry at *pos. */
 static int
-merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, const char *line, size_t len,
-		struct mp_err *err)
+merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, char *ids, size_t *used,
+		const char *line, size_t len, struct mp_err *err)
 {
 	const char *uid;
 	size_t tl, ul;
@@ -833,10 +877,44 @@ merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, const char *line, 
 	if (*pos >= n || msgs[*pos].num != num)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "server's UIDL and LIST disagree at message %u", num);
-	memcpy(msgs[*pos].uidl, uid, ul);
-	msgs[*pos].uidl[ul] = '\0';
+	memcpy(ids + *used, uid, ul);
+	ids[*used + ul] = '\0';
+	*used += ul + 1;
 	(*pos)++;
 	return 0;
+}
+
+/*
+ * Makes room for n UIDLs of the longest kind behind the array of n entries,
+ * so the listing is one block the caller frees at once. Pages nobody
+ * writes cost no memory; attach_uidls() gives back what is left over.
+ */
+static int
+reserve_uidls(struct pop3_msg **msgs, size_t n, struct mp_err *err)
+{
+	struct pop3_msg *m = realloc(*msgs, n * (sizeof(*m) + POP3_UIDL_MAX + 1));
+
+	if (!m)
+		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+	*msgs = m;
+	return 0;
+}
+
+/* Trims the block to the UIDLs received and points each entry at its own. */
+static void
+attach_uidls(struct pop3_msg **msgs, size_t n, size_t used)
+{
+	struct pop3_msg *m = realloc(*msgs, n * sizeof(*m) + used);
+	const char *u;
+
+	if (m)
+		*msgs = m;
+	m = *msgs;
+	u = (const char *)(m + n);
+	for (size_t i = 0; i < n; i++) {
+		m[i].uidl = u;
+		u += strlen(u) + 1;
+	}
 }
 
 static int
@@ -874,10 +952,10 @@ check_unique(const struct pop3_msg *msgs, size_t n, struct mp_err *err)
 
 /* UIDL: every LIST entry gets its unique id, or none when the server lacks UIDL. */
 static int
-read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
+read_uidl(struct pop3 *p, struct pop3_msg **msgs, size_t n, struct mp_err *err)
 {
+	size_t len, pos = 0, used = 0;
 	const char *line;
-	size_t len, pos = 0;
 	int r;
 
 	p->state = POP3_ST_UIDL;
@@ -897,9 +975,14 @@ read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
 		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				"server advertised UIDL but refused it");
 	}
+	r = n ? reserve_uidls(msgs, n, err) : 0;
+	if (r < 0)
+		return r;
 	conn_body_start(p->c);
 	while ((r = read_ml_line(p, &line, &len, err)) > 0) {
-		r = merge_uidl_line(msgs, n, &pos, line, len, err);
+		char *ids = n ? (char *)(*msgs + n) : NULL;
+
+		r = merge_uidl_line(*msgs, n, &pos, ids, &used, line, len, err);
 		if (r < 0)
 			return r;
 	}
@@ -907,8 +990,10 @@ read_uidl(struct pop3 *p, struct pop3_msg *msgs, size_t n, struct mp_err *err)
 		return r;
 	if (pos < n)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server listed no UIDL for message %u", msgs[pos].num);
-	return check_unique(msgs, n, err);
+				  "server listed no UIDL for message %u", (*msgs)[pos].num);
+	if (n)
+		attach_uidls(msgs, n, used);
+	return check_unique(*msgs, n, err);
 }
 
 int
@@ -923,7 +1008,7 @@ pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 		return r;
 	r = read_list(p, &msgs, &n, err);
 	if (r == 0 && p->caps.uidl)
-		r = read_uidl(p, msgs, n, err);
+		r = read_uidl(p, &msgs, n, err);
 	if (r < 0) {
 		free(msgs);
 		return settle(p, r);

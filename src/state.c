@@ -46,6 +46,21 @@
 X, all dropped by D) and skipped UIDs (added by S, removed by T, all
 dropped by V and D). State files written before S and T existed simply
 have no skipped UIDs.
+ *
+ * POP3 keys may carry the size the server LISTed for the message when it
+ * was fetched, so that a UIDL the server hands to another message later is
+ * told from the one fetched (tag 'L', which no other record starts with):
+ *
+ *   NAME.state    "L <when> <key> <size>"      a key with its size, instead
+ *                                              of "<when> <key>"
+ *   NAME.journal  "L <when> <key> <maildir_name or -> <size>"
+ *                                              "+" that also sets the size
+ *
+ * A key recorded without a size (all keys of files written before sizes
+ * were kept) has none; adding an existing key keeps its time, and an "L"
+ * record replaces its size. Since sizes only come with additions, a key's
+ * size after a journal is the last "L" since its last "-", or what it had
+ * before, which keeps a replay over a snapshot that holds it harmless.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +85,7 @@ struct kv_slot {
 	char *key;
 	uint32_t hash;
 	int64_t when;
+	uint64_t size1;                   /* POP3 keys: LISTed size + 1; 0 when not known */
 };
 
 struct kv_set {
@@ -225,6 +241,7 @@ kv_insert(struct kv_set *set, const char *key, int64_t when, struct kv_slot **re
 		return -ENOMEM;
 	n.hash = h;
 	n.when = when;
+	n.size1 = 0;
 	kv_place(set->slots, set->cap, n);
 	set->count++;
 	*ret_slot = kv_find(set, key, h);
@@ -1290,9 +1307,39 @@ apply_name_flags(struct state *s, char *line)
 	return 0;
 }
 
+/*
+ * "L <when> <key> <size>" (snapshot) or "L <when> <key> <name> <size>"
+ * (journal): a key added with its size.
+ */
+static int
+apply_sized(struct state *s, bool journal, char *line)
+{
+	int nf = journal ? 5 : 4;
+	struct kv_slot *sl;
+	int64_t when;
+	uint64_t size;
+	bool added;
+	char *f[5];
+	int r;
+
+	if (split_fields(line, f, nf) < 0 || !is_tag(f[0]) || parse_i64(f[1], &when) < 0 ||
+	    unescape(f[2]) < 0 || util_parse_u64(f[nf - 1], strlen(f[nf - 1]), &size) < 0 ||
+	    size == UINT64_MAX || (journal && strcmp(f[3], "-") != 0 && unescape(f[3]) < 0))
+		return -EBADMSG;
+	r = kv_insert(&s->keys, f[2], when, &sl, &added);
+	if (r < 0)
+		return r;
+	sl->size1 = size + 1;
+	if (!journal || strcmp(f[3], "-") == 0)
+		return 0;
+	return name_insert_key(s, f[3], f[2]);
+}
+
 static int
 load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
+	if (line[0] == 'L' && (journal || lineno > 1))
+		return apply_sized(s, journal, line);
 	/* Folder records start with an upper-case tag, key records never do. */
 	if (journal && line[0] && strchr("VNUEXDST", line[0]))
 		return apply_folder_journal(s, line);
@@ -1517,12 +1564,15 @@ state_check(struct state *s, const char *key, struct mp_err *err)
 	return 0;
 }
 
-int
-state_add(struct state *s, const char *key, int64_t when, const char *maildir_name,
-	  struct mp_err *err)
+static void dbuf_put_u64(struct dbuf *b, uint64_t v);
+
+/* state_add() and, with size1 (size + 1) not 0, state_add_sized(). */
+static int
+add_record(struct state *s, const char *key, int64_t when, uint64_t size1,
+	   const char *maildir_name, struct mp_err *err)
 {
-	struct kv_slot *sl;
-	bool added = false;
+	struct kv_slot *sl = NULL;
+	bool added = false, resized;
 	int r = state_check(s, key, err);
 
 	if (r < 0)
@@ -1533,7 +1583,7 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 				  s->account, maildir_name);
 	/* Reserve first so that, once the set changed, the journal line cannot fail. */
 	r = dbuf_reserve(&s->pending,
-			 32 + esc_max(key) + (maildir_name ? esc_max(maildir_name) : 1));
+			 56 + esc_max(key) + (maildir_name ? esc_max(maildir_name) : 1));
 	if (r == 0)
 		r = kv_insert(&s->keys, key, when, &sl, &added);
 	if (r == 0 && maildir_name)
@@ -1543,9 +1593,12 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 			kv_remove(&s->keys, key);
 		return st_fail(err, r, "cannot record in", s->journal_path);
 	}
-	if (!added && !maildir_name)
+	resized = size1 && sl->size1 != size1;
+	if (size1)
+		sl->size1 = size1;
+	if (!added && !maildir_name && !resized)
 		return 0;
-	dbuf_put(&s->pending, "+ ", 2);
+	dbuf_put(&s->pending, size1 ? "L " : "+ ", 2);
 	dbuf_put_i64(&s->pending, sl->when);
 	dbuf_put(&s->pending, " ", 1);
 	dbuf_put_esc(&s->pending, key);
@@ -1554,8 +1607,39 @@ state_add(struct state *s, const char *key, int64_t when, const char *maildir_na
 		dbuf_put_esc(&s->pending, maildir_name);
 	else
 		dbuf_put(&s->pending, "-", 1);
+	if (size1) {
+		dbuf_put(&s->pending, " ", 1);
+		dbuf_put_u64(&s->pending, size1 - 1);
+	}
 	dbuf_put(&s->pending, "\n", 1);
 	return 0;
+}
+
+int
+state_add(struct state *s, const char *key, int64_t when, const char *maildir_name,
+	  struct mp_err *err)
+{
+	return add_record(s, key, when, 0, maildir_name, err);
+}
+
+int
+state_add_sized(struct state *s, const char *key, int64_t when, uint64_t size,
+		const char *maildir_name, struct mp_err *err)
+{
+	if (size == UINT64_MAX)
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "state %s: invalid size", s->account);
+	return add_record(s, key, when, size + 1, maildir_name, err);
+}
+
+bool
+state_get_size(const struct state *s, const char *key, uint64_t *ret_size)
+{
+	const struct kv_slot *sl = kv_find(&s->keys, key, kv_hash(key));
+
+	if (!sl || sl->size1 == 0)
+		return false;
+	*ret_size = sl->size1 - 1;
+	return true;
 }
 
 int
@@ -2110,12 +2194,18 @@ snap_keys(struct snap *w, const struct state *s)
 
 		if (!sl->key)
 			continue;
-		r = snap_reserve(w, 24 + esc_max(sl->key));
+		r = snap_reserve(w, 48 + esc_max(sl->key));
 		if (r < 0)
 			return r;
+		if (sl->size1)
+			dbuf_put(&w->b, "L ", 2);
 		dbuf_put_i64(&w->b, sl->when);
 		dbuf_put(&w->b, " ", 1);
 		dbuf_put_esc(&w->b, sl->key);
+		if (sl->size1) {
+			dbuf_put(&w->b, " ", 1);
+			dbuf_put_u64(&w->b, sl->size1 - 1);
+		}
 		dbuf_put(&w->b, "\n", 1);
 	}
 	return 0;

@@ -43,6 +43,15 @@ Knobs:
                     line with "{tag}" replaced by the command's tag, a
                     callable(conn, tag, command) does it itself and returns
                     False to end the session
+    caps_auth       capabilities once logged in (default: as before login),
+                    in the tagged OK of LOGIN/AUTHENTICATE and later
+    downgrade       BODY[] replaces every non-ASCII byte of the header by "?",
+                    as servers may without RFC 6855, unless the client enabled
+                    UTF8=ACCEPT (ENABLE works when the capability is listed)
+    utf8_folder     a folder name (str) LIST returns besides INBOX, holding
+                    the same messages: in modified UTF-7, or in UTF-8 once
+                    UTF8=ACCEPT is enabled; SELECT takes it only in the form
+                    that matches
     greeting may also be a callable(conn), which plays the greeting itself
     and returns False to end the session.
 """
@@ -58,6 +67,32 @@ import time
 def crlf(data):
     """data with every line end CRLF (bare LF turned into CRLF)."""
     return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+def mutf7(name):
+    """name in modified UTF-7 (RFC 3501 section 5.1.3)."""
+    out, run = [], []
+
+    def flush():
+        if run:
+            b64 = base64.b64encode("".join(run).encode("utf-16-be")).decode()
+            out.append("&" + b64.rstrip("=").replace("/", ",") + "-")
+            run.clear()
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            run.append(ch)
+    flush()
+    return "".join(out)
+
+
+def downgrade_header(data):
+    """data with each non-ASCII byte of its header replaced by "?"."""
+    m = re.search(rb"\r?\n\r?\n", data)
+    cut = m.start() if m else len(data)
+    return bytes(b if b < 0x80 else 0x3F for b in data[:cut]) + data[cut:]
 
 
 def quote(s):
@@ -112,6 +147,8 @@ class _Conn:
         srv._records.append(self.record)
         self.tls = False
         self.extra = False          # an extra (empty) folder is selected
+        self.utf8 = False
+        self.authed = False
 
     def _fill(self):
         data = self.sock.recv(65536)
@@ -159,7 +196,8 @@ class FakeIMAP:
                  starttls_reply="OK Begin TLS negotiation now", inject=b"",
                  messages=(), flags=None, password="secret", uidvalidity=4242,
                  stall_on=(), host="127.0.0.1", timeout=60.0, on_fetch=None,
-                 context=None, script=None, ghost_folders=(), extra_folders=()):
+                 context=None, script=None, ghost_folders=(), extra_folders=(),
+                 downgrade=False, utf8_folder=None, caps_auth=None):
         self.tls = tls
         self.caps = list(caps)
         self.script = {k.upper(): v for k, v in (script or {}).items()}
@@ -175,6 +213,9 @@ class FakeIMAP:
         self.on_fetch = on_fetch
         self.ghost_folders = list(ghost_folders)
         self.extra_folders = [f if isinstance(f, bytes) else f.encode() for f in extra_folders]
+        self.downgrade = downgrade
+        self.utf8_folder = utf8_folder
+        self.caps_auth = list(caps_auth) if caps_auth is not None else None
         self.host = host
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -302,6 +343,8 @@ class FakeIMAP:
             line = line[:m.start()] + b'"' + lit + b'"' + rest
 
     def _caps(self, c):
+        if c.authed and self.caps_auth is not None:
+            return " ".join(self.caps_auth)
         return " ".join(self.caps_tls if c.tls else self.caps)
 
     def _session(self, c):
@@ -316,7 +359,7 @@ class FakeIMAP:
             greeting = self.greeting if isinstance(self.greeting, bytes) \
                 else self.greeting.encode()
             c.send(greeting + b"\r\n")
-        authed = greeting.upper().startswith(b"* PREAUTH")
+        authed = c.authed = greeting.upper().startswith(b"* PREAUTH")
         selected = False
         while not self._stop.is_set():
             raw = self._read_command(c)
@@ -364,7 +407,7 @@ class FakeIMAP:
                 args = re.findall(r'"((?:[^"\\]|\\.)*)"|(\S+)', cmd[6:])
                 vals = [a or b for a, b in args]
                 if len(vals) == 2 and vals[1] == self.password:
-                    authed = True
+                    authed = c.authed = True
                     c.line(f"{tag} OK [CAPABILITY {self._caps(c)}] logged in")
                 else:
                     c.line(f"{tag} NO [AUTHENTICATIONFAILED] authentication failed")
@@ -386,13 +429,19 @@ class FakeIMAP:
                 except ValueError:
                     fields = []
                 if len(fields) == 3 and fields[2].decode("latin-1") == self.password:
-                    authed = True
+                    authed = c.authed = True
                     c.line(f"{tag} OK [CAPABILITY {self._caps(c)}] logged in")
                 else:
                     c.line(f"{tag} NO [AUTHENTICATIONFAILED] authentication failed")
             elif not authed:
                 c.line(f"{tag} BAD not authenticated")
-            elif verb in ("ENABLE", "ID"):
+            elif verb == "ENABLE":
+                want = [x.upper() for x in parts[1:]]
+                if "UTF8=ACCEPT" in want and "UTF8=ACCEPT" in self._caps(c).upper().split():
+                    c.utf8 = True
+                    c.line("* ENABLED UTF8=ACCEPT")
+                c.line(f"{tag} OK ENABLE completed")
+            elif verb == "ID":
                 c.line(f"{tag} OK {verb} completed")
             elif verb == "NAMESPACE":
                 c.line('* NAMESPACE (("" "/")) NIL NIL')
@@ -404,9 +453,16 @@ class FakeIMAP:
                 c.line(f'* {verb} (\\HasNoChildren) "/" INBOX')
                 for g in self.ghost_folders:
                     c.line(f'* {verb} (\\HasNoChildren) "/" {g}')
+                if self.utf8_folder:
+                    name = self.utf8_folder if c.utf8 else mutf7(self.utf8_folder)
+                    c.send(f'* {verb} (\\HasNoChildren) "/" "{name}"\r\n'.encode())
                 c.line(f"{tag} OK {verb} completed")
             elif verb in ("SELECT", "EXAMINE"):
                 box = cmd.split(" ", 1)[1].strip('"') if " " in cmd else ""
+                if self.utf8_folder:
+                    want = self.utf8_folder.encode() if c.utf8 else mutf7(self.utf8_folder).encode()
+                    if box.encode("latin-1") == want:
+                        box = "INBOX"
                 if box.encode("latin-1") in self.extra_folders:
                     c.line("* 0 EXISTS")
                     c.line(f"* OK [UIDVALIDITY {self.uidvalidity}] UIDs valid")
@@ -500,6 +556,8 @@ class FakeIMAP:
                 if uid not in want:
                     continue
                 data = crlf(msgs[i])
+                if self.downgrade and not c.utf8 and "BODY" in items:
+                    data = downgrade_header(data)
                 out = [f"UID {uid}"]
                 if "FLAGS" in items:
                     out.append(f"FLAGS ({' '.join(flags[i])})")

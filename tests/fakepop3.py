@@ -32,6 +32,10 @@ Knobs:
                 a str is sent as one line (CRLF added), bytes as they are,
                 a callable(conn, command) does it itself and returns False
                 to end the session
+    downgrade   RETR and TOP replace every non-ASCII byte of the header by
+                "?", as servers without RFC 6856 UTF-8 mode may, unless the
+                client sent UTF8 (accepted in the AUTHORIZATION state when
+                a CAPA line "UTF8" is offered)
     greeting may also be a callable(conn), which plays the greeting itself
     and returns False to end the session.
 """
@@ -41,6 +45,12 @@ import socket
 import ssl
 import threading
 import time
+
+
+def downgrade_header(data):
+    """data with each non-ASCII byte of its header replaced by "?"."""
+    head, sep, body = data.partition(b"\n\n")
+    return bytes(b if b < 0x80 else 0x3F for b in head) + sep + body
 
 
 def pop3_encode(data):
@@ -67,6 +77,7 @@ class _Conn:
         self.record = bytearray()
         srv._records.append(self.record)
         self.tls = False
+        self.utf8 = False
 
     def recv_line(self):
         while b"\n" not in self.buf:
@@ -103,7 +114,7 @@ class FakePOP3:
                  greeting="+OK fake POP3 ready", messages=(), password="secret",
                  stall_on=(), uids=None, host="127.0.0.1", timeout=60.0,
                  list_sizes=None, on_retr=None, dele_keeps=False, capa_tls=None,
-                 context=None, script=None):
+                 context=None, script=None, downgrade=False):
         self.tls = tls
         self.capa = list(capa)
         self.capa_tls = list(capa_tls) if capa_tls is not None else self.capa
@@ -116,6 +127,7 @@ class FakePOP3:
         self.list_sizes = list(list_sizes) if list_sizes else None
         self.on_retr = on_retr
         self.dele_keeps = dele_keeps
+        self.downgrade = downgrade
         self.host = host
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -268,6 +280,14 @@ class FakePOP3:
                     c.start_tls()
                 else:
                     c.send(self.stls_reply.encode() + b"\r\n" + self.inject)
+            elif verb == "UTF8":
+                offered = any(x.split(" ")[0].upper() == "UTF8"
+                              for x in (self.capa_tls if c.tls else self.capa))
+                if offered and not authed:
+                    c.utf8 = True
+                    c.line("+OK UTF8 enabled")
+                else:
+                    c.line("-ERR UTF8 not available")
             elif verb == "USER":
                 user = parts[1] if len(parts) > 1 else ""
                 c.line("+OK")
@@ -339,6 +359,8 @@ class FakePOP3:
                     c.line("-ERR no such message")
                     continue
                 data = msgs[i]
+                if self.downgrade and not c.utf8:
+                    data = downgrade_header(data)
                 if verb == "TOP":
                     n = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
                     head, sep, body = data.partition(b"\n\n")

@@ -43,6 +43,27 @@ typedef int (*account_auth_fn)(void *engine, enum sasl_mech mech, const char *us
 int account_login(const struct mp_account *a, const char *sasl, bool user_ok, const char *plain,
 		  account_auth_fn auth, void *engine, struct mp_err *err) MP_WUR;
 
+/*
+ * The hard cap on one message, whatever max_size says: no server can make
+ * a run store more than this for a message (documented in mailpull.conf(5)).
+ */
+#define ACCOUNT_MSG_MAX ((uint64_t)1 << 30)
+
+/* The cap for one message of a: max_size when set and lower, else ACCOUNT_MSG_MAX. */
+uint64_t account_msg_cap(const struct mp_account *a);
+
+/* What account_msg_cap() is, for messages: "max_size" or the hard limit. */
+const char *account_cap_name(const struct mp_account *a);
+
+/*
+ * Checks got, the bytes of one message received so far, against the cap:
+ * a server can declare a small size (LIST, RFC822.SIZE) and then send
+ * without end. Over the cap: -EFBIG (MP_EX_PROTOCOL) with err naming what
+ * and num (e.g. "message", 3), the cap and the declared size; else 0.
+ */
+int account_check_received(const struct mp_account *a, const char *what, uint32_t num,
+			   uint64_t declared, uint64_t got, struct mp_err *err) MP_WUR;
+
 /* The tag naming this account's files in tmp/ (8 hex digits). */
 void account_tag(const char *name, char tag[16]);
 

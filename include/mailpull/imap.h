@@ -51,6 +51,9 @@ int imap_open(struct conn *c, bool starttls, struct imap **ret, struct mp_err *e
 
 const struct imap_caps *imap_caps(const struct imap *m);
 
+/* True once the server enabled UTF8=ACCEPT (see imap_auth()). */
+bool imap_utf8_enabled(const struct imap *m);
+
 /* True when the greeting was PREAUTH (allowed on implicit TLS only). */
 bool imap_preauthenticated(const struct imap *m);
 
@@ -59,6 +62,10 @@ bool imap_preauthenticated(const struct imap *m);
  * LOGINDISABLED is advertised), the others AUTHENTICATE, with the initial
  * response inline when SASL-IR is offered. Capabilities are refreshed
  * afterwards (from the tagged OK's [CAPABILITY] code, else by asking).
+ * Then, when they offer ENABLE and UTF8=ACCEPT, sends ENABLE UTF8=ACCEPT
+ * (RFC 6855), so messages with raw UTF-8 headers come unchanged; mailbox
+ * names then cross the wire in UTF-8 instead of modified UTF-7. With a
+ * PREAUTH greeting only that is done.
  * Secrets never reach a trace (log_trace with redact_from).
  * Errors: -EACCES (NO; err->srv holds the server's text; err->ex is
  * MP_EX_TEMPFAIL for [UNAVAILABLE]/[INUSE]-style codes, else MP_EX_NOPERM),

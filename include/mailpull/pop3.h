@@ -1,6 +1,6 @@
 /*
  * POP3 engine (RFC 1939, RFC 2449 CAPA and PIPELINING, RFC 5034 AUTH,
- * RFC 2595 STLS). Speaks the protocol and nothing else: no files, no
+ * RFC 2595 STLS, RFC 6856 UTF8). Speaks the protocol and nothing else: no files, no
  * policy. Runs sequentially over a blocking conn with deadlines.
  */
 #ifndef MAILPULL_POP3_H
@@ -12,14 +12,14 @@
 #include "mailpull/sink.h"
 
 struct pop3_caps {
-	bool stls, uidl, top, user, pipelining, resp_codes;
+	bool stls, uidl, top, user, pipelining, resp_codes, utf8;
 	char sasl[256];   /* space-separated SASL mechanisms, "" if none */
 };
 
 struct pop3_msg {
 	unsigned num;      /* message number in this session */
 	uint64_t size;     /* octets as LISTed (CRLF, stuffed) */
-	char uidl[71];     /* RFC 1939: 1 to 70 chars 0x21-0x7E; "" without UIDL */
+	const char *uidl;  /* RFC 1939: 1 to 70 chars 0x21-0x7E; "" without UIDL */
 };
 
 struct pop3;
@@ -29,12 +29,17 @@ struct pop3;
  * greeting and asks CAPA. With stls, issues STLS (refusing with -EPROTO,
  * before any credential, when STLS is not offered or not accepted, or when
  * data follows the +OK), upgrades, and asks CAPA again, forgetting all
- * that was learned before.
+ * that was learned before. Then, when CAPA offers UTF8 (RFC 6856), sends
+ * UTF8 so that messages with raw UTF-8 headers come unchanged; -ERR to it
+ * is no error.
  * Errors: conn's, -EPROTO (bad greeting), -ENOMEM.
  */
 int pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err) MP_WUR;
 
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
+
+/* Whether the server accepted UTF8 in pop3_open(). */
+bool pop3_utf8_mode(const struct pop3 *p);
 
 /*
  * Authenticates with the given mechanism. The secret never reaches a trace.
@@ -45,9 +50,10 @@ int pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char 
 
 /*
  * Lists the mailbox: LIST sizes merged with UIDL (when the server has it).
- * *ret is malloc'd (caller frees), ordered by number.
+ * *ret is malloc'd, ordered by number, the UIDL strings in the same block:
+ * the caller frees it with one free().
  * Errors: -EPROTO (malformed or inconsistent listing, duplicate UIDL),
- * -E2BIG (more than 10 million messages), conn's.
+ * -E2BIG (more than a million messages), -ENOMEM, conn's.
  */
 int pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
 

@@ -43,6 +43,21 @@ size_t state_count(const struct state *s);
 int state_add(struct state *s, const char *key, int64_t when, const char *maildir_name,
 	      struct mp_err *err) MP_WUR;
 
+/*
+ * The size recorded with key by state_add_sized() (POP3: the LISTed size
+ * when it was fetched). False when key is not recorded or has no size
+ * (recorded before sizes were kept).
+ */
+bool state_get_size(const struct state *s, const char *key, uint64_t *ret_size);
+
+/*
+ * state_add() that also records size with key (replacing the size an
+ * existing key had); state_remove() forgets both. Errors as state_add(),
+ * and -EINVAL for size UINT64_MAX.
+ */
+int state_add_sized(struct state *s, const char *key, int64_t when, uint64_t size,
+		    const char *maildir_name, struct mp_err *err) MP_WUR;
+
 /* Forgets key (deleted on the server). Buffered until state_sync(). */
 int state_remove(struct state *s, const char *key, struct mp_err *err) MP_WUR;
 

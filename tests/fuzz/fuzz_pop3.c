@@ -11,7 +11,7 @@
  *
  * 2. The engine (pop3.c) runs a whole session against the same bytes
  *    served over a loopback TCP connection through the real conn: the
- *    greeting, CAPA, STLS, an AUTH exchange, LIST and UIDL, RETR
+ *    greeting, CAPA, STLS, UTF8, an AUTH exchange, LIST and UIDL, RETR
  *    (pipelined when the server says PIPELINING), TOP, DELE and QUIT. The
  *    server side sends everything at once and then closes, so no read can
  *    wait; the commands the client sends are never read. What the engine
@@ -257,7 +257,7 @@ check_list(const struct pop3_caps *caps, const struct pop3_msg *m, size_t n)
 	const char **ids;
 
 	for (size_t i = 0; i < n; i++) {
-		size_t ul = strnlen(m[i].uidl, sizeof(m[i].uidl));
+		size_t ul = strlen(m[i].uidl);
 
 		if (m[i].num == 0 || (i > 0 && m[i].num <= m[i - 1].num) || ul > 70)
 			abort();

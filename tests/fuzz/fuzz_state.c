@@ -5,9 +5,9 @@
  * file. Whatever loads is walked through every query. With the high bit
  * set, the state is compacted and opened again with the same journal put
  * back, then a few changes are made, synced and compacted, and the state
- * is opened once more: each time, what comes back must be what was
- * there, since a state that loses or invents a key, a folder, a UID or a
- * skipped UID
+ * is opened once more: each time, what comes back (keys with their times
+ * and sizes, folders, UIDs, skipped UIDs) must be what was there, since a
+ * state that loses or invents a key, a folder, a UID or a skipped UID
  * would make mailpull fetch twice or skip a message.
  *
  * The files live in a directory of their own under /dev/shm (or $TMPDIR),
@@ -109,10 +109,13 @@ on_key(void *ud, const char *key, int64_t when)
 {
 	struct walk *w = ud;
 	int64_t w2;
-	uint64_t h = fnv(0xcbf29ce484222325ull, key, strlen(key) + 1);
+	uint64_t h = fnv(0xcbf29ce484222325ull, key, strlen(key) + 1), size = UINT64_MAX;
 
 	if (!state_has(w->s, key, &w2) || w2 != when)
 		abort();
+	if (state_get_size(w->s, key, &size) && size == UINT64_MAX)
+		abort();
+	h = fnv(h, &size, sizeof(size));
 	w->d->keys += fnv(h, &when, sizeof(when));
 	w->d->nkeys++;
 	return 0;
@@ -237,6 +240,8 @@ change(struct state *s, uint8_t mode)
 		free(name);
 	}
 	(void)state_add(s, "new-key", 1700000000, "1700000000.M1P1.host", &err);
+	(void)state_add_sized(s, mode & 1 ? "sized" : "new-key", 1700000001, 4096,
+			      "1700000001.M2P1.host", &err);
 	(void)state_remove(s, mode & 1 ? "new-key" : "0000001", &err);
 	(void)state_folder_reset(s, "INBOX/Neu\xc3\xa9 %", 1234, &err);
 	(void)state_name_set_flags(s, "m7", "SF", &err);

@@ -281,7 +281,7 @@ class MailPull:
         return os.path.join(self.state_dir, f"{account}.journal")
 
     def journal_records(self, account="t1", state_dir=None):
-        """(time, key, maildir_name) of every complete "+" journal line."""
+        """(time, key, maildir_name) of every complete "+" and "L" journal line."""
         recs = []
         path = os.path.join(state_dir or self.state_dir, f"{account}.journal")
         try:
@@ -291,7 +291,7 @@ class MailPull:
             return recs
         for line in data.split(b"\n")[:-1]:    # a torn last line has no newline
             parts = line.decode("utf-8", "replace").split(" ")
-            if len(parts) >= 4 and parts[0] == "+":
+            if len(parts) >= 4 and parts[0] in ("+", "L"):
                 recs.append((parts[1], parts[2], parts[3]))
         return recs
 

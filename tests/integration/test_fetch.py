@@ -243,24 +243,33 @@ def uidl_map(dc, user):
         p.quit()
 
 
-def read_state(path):
+def read_state(path, sizes=None):
+    """{key: time} of a snapshot; the sizes of "L" records go into sizes."""
     with open(path) as f:
         lines = f.read().split("\n")
     assert lines[0] == "mailpull-state 1", lines[:1]
     entries = {}
     for ln in lines[1:]:
-        if ln:
+        if ln.startswith("L "):
+            _, t, key, size = ln.split(" ")
+            entries[key] = int(t)
+            if sizes is not None:
+                sizes[key] = int(size)
+        elif ln:
             t, key = ln.split(" ", 1)
             entries[key] = int(t)
     return entries
 
 
-def write_state(path, entries):
+def write_state(path, entries, sizes=None):
     tmp = path + ".edit"
     with open(tmp, "w") as f:
         f.write("mailpull-state 1\n")
         for k, t in entries.items():
-            f.write(f"{t} {k}\n")
+            if sizes and k in sizes:
+                f.write(f"L {t} {k} {sizes[k]}\n")
+            else:
+                f.write(f"{t} {k}\n")
         f.flush()
         os.fsync(f.fileno())
     os.chmod(tmp, os.stat(path).st_mode & 0o777)
@@ -269,24 +278,27 @@ def write_state(path, entries):
 
 def fold_journal(mp, account="t1"):
     """Makes the snapshot the whole truth so a test can edit it: folds a
-    journal holding only "+" records into NAME.state and removes it."""
+    journal holding only "+" and "L" records into NAME.state and removes it."""
     j = mp.journal_file(account)
     if not os.path.exists(j) or os.path.getsize(j) == 0:
         return
     with open(j) as f:
         lines = [ln for ln in f.read().split("\n") if ln]
-    if any(not ln.startswith("+ ") for ln in lines):
+    if any(not ln.startswith(("+ ", "L ")) for ln in lines):
         pytest.fail(f"cannot age entries: journal holds more than additions: {lines!r}")
-    entries = read_state(mp.state_file(account)) if os.path.exists(mp.state_file(account)) \
-        else {}
+    sizes = {}
+    entries = read_state(mp.state_file(account), sizes) \
+        if os.path.exists(mp.state_file(account)) else {}
     for ln in lines:
-        _, t, key, _name = ln.split(" ", 3)
-        entries.setdefault(key, int(t))
+        fields = ln.split(" ")
+        entries.setdefault(fields[2], int(fields[1]))
+        if fields[0] == "L":
+            sizes[fields[2]] = int(fields[4])
     if not os.path.exists(mp.state_file(account)):
         with open(mp.state_file(account), "w") as f:
             f.write("mailpull-state 1\n")
         os.chmod(mp.state_file(account), 0o600)
-    write_state(mp.state_file(account), entries)
+    write_state(mp.state_file(account), entries, sizes)
     os.unlink(j)
 
 
@@ -301,7 +313,8 @@ def test_keep_days_deletes_only_old_messages(mp):
     assert mp.dc.count(user) == 4
 
     fold_journal(mp)
-    entries = read_state(mp.state_file())
+    sizes = {}
+    entries = read_state(mp.state_file(), sizes)
     uids = uidl_map(mp.dc, user)
     assert set(entries) == set(uids), (entries, uids)
     old_ids = {"<kd-0@test>", "<kd-2@test>"}
@@ -309,7 +322,7 @@ def test_keep_days_deletes_only_old_messages(mp):
     for key, mid in uids.items():
         if mid in old_ids:
             entries[key] = ten_days_ago
-    write_state(mp.state_file(), entries)
+    write_state(mp.state_file(), entries, sizes)
 
     acct = mp.pop3_account(user, keep_days=5)
     del acct["keep"]

@@ -837,6 +837,74 @@ test_list(void **state)
 	finish(&f, m);
 }
 
+/*
+ * UTF8=ACCEPT offered once logged in: ENABLE follows the login, and from
+ * then on mailbox names go and come in UTF-8 (RFC 6855 section 3).
+ */
+static void
+test_utf8_accept(void **state)
+{
+	static const struct step script[] = {
+		GREET,
+		C("A0001 LOGIN \"user\" \"secret\""),
+		S("A0001 OK [CAPABILITY IMAP4rev1 ENABLE UTF8=ACCEPT] logged in\r\n"),
+		C("A0002 ENABLE UTF8=ACCEPT"), S("* ENABLED UTF8=ACCEPT\r\nA0002 OK done\r\n"),
+		C("A0003 LIST \"\" \"\xc3\xa4/%\""),
+		S("* LIST () \"/\" \"Entw\xc3\xbcrfe\"\r\n"
+		  "* LIST () \"/\" \"Entw&APw-rfe\"\r\n"
+		  "* LIST () \"/\" \"Bad\xc3\"\r\n"
+		  "A0003 OK LIST done\r\n"),
+		C("A0004 SELECT \"\xc3\x84pfel\""),
+		S("* 1 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\nA0004 OK [READ-WRITE] rw\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_mailbox *v = NULL;
+	struct imap_folder fo;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), 0);
+	assert_true(imap_utf8_enabled(m));
+	assert_int_equal(imap_list(m, "\xc3\xa4/%", &v, &n, &err), 0);
+	/* "&APw-" is no longer modified UTF-7 but the name itself; bad UTF-8 is skipped. */
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].name, "Entw\xc3\xbcrfe");
+	assert_string_equal(v[1].name, "Entw&APw-rfe");
+	imap_mailboxes_free(v, n);
+	assert_int_equal(imap_select(m, "\xc3\x84pfel", false, &fo, &err), 0);
+	assert_int_equal(fo.uidvalidity, 9);
+	finish(&f, m);
+}
+
+/* ENABLE refused, or answered without ENABLED: modified UTF-7 stays. */
+static void
+test_utf8_accept_refused(void **state)
+{
+	static const struct step script[] = {
+		GREET_CAPS("AUTH=PLAIN ENABLE UTF8=ACCEPT"),
+		C("A0001 LOGIN \"user\" \"secret\""), S("A0001 OK logged in\r\n"),
+		C("A0002 CAPABILITY"),
+		S("* CAPABILITY IMAP4rev1 ENABLE UTF8=ACCEPT\r\nA0002 OK\r\n"),
+		C("A0003 ENABLE UTF8=ACCEPT"), S("A0003 OK nothing enabled\r\n"),
+		C("A0004 SELECT \"&AMQ-pfel\""),
+		S("* 1 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\nA0004 OK [READ-WRITE] rw\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct imap_folder fo;
+
+	(void)state;
+	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), 0);
+	assert_false(imap_utf8_enabled(m));
+	assert_int_equal(imap_select(m, "\xc3\x84pfel", false, &fo, &err), 0);
+	finish(&f, m);
+}
+
 static void
 test_namespaces(void **state)
 {
@@ -1773,6 +1841,8 @@ main(void)
 		cmocka_unit_test(test_auth_oauthbearer_error),
 		cmocka_unit_test(test_select),
 		cmocka_unit_test(test_list),
+		cmocka_unit_test(test_utf8_accept),
+		cmocka_unit_test(test_utf8_accept_refused),
 		cmocka_unit_test(test_namespaces),
 		cmocka_unit_test(test_namespaces_not_offered),
 		cmocka_unit_test(test_list_messages),

@@ -444,6 +444,51 @@ test_list_uidl_merge(void **state)
 	assert_int_equal(fake_wait(&f), 0);
 }
 
+/* UTF8 (RFC 6856) goes out before login when offered; a refusal is no error. */
+static void
+utf8_case(const char *reply, bool want)
+{
+	struct step script[] = {
+		GREET, C("CAPA"), S("+OK\r\nUSER\r\nUIDL\r\nUTF8 USER\r\n.\r\n"),
+		C("UTF8"), S(reply), C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_true(pop3_caps(p)->utf8);
+	assert_int_equal(pop3_utf8_mode(p), want);
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+static void
+test_utf8(void **state)
+{
+	static const struct step plain[] = {
+		GREET, CAPA_SIMPLE, C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	utf8_case("+OK UTF8 enabled\r\n", true);
+	utf8_case("-ERR not now\r\n", false);
+	/* Not offered: not sent. */
+	fake_start(&f, plain);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_false(pop3_utf8_mode(p));
+	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
 static void
 test_empty_list(void **state)
 {
@@ -1002,6 +1047,7 @@ main(void)
 		cmocka_unit_test(test_pass_refused_in_use),
 		cmocka_unit_test(test_no_capa),
 		cmocka_unit_test(test_list_uidl_merge),
+		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_empty_list),
 		cmocka_unit_test(test_list_errors),
 		cmocka_unit_test(test_retr_pipelined),

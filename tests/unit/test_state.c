@@ -340,6 +340,85 @@ test_readd_keeps_first_time(void **state)
 	state_close(s);
 }
 
+/* Sizes ride with their key through journal, snapshot and removal. */
+static void
+test_sizes(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "sz");
+	char j[256], sn[256];
+	uint64_t size = 0;
+	int64_t when = 0;
+	char *text;
+
+	pathf(j, sizeof(j), "%s/sz.journal", fx->sdir);
+	pathf(sn, sizeof(sn), "%s/sz.state", fx->sdir);
+	assert_int_equal(state_add_sized(s, "a b", 1, 1024, "na", &err), 0);
+	assert_true(state_get_size(s, "a b", &size));
+	assert_int_equal(size, 1024);
+	assert_int_equal(state_add_sized(s, "c", 2, 0, NULL, &err), 0);
+	assert_int_equal(state_add(s, "nosize", 3, NULL, &err), 0);
+	assert_false(state_get_size(s, "nosize", &size));
+	assert_false(state_get_size(s, "missing", &size));
+	assert_int_equal(state_add_sized(s, "c", 2, UINT64_MAX, NULL, &err), -EINVAL);
+	mp_err_clear(&err);
+	/* Re-added with another size: the time stays, the size is the new one. */
+	assert_int_equal(state_add_sized(s, "d", 4, 10, NULL, &err), 0);
+	assert_int_equal(state_add_sized(s, "d", 5, 11, NULL, &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	text = slurp(j, NULL);
+	assert_non_null(strstr(text, "L 1 a%20b na 1024\n"));
+	assert_non_null(strstr(text, "\nL 2 c - 0\n"));
+	assert_non_null(strstr(text, "\n+ 3 nosize -\n"));
+	assert_non_null(strstr(text, "\nL 4 d - 11\n"));
+	free(text);
+	state_close(s);
+
+	/* From the journal. */
+	s = open_ok(fx, "sz");
+	assert_true(state_get_size(s, "a b", &size));
+	assert_int_equal(size, 1024);
+	assert_true(state_name_recorded(s, "na"));
+	assert_true(state_get_size(s, "c", &size));
+	assert_int_equal(size, 0);
+	assert_false(state_get_size(s, "nosize", &size));
+	assert_true(state_has(s, "d", &when));
+	assert_int_equal(when, 4);
+	assert_true(state_get_size(s, "d", &size));
+	assert_int_equal(size, 11);
+	/* Forgotten with the key; a plain record has none. */
+	assert_int_equal(state_remove(s, "c", &err), 0);
+	assert_int_equal(state_add(s, "c", 9, NULL, &err), 0);
+	assert_false(state_get_size(s, "c", &size));
+	assert_int_equal(state_compact(s, &err), 0);
+	text = slurp(sn, NULL);
+	assert_non_null(strstr(text, "\nL 1 a%20b 1024\n"));
+	assert_non_null(strstr(text, "\n9 c\n"));
+	assert_non_null(strstr(text, "\n3 nosize\n"));
+	free(text);
+	state_close(s);
+
+	/* From the snapshot. */
+	s = open_ok(fx, "sz");
+	assert_true(state_get_size(s, "a b", &size));
+	assert_int_equal(size, 1024);
+	assert_false(state_get_size(s, "c", &size));
+	assert_true(state_get_size(s, "d", &size));
+	assert_int_equal(size, 11);
+	state_close(s);
+
+	/* A file of an older version (no sizes) loads as it did. */
+	put_file(sn, "mailpull-state 1\n5 old\n", false);
+	put_file(j, "+ 6 new n6\n", false);
+	s = open_ok(fx, "sz");
+	assert_true(state_has(s, "old", NULL));
+	assert_false(state_get_size(s, "old", &size));
+	assert_true(state_has(s, "new", NULL));
+	assert_false(state_get_size(s, "new", &size));
+	state_close(s);
+}
+
 static void
 test_bad_arguments(void **state)
 {
@@ -433,6 +512,8 @@ test_corrupt_lines(void **state)
 		"garbage\n", "+ 1 k\n", "+ x k -\n", "+ 1 k - extra\n", "+ 1  k -\n", "- \n",
 		"-  k\n", "- k extra\n", "+ 1 k%4 -\n", "+ 1 k%00 -\n", "+ 1 k%zz -\n", "* 1 k -\n",
 		"+ 99999999999999999999 k -\n", "\n", "+ 1 k -\r\n", "+ 1 k\tx -\n",
+		"L 1 ok - \n", "L 1 ok - x\n", "L 1 ok 1\n", "L 1 ok - -1\n", "L x ok - 1\n",
+		"L 1 ok - 18446744073709551615\n", "LL 1 ok - 1\n", "L 1 ok - 1 2\n",
 	};
 	struct fixture *fx = *state;
 	char j[256], sn[256];
@@ -466,6 +547,8 @@ test_corrupt_lines(void **state)
 	expect_bad(fx, "c.state", "3");
 	/* The snapshot is renamed into place whole: a missing '\n' is damage. */
 	put_file(sn, "mailpull-state 1\n5 a\n6 b", false);
+	expect_bad(fx, "c.state", "3");
+	put_file(sn, "mailpull-state 1\n5 a\nL 6 b - 7\n", false);
 	expect_bad(fx, "c.state", "3");
 	put_file(sn, "mailpull-state 1\n5 a\n-6 b\n", false);
 	s = open_ok(fx, "c");
@@ -1789,6 +1872,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readd_keeps_first_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_journal, setup, teardown),
