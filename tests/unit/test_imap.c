@@ -869,10 +869,16 @@ test_utf8_accept(void **state)
 	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), 0);
 	assert_true(imap_utf8_enabled(m));
 	assert_int_equal(imap_list(m, "\xc3\xa4/%", &v, &n, &err), 0);
-	/* "&APw-" is no longer modified UTF-7 but the name itself; bad UTF-8 is skipped. */
-	assert_int_equal(n, 2);
+	/*
+	 * "&APw-" is no longer modified UTF-7 but the name itself; bad UTF-8 is
+	 * kept raw and marked invalid, for the policy to report and skip.
+	 */
+	assert_int_equal(n, 3);
 	assert_string_equal(v[0].name, "Entw\xc3\xbcrfe");
+	assert_false(v[0].invalid);
 	assert_string_equal(v[1].name, "Entw&APw-rfe");
+	assert_false(v[1].invalid);
+	assert_true(v[2].invalid);
 	imap_mailboxes_free(v, n);
 	assert_int_equal(imap_select(m, "\xc3\x84pfel", false, &fo, &err), 0);
 	assert_int_equal(fo.uidvalidity, 9);
