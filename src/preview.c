@@ -41,6 +41,18 @@ display(const char *raw, size_t max_chars)
 	return line;
 }
 
+/* A copy of s with control bytes and bidi controls escaped (util_sanitize). */
+static char *
+sanitized(const char *s)
+{
+	size_t len = strlen(s), room = 4 * len + 1;
+	char *safe = malloc(room);
+
+	if (safe)
+		util_sanitize(safe, room, s, len);
+	return safe;
+}
+
 static void
 json_str(FILE *out, const char *s)
 {
@@ -71,8 +83,11 @@ collect(void *ud, const struct preview_item *it)
 	struct pv *pv = ud;
 	struct row r = { 0 };
 
-	/* Folder names come from the server too: no controls, no bidi. */
-	if (it->folder && mimeword_oneline(it->folder, strlen(it->folder), 0, &r.folder) < 0)
+	/*
+	 * Folder names come from the server too: controls and bidi controls are
+	 * shown escaped, as in the log lines, so the folder can still be told.
+	 */
+	if (it->folder && !(r.folder = sanitized(it->folder)))
 		return -ENOMEM;
 	r.date = display(it->date, 0);
 	r.from = display(it->from, 0);
@@ -97,22 +112,6 @@ collect(void *ud, const struct preview_item *it)
 		fputs(",\"subject\":", pv->out);
 		json_str(pv->out, r.subject ? r.subject : "");
 		fprintf(pv->out, ",\"size\":%llu}\n", (unsigned long long)r.size);
-	}
-	/* The table shows the folder name from the server with control bytes escaped. */
-	if (r.folder && !pv->json) {
-		size_t len = strlen(r.folder), room = 4 * len + 1;
-		char *safe = malloc(room);
-
-		if (!safe) {
-			free(r.folder);
-			free(r.date);
-			free(r.from);
-			free(r.subject);
-			return -ENOMEM;
-		}
-		util_sanitize(safe, room, r.folder, len);
-		free(r.folder);
-		r.folder = safe;
 	}
 	if (pv->n == pv->cap) {
 		size_t cap = pv->cap ? pv->cap * 2 : 64;
