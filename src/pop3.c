@@ -114,20 +114,28 @@ send_line(struct pop3 *p, const char *line, size_t len, size_t redact_from, stru
 	return conn_write(p->c, "\r\n", 2, err);
 }
 
+static int MP_PRINTF(3, 0)
+vsend_cmd(struct pop3 *p, struct mp_err *err, const char *fmt, va_list ap)
+{
+	char line[POP3_CMD_MAX];
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+
+	if (n < 0 || (size_t)n + 2 > sizeof(line))
+		return mp_err_set(err, -EINVAL, MP_EX_USAGE, "POP3 command too long");
+	return send_line(p, line, (size_t)n, SIZE_MAX, err);
+}
+
 /* A command without a secret. */
 static int MP_PRINTF(3, 4)
 send_cmd(struct pop3 *p, struct mp_err *err, const char *fmt, ...)
 {
-	char line[POP3_CMD_MAX];
 	va_list ap;
-	int n;
+	int r;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
+	r = vsend_cmd(p, err, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n + 2 > sizeof(line))
-		return mp_err_set(err, -EINVAL, MP_EX_USAGE, "POP3 command too long");
-	return send_line(p, line, (size_t)n, SIZE_MAX, err);
+	return r;
 }
 
 /* Whether line starts with word followed by a space or the end. */
@@ -174,6 +182,27 @@ read_reply(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
 	*ret_text = line + rest;
 	*ret_len = len - rest;
 	return kind;
+}
+
+/*
+ * One command without a secret, sent at once, and its status line: as
+ * read_reply(). For the commands that wait for their answer (no pipelining).
+ */
+static int MP_PRINTF(6, 7)
+command(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
+	struct mp_err *err, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsend_cmd(p, err, fmt, ap);
+	va_end(ap);
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, cont_ok, ret_text, ret_len, err);
+	return r;
 }
 
 /* Sends what is queued, then expects +OK; -ERR becomes -EPROTO naming what. */
@@ -301,11 +330,7 @@ pop3_capa(struct pop3 *p, struct mp_err *err)
 	memset(&p->caps, 0, sizeof(p->caps));
 	p->capa_ok = false;
 	p->state = POP3_ST_CAPA;
-	r = send_cmd(p, err, "CAPA");
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, false, &line, &len, err);
+	r = command(p, false, &line, &len, err, "CAPA");
 	if (r < 0)
 		return r;
 	if (r == REPLY_ERR) {
@@ -350,11 +375,7 @@ pop3_stls(struct pop3 *p, struct mp_err *err)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "server does not offer STLS; refusing to continue without TLS");
 	p->state = POP3_ST_STLS;
-	r = send_cmd(p, err, "STLS");
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, false, &text, &len, err);
+	r = command(p, false, &text, &len, err, "STLS");
 	if (r < 0)
 		return r;
 	if (r != REPLY_OK)
@@ -380,11 +401,7 @@ pop3_utf8(struct pop3 *p, struct mp_err *err)
 	int r;
 
 	p->state = POP3_ST_UTF8;
-	r = send_cmd(p, err, "UTF8");
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, false, &text, &len, err);
+	r = command(p, false, &text, &len, err, "UTF8");
 	if (r < 0)
 		return r;
 	p->utf8 = r == REPLY_OK;
@@ -537,11 +554,7 @@ auth_start(struct pop3 *p, const char *mech, struct mp_err *err)
 	size_t len;
 	int r;
 
-	r = send_cmd(p, err, "AUTH %s", mech);
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, true, &text, &len, err);
+	r = command(p, true, &text, &len, err, "AUTH %s", mech);
 	if (r < 0)
 		return r;
 	if (r == REPLY_ERR)
@@ -573,11 +586,7 @@ auth_error_challenge(struct pop3 *p, enum sasl_mech mech, const char *chal, size
 		free(json);
 	}
 	answer = mech == SASL_OAUTHBEARER ? "AQ==" : mech == SASL_XOAUTH2 ? "" : "*";
-	r = send_cmd(p, err, "%s", answer);
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, false, &text, &len, err);
+	r = command(p, false, &text, &len, err, "%s", answer);
 	if (r < 0)
 		return r;
 	if (r == REPLY_OK)
@@ -959,11 +968,7 @@ read_uidl(struct pop3 *p, struct pop3_msg **msgs, size_t n, struct mp_err *err)
 	int r;
 
 	p->state = POP3_ST_UIDL;
-	r = send_cmd(p, err, "UIDL");
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, false, &line, &len, err);
+	r = command(p, false, &line, &len, err, "UIDL");
 	if (r < 0)
 		return r;
 	if (r == REPLY_ERR) {
@@ -1172,11 +1177,7 @@ pop3_quit(struct pop3 *p, struct mp_err *err)
 	if (r < 0)
 		return r;
 	p->state = POP3_ST_QUIT;
-	r = send_cmd(p, err, "QUIT");
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, false, &text, &len, err);
+	r = command(p, false, &text, &len, err, "QUIT");
 	if (r == REPLY_ERR)
 		r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
 			     "server did not confirm QUIT; deletions may not have happened");

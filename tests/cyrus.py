@@ -52,15 +52,14 @@ import glob
 import itertools
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 
-from dovecot import (PASSWORD, ensure_mail_user, free_port, make_ca, make_server_cert, run,
-                     wait_port)
+from dovecot import (PASSWORD, PrivateServer, ensure_mail_user, free_port, make_ca,
+                     make_server_cert, run, wait_port)
 
 ROOT = os.environ.get("MAILPULL_CYRUS_ROOT", "/var/cache/mailpull-test/cyrus")
 CYRUS_USER = "cyrustest"
@@ -243,7 +242,7 @@ def fetch_items(untagged):
     return res
 
 
-class Cyrus:
+class Cyrus(PrivateServer):
     """A private Cyrus IMAP (POP3 + IMAP, plain and implicit TLS) on loopback."""
 
     name = "cyrus"
@@ -407,28 +406,6 @@ DAEMON {{
         self.start_seconds = time.monotonic() - t0
         return self
 
-    def stop(self, timeout=10.0):
-        """Stops our master (by its PID; it takes its children along)."""
-        p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout)
-
-    def cleanup(self):
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
     def log_text(self):
         try:

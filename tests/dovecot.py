@@ -203,7 +203,37 @@ def make_self_signed_cert(dirpath, name, san="DNS:localhost,IP:127.0.0.1,IP:::1"
     return crt, key
 
 
-class Dovecot:
+class PrivateServer:
+    """What every private test server shares: its master process
+    (self.proc), stopped by its PID, and a work directory that is removed
+    when the server made it itself (self._own_workdir). A subclass
+    provides start()."""
+
+    def stop(self, timeout=10.0):
+        """Stops our master (by its PID; it takes its children along)."""
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout)
+
+    def cleanup(self):
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+class Dovecot(PrivateServer):
     """A private Dovecot (POP3 + IMAP, plain and implicit TLS) on loopback."""
 
     def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False, separator="/",
@@ -454,28 +484,6 @@ namespace shared {{
                 pass
         return text
 
-    def stop(self, timeout=10.0):
-        """Stops our Dovecot master (by its PID) and waits for it."""
-        p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout)
-
-    def cleanup(self):
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
     # ---- users and mail -----------------------------------------------------
 
