@@ -2212,36 +2212,27 @@ snap_keys(struct snap *w, const struct state *s)
 }
 
 /*
- * "F" then, past SNAP_LINE_ITEMS bytes of ranges, "R" lines. Each step
- * reserves room for a line break, a new line head and one range, which
- * also leaves room for the final '\n'.
+ * Ranges as "1-500,502", a line break and a new "<cont> <folder> " head
+ * past SNAP_LINE_ITEMS bytes, then '\n'. Each step reserves room for a
+ * line break, a new line head and one range, which also leaves room for
+ * the final '\n'.
  */
 static int
-snap_ranges(struct snap *w, const struct folder *f, size_t room)
+snap_range_lines(struct snap *w, const struct uid_range *ranges, size_t n, char cont,
+		 const char *folder, size_t room)
 {
 	size_t used = 0;
-	int r = snap_reserve(w, room);
 
-	if (r < 0)
-		return r;
-	dbuf_put_folder(&w->b, 'F', f->name);
-	dbuf_put(&w->b, " ", 1);
-	dbuf_put_u64(&w->b, f->uidvalidity);
-	dbuf_put(&w->b, " ", 1);
-	dbuf_put_u64(&w->b, f->uidnext);
-	dbuf_put(&w->b, " ", 1);
-	if (f->nranges == 0)
-		dbuf_put(&w->b, "-", 1);
-	for (size_t i = 0; i < f->nranges; i++) {
-		const struct uid_range *rg = &f->ranges[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct uid_range *rg = &ranges[i];
 		size_t before;
+		int r = snap_reserve(w, room);
 
-		r = snap_reserve(w, room);
 		if (r < 0)
 			return r;
 		if (used >= SNAP_LINE_ITEMS) {
 			dbuf_put(&w->b, "\n", 1);
-			dbuf_put_folder(&w->b, 'R', f->name);
+			dbuf_put_folder(&w->b, cont, folder);
 			dbuf_put(&w->b, " ", 1);
 			used = 0;
 		} else if (i > 0) {
@@ -2257,6 +2248,25 @@ snap_ranges(struct snap *w, const struct folder *f, size_t room)
 	}
 	dbuf_put(&w->b, "\n", 1);
 	return 0;
+}
+
+/* "F" then, past SNAP_LINE_ITEMS bytes of ranges, "R" lines. */
+static int
+snap_ranges(struct snap *w, const struct folder *f, size_t room)
+{
+	int r = snap_reserve(w, room);
+
+	if (r < 0)
+		return r;
+	dbuf_put_folder(&w->b, 'F', f->name);
+	dbuf_put(&w->b, " ", 1);
+	dbuf_put_u64(&w->b, f->uidvalidity);
+	dbuf_put(&w->b, " ", 1);
+	dbuf_put_u64(&w->b, f->uidnext);
+	dbuf_put(&w->b, " ", 1);
+	if (f->nranges == 0)
+		dbuf_put(&w->b, "-", 1);
+	return snap_range_lines(w, f->ranges, f->nranges, 'R', f->name, room);
 }
 
 /* "P" lines of at most about SNAP_LINE_ITEMS bytes of fingerprints each. */
@@ -2299,34 +2309,13 @@ static int
 snap_skipped(struct snap *w, const struct folder *f, size_t room)
 {
 	const struct folder *k = f->skipped;
-	size_t used = 0;
+	int r = snap_reserve(w, room);
 
-	for (size_t i = 0; i < k->nranges; i++) {
-		const struct uid_range *rg = &k->ranges[i];
-		size_t before;
-		int r = snap_reserve(w, room);
-
-		if (r < 0)
-			return r;
-		if (i > 0 && used >= SNAP_LINE_ITEMS)
-			dbuf_put(&w->b, "\n", 1);
-		if (i == 0 || used >= SNAP_LINE_ITEMS) {
-			dbuf_put_folder(&w->b, 'S', f->name);
-			dbuf_put(&w->b, " ", 1);
-			used = 0;
-		} else {
-			dbuf_put(&w->b, ",", 1);
-		}
-		before = w->b.len;
-		dbuf_put_u64(&w->b, rg->lo);
-		if (rg->hi != rg->lo) {
-			dbuf_put(&w->b, "-", 1);
-			dbuf_put_u64(&w->b, rg->hi);
-		}
-		used += w->b.len - before + 1;
-	}
-	dbuf_put(&w->b, "\n", 1);
-	return 0;
+	if (r < 0)
+		return r;
+	dbuf_put_folder(&w->b, 'S', f->name);
+	dbuf_put(&w->b, " ", 1);
+	return snap_range_lines(w, k->ranges, k->nranges, 'S', f->name, room);
 }
 
 static int

@@ -47,7 +47,6 @@ stores messages with CRLF line ends; bodies() gives them back with LF, as
 they were added.
 """
 
-import base64
 import glob
 import itertools
 import os
@@ -58,6 +57,7 @@ import subprocess
 import tempfile
 import time
 
+from imaptext import crlf, from_mutf7, mutf7
 from dovecot import (PASSWORD, PrivateServer, ensure_mail_user, free_port, make_ca,
                      make_server_cert, run, wait_port)
 
@@ -87,44 +87,10 @@ def versions(root=ROOT):
         return [ln.strip() for ln in f if ln.strip()]
 
 
-# ---- folder names --------------------------------------------------------------
-
-def mutf7(name):
-    """A UTF-8 folder name in IMAP's modified UTF-7 (RFC 3501 5.1.3)."""
-    out, run_ = [], []
-
-    def flush():
-        if run_:
-            b = base64.b64encode("".join(run_).encode("utf-16-be")).decode()
-            out.append("&" + b.rstrip("=").replace("/", ",") + "-")
-            run_.clear()
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7e:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run_.append(ch)
-    flush()
-    return "".join(out)
-
-
-def from_mutf7(name):
-    def dec(m):
-        s = m.group(1)
-        if not s:
-            return "&"
-        s = s.replace(",", "/")
-        return base64.b64decode(s + "=" * (-len(s) % 4)).decode("utf-16-be")
-    return re.sub(r"&([^-]*)-", dec, name)
-
+# ---- IMAP quoting ----------------------------------------------------------------
 
 def quote(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def crlf(data):
-    """Cyrus wants CRLF line ends (it would turn bare LF into CRLF itself)."""
-    return re.sub(rb"\r?\n", b"\r\n", data)
 
 
 def imap_date(t):

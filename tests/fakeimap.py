@@ -63,29 +63,7 @@ import ssl
 import threading
 import time
 
-
-def crlf(data):
-    """data with every line end CRLF (bare LF turned into CRLF)."""
-    return re.sub(rb"\r?\n", b"\r\n", data)
-
-
-def mutf7(name):
-    """name in modified UTF-7 (RFC 3501 section 5.1.3)."""
-    out, run = [], []
-
-    def flush():
-        if run:
-            b64 = base64.b64encode("".join(run).encode("utf-16-be")).decode()
-            out.append("&" + b64.rstrip("=").replace("/", ",") + "-")
-            run.clear()
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    flush()
-    return "".join(out)
+from imaptext import crlf, mutf7
 
 
 def downgrade_header(data):
