@@ -1265,7 +1265,7 @@ check_secrecy(struct load_ctx *ctx, const struct stat *st)
 {
 	uid_t me = geteuid();
 
-	if (st->st_uid != me && st->st_uid != 0)
+	if (!util_owner_trusted(st->st_uid))
 		return mp_err_set(ctx->err, -EACCES, MP_EX_CONFIG,
 				  "%s: owned by uid %lu, not by the user running mailpull "
 				  "(uid %lu) or root, and its owner can make mailpull run commands; "

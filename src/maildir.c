@@ -395,7 +395,9 @@ maildir_sync_batch(struct maildir *md, struct maildir_msg **msgs, size_t n, stru
 void
 maildir_set_sync_per_file(struct maildir *md, bool per_file)
 {
-	md->use_syncfs = !per_file && md_syncfs_reports_errors();
+	/* Otherwise as maildir_open() found the kernel (or a failed syncfs left it). */
+	if (per_file)
+		md->use_syncfs = false;
 }
 
 int

@@ -77,7 +77,7 @@ secret_from_file(const struct mp_account *a, char *buf, char **ret, struct mp_er
 		goto out;
 	}
 	/* As for the configuration file (config.c): ours or root's, and ours alone. */
-	if (st.st_uid != geteuid() && st.st_uid != 0) {
+	if (!util_owner_trusted(st.st_uid)) {
 		r = mp_err_set(err, -EACCES, MP_EX_CONFIG, "password_file %s is owned by "
 			       "uid %lu, not by the user running mailpull (uid %lu) or root; "
 			       "run: chown %lu %s", path, (unsigned long)st.st_uid,

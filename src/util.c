@@ -208,6 +208,12 @@ util_mkdir_p(const char *path, unsigned mode)
 	return r;
 }
 
+bool
+util_owner_trusted(uid_t uid)
+{
+	return uid == geteuid() || uid == 0;
+}
+
 int
 util_fsync_dir(const char *path)
 {

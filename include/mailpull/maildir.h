@@ -67,8 +67,9 @@ int maildir_sync_batch(struct maildir *md, struct maildir_msg **msgs, size_t n, 
 
 /*
  * per_file: maildir_sync_batch() fdatasyncs each message on its own and
- * never flushes the whole file system (`sync = file`); false restores
- * the default, group commit where the kernel allows it.
+ * never flushes the whole file system (`sync = file`); false leaves
+ * the default, group commit where the kernel allows it. Call it right
+ * after maildir_open().
  */
 void maildir_set_sync_per_file(struct maildir *md, bool per_file);
 

@@ -2,6 +2,8 @@
 #ifndef MAILPULL_UTIL_H
 #define MAILPULL_UTIL_H
 
+#include <sys/types.h>
+
 #include "mailpull/common.h"
 
 /*
@@ -14,6 +16,13 @@
  * is shown on. Other valid UTF-8 is kept. Returns strlen(dst).
  */
 size_t util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen);
+
+/*
+ * Whether a file owned by uid may steer mailpull (its configuration, a
+ * password_file): owned by the user running mailpull, or by root, who can
+ * change any file anyway (OpenSSH's rule for its own files).
+ */
+bool util_owner_trusted(uid_t uid);
 
 /*
  * Whether cp is a bidirectional formatting character: U+202A..U+202E
