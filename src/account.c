@@ -281,7 +281,7 @@ account_forget_lost(const struct mp_account *a, struct state *st, struct mp_err 
 		return 0;
 	if (state_name_foreach(st, lost_collect, &l) < 0 ||
 	    (l.n && !(l.seen = calloc(l.n, sizeof(*l.seen)))))
-		ret = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		ret = mp_err_oom(err);
 	if (ret == 0 && l.n) {
 		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
 		ret = maildir_tree_foreach(a->maildir, lost_scan, &l, err);
@@ -580,7 +580,7 @@ fetch_new(struct run *r)
 	r->batch = calloc(BATCH_MAX_MSGS, sizeof(*r->batch));
 	r->files = calloc(BATCH_MAX_MSGS, sizeof(*r->files));
 	if (!nums || !r->batch || !r->files) {
-		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		ret = mp_err_oom(r->err);
 		goto out;
 	}
 	for (size_t i = 0; i < r->nmsgs; i++)
@@ -673,14 +673,14 @@ prune_state(struct run *r)
 
 	p.server = calloc(r->nmsgs + 1, sizeof(*p.server));
 	if (!p.server)
-		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(r->err);
 	for (size_t i = 0; i < r->nmsgs; i++)
 		if (r->msgs[i].uidl[0])
 			p.server[p.nserver++] = r->msgs[i].uidl;
 	qsort(p.server, p.nserver, sizeof(*p.server), cmp_str);
 	ret = state_foreach(r->st, prune_cb, &p);
 	if (ret < 0)
-		ret = mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory");
+		ret = mp_err_oom(r->err);
 	for (size_t i = 0; i < p.ngone; i++) {
 		if (ret == 0)
 			ret = state_remove(r->st, p.gone[i], r->err);
@@ -709,7 +709,7 @@ delete_and_quit(struct run *r)
 	int ret;
 
 	if (!nums)
-		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(r->err);
 	for (size_t i = 0; i < r->nmsgs; i++)
 		if (deletable(r, &r->msgs[i]))
 			nums[n++] = r->msgs[i].num;

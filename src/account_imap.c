@@ -347,7 +347,7 @@ fetch_new(struct irun *r)
 	r->flags = calloc(BATCH_MAX_MSGS, sizeof(*r->flags));
 	r->fps = calloc(BATCH_MAX_MSGS, sizeof(*r->fps));
 	if (!todo || !r->files || !r->uids || !r->flags || !r->fps) {
-		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		ret = mp_err_oom(r->err);
 		goto out;
 	}
 	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
@@ -501,7 +501,7 @@ recheck_skipped(struct irun *r, bool forget)
 
 	if (ret < 0) {
 		free(sk.v);
-		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(r->err);
 	}
 	if (sk.n == 0)
 		return 0;
@@ -515,7 +515,7 @@ recheck_skipped(struct irun *r, bool forget)
 	free(sk.v);
 	all = ret == 0 ? realloc(r->msgs, (r->nmsgs + ninfo + 1) * sizeof(*all)) : NULL;
 	if (ret == 0 && !all)
-		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		ret = mp_err_oom(r->err);
 	if (ret < 0) {
 		free(info);
 		return ret;
@@ -547,7 +547,7 @@ revalidate(struct irun *r)
 	int ret;
 
 	if (!uids)
-		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(r->err);
 	for (size_t i = 0; i < r->nmsgs; i++)
 		uids[i] = r->msgs[i].uid;
 	ret = r->nmsgs ? imap_fetch_envelopes(r->im, uids, r->nmsgs, &env, &nenv, r->err) : 0;
@@ -607,7 +607,7 @@ deletable(struct irun *r, struct uidvec *out)
 	ret = state_uid_foreach(r->st, r->folder, uidvec_cb, &all);
 	if (ret < 0 || all.n == 0) {
 		free(all.v);
-		return ret < 0 ? mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory") : 0;
+		return ret < 0 ? mp_err_oom(r->err) : 0;
 	}
 	if (r->a->keep_days < 0) {
 		*out = all;
@@ -683,7 +683,7 @@ open_folder_maildir(struct irun *r, const char *name, char delim)
 	int ret = folder_to_maildir(name, delim, &dir);
 
 	if (ret == -ENOMEM)
-		return mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(r->err);
 	r->bad_name = ret < 0;
 	if (ret == -E2BIG)
 		return mp_err_set(r->err, -ENAMETOOLONG, MP_EX_IOERR, "folder \"%s\" skipped: its "
@@ -695,7 +695,7 @@ open_folder_maildir(struct irun *r, const char *name, char delim)
 				  r->fname);
 	if (asprintf(&path, "%s%s%s", r->a->maildir, *dir ? "/" : "", dir) < 0) {
 		free(dir);
-		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(r->err);
 	}
 	free(dir);
 	ret = maildir_open(path, r->tag, &r->md, r->err);
@@ -888,7 +888,7 @@ expand_folders(struct irun *r, struct imap_mailbox **ret_mb, size_t *ret_n)
 	}
 	if (ret < 0) {
 		imap_mailboxes_free(all, nall);
-		return ret == -ENOMEM ? mp_err_set(r->err, ret, MP_EX_TEMPFAIL, "out of memory") : ret;
+		return ret == -ENOMEM ? mp_err_oom(r->err) : ret;
 	}
 	for (size_t i = 0; i < nall; i++) {
 		struct imap_mailbox *m = &all[i];
@@ -908,7 +908,7 @@ expand_folders(struct irun *r, struct imap_mailbox **ret_mb, size_t *ret_n)
 	}
 	if (dedup_folders(all, &keep) < 0) {
 		imap_mailboxes_free(all, keep);
-		return mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(r->err);
 	}
 	*ret_mb = all;
 	*ret_n = keep;
@@ -1125,7 +1125,7 @@ preview_folder(struct irun *r, const struct imap_mailbox *mb, preview_cb cb, voi
 	if (ret == 0 && skipped)
 		ret = recheck_skipped(r, false);
 	if (ret == 0 && !(uids = calloc(r->nmsgs + 1, sizeof(*uids))))
-		ret = mp_err_set(r->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		ret = mp_err_oom(r->err);
 	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
 		const struct imap_msginfo *m = &r->msgs[i];
 

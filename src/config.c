@@ -806,7 +806,7 @@ read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *re
 	cap = (size_t)ret_st->st_size + 1;
 	buf = malloc(cap);
 	if (!buf) {
-		r = mp_err_set(ctx->err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		r = mp_err_oom(ctx->err);
 		goto out;
 	}
 	for (;;) {
@@ -815,7 +815,7 @@ read_file(struct load_ctx *ctx, char **ret_buf, size_t *ret_len, struct stat *re
 		if (len == cap) {
 			r = grow_to_cap(&buf, len, &cap);
 			if (r == -ENOMEM)
-				mp_err_set(ctx->err, r, MP_EX_TEMPFAIL, "out of memory");
+				mp_err_oom(ctx->err);
 			if (r < 0)
 				goto out;
 		}

@@ -142,7 +142,7 @@ conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err 
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "bad host or port");
 	c = calloc(1, sizeof(*c));
 	if (!c)
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	c->fd = -1;
 	c->port = o->port;
 	c->timeout_ms = o->timeout_ms ? o->timeout_ms : 60000;
@@ -155,7 +155,7 @@ conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err 
 	c->in = malloc(CONN_INBUF);
 	if (oom || !c->in) {
 		conn_close(c);
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	}
 	snprintf(c->peer, sizeof(c->peer), strchr(o->host, ':') ? "[%s]:%u" : "%s:%u", o->host, o->port);
 	r = tcp_connect(c, err);

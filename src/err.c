@@ -55,6 +55,27 @@ mp_err_server(struct mp_err *err, const char *text, size_t len)
 		util_sanitize(err->srv, sizeof(err->srv), text, len);
 }
 
+int
+mp_err_set_srv(struct mp_err *err, int code, enum mp_exit ex, const char *text, size_t len,
+	       const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || err->code != 0)
+		return code;
+	va_start(ap, fmt);
+	err_vset(err, code, ex, fmt, ap);
+	va_end(ap);
+	mp_err_server(err, text, len);
+	return code;
+}
+
+int
+mp_err_oom(struct mp_err *err)
+{
+	return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+}
+
 enum mp_exit
 mp_exit_from_errno(int code)
 {

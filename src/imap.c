@@ -109,29 +109,6 @@ imap_state_to_string(enum imap_state s)
 	return (unsigned)s < IMAP_ST_MAX ? state_names[s] : "?";
 }
 
-/* Records an error with the server's words kept apart from ours. */
-static int MP_PRINTF(6, 7)
-fail_srv(struct mp_err *err, int code, enum mp_exit ex, const char *text, size_t len,
-	 const char *fmt, ...)
-{
-	char msg[256];
-	va_list ap;
-
-	if (!err || err->code != 0)
-		return code;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	mp_err_server(err, text, len);
-	return mp_err_set(err, code, ex, "%s", msg);
-}
-
-static int
-oom(struct mp_err *err)
-{
-	return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
-}
-
 /* ---- commands ------------------------------------------------------------ */
 
 /*
@@ -484,7 +461,7 @@ untagged_common(struct imap *m, const struct imap_response *r, struct mp_err *er
 			m->bye = true;
 			return 0;
 		}
-		return fail_srv(err, -ECONNRESET, MP_EX_TEMPFAIL, r->text, r->text_len,
+		return mp_err_set_srv(err, -ECONNRESET, MP_EX_TEMPFAIL, r->text, r->text_len,
 				"server closed the session (BYE) in %s",
 				imap_state_to_string(m->state));
 	}
@@ -551,7 +528,7 @@ read_until_range(struct imap *m, unsigned lo, unsigned hi, bool cont_ok, resp_fn
 		switch (r->type) {
 		case IMAP_RESP_CONTINUATION:
 			if (!cont_ok)
-				return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+				return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
 						"unexpected continuation request in %s",
 						imap_state_to_string(m->state));
 			*ret = r;
@@ -658,7 +635,7 @@ referral(struct imap *m, const struct imap_response *r, int code, enum mp_exit e
 		ulen = 0;
 	snprintf(srv, sizeof(srv), "[REFERRAL %.*s] %.*s", ulen > 300 ? 300 : (int)ulen,
 		 url ? url : "", r->text_len > 200 ? 200 : (int)r->text_len, r->text);
-	return fail_srv(err, code, ex, srv, strlen(srv),
+	return mp_err_set_srv(err, code, ex, srv, strlen(srv),
 			"server refers %s to another server, which mailpull never follows", what);
 }
 
@@ -672,7 +649,7 @@ refused(struct imap *m, const struct imap_response *r, int code, const char *wha
 		return code == -ENOENT ? referral(m, r, -EREMOTE, MP_EX_PROTOCOL, what, err) :
 			referral(m, r, code, mp_exit_from_errno(code), what, err);
 	m->refused = true;
-	return fail_srv(err, code, mp_exit_from_errno(code), r->text, r->text_len,
+	return mp_err_set_srv(err, code, mp_exit_from_errno(code), r->text, r->text_len,
 			"server refused %s (%s)", what, imap_status_to_string(r->status));
 }
 
@@ -758,7 +735,7 @@ do_starttls(struct imap *m, struct mp_err *err)
 	cmd_start(m, &cmd, "STARTTLS");
 	rc = run_cmd(m, &cmd, NULL, NULL, NULL, &r, err);
 	if (rc > 0)
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
 				"server refused STARTTLS; refusing to continue without TLS");
 	if (rc < 0)
 		return rc;
@@ -789,12 +766,12 @@ read_greeting(struct imap *m, bool starttls, struct mp_err *err)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "server greeting is not untagged");
 	switch (r->status) {
 	case IMAP_STATUS_BYE:
-		return fail_srv(err, -ECONNREFUSED, MP_EX_TEMPFAIL, r->text, r->text_len,
+		return mp_err_set_srv(err, -ECONNREFUSED, MP_EX_TEMPFAIL, r->text, r->text_len,
 				"server refused the connection (BYE)");
 	case IMAP_STATUS_PREAUTH:
 		/* Authenticated in clear: nothing we send could be protected. */
 		if (starttls)
-			return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+			return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
 					"server sent PREAUTH before STARTTLS; refusing a session "
 					"without TLS");
 		m->preauth = true;
@@ -802,7 +779,7 @@ read_greeting(struct imap *m, bool starttls, struct mp_err *err)
 	case IMAP_STATUS_OK:
 		break;
 	default:
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
 				"server greeting is not OK");
 	}
 	code_caps(m, r);
@@ -822,7 +799,7 @@ imap_open(struct conn *c, bool starttls, struct imap **ret, struct mp_err *err)
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		conn_close(c);
-		return oom(err);
+		return mp_err_oom(err);
 	}
 	m->c = c;
 	m->state = IMAP_ST_GREETING;
@@ -831,7 +808,7 @@ imap_open(struct conn *c, bool starttls, struct imap **ret, struct mp_err *err)
 	if (r == 0)
 		r = imap_parser_stream_item(m->p, "BODY[]");
 	if (r < 0) {
-		r = oom(err);
+		r = mp_err_oom(err);
 		goto fail;
 	}
 	r = read_greeting(m, starttls, err);
@@ -887,7 +864,7 @@ auth_refused(struct imap *m, const struct imap_response *r, const char *detail,
 
 	m->refused = true;
 	if (r->status == IMAP_STATUS_BAD)
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
 				"server rejected the authentication command (BAD)");
 	if (imap_response_code_is(r, "REFERRAL"))
 		return referral(m, r, -EACCES, MP_EX_NOPERM, "the login", err);
@@ -897,9 +874,9 @@ auth_refused(struct imap *m, const struct imap_response *r, const char *detail,
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(temp); i++)
 		if (imap_response_code_is(r, temp[i]))
-			return fail_srv(err, -EACCES, MP_EX_TEMPFAIL, text, len,
+			return mp_err_set_srv(err, -EACCES, MP_EX_TEMPFAIL, text, len,
 					"login refused for now ([%s]); will retry", temp[i]);
-	return fail_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
+	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
 }
 
 /* Sends one line of an authentication exchange; secret ones trace as "***". */
@@ -1021,7 +998,7 @@ auth_login_sasl(struct imap *m, const char *user, const char *pass,
 	if (r == 0)
 		r = sasl_base64_encode(pass, strlen(pass), &answers[1]);
 	if (r < 0) {
-		r = oom(err);
+		r = mp_err_oom(err);
 		goto out;
 	}
 	cmd_start(m, &cmd, "AUTHENTICATE LOGIN");
@@ -1271,7 +1248,7 @@ list_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "malformed LIST response");
 	rc = decode_name(&r->args[3], m->utf8, &mb.name);
 	if (rc == -ENOMEM)
-		return oom(err);
+		return mp_err_oom(err);
 	if (rc < 0) {
 		/* Kept under its raw name, so the policy can report it and go on. */
 		const char *raw;
@@ -1281,7 +1258,7 @@ list_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "malformed LIST response");
 		mb.name = strndup(raw, rlen);
 		if (!mb.name)
-			return oom(err);
+			return mp_err_oom(err);
 		mb.invalid = true;
 	}
 	flags = &r->args[1];
@@ -1292,7 +1269,7 @@ list_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_MAILBOXES);
 	if (rc < 0) {
 		free(mb.name);
-		return rc == -ENOMEM ? oom(err)
+		return rc == -ENOMEM ? mp_err_oom(err)
 				     : mp_err_set(err, rc, MP_EX_PROTOCOL,
 						  "server lists more than %u mailboxes",
 						  IMAP_MAX_MAILBOXES);
@@ -1364,7 +1341,7 @@ ns_list(struct ns_ctx *x, const struct imap_arg *a, struct mp_err *err)
 					  "malformed NAMESPACE response");
 		rc = decode_name(&d->list[0], x->utf8, &ns.prefix);
 		if (rc == -ENOMEM)
-			return oom(err);
+			return mp_err_oom(err);
 		if (rc < 0) {
 			log_debug("skipping a namespace whose prefix is not modified UTF-7");
 			continue;
@@ -1372,7 +1349,7 @@ ns_list(struct ns_ctx *x, const struct imap_arg *a, struct mp_err *err)
 		rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_NAMESPACES);
 		if (rc < 0) {
 			free(ns.prefix);
-			return rc == -ENOMEM ? oom(err)
+			return rc == -ENOMEM ? mp_err_oom(err)
 					     : mp_err_set(err, rc, MP_EX_PROTOCOL,
 							  "too many namespaces");
 		}
@@ -1519,7 +1496,7 @@ uids_sorted(const uint32_t *uids, size_t n, uint32_t **ret, size_t *ret_n, struc
 				  IMAP_MAX_MSGS);
 	v = malloc((n ? n : 1) * sizeof(*v));
 	if (!v)
-		return oom(err);
+		return mp_err_oom(err);
 	for (size_t i = 0; i < n; i++) {
 		if (uids[i] == 0) {
 			free(v);
@@ -1777,7 +1754,7 @@ msgs_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 		mi.internaldate = 0;
 	rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_MSGS);
 	if (rc < 0)
-		return rc == -ENOMEM ? oom(err)
+		return rc == -ENOMEM ? mp_err_oom(err)
 				     : mp_err_set(err, rc, MP_EX_PROTOCOL, "mailbox holds more "
 						  "than %u messages", IMAP_MAX_MSGS);
 	x->v[x->n++] = mi;
@@ -1897,7 +1874,7 @@ search_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_e
 			continue;
 		rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_MSGS);
 		if (rc < 0)
-			return rc == -ENOMEM ? oom(err)
+			return rc == -ENOMEM ? mp_err_oom(err)
 					     : mp_err_set(err, rc, MP_EX_PROTOCOL,
 							  "SEARCH found more than %u messages",
 							  IMAP_MAX_MSGS);
@@ -2159,7 +2136,7 @@ imap_fetch_bodies(struct imap *m, const uint32_t *uids, size_t n, bool mark_seen
 	x.got = calloc(x.n ? x.n : 1, sizeof(*x.got));
 	if (!x.got) {
 		free(v);
-		return oom(err);
+		return mp_err_oom(err);
 	}
 	m->state = IMAP_ST_FETCH;
 	rc = run_batches(m, v, x.n, &b, err);
@@ -2301,7 +2278,7 @@ env_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err 
 		rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_MSGS);
 	if (rc < 0) {
 		envelope_clear(&ev);
-		return rc == -ENOMEM ? oom(err) : mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+		return rc == -ENOMEM ? mp_err_oom(err) : mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 							      "malformed ENVELOPE");
 	}
 	x->v[x->n++] = ev;
@@ -2470,7 +2447,7 @@ idle_start(struct imap *m, struct idle_ctx *x, unsigned *ret_tag, struct mp_err 
 	if (rc == IMAP_STATUS_OK) {
 		/* Completed without idling: trying again at once would only spin. */
 		m->refused = true;
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
 				"server ended IDLE before entering it");
 	}
 	if (rc > 0)
@@ -2498,7 +2475,7 @@ idle_read_one(struct imap *m, unsigned tag, struct idle_ctx *x,
 		return rc;
 	switch (r->type) {
 	case IMAP_RESP_CONTINUATION:
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
 				"unexpected continuation request in IDLE");
 	case IMAP_RESP_TAGGED:
 		if (tag_number(r->tag) != tag)

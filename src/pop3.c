@@ -81,23 +81,6 @@ pop3_state_to_string(enum pop3_state s)
 	return (unsigned)s < POP3_ST_MAX ? state_names[s] : "?";
 }
 
-/* Records an error with the server's words kept apart from ours. */
-static int MP_PRINTF(6, 7)
-fail_srv(struct mp_err *err, int code, enum mp_exit ex, const char *text, size_t len,
-	 const char *fmt, ...)
-{
-	char msg[256];
-	va_list ap;
-
-	if (!err || err->code != 0)
-		return code;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	mp_err_server(err, text, len);
-	return mp_err_set(err, code, ex, "%s", msg);
-}
-
 /*
  * Queues one command line. redact_from is the offset of a secret in line
  * (or >= len), so the trace shows "***" instead.
@@ -176,7 +159,7 @@ read_reply(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
 	else if (cont_ok && starts_word(line, len, "+", &rest))
 		kind = REPLY_CONT;
 	else
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				"unexpected POP3 reply in %s state",
 				pop3_state_to_string(p->state));
 	*ret_text = line + rest;
@@ -218,7 +201,7 @@ expect_ok(struct pop3 *p, const char *what, struct mp_err *err)
 		return r;
 	r = read_reply(p, false, &text, &len, err);
 	if (r == REPLY_ERR)
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len, "server refused %s", what);
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len, "server refused %s", what);
 	return r < 0 ? r : 0;
 }
 
@@ -379,7 +362,7 @@ pop3_stls(struct pop3 *p, struct mp_err *err)
 	if (r < 0)
 		return r;
 	if (r != REPLY_OK)
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
 				"server refused STLS; refusing to continue without TLS");
 	r = conn_starttls(p->c, err);
 	if (r < 0)
@@ -421,20 +404,20 @@ pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err)
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		conn_close(c);
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	}
 	p->c = c;
 	p->state = POP3_ST_GREETING;
 	p->buf = malloc(POP3_BUFSIZE + 1);
 	if (!p->buf) {
-		r = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		r = mp_err_oom(err);
 		goto fail;
 	}
 	r = read_reply(p, false, &text, &len, err);
 	if (r < 0)
 		goto fail;
 	if (r != REPLY_OK) {
-		r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len, "server greeting is not +OK");
+		r = mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len, "server greeting is not +OK");
 		goto fail;
 	}
 	r = pop3_capa(p, err);
@@ -512,10 +495,10 @@ auth_refused(struct pop3 *p, const char *text, size_t len, struct mp_err *err)
 		size_t tl = strlen(temp[i]);
 
 		if (len >= tl && strncasecmp(text, temp[i], tl) == 0)
-			return fail_srv(err, -EACCES, MP_EX_TEMPFAIL, text, len,
+			return mp_err_set_srv(err, -EACCES, MP_EX_TEMPFAIL, text, len,
 					"login refused for now (%s); will retry", temp[i]);
 	}
-	return fail_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
+	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
 }
 
 /* Reads the reply that ends an authentication exchange. */
@@ -593,7 +576,7 @@ auth_error_challenge(struct pop3 *p, enum sasl_mech mech, const char *chal, size
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "server accepted a cancelled authentication");
 	if (len == 0 && detail[0])
-		return fail_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
+		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
 				"authentication refused");
 	return auth_refused(p, text, len, err);
 }
@@ -650,7 +633,7 @@ auth_login(struct pop3 *p, const char *user, const char *pass, struct mp_err *er
 	if (r == 0)
 		r = sasl_base64_encode(pass, strlen(pass), &p64);
 	if (r < 0) {
-		r = mp_err_set(err, r, MP_EX_TEMPFAIL, "out of memory");
+		r = mp_err_oom(err);
 		goto out;
 	}
 	r = auth_start(p, "LOGIN", err);
@@ -691,7 +674,7 @@ auth_user(struct pop3 *p, const char *user, const char *pass, struct mp_err *err
 		return r;
 	line = malloc(5 + pl + 1);
 	if (!line)
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	memcpy(line, "PASS ", 5);
 	memcpy(line + 5, pass, pl);
 	r = send_line(p, line, 5 + pl, 5, err);
@@ -826,7 +809,7 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 			break;
 		r = 0;
 		if (parse_list_line(line, len, &m.num, &m.size) < 0)
-			r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+			r = mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				     "malformed LIST line from server");
 		else if (n > 0 && m.num <= msgs[n - 1].num)
 			r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
@@ -836,7 +819,7 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 				       "server lists more than %u messages, the most one POP3 "
 				       "mailbox may hold for mailpull", POP3_MAX_MSGS);
 		else if (grow_msgs(&msgs, &cap, n) < 0)
-			r = mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+			r = mp_err_oom(err);
 		else
 			msgs[n++] = m;
 	}
@@ -871,13 +854,13 @@ merge_uidl_line(struct pop3_msg *msgs, size_t n, size_t *pos, char *ids, size_t 
 	unsigned num;
 
 	if (!split_token(line, len, &tl, &uid, &ul) || parse_num(line, tl, &num) < 0)
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				"malformed UIDL line from server");
 	/* Trailing blanks are not part of the id (they are outside 0x21-0x7E). */
 	while (ul > 0 && (uid[ul - 1] == ' ' || uid[ul - 1] == '\t'))
 		ul--;
 	if (!uidl_valid(uid, ul))
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				"server sent an invalid UIDL for message %u", num);
 	/*
 	 * LIST and UIDL come from the same locked maildrop (RFC 1939 section
@@ -904,7 +887,7 @@ reserve_uidls(struct pop3_msg **msgs, size_t n, struct mp_err *err)
 	struct pop3_msg *m = realloc(*msgs, n * (sizeof(*m) + POP3_UIDL_MAX + 1));
 
 	if (!m)
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	*msgs = m;
 	return 0;
 }
@@ -946,7 +929,7 @@ check_unique(const struct pop3_msg *msgs, size_t n, struct mp_err *err)
 		return 0;
 	v = calloc(n, sizeof(*v));
 	if (!v)
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	for (size_t i = 0; i < n; i++)
 		v[i] = msgs[i].uidl;
 	qsort(v, n, sizeof(*v), cmp_uidl_ptr);
@@ -977,7 +960,7 @@ read_uidl(struct pop3 *p, struct pop3_msg **msgs, size_t n, struct mp_err *err)
 			p->caps.uidl = false;
 			return 0;
 		}
-		return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
+		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, line, len,
 				"server advertised UIDL but refused it");
 	}
 	r = n ? reserve_uidls(msgs, n, err) : 0;
@@ -1112,7 +1095,7 @@ run_batch(struct pop3 *p, const char *verb, const unsigned *nums, size_t n,
 		if (r < 0)
 			return r;
 		if (r == REPLY_ERR)
-			return fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
+			return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
 					"server refused %s %u", verb, nums[done]);
 		if (sink) {
 			r = stream_body(p, done, sink, err);
@@ -1179,7 +1162,7 @@ pop3_quit(struct pop3 *p, struct mp_err *err)
 	p->state = POP3_ST_QUIT;
 	r = command(p, false, &text, &len, err, "QUIT");
 	if (r == REPLY_ERR)
-		r = fail_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
+		r = mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
 			     "server did not confirm QUIT; deletions may not have happened");
 	/* RFC 1939 section 6: the session is over either way. */
 	p->broken = true;

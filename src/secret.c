@@ -51,7 +51,7 @@ take_first_line(const char *what, const char *buf, size_t len,
 	}
 	s = util_strndup(buf, n);
 	if (!s)
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	*ret = s;
 	return 0;
 }
@@ -345,7 +345,7 @@ secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct m
 	else if (a->password_file || a->password_command) {
 		buf = malloc(SECRET_BUF_SIZE);
 		if (!buf)
-			return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+			return mp_err_oom(err);
 		if (a->password_file)
 			r = secret_from_file(a, buf, &s, err);
 		else

@@ -266,7 +266,7 @@ tls_start(int fd, const char *host, const char *ca_file, const char *fingerprint
 		tls_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	t = calloc(1, sizeof(*t));
 	if (!t)
-		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+		return mp_err_oom(err);
 	t->fd = fd;
 	t->verify_error = X509_V_OK;
 	r = tls_setup(t, host, ca_file, err);

@@ -52,6 +52,17 @@ int mp_err_reset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt,
 /* Stores a sanitized copy of the server's text (control bytes replaced). */
 void mp_err_server(struct mp_err *err, const char *text, size_t len);
 
+/*
+ * mp_err_set() with the server's text (len bytes, sanitized) kept apart
+ * from ours in err->srv. Unlike mp_err_server(), leaves an error already
+ * recorded untouched, the server text included. Returns code.
+ */
+int mp_err_set_srv(struct mp_err *err, int code, enum mp_exit ex, const char *text, size_t len,
+		   const char *fmt, ...) MP_PRINTF(6, 7);
+
+/* Records "out of memory" (class MP_EX_TEMPFAIL). Returns -ENOMEM. */
+int mp_err_oom(struct mp_err *err);
+
 /* Default exit class for a bare negative errno. */
 enum mp_exit mp_exit_from_errno(int code);
 
