@@ -1049,7 +1049,9 @@ run_folders(struct irun *r)
 	}
 	imap_mailboxes_free(mb, n);
 	if (ret == 0 && r->partial < 0) {
+		/* The other folders were worked on: the next run comes at the interval. */
 		*r->err = r->perr;
+		r->err->retry = MP_RETRY_INTERVAL;
 		ret = r->partial;
 	}
 	return ret;

@@ -19,6 +19,7 @@ err_vset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, va_list
 {
 	err->code = code;
 	err->ex = ex;
+	err->retry = mp_retry_from_exit(ex);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 }
 
@@ -74,6 +75,21 @@ int
 mp_err_oom(struct mp_err *err)
 {
 	return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+}
+
+enum mp_retry
+mp_retry_from_exit(enum mp_exit ex)
+{
+	switch (ex) {
+	case MP_EX_NOPERM:
+	case MP_EX_CONFIG:
+	case MP_EX_USAGE:
+		return MP_RETRY_HOLD;
+	case MP_EX_PROTOCOL:
+		return MP_RETRY_SLOW;
+	default:
+		return MP_RETRY_BACKOFF;
+	}
 }
 
 enum mp_exit

@@ -29,9 +29,22 @@ enum mp_exit {
 	MP_EX_CONFIG = 78,    /* configuration error */
 };
 
+/*
+ * What the daemon does after a failed run (DESIGN, failure classes; the
+ * scheduler applies it). mp_err_set() derives it from the exit class
+ * (mp_retry_from_exit()); a caller that knows better overrides it.
+ */
+enum mp_retry {
+	MP_RETRY_BACKOFF = 0,  /* temporary: retry soon, backing off with each failure */
+	MP_RETRY_SLOW,         /* the server broke the protocol: retry at the slow end */
+	MP_RETRY_HOLD,         /* authentication or configuration: not until it changes */
+	MP_RETRY_INTERVAL,     /* the run did its work but left something: next interval */
+};
+
 struct mp_err {
 	int code;              /* negative errno, 0 when unset */
 	enum mp_exit ex;       /* exit class */
+	enum mp_retry retry;   /* what the daemon does next */
 	char msg[512];         /* our words */
 	char srv[256];         /* the server's words, sanitized; may be empty */
 };
@@ -62,6 +75,9 @@ int mp_err_set_srv(struct mp_err *err, int code, enum mp_exit ex, const char *te
 
 /* Records "out of memory" (class MP_EX_TEMPFAIL). Returns -ENOMEM. */
 int mp_err_oom(struct mp_err *err);
+
+/* The retry class of an exit class: NOPERM, CONFIG, USAGE hold; PROTOCOL slow; else backoff. */
+enum mp_retry mp_retry_from_exit(enum mp_exit ex);
 
 /* Default exit class for a bare negative errno. */
 enum mp_exit mp_exit_from_errno(int code);
