@@ -30,7 +30,7 @@ CFLAGS ?= -O2 -g
 ifeq ($(SAN),1)
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude \
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -Isrc \
 	     $(shell $(PKG_CONFIG) --cflags $(PKGS)) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
@@ -151,7 +151,7 @@ clean:
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 2
-FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude \
+FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude -Isrc \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
 FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state
@@ -164,7 +164,8 @@ FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/
 FUZZ_PKGS_pop3 = openssl libsystemd
 FUZZ_SRCS_config = src/config.c src/util.c src/err.c src/utf8.c
 FUZZ_PKGS_config = libconfuse
-FUZZ_SRCS_state = src/state.c src/util.c src/err.c src/utf8.c
+FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c \
+		  src/state_set.c src/util.c src/err.c src/utf8.c
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c include/mailpull/*.h)
 	@mkdir -p $(dir $@)
