@@ -3,7 +3,14 @@
  * text with one record per line, and an in-memory hash set of the keys.
  *
  *   NAME.state    "mailpull-state 1", then "<when> <key>" lines
- *   NAME.journal  "+ <when> <key> <maildir_name or ->" and "- <key>" lines
+ *   NAME.journal  "mailpull-journal 1", then "+ <when> <key> <maildir_name
+ *                 or ->" and "- <key>" lines
+ *
+ * The journal's version line is written when the journal is created (and
+ * again when compaction empties it), durable before any record follows.
+ * A journal without one was written before it existed and is read as
+ * version 1; one with a higher version than JOURNAL_VERSION is refused,
+ * since its records could mean something this version does not know.
  *
  * IMAP folders add records that start with an upper-case tag, which no key
  * record can (those start with a digit, '-', '+'):
@@ -176,6 +183,27 @@ load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 }
 
 /*
+ * The journal's "mailpull-journal <version>" line. A version this code
+ * does not know is refused (MP_EX_CONFIG: retrying cannot help, only the
+ * mailpull that wrote it can read it) rather than misread, which could
+ * fetch mail twice or delete what was never stored.
+ */
+static int
+load_journal_version(const char *path, const char *line, struct mp_err *err)
+{
+	const char *v = line + strlen(JOURNAL_MAGIC " ");
+	uint64_t version;
+
+	if (util_parse_u64(v, strlen(v), &version) < 0 || version == 0)
+		return -EBADMSG;
+	if (version > JOURNAL_VERSION)
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "%s: journal version %" PRIu64
+				  " is newer than this mailpull reads (%d): it was written by a"
+				  " newer mailpull", path, version, JOURNAL_VERSION);
+	return 0;
+}
+
+/*
  * Loads the snapshot or replays the journal. A journal's last line without
  * '\n' is a write a crash cut short: it is skipped and *ret_valid (the
  * length of the whole lines) lets the caller cut it off.
@@ -209,6 +237,10 @@ load_file(struct state *s, const char *path, bool journal, off_t *ret_valid, str
 		/* A NUL inside a line is damage, never something we wrote. */
 		if (strlen(line) != (size_t)n - 1) {
 			r = -EBADMSG;
+		} else if (journal && lineno == 1 &&
+			   strncmp(line, JOURNAL_MAGIC " ", strlen(JOURNAL_MAGIC " ")) == 0) {
+			r = load_journal_version(path, line, err);
+			s->journal_base = n;
 		} else {
 			r = load_line(s, journal, lineno, line);
 		}
@@ -231,6 +263,26 @@ load_file(struct state *s, const char *path, bool journal, off_t *ret_valid, str
 	return r;
 }
 
+/*
+ * Writes the version line into the empty journal and makes it durable
+ * before any record can follow it.
+ */
+static int
+journal_start(struct state *s, struct mp_err *err)
+{
+	static const char header[] = JOURNAL_HEADER "\n";
+	int r = util_write_all(s->journal_fd, header, sizeof(header) - 1);
+
+	if (r < 0) {
+		/* A torn version line is cut off by the next open. */
+		return st_fail(err, r, "cannot write", s->journal_path);
+	}
+	if (fsync(s->journal_fd) < 0)
+		return st_fail(err, -errno, "cannot sync", s->journal_path);
+	s->journal_base = s->journal_len = (off_t)(sizeof(header) - 1);
+	return 0;
+}
+
 static int
 open_journal(struct state *s, off_t valid, struct mp_err *err)
 {
@@ -241,13 +293,17 @@ open_journal(struct state *s, off_t valid, struct mp_err *err)
 	if (s->journal_fd < 0 && errno == ENOENT) {
 		/*
 		 * A new journal's records count only once its directory entry
-		 * is durable too: sync the directory before anything is recorded in it.
+		 * is durable too: sync the directory (after the version line)
+		 * before anything is recorded in it.
 		 */
 		s->journal_fd = open(s->journal_path,
 				     O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOCTTY | O_CLOEXEC,
 				     0600);
 		if (s->journal_fd < 0)
 			return st_fail(err, -errno, "cannot create", s->journal_path);
+		r = journal_start(s, err);
+		if (r < 0)
+			return r;
 		r = util_fsync_dir(s->dir);
 		if (r < 0)
 			return st_fail(err, r, "cannot sync", s->dir);
@@ -265,7 +321,12 @@ open_journal(struct state *s, off_t valid, struct mp_err *err)
 			return st_fail(err, -errno, "cannot sync", s->journal_path);
 	}
 	s->journal_len = valid;
-	return 0;
+	/*
+	 * Empty (a crash or a full disk cut its creation or compaction short):
+	 * it gets its version line now. An older journal with records keeps
+	 * none until the next compaction empties it.
+	 */
+	return valid == 0 ? journal_start(s, err) : 0;
 }
 
 int
@@ -415,11 +476,19 @@ state_compact(struct state *s, struct mp_err *err)
 		return r;
 	/* The snapshot holds every change now, buffered ones included. */
 	s->pending.len = 0;
-	if (ftruncate(s->journal_fd, 0) < 0 || fsync(s->journal_fd) < 0) {
+	/* Keep the version line; a journal from before it gets one now. */
+	if (ftruncate(s->journal_fd, s->journal_base) < 0 || fsync(s->journal_fd) < 0) {
 		s->broken = -errno;
 		return st_fail(err, s->broken, "cannot empty", s->journal_path);
 	}
-	s->journal_len = 0;
+	s->journal_len = s->journal_base;
+	if (s->journal_base == 0) {
+		r = journal_start(s, err);
+		if (r < 0) {
+			s->broken = r;
+			return r;
+		}
+	}
 	st_names_clear(s);
 	return 0;
 }

@@ -5,8 +5,8 @@
  * The store is five files, each calling only the ones below it, so no
  * two of them call each other:
  *
- *   state.c       the store: open, lock, load (snapshot, then journal),
- *                 sync, compact, close, forget a name
+ *   state.c       the store: open, lock, load (snapshot, then journal, with
+ *                 its version line), sync, compact, close, forget a name
  *     |  calls the record modules directly to apply a loaded line, write
  *     |  their part of a snapshot, forget a record, free what they hold
  *     v
@@ -41,6 +41,14 @@
 
 /* The snapshot's first line. */
 #define STATE_HEADER "mailpull-state 1"
+/*
+ * The journal's first line is JOURNAL_MAGIC, a space and a version
+ * number; journals written before it existed have none and are read as
+ * version 1. A higher version is refused rather than misread.
+ */
+#define JOURNAL_MAGIC "mailpull-journal"
+#define JOURNAL_VERSION 1
+#define JOURNAL_HEADER JOURNAL_MAGIC " 1"
 #define STATE_FLUSH_SIZE (64 * 1024)
 /* Bytes of ranges or fingerprints on one snapshot line before the next starts. */
 #define SNAP_LINE_ITEMS 4000
@@ -204,6 +212,7 @@ struct state {
 	int lock_fd;
 	int journal_fd;
 	off_t journal_len;                /* bytes known to be whole records */
+	off_t journal_base;               /* bytes of the version line; 0 when it has none */
 	int broken;                       /* sticky error after a failed fsync */
 	bool interrupted;                 /* names were loaded: no compaction since */
 	struct kv_set keys;               /* key -> first fetch time */

@@ -10,6 +10,9 @@
  * state that loses or invents a key, a folder, a UID or a skipped UID
  * would make mailpull fetch twice or skip a message.
  *
+ * After compaction the journal must hold its version line and nothing
+ * else.
+ *
  * The files live in a directory of their own under /dev/shm (or $TMPDIR),
  * made once per process and removed at exit.
  */
@@ -73,6 +76,25 @@ write_file(const char *path, const uint8_t *p, size_t len)
 		len -= (size_t)n;
 	}
 	close(fd);
+}
+
+/* What compaction leaves in the journal: its version line alone. */
+static void
+check_empty_journal(void)
+{
+	static const char header[] = "mailpull-journal 1\n";
+	char buf[sizeof(header)];
+	int fd = open(journal_path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		abort();
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n != (ssize_t)sizeof(header) - 1 || memcmp(buf, header, sizeof(header) - 1) != 0) {
+		fprintf(stderr, "the journal after compaction is not its version line alone\n");
+		abort();
+	}
 }
 
 static uint64_t
@@ -311,6 +333,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	state_close(s);
 	s = NULL;
+	check_empty_journal();
 	if ((mode & 0x7f) != 127)
 		write_file(journal_path, data + split, size - split);
 	if (state_open(dir, ACCOUNT, false, &s, &err) < 0) {

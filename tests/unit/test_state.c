@@ -26,6 +26,9 @@
 #endif
 #endif
 
+/* The version line every journal created since it existed begins with. */
+#define JHDR "mailpull-journal 1\n"
+
 struct fixture {
 	char dir[64];
 	char sdir[128];           /* the state directory, not yet created */
@@ -469,7 +472,7 @@ test_torn_journal(void **state)
 	assert_int_equal(state_sync(s, &err), 0);
 	state_close(s);
 	text = slurp(j, NULL);
-	assert_string_equal(text, "+ 1 a na\n+ 2 b -\n+ 3 c nc\n- a\n+ 5 e -\n");
+	assert_string_equal(text, JHDR "+ 1 a na\n+ 2 b -\n+ 3 c nc\n- a\n+ 5 e -\n");
 	free(text);
 	s = open_ok(fx, "t");
 	assert_int_equal(state_count(s), 3);
@@ -577,7 +580,7 @@ test_compact(void **state)
 	/* Buffered changes are part of the snapshot too. */
 	assert_int_equal(state_add(s, "d", 4, NULL, &err), 0);
 	assert_int_equal(state_compact(s, &err), 0);
-	assert_int_equal(size_of(j), 0);
+	assert_int_equal(size_of(j), (off_t)strlen(JHDR));
 	assert_int_equal(access(nw, F_OK), -1);
 	assert_false(state_name_recorded(s, "na"));
 	text = slurp(sn, NULL);
@@ -589,7 +592,7 @@ test_compact(void **state)
 	free(text);
 	/* Nothing left to write: the next sync adds nothing. */
 	assert_int_equal(state_sync(s, &err), 0);
-	assert_int_equal(size_of(j), 0);
+	assert_int_equal(size_of(j), (off_t)strlen(JHDR));
 	assert_int_equal(state_add(s, "e", 5, "ne", &err), 0);
 	assert_int_equal(state_remove(s, "a", &err), 0);
 	assert_int_equal(state_sync(s, &err), 0);
@@ -685,7 +688,7 @@ test_odd_bytes(void **state)
 		lines += c == '\n';
 		assert_true(c == '\n' || (c > 0x20 && c < 0x7f) || c == ' ');
 	}
-	assert_int_equal(lines, n);
+	assert_int_equal(lines, n + 1);
 	free(text);
 
 	s = open_ok(fx, "o");
@@ -1866,6 +1869,128 @@ test_folder_scale(void **state)
 	state_close(s);
 }
 
+/*
+ * The journal's version line: a new journal begins with it, compaction
+ * keeps it, and a journal from before it existed (no version line) still
+ * replays and gets one when compaction empties it.
+ */
+static void
+test_journal_version(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "v");
+	char j[256], sn[256];
+	uint32_t uv = 0, un = 0;
+	char *text;
+
+	pathf(j, sizeof(j), "%s/v.journal", fx->sdir);
+	pathf(sn, sizeof(sn), "%s/v.state", fx->sdir);
+	text = slurp(j, NULL);
+	assert_string_equal(text, JHDR);
+	free(text);
+	assert_int_equal(state_add(s, "a", 1, "na", &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	state_close(s);
+	text = slurp(j, NULL);
+	assert_string_equal(text, JHDR "+ 1 a na\n");
+	free(text);
+	s = open_ok(fx, "v");
+	assert_true(state_has(s, "a", NULL));
+	assert_true(state_name_recorded(s, "na"));
+	assert_int_equal(state_compact(s, &err), 0);
+	state_close(s);
+	text = slurp(j, NULL);
+	assert_string_equal(text, JHDR);
+	free(text);
+
+	/* A journal written before the version line existed. */
+	unlink(sn);
+	put_file(j, "+ 5 old nold\nL 6 sized - 42\nV INBOX 7\nU INBOX 3 - nu\nN INBOX 4\n- gone\n",
+		 false);
+	s = open_ok(fx, "v");
+	assert_true(state_has(s, "old", NULL));
+	assert_true(state_name_recorded(s, "nold"));
+	assert_true(state_name_recorded(s, "nu"));
+	assert_true(state_uid_has(s, "INBOX", 3));
+	assert_int_equal(state_folder_get(s, "INBOX", &uv, &un), 0);
+	assert_int_equal(uv, 7);
+	assert_int_equal(un, 4);
+	/* Appended to as it is, without a version line in the middle. */
+	assert_int_equal(state_add(s, "new", 8, NULL, &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	text = slurp(j, NULL);
+	assert_true(strncmp(text, "+ 5 old nold\n", 13) == 0);
+	assert_null(strstr(text, "mailpull-journal"));
+	free(text);
+	assert_int_equal(state_compact(s, &err), 0);
+	state_close(s);
+	text = slurp(j, NULL);
+	assert_string_equal(text, JHDR);
+	free(text);
+	s = open_ok(fx, "v");
+	assert_int_equal(state_count(s), 3);
+	assert_true(state_uid_has(s, "INBOX", 3));
+	state_close(s);
+
+	/* Empty, or a version line a crash cut short: it is written again. */
+	put_file(j, "", false);
+	state_close(open_ok(fx, "v"));
+	text = slurp(j, NULL);
+	assert_string_equal(text, JHDR);
+	free(text);
+	put_file(j, "mailpull-jour", false);
+	s = open_ok(fx, "v");
+	assert_int_equal(state_count(s), 3);
+	state_close(s);
+	text = slurp(j, NULL);
+	assert_string_equal(text, JHDR);
+	free(text);
+}
+
+/*
+ * A journal of a version newer than this code knows is refused with a
+ * configuration error that says so, and left as it is; a damaged version
+ * line, or one past the first line, is a malformed record.
+ */
+static void
+test_journal_version_refused(void **state)
+{
+	static const char future[] = "mailpull-journal 2\n+ 1 a na\nQ what this cannot read\n";
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "c");
+	char j[256], want[300];
+	char *text;
+
+	state_close(s);
+	s = NULL;
+	pathf(j, sizeof(j), "%s/c.journal", fx->sdir);
+	put_file(j, future, false);
+	assert_int_equal(state_open(fx->sdir, "c", false, &s, &err), -EINVAL);
+	assert_null(s);
+	assert_int_equal(err.code, -EINVAL);
+	assert_int_equal(err.ex, MP_EX_CONFIG);
+	pathf(want, sizeof(want), "%s: journal version 2 is newer", j);
+	if (!strstr(err.msg, want))
+		fail_msg("'%s' does not say '%s'", err.msg, want);
+	text = slurp(j, NULL);
+	assert_string_equal(text, future);
+	free(text);
+	put_file(j, "mailpull-journal 18446744073709551616\n", false);
+	expect_bad(fx, "c.journal", "1");
+	put_file(j, "mailpull-journal x\n", false);
+	expect_bad(fx, "c.journal", "1");
+	put_file(j, "mailpull-journal 0\n", false);
+	expect_bad(fx, "c.journal", "1");
+	put_file(j, "mailpull-journal  1\n", false);
+	expect_bad(fx, "c.journal", "1");
+	put_file(j, "+ 1 a na\nmailpull-journal 1\n", false);
+	expect_bad(fx, "c.journal", "2");
+	put_file(j, JHDR JHDR, false);
+	expect_bad(fx, "c.journal", "2");
+}
+
 int
 main(void)
 {
@@ -1906,6 +2031,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_folder_scale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_skipped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_skipped_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_version_refused, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
