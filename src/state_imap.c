@@ -453,20 +453,52 @@ state_folder_set_uidnext(struct state *s, const char *folder, uint32_t uidnext,
 	/* A poll that found nothing new writes nothing. */
 	if (f->uidnext == uidnext)
 		return 0;
-	r = folder_reserve(s, folder);
+	r = st_reserve(s, folder_line_max(folder, NULL), err);
 	if (r < 0)
-		return st_record_fail(s, r, err);
+		return r;
 	f->uidnext = uidnext;
 	put_num_line(s, 'N', folder, uidnext);
 	return 0;
 }
 
-bool
-state_uid_has(const struct state *s, const char *folder, uint32_t uid)
+/* The fetched or the skipped UIDs of folder; NULL when it was never started. */
+static const struct uid_set *
+folder_uids(const struct state *s, const char *folder, bool skipped)
 {
 	const struct folder *f = folder_find(s, folder, NULL);
 
-	return f && st_uids_has(&f->uids, uid);
+	return !f ? NULL : skipped ? &f->skipped : &f->uids;
+}
+
+static bool
+uids_has(const struct state *s, const char *folder, bool skipped, uint32_t uid)
+{
+	const struct uid_set *set = folder_uids(s, folder, skipped);
+
+	return set && st_uids_has(set, uid);
+}
+
+static int
+uids_foreach(const struct state *s, const char *folder, bool skipped,
+	     int (*cb)(void *ud, uint32_t uid), void *ud)
+{
+	const struct uid_set *set = folder_uids(s, folder, skipped);
+
+	return set ? st_uids_foreach(set, cb, ud) : 0;
+}
+
+static size_t
+uids_count(const struct state *s, const char *folder, bool skipped)
+{
+	const struct uid_set *set = folder_uids(s, folder, skipped);
+
+	return set ? (size_t)set->count : 0;
+}
+
+bool
+state_uid_has(const struct state *s, const char *folder, uint32_t uid)
+{
+	return uids_has(s, folder, false, uid);
 }
 
 int
@@ -539,9 +571,9 @@ fp_forget(struct state *s, const char *folder, uint64_t fp, struct mp_err *err)
 
 	if (r < 0)
 		return r;
-	r = folder_reserve(s, folder);
+	r = st_reserve(s, folder_line_max(folder, NULL), err);
 	if (r < 0)
-		return st_record_fail(s, r, err);
+		return r;
 	if (!st_fp_del(&f->fps, fp))
 		return 0;
 	st_dbuf_put_tagged(&s->pending, 'X', folder);
@@ -587,17 +619,13 @@ int
 state_uid_foreach(const struct state *s, const char *folder,
 		  int (*cb)(void *ud, uint32_t uid), void *ud)
 {
-	const struct folder *f = folder_find(s, folder, NULL);
-
-	return f ? st_uids_foreach(&f->uids, cb, ud) : 0;
+	return uids_foreach(s, folder, false, cb, ud);
 }
 
 size_t
 state_uid_count(const struct state *s, const char *folder)
 {
-	const struct folder *f = folder_find(s, folder, NULL);
-
-	return f ? (size_t)f->uids.count : 0;
+	return uids_count(s, folder, false);
 }
 
 int
@@ -639,26 +667,20 @@ state_skip_remove(struct state *s, const char *folder, uint32_t uid, struct mp_e
 bool
 state_skip_has(const struct state *s, const char *folder, uint32_t uid)
 {
-	const struct folder *f = folder_find(s, folder, NULL);
-
-	return f && st_uids_has(&f->skipped, uid);
+	return uids_has(s, folder, true, uid);
 }
 
 int
 state_skip_foreach(const struct state *s, const char *folder,
 		   int (*cb)(void *ud, uint32_t uid), void *ud)
 {
-	const struct folder *f = folder_find(s, folder, NULL);
-
-	return f ? st_uids_foreach(&f->skipped, cb, ud) : 0;
+	return uids_foreach(s, folder, true, cb, ud);
 }
 
 size_t
 state_skip_count(const struct state *s, const char *folder)
 {
-	const struct folder *f = folder_find(s, folder, NULL);
-
-	return f ? (size_t)f->skipped.count : 0;
+	return uids_count(s, folder, true);
 }
 
 int
@@ -668,9 +690,9 @@ state_folder_remove(struct state *s, const char *folder, struct mp_err *err)
 
 	if (r < 0)
 		return r;
-	r = folder_reserve(s, folder);
+	r = st_reserve(s, folder_line_max(folder, NULL), err);
 	if (r < 0)
-		return st_record_fail(s, r, err);
+		return r;
 	if (!mem_folder_remove(s, folder))
 		return 0;
 	st_dbuf_put_tagged(&s->pending, 'D', folder);

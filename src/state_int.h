@@ -232,6 +232,8 @@ struct state {
 int st_writable(struct state *s, struct mp_err *err) MP_WUR;
 /* st_fail() for a change that could not be recorded (r is its error). */
 int st_record_fail(struct state *s, int r, struct mp_err *err);
+/* Room for more bytes of journal lines; st_record_fail() when there is none. */
+int st_reserve(struct state *s, size_t more, struct mp_err *err) MP_WUR;
 /* -EINVAL for a Maildir name that is empty or "-" ("no name" in the journal); NULL is fine. */
 int st_check_name(struct state *s, const char *maildir_name, struct mp_err *err) MP_WUR;
 /* Records name as delivered for the record id (see struct name_owner). -ENOMEM. */

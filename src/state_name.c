@@ -27,6 +27,14 @@ st_record_fail(struct state *s, int r, struct mp_err *err)
 }
 
 int
+st_reserve(struct state *s, size_t more, struct mp_err *err)
+{
+	int r = st_dbuf_reserve(&s->pending, more);
+
+	return r < 0 ? st_record_fail(s, r, err) : 0;
+}
+
+int
 st_check_name(struct state *s, const char *maildir_name, struct mp_err *err)
 {
 	/* "-" stands for "no name" in the journal. */

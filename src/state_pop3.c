@@ -219,13 +219,12 @@ state_remove(struct state *s, const char *key, struct mp_err *err)
 
 	if (r < 0)
 		return r;
-	r = st_dbuf_reserve(&s->pending, 4 + st_esc_max(key));
+	r = st_reserve(s, 4 + st_esc_max(key), err);
 	if (r < 0)
-		return st_record_fail(s, r, err);
+		return r;
 	if (!st_kv_remove(&s->keys, key))
 		return 0;
-	st_dbuf_put(&s->pending, "- ", 2);
-	st_dbuf_put_esc(&s->pending, key);
+	st_dbuf_put_tagged(&s->pending, '-', key);
 	st_dbuf_put(&s->pending, "\n", 1);
 	return 0;
 }
