@@ -152,7 +152,10 @@ void st_dbuf_put_tagged(struct dbuf *b, char tag, const char *s);
 /* Worst case bytes st_dbuf_put_esc() appends for s. */
 size_t st_esc_max(const char *s);
 
-/* Decodes s in place. -EBADMSG on a bad escape, an escaped NUL, or a byte that should be escaped. */
+/*
+ * Decodes s in place. -EBADMSG on a bad escape, an escaped NUL, or a byte
+ * that should have been escaped.
+ */
 int st_unescape(char *s) MP_WUR;
 /* Splits line at single spaces into exactly n non-empty fields. -EBADMSG. */
 int st_split_fields(char *line, char **f, int n) MP_WUR;
@@ -216,7 +219,7 @@ struct state {
 	int broken;                       /* sticky error after a failed fsync */
 	bool interrupted;                 /* names were loaded: no compaction since */
 	struct kv_set keys;               /* key -> first fetch time */
-	struct kv_set names;              /* Maildir name -> owner index + 1, since the last compaction */
+	struct kv_set names;              /* Maildir name -> owner index + 1, since compaction */
 	struct kv_set name_flags;         /* Maildir name -> info letters as a bit set (G lines) */
 	struct name_owner *owners;        /* who each recorded name was recorded for */
 	size_t nowners, ocap;
