@@ -69,6 +69,39 @@ int64_t util_now_ms(void);
 /* 32-bit FNV-1a hash (used for stable short tags). */
 uint32_t util_fnv1a(const void *data, size_t len);
 
+/*
+ * base64 (RFC 4648 section 4) one character at a time, shared by SASL
+ * (strict, padded), RFC 2047 encoded words (padding optional) and IMAP's
+ * modified UTF-7 (RFC 3501 section 5.1.3: ',' instead of '/', no padding).
+ * The caller handles padding; only data characters are put. c63 is the
+ * 64th character of the alphabet, '/' or ','.
+ */
+struct util_b64 {
+	uint32_t bits;
+	unsigned nbits;
+	char c63;
+};
+
+#define UTIL_B64_STD ((struct util_b64){ .c63 = '/' })
+#define UTIL_B64_MUTF7 ((struct util_b64){ .c63 = ',' })
+
+/* The alphabet's character for the six-bit value v (v < 64). Cannot fail. */
+char util_b64_digit(unsigned v, char c63);
+
+/*
+ * Takes one data character. Returns 1 with a completed byte in *ret_byte,
+ * 0 when the character completed none, or -EBADMSG for a character outside
+ * the alphabet (padding included).
+ */
+int util_b64_put(struct util_b64 *d, char c, unsigned char *ret_byte);
+
+/*
+ * After the last data character: 0 when the characters make whole bytes
+ * (not a lone six bits: 4n+1 characters) and, when strict, the bits left
+ * over are zero, so that every input has one reading; else -EBADMSG.
+ */
+int util_b64_end(const struct util_b64 *d, bool strict);
+
 /* Duplicates n bytes into a NUL-terminated malloc'd string (NULL on ENOMEM). */
 char *util_strndup(const char *s, size_t n);
 
