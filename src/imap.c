@@ -107,7 +107,7 @@ typedef int (*literal_fn)(struct imap *m, uint64_t size, const char *item, void 
 static const char *
 imap_state_to_string(enum imap_state s)
 {
-	return (unsigned)s < IMAP_ST_MAX ? state_names[s] : "?";
+	return MP_ENUM_NAME(state_names, s);
 }
 
 /* ---- commands ------------------------------------------------------------ */

@@ -23,9 +23,7 @@ static const char *const mech_names[SASL_MECH_MAX] = {
 const char *
 sasl_mech_to_string(enum sasl_mech m)
 {
-	if ((unsigned)m >= SASL_MECH_MAX)
-		return "?";
-	return mech_names[m];
+	return MP_ENUM_NAME(mech_names, m);
 }
 
 static int
