@@ -117,10 +117,7 @@ sasl_choose(const char *server_mechs, bool user_ok, const char *wanted, enum sas
 void
 sasl_free(char *s)
 {
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
+	util_free_secret(s);
 }
 
 int

@@ -25,6 +25,15 @@ util_is_bidi_control(uint32_t cp)
 	       cp == 0x200e || cp == 0x200f || cp == 0x061c;
 }
 
+void
+util_free_secret(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
 char
 util_b64_digit(unsigned v, char c63)
 {

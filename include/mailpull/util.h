@@ -102,6 +102,12 @@ int util_b64_put(struct util_b64 *d, char c, unsigned char *ret_byte);
  */
 int util_b64_end(const struct util_b64 *d, bool strict);
 
+/*
+ * Wipes a NUL-terminated string that held a secret (explicit_bzero), then
+ * frees it. Accepts NULL. Cannot fail.
+ */
+void util_free_secret(char *s);
+
 /* Duplicates n bytes into a NUL-terminated malloc'd string (NULL on ENOMEM). */
 char *util_strndup(const char *s, size_t n);
 
