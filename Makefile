@@ -58,9 +58,25 @@ $(LIB): $(LIBOBJS)
 	rm -f $@
 	$(AR) rcs $@ $(LIBOBJS)
 
-$(BUILDDIR)/tests/%: tests/unit/%.c $(LIB)
+# The unit tests' own helpers (the scripted fake server), also an archive:
+# a test that does not use them links none of them.
+TESTLIB = $(BUILDDIR)/tests/libunit.a
+TESTLIB_OBJS = $(BUILDDIR)/tests/obj/fakeserver.o
+
+$(BUILDDIR)/tests/obj/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(ALL_LDFLAGS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+-include $(TESTLIB_OBJS:.o=.d)
+
+$(TESTLIB): $(TESTLIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $(TESTLIB_OBJS)
+
+$(BUILDDIR)/tests/%: tests/unit/%.c $(TESTLIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TESTLIB) $(LIB) $(ALL_LDFLAGS) $(LIBS) \
+		$(shell $(PKG_CONFIG) --libs cmocka)
 
 # LD_PRELOAD library for the local fault tests (disk full, EIO, EROFS). Built
 # without sanitizers: under ASan it is preloaded after the ASan runtime.
@@ -157,7 +173,7 @@ FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude -Isrc \
 FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state
 FUZZ_SRCS_imap_parse = src/imap_parse.c
 FUZZ_SRCS_mimeword = src/mimeword.c src/utf8.c src/util.c src/err.c
-FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c
+FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c src/util.c
 FUZZ_SRCS_folder = src/folder.c src/utf8.c
 FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/log.c \
 		 src/util.c src/err.c src/utf8.c

@@ -1399,10 +1399,7 @@ config_account_equal(const struct mp_account *a, const struct mp_account *b)
 static void
 account_free(struct mp_account *a)
 {
-	if (a->password) {
-		explicit_bzero(a->password, strlen(a->password));
-		free(a->password);
-	}
+	util_free_secret(a->password);
 	free(a->name);
 	free(a->host);
 	free(a->tls_ca_file);

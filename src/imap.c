@@ -8,6 +8,7 @@
  * CRLF-to-LF converter straight into the sink.
  */
 #include <errno.h>
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -106,7 +107,7 @@ typedef int (*literal_fn)(struct imap *m, uint64_t size, const char *item, void 
 static const char *
 imap_state_to_string(enum imap_state s)
 {
-	return (unsigned)s < IMAP_ST_MAX ? state_names[s] : "?";
+	return MP_ENUM_NAME(state_names, s);
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -653,12 +654,16 @@ refused(struct imap *m, const struct imap_response *r, int code, const char *wha
 			"server refused %s (%s)", what, imap_status_to_string(r->status));
 }
 
-/* A command with no data of interest: 0, or -EPROTO when refused. */
+/*
+ * A command whose untagged data, if any, goes to fn: 0, or -EPROTO when
+ * refused.
+ */
 static int
-simple_cmd(struct imap *m, struct cmd *cmd, const char *what, struct mp_err *err)
+simple_cmd(struct imap *m, struct cmd *cmd, resp_fn fn, void *ud, const char *what,
+	   struct mp_err *err)
 {
 	const struct imap_response *r;
-	int rc = run_cmd(m, cmd, NULL, NULL, NULL, &r, err);
+	int rc = run_cmd(m, cmd, fn, NULL, ud, &r, err);
 
 	if (rc > 0)
 		return refused(m, r, -EPROTO, what, err);
@@ -702,7 +707,7 @@ ask_caps(struct imap *m, struct mp_err *err)
 	m->caps_seen = false;
 	m->state = IMAP_ST_CAPABILITY;
 	cmd_start(m, &cmd, "CAPABILITY");
-	r = simple_cmd(m, &cmd, "CAPABILITY", err);
+	r = simple_cmd(m, &cmd, NULL, NULL, "CAPABILITY", err);
 	m->state = saved;
 	if (r == 0 && !m->caps_seen)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
@@ -1282,7 +1287,6 @@ int
 imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t *ret_n,
 	  struct mp_err *err)
 {
-	const struct imap_response *r;
 	struct list_ctx x = { 0 };
 	struct cmd cmd;
 	int rc;
@@ -1293,12 +1297,10 @@ imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t
 	m->state = IMAP_ST_LIST;
 	cmd_start(m, &cmd, "LIST \"\" ");
 	cmd_mailbox(m, &cmd, pattern);
-	rc = run_cmd(m, &cmd, list_resp, NULL, &x, &r, err);
-	if (rc > 0)
-		rc = refused(m, r, -EPROTO, "LIST", err);
+	rc = settle(m, simple_cmd(m, &cmd, list_resp, &x, "LIST", err));
 	if (rc < 0) {
 		imap_mailboxes_free(x.v, x.n);
-		return settle(m, rc);
+		return rc;
 	}
 	*ret = x.v;
 	*ret_n = x.n;
@@ -1381,7 +1383,6 @@ int
 imap_namespaces(struct imap *m, struct imap_namespace **ret, size_t *ret_n,
 		struct mp_err *err)
 {
-	const struct imap_response *r;
 	struct ns_ctx x = { .utf8 = m->utf8 };
 	struct cmd cmd;
 	int rc;
@@ -1395,12 +1396,10 @@ imap_namespaces(struct imap *m, struct imap_namespace **ret, size_t *ret_n,
 		return 0;
 	m->state = IMAP_ST_NAMESPACE;
 	cmd_start(m, &cmd, "NAMESPACE");
-	rc = run_cmd(m, &cmd, ns_resp, NULL, &x, &r, err);
-	if (rc > 0)
-		rc = refused(m, r, -EPROTO, "NAMESPACE", err);
+	rc = settle(m, simple_cmd(m, &cmd, ns_resp, &x, "NAMESPACE", err));
 	if (rc < 0) {
 		imap_namespaces_free(x.v, x.n);
-		return settle(m, rc);
+		return rc;
 	}
 	*ret = x.v;
 	*ret_n = x.n;
@@ -1476,6 +1475,13 @@ imap_select(struct imap *m, const char *name, bool read_only, struct imap_folder
 
 /* ---- UID sets and pipelined batches -------------------------------------- */
 
+/*
+ * Also orders the records that begin with their UID (a pointer to a struct
+ * points to its first member, C17 6.7.2.1).
+ */
+static_assert(offsetof(struct imap_msginfo, uid) == 0, "msginfo sorts by its UID");
+static_assert(offsetof(struct imap_envelope, uid) == 0, "envelope sorts by its UID");
+
 static int
 cmp_u32(const void *a, const void *b)
 {
@@ -1484,12 +1490,40 @@ cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * Sorts v[0..n) (elements of sz bytes) by cmp and keeps one of each run of
+ * equal elements, handing the others to drop when not NULL. Returns how
+ * many are kept, at the front of v.
+ */
+static size_t
+sort_unique(void *v, size_t n, size_t sz, int (*cmp)(const void *, const void *),
+	    void (*drop)(void *))
+{
+	unsigned char *p = v;
+	size_t k = 0;
+
+	if (n > 1)
+		qsort(v, n, sz, cmp);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char *e = p + i * sz;
+
+		if (k > 0 && cmp(p + (k - 1) * sz, e) == 0) {
+			if (drop)
+				drop(e);
+			continue;
+		}
+		if (k != i)
+			memcpy(p + k * sz, e, sz);
+		k++;
+	}
+	return k;
+}
+
 /* A sorted copy of uids without duplicates. UID 0 does not exist (RFC 3501 2.3.1.1). */
 static int
 uids_sorted(const uint32_t *uids, size_t n, uint32_t **ret, size_t *ret_n, struct mp_err *err)
 {
 	uint32_t *v;
-	size_t k = 0;
 
 	if (n > IMAP_MAX_MSGS)
 		return mp_err_set(err, -E2BIG, MP_EX_USAGE, "more than %u UIDs at once",
@@ -1504,12 +1538,8 @@ uids_sorted(const uint32_t *uids, size_t n, uint32_t **ret, size_t *ret_n, struc
 		}
 		v[i] = uids[i];
 	}
-	qsort(v, n, sizeof(*v), cmp_u32);
-	for (size_t i = 0; i < n; i++)
-		if (k == 0 || v[k - 1] != v[i])
-			v[k++] = v[i];
+	*ret_n = sort_unique(v, n, sizeof(*v), cmp_u32, NULL);
 	*ret = v;
-	*ret_n = k;
 	return 0;
 }
 
@@ -1542,13 +1572,24 @@ set_next(const uint32_t *v, size_t n, size_t *pos, char *buf)
 	return len;
 }
 
+/* A sorted UID set, borrowed. */
+struct uid_set {
+	const uint32_t *v;
+	size_t n;
+};
+
 struct batch {
+	enum imap_state state;
 	const char *verb;      /* "UID FETCH" */
 	const char *tail;      /* " (UID FLAGS BODY.PEEK[])", or "" */
 	const char *what;      /* for messages */
 	resp_fn fn;
 	literal_fn lit;
 	void *ud;
+	/* When not NULL: set to the sorted UIDs, valid until the batches end. */
+	struct uid_set *set;
+	/* When not NULL: called once *set is known, before the first command goes out. */
+	int (*prepare)(void *ud, struct mp_err *err);
 };
 
 /*
@@ -1606,6 +1647,40 @@ run_batches(struct imap *m, const uint32_t *v, size_t n, const struct batch *b,
 		}
 	}
 	return fail;
+}
+
+/*
+ * Every command over a UID set takes this path: refuse a session already out
+ * of step, sort the UIDs, let b->prepare see them, run the batches and settle.
+ * Errors found before anything is sent leave the session in step.
+ */
+static int
+uid_set_cmd(struct imap *m, const uint32_t *uids, size_t n, const struct batch *b,
+	    struct mp_err *err)
+{
+	uint32_t *v = NULL;
+	size_t k = 0;
+	int rc;
+
+	rc = check_usable(m, err);
+	if (rc < 0)
+		return rc;
+	rc = uids_sorted(uids, n, &v, &k, err);
+	if (rc < 0)
+		return rc;
+	if (b->set)
+		*b->set = (struct uid_set){ v, k };
+	if (b->prepare) {
+		rc = b->prepare(b->ud, err);
+		if (rc < 0) {
+			free(v);
+			return rc;
+		}
+	}
+	m->state = b->state;
+	rc = run_batches(m, v, k, b, err);
+	free(v);
+	return settle(m, rc);
 }
 
 /* Message flags we keep (RFC 3501 section 2.3.2), from a FLAGS list. */
@@ -1719,8 +1794,7 @@ struct msgs_ctx {
 	struct imap_msginfo *v;
 	size_t n, cap;
 	uint32_t from;
-	const uint32_t *want;    /* when not NULL: only these UIDs (sorted) */
-	size_t nwant;
+	struct uid_set want;     /* when .v is not NULL: only these UIDs */
 };
 
 /* "* n FETCH (UID u FLAGS (...) RFC822.SIZE s INTERNALDATE "...")". */
@@ -1745,7 +1819,7 @@ msgs_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 		return 0;
 	}
 	/* RFC 3501 section 6.4.8: "n:*" always includes the last message, even below n. */
-	if (mi.uid < x->from || (x->want && uid_index(x->want, x->nwant, mi.uid) == SIZE_MAX))
+	if (mi.uid < x->from || (x->want.v && uid_index(x->want.v, x->want.n, mi.uid) == SIZE_MAX))
 		return 0;
 	mi.flags = parse_flags(imap_fetch_item(l, "FLAGS"));
 	a = imap_fetch_item(l, "INTERNALDATE");
@@ -1761,33 +1835,18 @@ msgs_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	return 0;
 }
 
-static int
-cmp_msginfo(const void *a, const void *b)
-{
-	return cmp_u32(&((const struct imap_msginfo *)a)->uid,
-		       &((const struct imap_msginfo *)b)->uid);
-}
-
 /* Sorts by UID; a message reported twice (a FLAGS change meanwhile) is one message. */
 static void
 msgs_finish(struct msgs_ctx *x, struct imap_msginfo **ret, size_t *ret_n)
 {
-	size_t k = 0;
-
-	if (x->n > 1)
-		qsort(x->v, x->n, sizeof(*x->v), cmp_msginfo);
-	for (size_t i = 0; i < x->n; i++)
-		if (k == 0 || x->v[k - 1].uid != x->v[i].uid)
-			x->v[k++] = x->v[i];
+	*ret_n = sort_unique(x->v, x->n, sizeof(*x->v), cmp_u32, NULL);
 	*ret = x->v;
-	*ret_n = k;
 }
 
 int
 imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 		   size_t *ret_n, struct mp_err *err)
 {
-	const struct imap_response *r;
 	struct msgs_ctx x = { .from = from_uid ? from_uid : 1 };
 	struct cmd cmd;
 	int rc;
@@ -1798,12 +1857,10 @@ imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 	m->state = IMAP_ST_FETCH;
 	cmd_start(m, &cmd, "UID FETCH ");
 	cmd_fmt(&cmd, "%" PRIu32 ":* (UID FLAGS RFC822.SIZE INTERNALDATE)", x.from);
-	rc = run_cmd(m, &cmd, msgs_resp, NULL, &x, &r, err);
-	if (rc > 0)
-		rc = refused(m, r, -EPROTO, "UID FETCH", err);
+	rc = settle(m, simple_cmd(m, &cmd, msgs_resp, &x, "UID FETCH", err));
 	if (rc < 0) {
 		free(x.v);
-		return settle(m, rc);
+		return rc;
 	}
 	msgs_finish(&x, ret, ret_n);
 	return 0;
@@ -1815,25 +1872,14 @@ imap_fetch_info(struct imap *m, const uint32_t *uids, size_t n, struct imap_msgi
 {
 	struct msgs_ctx x = { .from = 1 };
 	struct batch b = {
-		.verb = "UID FETCH", .tail = " (UID FLAGS RFC822.SIZE)",
-		.what = "UID FETCH", .fn = msgs_resp, .ud = &x,
+		.state = IMAP_ST_FETCH, .verb = "UID FETCH", .tail = " (UID FLAGS RFC822.SIZE)",
+		.what = "UID FETCH", .fn = msgs_resp, .ud = &x, .set = &x.want,
 	};
-	uint32_t *v = NULL;
-	int rc;
+	int rc = uid_set_cmd(m, uids, n, &b, err);
 
-	rc = check_usable(m, err);
-	if (rc < 0)
-		return rc;
-	rc = uids_sorted(uids, n, &v, &x.nwant, err);
-	if (rc < 0)
-		return rc;
-	x.want = v;
-	m->state = IMAP_ST_FETCH;
-	rc = run_batches(m, v, x.nwant, &b, err);
-	free(v);
 	if (rc < 0) {
 		free(x.v);
-		return settle(m, rc);
+		return rc;
 	}
 	msgs_finish(&x, ret, ret_n);
 	return 0;
@@ -1887,10 +1933,8 @@ int
 imap_search(struct imap *m, const char *criteria, uint32_t lo, uint32_t hi, uint32_t **ret,
 	    size_t *ret_n, struct mp_err *err)
 {
-	const struct imap_response *r;
 	struct search_ctx x = { .lo = lo ? lo : 1, .hi = hi };
 	struct cmd cmd;
-	size_t k = 0;
 	int rc;
 
 	rc = check_usable(m, err);
@@ -1906,20 +1950,13 @@ imap_search(struct imap *m, const char *criteria, uint32_t lo, uint32_t hi, uint
 	cmd_start(m, &cmd, "UID SEARCH ");
 	cmd_str(&cmd, criteria);
 	cmd_fmt(&cmd, " UID %" PRIu32 ":%" PRIu32, x.lo, x.hi);
-	rc = run_cmd(m, &cmd, search_resp, NULL, &x, &r, err);
-	if (rc > 0)
-		rc = refused(m, r, -EPROTO, "UID SEARCH", err);
+	rc = settle(m, simple_cmd(m, &cmd, search_resp, &x, "UID SEARCH", err));
 	if (rc < 0) {
 		free(x.v);
-		return settle(m, rc);
+		return rc;
 	}
-	if (x.n > 1)
-		qsort(x.v, x.n, sizeof(*x.v), cmp_u32);
-	for (size_t i = 0; i < x.n; i++)
-		if (k == 0 || x.v[k - 1] != x.v[i])
-			x.v[k++] = x.v[i];
+	*ret_n = sort_unique(x.v, x.n, sizeof(*x.v), cmp_u32, NULL);
 	*ret = x.v;
-	*ret_n = k;
 	return 0;
 }
 
@@ -1927,8 +1964,7 @@ imap_search(struct imap *m, const char *criteria, uint32_t lo, uint32_t hi, uint
 
 struct fetch_ctx {
 	const struct imap_fetch_sink *sink;
-	const uint32_t *uids;    /* requested, sorted */
-	size_t n;
+	struct uid_set uids;     /* requested */
 	bool *got;               /* delivered already: a second copy is not taken */
 	bool begun;              /* begin() called for the response being read */
 	bool cr;                 /* a CR ended the last chunk */
@@ -2101,7 +2137,7 @@ body_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	x->begun = false;
 	if (!l || !fetch_uid(l, &uid))
 		m->bad_uids++;
-	idx = uid ? uid_index(x->uids, x->n, uid) : SIZE_MAX;
+	idx = uid ? uid_index(x->uids.v, x->uids.n, uid) : SIZE_MAX;
 	if (idx == SIZE_MAX || x->got[idx]) {
 		log_debug("discarding a FETCH body %s",
 			  idx == SIZE_MAX ? "without a UID we asked for" : "sent twice");
@@ -2113,38 +2149,32 @@ body_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	return rc < 0 ? sink_failed(err, rc, "end") : 0;
 }
 
+static int
+body_want(void *ud, struct mp_err *err)
+{
+	struct fetch_ctx *x = ud;
+
+	x->got = calloc(x->uids.n ? x->uids.n : 1, sizeof(*x->got));
+	return x->got ? 0 : mp_err_oom(err);
+}
+
 int
 imap_fetch_bodies(struct imap *m, const uint32_t *uids, size_t n, bool mark_seen,
 		  const struct imap_fetch_sink *sink, struct mp_err *err)
 {
 	struct fetch_ctx x = { .sink = sink };
 	struct batch b = {
-		.verb = "UID FETCH",
+		.state = IMAP_ST_FETCH, .verb = "UID FETCH",
 		.tail = mark_seen ? " (UID FLAGS BODY[])" : " (UID FLAGS BODY.PEEK[])",
 		.what = "UID FETCH", .fn = body_resp, .lit = body_literal, .ud = &x,
+		.set = &x.uids, .prepare = body_want,
 	};
-	uint32_t *v = NULL;
-	int rc;
+	int rc = uid_set_cmd(m, uids, n, &b, err);
 
-	rc = check_usable(m, err);
-	if (rc < 0)
-		return rc;
-	rc = uids_sorted(uids, n, &v, &x.n, err);
-	if (rc < 0)
-		return rc;
-	x.uids = v;
-	x.got = calloc(x.n ? x.n : 1, sizeof(*x.got));
-	if (!x.got) {
-		free(v);
-		return mp_err_oom(err);
-	}
-	m->state = IMAP_ST_FETCH;
-	rc = run_batches(m, v, x.n, &b, err);
 	if (x.begun)
 		sink->abort(sink->ud);
 	free(x.got);
-	free(v);
-	return settle(m, rc);
+	return rc;
 }
 
 /* ---- envelopes ----------------------------------------------------------- */
@@ -2157,6 +2187,12 @@ envelope_clear(struct imap_envelope *e)
 	free(e->subject);
 	free(e->message_id);
 	memset(e, 0, sizeof(*e));
+}
+
+static void
+envelope_drop(void *e)
+{
+	envelope_clear(e);
 }
 
 void
@@ -2232,8 +2268,7 @@ envelope_from(const struct imap_arg *a, char **ret)
 struct env_ctx {
 	struct imap_envelope *v;
 	size_t n, cap;
-	const uint32_t *uids;
-	size_t nuids;
+	struct uid_set uids;
 };
 
 /* ENVELOPE: (date subject from sender reply-to to cc bcc in-reply-to message-id). */
@@ -2269,7 +2304,7 @@ env_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err 
 		m->bad_uids++;
 		return 0;
 	}
-	if (uid_index(x->uids, x->nuids, ev.uid) == SIZE_MAX)
+	if (uid_index(x->uids.v, x->uids.n, ev.uid) == SIZE_MAX)
 		return 0;
 	if (imap_arg_u64(imap_fetch_item(l, "RFC822.SIZE"), &ev.size) < 0)
 		ev.size = 0;
@@ -2285,103 +2320,57 @@ env_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err 
 	return 0;
 }
 
-static int
-cmp_envelope(const void *a, const void *b)
-{
-	return cmp_u32(&((const struct imap_envelope *)a)->uid,
-		       &((const struct imap_envelope *)b)->uid);
-}
-
 int
 imap_fetch_envelopes(struct imap *m, const uint32_t *uids, size_t n,
 		     struct imap_envelope **ret, size_t *ret_n, struct mp_err *err)
 {
 	struct env_ctx x = { 0 };
 	struct batch b = {
-		.verb = "UID FETCH", .tail = " (UID RFC822.SIZE ENVELOPE)",
-		.what = "UID FETCH", .fn = env_resp, .ud = &x,
+		.state = IMAP_ST_FETCH, .verb = "UID FETCH", .tail = " (UID RFC822.SIZE ENVELOPE)",
+		.what = "UID FETCH", .fn = env_resp, .ud = &x, .set = &x.uids,
 	};
-	uint32_t *v = NULL;
-	size_t k = 0;
-	int rc;
+	int rc = uid_set_cmd(m, uids, n, &b, err);
 
-	rc = check_usable(m, err);
-	if (rc < 0)
-		return rc;
-	rc = uids_sorted(uids, n, &v, &x.nuids, err);
-	if (rc < 0)
-		return rc;
-	x.uids = v;
-	m->state = IMAP_ST_FETCH;
-	rc = run_batches(m, v, x.nuids, &b, err);
-	free(v);
 	if (rc < 0) {
 		imap_envelopes_free(x.v, x.n);
-		return settle(m, rc);
+		return rc;
 	}
-	if (x.n > 1)
-		qsort(x.v, x.n, sizeof(*x.v), cmp_envelope);
 	/* One envelope per UID: a repeated one is dropped. */
-	for (size_t i = 0; i < x.n; i++) {
-		if (k > 0 && x.v[k - 1].uid == x.v[i].uid)
-			envelope_clear(&x.v[i]);
-		else
-			x.v[k++] = x.v[i];
-	}
+	*ret_n = sort_unique(x.v, x.n, sizeof(*x.v), cmp_u32, envelope_drop);
 	*ret = x.v;
-	*ret_n = k;
 	return 0;
 }
 
 /* ---- flags, expunge, logout ---------------------------------------------- */
 
-/* A batch over uids with no data of interest in the answers. */
-static int
-uid_batch(struct imap *m, const uint32_t *uids, size_t n, const char *verb, const char *tail,
-	  struct mp_err *err)
-{
-	struct batch b = { .verb = verb, .tail = tail, .what = verb };
-	uint32_t *v = NULL;
-	size_t k;
-	int rc;
-
-	rc = uids_sorted(uids, n, &v, &k, err);
-	if (rc < 0)
-		return rc;
-	rc = run_batches(m, v, k, &b, err);
-	free(v);
-	return settle(m, rc);
-}
-
 int
 imap_store_flag(struct imap *m, const uint32_t *uids, size_t n, bool seen, struct mp_err *err)
 {
-	int rc = check_usable(m, err);
-
-	if (rc < 0)
-		return rc;
-	m->state = IMAP_ST_STORE;
 	/* .SILENT: no FETCH answer per message (RFC 3501 section 6.4.6). */
-	return uid_batch(m, uids, n, "UID STORE",
-			 seen ? " +FLAGS.SILENT (\\Seen)" : " +FLAGS.SILENT (\\Deleted)", err);
+	struct batch b = {
+		.state = IMAP_ST_STORE, .verb = "UID STORE", .what = "UID STORE",
+		.tail = seen ? " +FLAGS.SILENT (\\Seen)" : " +FLAGS.SILENT (\\Deleted)",
+	};
+
+	return uid_set_cmd(m, uids, n, &b, err);
 }
 
 int
 imap_uid_expunge(struct imap *m, const uint32_t *uids, size_t n, struct mp_err *err)
 {
-	int rc = check_usable(m, err);
+	struct batch b = {
+		.state = IMAP_ST_EXPUNGE, .verb = "UID EXPUNGE", .tail = "", .what = "UID EXPUNGE",
+	};
 
-	if (rc < 0)
-		return rc;
 	/*
 	 * Plain EXPUNGE would also remove what other clients marked
 	 * \Deleted; without UIDPLUS (RFC 4315) we do not expunge at all.
+	 * A session already out of step says so first (uid_set_cmd).
 	 */
-	if (!m->caps.uidplus)
+	if (!m->caps.uidplus && !m->broken)
 		return mp_err_set(err, -ENOTSUP, MP_EX_PROTOCOL,
 				  "server lacks UIDPLUS; not expunging");
-	m->state = IMAP_ST_EXPUNGE;
-	return uid_batch(m, uids, n, "UID EXPUNGE", "", err);
+	return uid_set_cmd(m, uids, n, &b, err);
 }
 
 int
@@ -2394,7 +2383,7 @@ imap_expunge(struct imap *m, struct mp_err *err)
 		return rc;
 	m->state = IMAP_ST_EXPUNGE;
 	cmd_start(m, &cmd, "EXPUNGE");
-	return settle(m, simple_cmd(m, &cmd, "EXPUNGE", err));
+	return settle(m, simple_cmd(m, &cmd, NULL, NULL, "EXPUNGE", err));
 }
 
 /* ---- IDLE ---------------------------------------------------------------- */
@@ -2569,7 +2558,7 @@ imap_logout(struct imap *m, struct mp_err *err)
 	/* RFC 3501 section 6.1.3: BYE comes first, then the tagged OK. */
 	m->logout = true;
 	cmd_start(m, &cmd, "LOGOUT");
-	rc = simple_cmd(m, &cmd, "LOGOUT", err);
+	rc = simple_cmd(m, &cmd, NULL, NULL, "LOGOUT", err);
 	/* A server that closes right after its BYE has logged us out all the same. */
 	if (rc == -ECONNRESET && m->bye)
 		rc = 0;

@@ -1421,7 +1421,7 @@ imap_arg_type_to_string(enum imap_arg_type t)
 		[IMAP_ARG_LIST] = "list",
 	};
 
-	return (unsigned)t < ARRAY_SIZE(names) ? names[t] : "?";
+	return MP_ENUM_NAME(names, t);
 }
 
 const char *
@@ -1433,7 +1433,7 @@ imap_resp_type_to_string(enum imap_resp_type t)
 		[IMAP_RESP_CONTINUATION] = "continuation",
 	};
 
-	return (unsigned)t < ARRAY_SIZE(names) ? names[t] : "?";
+	return MP_ENUM_NAME(names, t);
 }
 
 const char *
@@ -1448,5 +1448,5 @@ imap_status_to_string(enum imap_status s)
 		[IMAP_STATUS_PREAUTH] = "PREAUTH",
 	};
 
-	return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
+	return MP_ENUM_NAME(names, s);
 }

@@ -217,22 +217,6 @@ parse_word(const char *s, size_t n, struct word *w)
 	return true;
 }
 
-static int
-b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 /*
  * RFC 2047 section 4.1 (BASE64 as RFC 2045 section 6.8). Padding may be
  * missing, as some senders omit it; a lone trailing character (six bits,
@@ -241,30 +225,21 @@ b64_value(char c)
 static bool
 decode_b(const char *s, size_t n, struct obuf *out)
 {
-	uint32_t bits = 0;
-	unsigned nbits = 0;
+	struct util_b64 d = UTIL_B64_STD;
 	size_t data = n;
 
 	while (data > 0 && n - data < 2 && s[data - 1] == '=')
 		data--;
-	if (data % 4 == 1)
-		return false;
 	for (size_t i = 0; i < data; i++) {
-		int v = b64_value(s[i]);
+		unsigned char c;
+		int r = util_b64_put(&d, s[i], &c);
 
-		if (v < 0)
+		if (r < 0)
 			return false;
-		bits = (bits << 6) | (uint32_t)v;
-		nbits += 6;
-		if (nbits >= 8) {
-			char c;
-
-			nbits -= 8;
-			c = (char)((bits >> nbits) & 0xff);
-			ob_put(out, &c, 1);
-		}
+		if (r > 0)
+			ob_put(out, (const char *)&c, 1);
 	}
-	return true;
+	return util_b64_end(&d, false) == 0;
 }
 
 static int

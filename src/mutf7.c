@@ -4,26 +4,7 @@
 
 #include "mailpull/mutf7.h"
 #include "mailpull/utf8.h"
-
-/* RFC 3501 section 5.1.3: RFC 2152's alphabet with ',' instead of '/'. */
-static const char b64chars[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
-
-static int
-b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == ',')
-		return 63;
-	return -1;
-}
+#include "mailpull/util.h"
 
 static bool
 is_direct(uint32_t cp)
@@ -75,35 +56,39 @@ decode_unit(uint32_t u, uint32_t *hi, char **o)
 static int
 decode_run(const char *in, size_t len, size_t *pos, char **o)
 {
-	uint32_t bits = 0, hi = 0;
-	unsigned nbits = 0, nunits = 0;
+	struct util_b64 d = UTIL_B64_MUTF7;
+	uint32_t hi = 0;
+	unsigned nbytes = 0;
+	unsigned char first = 0;
 	size_t i = *pos;
 	int r;
 
+	/* The run is UTF-16BE in base64: two bytes make a unit. */
 	for (; i < len && in[i] != '-'; i++) {
-		int v = b64_value(in[i]);
+		unsigned char c;
 
-		if (v < 0)
-			return -EBADMSG;
-		bits = (bits << 6) | (uint32_t)v;
-		nbits += 6;
-		if (nbits < 16)
+		r = util_b64_put(&d, in[i], &c);
+		if (r <= 0) {
+			if (r < 0)
+				return r;
 			continue;
-		nbits -= 16;
-		r = decode_unit((bits >> nbits) & 0xffff, &hi, o);
+		}
+		if (nbytes++ % 2 == 0) {
+			first = c;
+			continue;
+		}
+		r = decode_unit((uint32_t)first << 8 | c, &hi, o);
 		if (r < 0)
 			return r;
-		bits &= (1u << nbits) - 1;
-		nunits++;
 	}
 	if (i == len)
 		return -EBADMSG;
 	/*
 	 * Canonical form: at least one unit, a dangling high surrogate is
-	 * never complete, fewer than 6 leftover bits (else a character too
-	 * many) and those bits zero.
+	 * never complete, no half unit, fewer than 6 leftover bits (else a
+	 * character too many) and those bits zero.
 	 */
-	if (nunits == 0 || hi != 0 || nbits >= 6 || bits != 0)
+	if (nbytes < 2 || nbytes % 2 != 0 || hi != 0 || util_b64_end(&d, true) < 0)
 		return -EBADMSG;
 	*pos = i + 1;
 	return 0;
@@ -175,7 +160,7 @@ b64_push16(struct b64w *w, uint32_t unit)
 	w->nbits += 16;
 	while (w->nbits >= 6) {
 		w->nbits -= 6;
-		*w->o++ = b64chars[(w->bits >> w->nbits) & 0x3f];
+		*w->o++ = util_b64_digit((w->bits >> w->nbits) & 0x3f, ',');
 	}
 	w->bits &= (1u << w->nbits) - 1;
 }
@@ -185,7 +170,7 @@ static void
 b64_close(struct b64w *w)
 {
 	if (w->nbits > 0)
-		*w->o++ = b64chars[(w->bits << (6 - w->nbits)) & 0x3f];
+		*w->o++ = util_b64_digit((w->bits << (6 - w->nbits)) & 0x3f, ',');
 	w->bits = 0;
 	w->nbits = 0;
 	*w->o++ = '-';

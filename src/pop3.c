@@ -78,7 +78,7 @@ struct pop3 {
 static const char *
 pop3_state_to_string(enum pop3_state s)
 {
-	return (unsigned)s < POP3_ST_MAX ? state_names[s] : "?";
+	return MP_ENUM_NAME(state_names, s);
 }
 
 /*
@@ -1108,16 +1108,24 @@ run_batch(struct pop3 *p, const char *verb, const unsigned *nums, size_t n,
 	return 0;
 }
 
-int
-pop3_retr(struct pop3 *p, const unsigned *nums, size_t n, const struct mp_sink *sink,
-	  struct mp_err *err)
+/* RETR or DELE over nums, on a session still in step. */
+static int
+batch_cmd(struct pop3 *p, enum pop3_state state, const char *verb, const unsigned *nums,
+	  size_t n, const struct mp_sink *sink, struct mp_err *err)
 {
 	int r = check_usable(p, err);
 
 	if (r < 0)
 		return r;
-	p->state = POP3_ST_RETR;
-	return settle(p, run_batch(p, "RETR", nums, n, sink, err));
+	p->state = state;
+	return settle(p, run_batch(p, verb, nums, n, sink, err));
+}
+
+int
+pop3_retr(struct pop3 *p, const unsigned *nums, size_t n, const struct mp_sink *sink,
+	  struct mp_err *err)
+{
+	return batch_cmd(p, POP3_ST_RETR, "RETR", nums, n, sink, err);
 }
 
 int
@@ -1142,12 +1150,7 @@ pop3_top(struct pop3 *p, unsigned num, unsigned lines, const struct mp_sink *sin
 int
 pop3_dele(struct pop3 *p, const unsigned *nums, size_t n, struct mp_err *err)
 {
-	int r = check_usable(p, err);
-
-	if (r < 0)
-		return r;
-	p->state = POP3_ST_DELE;
-	return settle(p, run_batch(p, "DELE", nums, n, NULL, err));
+	return batch_cmd(p, POP3_ST_DELE, "DELE", nums, n, NULL, err);
 }
 
 int

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "mailpull/sasl.h"
+#include "mailpull/util.h"
 
 static const char *const mech_names[SASL_MECH_MAX] = {
 	[SASL_PLAIN] = "PLAIN",
@@ -22,9 +23,7 @@ static const char *const mech_names[SASL_MECH_MAX] = {
 const char *
 sasl_mech_to_string(enum sasl_mech m)
 {
-	if ((unsigned)m >= SASL_MECH_MAX)
-		return "?";
-	return mech_names[m];
+	return MP_ENUM_NAME(mech_names, m);
 }
 
 static int
@@ -118,14 +117,8 @@ sasl_choose(const char *server_mechs, bool user_ok, const char *wanted, enum sas
 void
 sasl_free(char *s)
 {
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
+	util_free_secret(s);
 }
-
-static const char b64_alphabet[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 int
 sasl_base64_encode(const void *data, size_t len, char **ret)
@@ -143,40 +136,24 @@ sasl_base64_encode(const void *data, size_t len, char **ret)
 	for (; i + 3 <= len; i += 3) {
 		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
 
-		out[o++] = b64_alphabet[v >> 18];
-		out[o++] = b64_alphabet[(v >> 12) & 63];
-		out[o++] = b64_alphabet[(v >> 6) & 63];
-		out[o++] = b64_alphabet[v & 63];
+		out[o++] = util_b64_digit(v >> 18, '/');
+		out[o++] = util_b64_digit((v >> 12) & 63, '/');
+		out[o++] = util_b64_digit((v >> 6) & 63, '/');
+		out[o++] = util_b64_digit(v & 63, '/');
 	}
 	if (i < len) {
 		uint32_t v = (uint32_t)in[i] << 16;
 
 		if (i + 1 < len)
 			v |= (uint32_t)in[i + 1] << 8;
-		out[o++] = b64_alphabet[v >> 18];
-		out[o++] = b64_alphabet[(v >> 12) & 63];
-		out[o++] = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
+		out[o++] = util_b64_digit(v >> 18, '/');
+		out[o++] = util_b64_digit((v >> 12) & 63, '/');
+		out[o++] = i + 1 < len ? util_b64_digit((v >> 6) & 63, '/') : '=';
 		out[o++] = '=';
 	}
 	out[o] = '\0';
 	*ret = out;
 	return 0;
-}
-
-static int
-b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
 }
 
 /*
@@ -186,6 +163,7 @@ b64_value(unsigned char c)
 int
 sasl_base64_decode(const char *s, size_t len, char **ret, size_t *ret_len)
 {
+	struct util_b64 d = UTIL_B64_STD;
 	size_t o = 0, pad = 0;
 	char *out;
 
@@ -196,25 +174,17 @@ sasl_base64_decode(const char *s, size_t len, char **ret, size_t *ret_len)
 	out = malloc(len / 4 * 3 + 1);
 	if (!out)
 		return -ENOMEM;
-	for (size_t i = 0; i < len; i += 4) {
-		uint32_t v = 0;
-		size_t q = i + 4 == len ? 4 - pad : 4;
+	for (size_t i = 0; i < len - pad; i++) {
+		unsigned char c;
+		int r = util_b64_put(&d, s[i], &c);
 
-		for (size_t k = 0; k < 4; k++) {
-			int d = k < q ? b64_value((unsigned char)s[i + k]) : 0;
-
-			if (d < 0)
-				goto bad;
-			v = v << 6 | (uint32_t)d;
-		}
-		if ((q == 3 && (v & 0xff) != 0) || (q == 2 && (v & 0xffff) != 0))
+		if (r < 0)
 			goto bad;
-		out[o++] = (char)(v >> 16);
-		if (q > 2)
-			out[o++] = (char)(v >> 8);
-		if (q > 3)
-			out[o++] = (char)v;
+		if (r > 0)
+			out[o++] = (char)c;
 	}
+	if (util_b64_end(&d, true) < 0)
+		goto bad;
 	out[o] = '\0';
 	*ret = out;
 	if (ret_len)

@@ -365,8 +365,5 @@ secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct m
 void
 secret_free(char *s)
 {
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
+	util_free_secret(s);
 }

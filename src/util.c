@@ -25,6 +25,65 @@ util_is_bidi_control(uint32_t cp)
 	       cp == 0x200e || cp == 0x200f || cp == 0x061c;
 }
 
+void
+util_free_secret(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+char
+util_b64_digit(unsigned v, char c63)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+";
+
+	return v < 63 ? a[v] : c63;
+}
+
+static int
+b64_value(char c, char c63)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == c63)
+		return 63;
+	return -1;
+}
+
+int
+util_b64_put(struct util_b64 *d, char c, unsigned char *ret_byte)
+{
+	int v = b64_value(c, d->c63);
+
+	if (v < 0)
+		return -EBADMSG;
+	d->bits = (d->bits << 6) | (uint32_t)v;
+	d->nbits += 6;
+	if (d->nbits < 8)
+		return 0;
+	d->nbits -= 8;
+	*ret_byte = (unsigned char)(d->bits >> d->nbits);
+	d->bits &= (1u << d->nbits) - 1;
+	return 1;
+}
+
+int
+util_b64_end(const struct util_b64 *d, bool strict)
+{
+	/* Six bits left: a lone trailing character, no byte. */
+	if (d->nbits >= 6 || (strict && d->bits != 0))
+		return -EBADMSG;
+	return 0;
+}
+
 size_t
 util_sanitize(char *dst, size_t dstlen, const char *src, size_t srclen)
 {

@@ -13,6 +13,7 @@ enum mp_tls { MP_TLS_IMPLICIT, MP_TLS_STARTTLS, MP_TLS_NONE, MP_TLS_MAX };
 /* Where the log goes (global `log`); auto: the journal when stderr is connected to it. */
 enum mp_log { MP_LOG_AUTO, MP_LOG_STDERR, MP_LOG_JOURNAL, MP_LOG_SYSLOG, MP_LOG_MAX };
 
+/* The configuration words for each value ("?" out of range). Cannot fail. */
 const char *mp_proto_to_string(enum mp_proto p);
 const char *mp_tls_to_string(enum mp_tls t);
 const char *mp_log_to_string(enum mp_log l);
@@ -66,8 +67,11 @@ struct mp_config {
  * it holds (-EACCES; the message names the chown or chmod go-w that fixes
  * it); so is one that holds a `password` and is readable by group or
  * others (the message says to chmod 600).
- * Errors: -ENOENT (missing file), -EINVAL (any content problem), -EACCES,
- * -ENOMEM.
+ * *ret is freed with config_free().
+ * Errors: -ENOENT or another open()/read() errno (MP_EX_CONFIG: missing or
+ * unreadable file), -EINVAL (MP_EX_CONFIG: any content problem, not a
+ * regular file, larger than 1 MiB), -EACCES (MP_EX_CONFIG: the ownership
+ * and secrecy rules above), -ENOMEM (MP_EX_TEMPFAIL).
  */
 int config_load(const char *path, struct mp_config **ret, struct mp_err *err) MP_WUR;
 
@@ -78,17 +82,17 @@ int config_load(const char *path, struct mp_config **ret, struct mp_err *err) MP
  */
 char *config_default_path(void);
 
-/* Finds an account by name or NULL. */
+/* Finds an account by name, or NULL; the result points into cfg. Cannot fail. */
 const struct mp_account *config_find(const struct mp_config *cfg, const char *name);
 
 /*
  * Whether a and b describe the same account in every key (the line where
  * they are written is not compared). The daemon restarts a long-lived
- * worker after a reload only when its account changed.
+ * worker after a reload only when its account changed. Cannot fail.
  */
 bool config_account_equal(const struct mp_account *a, const struct mp_account *b);
 
-/* Wipes passwords and frees. NULL-safe. */
+/* Wipes passwords and frees. */
 void config_free(struct mp_config *cfg);
 
 #endif

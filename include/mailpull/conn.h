@@ -29,34 +29,42 @@ struct conn;
 /*
  * Connects to o->host:o->port and, when tls is true, completes a verified
  * TLS handshake (chain, validity, host name, optional pin; TLS 1.2 minimum;
- * SNI). o's strings are copied. On success *ret is set and owned by the
- * caller (conn_close()).
- * Errors: -EINVAL (bad host/port/pin), -ENOENT (name does not resolve),
- * -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH / other connect errno,
- * -EPROTO (TLS handshake failed or certificate not trusted; err->msg says
- * why and shows the certificate's SHA-256 fingerprint), -ENOMEM.
+ * SNI). o's strings are copied. *ret is freed with conn_close().
+ * Errors: -EINVAL (MP_EX_CONFIG: bad host or port; with TLS also a bad pin,
+ * host name or tls_ca_file), -ENOENT (MP_EX_TEMPFAIL: the name does not
+ * resolve), -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH or another connect
+ * errno (MP_EX_TEMPFAIL: the last address's), -ENOMEM (MP_EX_TEMPFAIL);
+ * with TLS: -EPROTO (MP_EX_PROTOCOL: handshake failed or certificate not
+ * trusted; err->msg says why and shows the certificate's SHA-256
+ * fingerprint), -ECONNRESET (MP_EX_TEMPFAIL: closed during the handshake),
+ * -ETIMEDOUT (MP_EX_TEMPFAIL), -EIO (MP_EX_CONFIG: the system CA store
+ * cannot be loaded).
  */
 int conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err *err) MP_WUR;
 
 /*
  * Upgrades a plain connection to verified TLS after the server accepted
- * STARTTLS/STLS. Refuses with -EPROTO ("data after STARTTLS response") when
- * any byte is buffered: such bytes were sent before the handshake and are
- * never acted on. Errors as conn_open()'s TLS ones.
+ * STARTTLS/STLS. Refuses with -EPROTO (MP_EX_PROTOCOL, "data after STARTTLS
+ * response") when any byte is buffered: such bytes were sent before the
+ * handshake and are never acted on; also -EPROTO when TLS is already on.
+ * Other errors: conn_open()'s TLS ones.
  */
 int conn_starttls(struct conn *c, struct mp_err *err) MP_WUR;
 
+/* Whether TLS is on. Cannot fail. */
 bool conn_is_tls(const struct conn *c);
 
-/* Bytes received and buffered but not consumed yet. */
+/* Bytes received and buffered but not consumed yet. Cannot fail. */
 size_t conn_buffered(const struct conn *c);
 
 /*
  * Reads one line. *ret_line points at the line without its CRLF (or bare
- * LF), NUL-terminated, valid until the next read call on c. The whole line
- * must arrive within the timeout.
- * Errors: -ETIMEDOUT, -ECONNRESET (peer closed), -E2BIG (longer than
- * max_line), -EBADMSG (NUL byte in the line), -EPROTO (TLS failure), -EIO.
+ * LF), NUL-terminated, borrowed: valid until the next read call on c. The
+ * whole line must arrive within the timeout.
+ * Errors: -ETIMEDOUT (MP_EX_TEMPFAIL), -ECONNRESET (MP_EX_TEMPFAIL: peer
+ * closed), another recv() errno such as -EIO (MP_EX_TEMPFAIL), -E2BIG
+ * (MP_EX_PROTOCOL: longer than max_line), -EBADMSG (MP_EX_PROTOCOL: NUL
+ * byte in the line), -EPROTO (MP_EX_PROTOCOL: TLS failure).
  */
 int conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp_err *err) MP_WUR;
 
@@ -72,41 +80,53 @@ int conn_read_body_line(struct conn *c, const char **ret_line, size_t *ret_len,
 
 /*
  * Body streaming: returns the buffered bytes (reading from the network first
- * when none are buffered). The data stays buffered until conn_consume().
- * Enforces CONN_MIN_RATE between conn_body_start() and the next
- * conn_read_line(). Errors as conn_read_line(), -ETIMEDOUT also when the
- * body arrives slower than the minimum rate.
+ * when none are buffered), borrowed: they stay buffered until
+ * conn_consume() and valid until the next call on c. Enforces
+ * CONN_MIN_RATE between conn_body_start() and the next conn_read_line().
+ * Errors: -ETIMEDOUT (MP_EX_TEMPFAIL; also when the body arrives slower
+ * than the minimum rate), -ECONNRESET or another recv() errno
+ * (MP_EX_TEMPFAIL), -EPROTO (MP_EX_PROTOCOL: TLS failure).
  */
 int conn_peek(struct conn *c, const char **ret_data, size_t *ret_len, struct mp_err *err) MP_WUR;
+
+/* Drops n buffered bytes (at most what is buffered). Cannot fail. */
 void conn_consume(struct conn *c, size_t n);
+
+/* Starts the CONN_MIN_RATE window of a multi-line response or body. Cannot fail. */
 void conn_body_start(struct conn *c);
 
 /*
  * Waits, without consuming anything, until a byte is buffered or can be
  * read, up to timeout_ms, or until a signal interrupts the wait (IMAP
  * IDLE: the daemon's SIGUSR1/SIGTERM handlers must be able to cut it
- * short). Returns 0 (data ready), -ETIMEDOUT, -EINTR, or the read errors
- * of conn_read_line(). A timeout or a signal is an expected end of a wait:
- * err is set only for the read errors. Not subject to CONN_MIN_RATE.
+ * short). Not subject to CONN_MIN_RATE. Returns 0 when data is ready.
+ * Errors: -ETIMEDOUT and -EINTR (not recorded: the expected ends of a
+ * wait), a poll() errno (MP_EX_TEMPFAIL); over TLS also -ECONNRESET or
+ * another recv() errno (MP_EX_TEMPFAIL) and -EPROTO (MP_EX_PROTOCOL).
  */
 int conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err) MP_WUR;
 
 /*
  * Queues bytes for sending (pipelining: several commands, one flush).
- * Queued bytes are sent by conn_flush(), or as soon as the queue is full.
- * Errors: -ETIMEDOUT, -ECONNRESET / -EPIPE, -EPROTO (TLS), -ENOMEM.
+ * Queued bytes are sent by conn_flush(), or as soon as the queue is full;
+ * the queue is wiped once sent (it may hold a secret).
+ * Errors (conn_flush() too): -ETIMEDOUT (MP_EX_TEMPFAIL), -ECONNRESET,
+ * -EPIPE or another send() errno (MP_EX_TEMPFAIL), -EPROTO
+ * (MP_EX_PROTOCOL: TLS write failed).
  */
 int conn_write(struct conn *c, const void *data, size_t len, struct mp_err *err) MP_WUR;
+
+/* Sends what conn_write() queued. Errors as conn_write(). */
 int conn_flush(struct conn *c, struct mp_err *err) MP_WUR;
 
-/* The host and port as configured. Valid while c lives. */
+/* The host and port as configured. The string is valid while c lives. Cannot fail. */
 const char *conn_host(const struct conn *c);
 unsigned conn_port(const struct conn *c);
 
-/* "host:port" for messages. Valid while c lives. */
+/* "host:port" for messages. Valid while c lives. Cannot fail. */
 const char *conn_peer(const struct conn *c);
 
-/* Closes (TLS close_notify best effort, no wait) and frees. NULL-safe. */
+/* Closes (TLS close_notify best effort, no wait), wipes the send queue and frees. */
 void conn_close(struct conn *c);
 
 #endif

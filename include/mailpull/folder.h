@@ -1,6 +1,7 @@
 /*
  * IMAP mailbox names to Maildir++ folders, and the LIST wildcards used by
- * the `folders` and `exclude` settings. Pure: no I/O.
+ * the `folders` and `exclude` settings. Pure: no I/O, no struct mp_err:
+ * errors are only returned.
  *
  * The layout is Dovecot's default LAYOUT=maildir++ with an empty namespace
  * prefix, so a Dovecot (or mutt, or mbsync with "SubFolders Maildir++")

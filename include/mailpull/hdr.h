@@ -27,19 +27,22 @@ struct hdr_scan {
 	bool overflow;
 };
 
-/* names: up to HDR_MAX_FIELDS field names (case-insensitive), borrowed. */
+/*
+ * names: up to HDR_MAX_FIELDS field names (case-insensitive); unlike the
+ * default, kept by pointer: they must outlive h. Cannot fail.
+ */
 void hdr_scan_init(struct hdr_scan *h, const char *const *names, size_t n);
 
-/* Feeds message bytes (LF or CRLF line ends). Cheap once done. */
+/* Feeds message bytes (LF or CRLF line ends). Cheap once done. Cannot fail. */
 void hdr_scan_feed(struct hdr_scan *h, const char *data, size_t len);
 
-/* Ends the input (a header without a body). */
+/* Ends the input (a header without a body). Cannot fail. */
 void hdr_scan_finish(struct hdr_scan *h);
 
 /*
  * The "<...>" part of a Message-ID value (whitespace and comments around
  * it dropped), or the trimmed value when there are no angle brackets.
- * Returns a pointer into v and its length in *ret_len.
+ * Returns a pointer into v and its length in *ret_len. Cannot fail.
  */
 const char *hdr_msgid_core(const char *v, size_t len, size_t *ret_len);
 

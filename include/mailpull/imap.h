@@ -8,6 +8,25 @@
  * Mailbox names cross this interface in UTF-8; the engine converts to and
  * from modified UTF-7 (RFC 3501 section 5.1.3) on the wire unless the
  * server enabled UTF8=ACCEPT (RFC 6855).
+ *
+ * "The engine's errors" below, which every call that talks to the server
+ * can return: conn's (conn.h: -ETIMEDOUT, -ECONNRESET and other socket
+ * errnos (MP_EX_TEMPFAIL), -EPROTO for TLS (MP_EX_PROTOCOL)); -EPROTO
+ * (MP_EX_PROTOCOL: a malformed response, a tag we did not send, a command
+ * completed twice, an unexpected PREAUTH or continuation); -E2BIG
+ * (MP_EX_PROTOCOL: a response over the parser's caps on line, literal or
+ * nesting, or a command of ours too long to send); -ECONNRESET
+ * (MP_EX_TEMPFAIL: an untagged BYE, server text in err->srv); -ENOMEM
+ * (MP_EX_TEMPFAIL); -EINVAL (MP_EX_CONFIG: an argument, such as a mailbox
+ * name, that cannot be put on the wire; nothing is sent). A tagged NO or
+ * BAD ending a command is -EPROTO (MP_EX_PROTOCOL) with the server's text
+ * in err->srv unless a function says otherwise; with [REFERRAL] the
+ * message says the server refers elsewhere (never followed).
+ *
+ * After an error other than a tagged NO/BAD, -EINVAL, -ENOTSUP or one
+ * found before anything was sent, the session is out of step: every later
+ * call but imap_free() fails with -EPROTO (MP_EX_PROTOCOL, "session
+ * unusable").
  */
 #ifndef MAILPULL_IMAP_H
 #define MAILPULL_IMAP_H
@@ -37,24 +56,28 @@ enum {
 struct imap;
 
 /*
- * Takes ownership of c (closed by imap_free(), also on error). Reads the
- * greeting. With starttls: a PREAUTH greeting is refused (-EPROTO: the
- * session would be authenticated in clear); STARTTLS must be advertised
- * (asking CAPABILITY when the greeting has none) else -EPROTO before any
- * credential; any answer but tagged OK is -EPROTO; conn_starttls() refuses
- * data that followed the OK; every capability learned before TLS is
- * forgotten and CAPABILITY asked again. BYE greeting: -ECONNREFUSED with
- * the server's text in err->srv.
- * Errors: conn's, -EPROTO, -ECONNREFUSED, -ENOMEM.
+ * Takes ownership of c (closed by imap_free(), and on error before
+ * returning). Reads the greeting. With starttls: a PREAUTH greeting is
+ * refused (-EPROTO: the session would be authenticated in clear); STARTTLS
+ * must be advertised (asking CAPABILITY when the greeting has none) else
+ * -EPROTO before any credential; any answer but tagged OK is -EPROTO;
+ * conn_starttls() refuses data that followed the OK; every capability
+ * learned before TLS is forgotten and CAPABILITY asked again. *ret is
+ * freed with imap_free().
+ * Errors: -ECONNREFUSED (MP_EX_TEMPFAIL: BYE greeting, the server's text
+ * in err->srv), -EPROTO (MP_EX_PROTOCOL: greeting not untagged OK or
+ * PREAUTH, and the STARTTLS refusals above), conn_starttls()'s, the
+ * engine's errors.
  */
 int imap_open(struct conn *c, bool starttls, struct imap **ret, struct mp_err *err) MP_WUR;
 
+/* What the server said it can do, borrowed: valid while m lives. Cannot fail. */
 const struct imap_caps *imap_caps(const struct imap *m);
 
-/* True once the server enabled UTF8=ACCEPT (see imap_auth()). */
+/* True once the server enabled UTF8=ACCEPT (see imap_auth()). Cannot fail. */
 bool imap_utf8_enabled(const struct imap *m);
 
-/* True when the greeting was PREAUTH (allowed on implicit TLS only). */
+/* True when the greeting was PREAUTH (allowed on implicit TLS only). Cannot fail. */
 bool imap_preauthenticated(const struct imap *m);
 
 /*
@@ -67,9 +90,12 @@ bool imap_preauthenticated(const struct imap *m);
  * names then cross the wire in UTF-8 instead of modified UTF-7. With a
  * PREAUTH greeting only that is done.
  * Secrets never reach a trace (log_trace with redact_from).
- * Errors: -EACCES (NO; err->srv holds the server's text; err->ex is
- * MP_EX_TEMPFAIL for [UNAVAILABLE]/[INUSE]-style codes, else MP_EX_NOPERM),
- * -EPROTO, conn's.
+ * Errors: -EACCES (NO; err->srv holds the server's text; MP_EX_TEMPFAIL
+ * for [UNAVAILABLE], [INUSE] and [LIMIT], else MP_EX_NOPERM, also for
+ * [REFERRAL]), -EPROTO (MP_EX_PROTOCOL: BAD, LOGIN under LOGINDISABLED, a
+ * challenge out of place), -EINVAL (MP_EX_CONFIG: user or secret missing,
+ * or the mechanism's response cannot be built from them), the engine's
+ * errors.
  */
 int imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
@@ -86,9 +112,14 @@ struct imap_mailbox {
  * malloc'd array the caller frees with imap_mailboxes_free(). A name that
  * is not valid modified UTF-7 comes as the server sent it, with invalid
  * set: it cannot be selected, only reported.
+ * Errors: -EPROTO (MP_EX_PROTOCOL: refused, malformed LIST response),
+ * -E2BIG (MP_EX_PROTOCOL: more mailboxes than the engine takes), the
+ * engine's errors.
  */
 int imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t *ret_n,
 	      struct mp_err *err) MP_WUR;
+
+/* Frees the n mailboxes of v and v. */
 void imap_mailboxes_free(struct imap_mailbox *v, size_t n);
 
 struct imap_namespace {
@@ -98,10 +129,17 @@ struct imap_namespace {
 
 /*
  * NAMESPACE (RFC 2342): the other-users and shared namespaces (personal is
- * not returned). Without the capability: 0 and empty results.
+ * not returned), freed with imap_namespaces_free(). Without the
+ * capability: 0 and empty results. Unlike the default, *ret = NULL and
+ * *ret_n = 0 are set also when the command then fails.
+ * Errors: -EPROTO (MP_EX_PROTOCOL: refused, malformed response), -E2BIG
+ * (MP_EX_PROTOCOL: more namespaces than the engine takes), the engine's
+ * errors.
  */
 int imap_namespaces(struct imap *m, struct imap_namespace **ret, size_t *ret_n,
 		    struct mp_err *err) MP_WUR;
+
+/* Frees the n namespaces of v and v. */
 void imap_namespaces_free(struct imap_namespace *v, size_t n);
 
 struct imap_folder {
@@ -113,9 +151,10 @@ struct imap_folder {
 
 /*
  * SELECT (or EXAMINE when read_only) the mailbox name (UTF-8).
- * Errors: -ENOENT (NO: no such mailbox), -EREMOTE (NO [REFERRAL]: the
- * mailbox is on another server, RFC 2193; never followed), -EPROTO (no
- * UIDVALIDITY), conn's.
+ * Errors: -ENOENT (MP_EX_TEMPFAIL: NO, no such mailbox), -EREMOTE
+ * (MP_EX_PROTOCOL: NO [REFERRAL], the mailbox is on another server, RFC
+ * 2193; never followed), -EPROTO (MP_EX_PROTOCOL: BAD, malformed
+ * UIDVALIDITY/UIDNEXT, or no UIDVALIDITY), the engine's errors.
  */
 int imap_select(struct imap *m, const char *name, bool read_only, struct imap_folder *ret,
 		struct mp_err *err) MP_WUR;
@@ -131,7 +170,10 @@ struct imap_msginfo {
  * Lists the messages with UID >= from_uid in the selected mailbox:
  * UID FETCH from:* (UID FLAGS RFC822.SIZE INTERNALDATE), discarding the
  * one message a server returns for "n:*" when n is past the last UID.
- * *ret is malloc'd (caller frees), sorted by UID.
+ * *ret is malloc'd (caller frees), sorted by UID, one per UID.
+ * Errors: -EPROTO (MP_EX_PROTOCOL: refused, malformed FETCH), -E2BIG
+ * (MP_EX_PROTOCOL: more messages than the engine takes), the engine's
+ * errors.
  */
 int imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **ret,
 		       size_t *ret_n, struct mp_err *err) MP_WUR;
@@ -140,8 +182,10 @@ int imap_list_messages(struct imap *m, uint32_t from_uid, struct imap_msginfo **
  * UID FETCH uids (UID FLAGS RFC822.SIZE): what the server still has of
  * these UIDs (one it does not have simply does not come back). Responses
  * for other UIDs are ignored. *ret is malloc'd (caller frees), sorted by
- * UID; internaldate is 0. Errors: -EPROTO (refused or malformed), -E2BIG
- * (more than the engine takes at once), -ENOMEM, conn's.
+ * UID; internaldate is 0.
+ * Errors: -EINVAL (MP_EX_USAGE: UID 0) and -E2BIG (MP_EX_USAGE: more UIDs
+ * than the engine takes at once), both before anything is sent; -EPROTO
+ * (MP_EX_PROTOCOL: refused or malformed), the engine's errors.
  */
 int imap_fetch_info(struct imap *m, const uint32_t *uids, size_t n, struct imap_msginfo **ret,
 		    size_t *ret_n, struct mp_err *err) MP_WUR;
@@ -150,13 +194,18 @@ int imap_fetch_info(struct imap *m, const uint32_t *uids, size_t n, struct imap_
  * The number of FETCH responses that carried no valid UID (absent, 0, or
  * past 2^32-1) since the last call, and resets it. Listings and envelope
  * fetches leave such a message out; imap_fetch_bodies() aborts its body.
- * The engine does not log them: the policy reports them.
+ * The engine does not log them: the policy reports them. Cannot fail.
  */
 unsigned imap_take_bad_uids(struct imap *m);
 
 /*
  * UID SEARCH with the given criteria (e.g. "UNSEEN", "BEFORE 1-Jan-2026",
- * "DELETED"), restricted to the UID range lo:hi. *ret malloc'd, sorted.
+ * "DELETED"), restricted to the UID range lo:hi (lo 0 is 1). *ret
+ * malloc'd (caller frees), sorted, without duplicates.
+ * Errors: -EINVAL (MP_EX_USAGE: no criteria, hi < lo, criteria not
+ * printable ASCII; nothing sent), -EPROTO (MP_EX_PROTOCOL: refused,
+ * malformed SEARCH), -E2BIG (MP_EX_PROTOCOL: more results than the engine
+ * takes), the engine's errors.
  */
 int imap_search(struct imap *m, const char *criteria, uint32_t lo, uint32_t hi,
 		uint32_t **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
@@ -167,7 +216,8 @@ int imap_search(struct imap *m, const char *criteria, uint32_t lo, uint32_t hi,
  * whole FETCH response is in, with the UID and flags it carried (they may
  * follow the body on the wire); abort() instead of end() when the response
  * turned out unusable (no UID). A callback's negative errno aborts the
- * command and is returned; the session must then be abandoned.
+ * command and is returned, recorded with mp_exit_from_errno()'s class; the
+ * session is then out of step. buf is borrowed: valid only during data().
  */
 struct imap_fetch_sink {
 	int (*begin)(void *ud, uint64_t size);
@@ -182,6 +232,8 @@ struct imap_fetch_sink {
  * the UID set compressed into ranges and split into commands of bounded
  * length, pipelined. Messages expunged meanwhile simply do not arrive.
  * Unsolicited responses (EXISTS, EXPUNGE, FETCH FLAGS) are tolerated.
+ * A body sent twice, or for a UID not asked for, is aborted (abort()).
+ * Errors: as imap_fetch_info(), and the sink's errors.
  */
 int imap_fetch_bodies(struct imap *m, const uint32_t *uids, size_t n, bool mark_seen,
 		      const struct imap_fetch_sink *sink, struct mp_err *err) MP_WUR;
@@ -197,20 +249,30 @@ struct imap_envelope {
 
 /*
  * UID FETCH uids (UID RFC822.SIZE ENVELOPE): no body is transferred.
- * *ret malloc'd; free with imap_envelopes_free().
+ * *ret malloc'd, sorted by UID, one per UID; free with
+ * imap_envelopes_free().
+ * Errors: as imap_fetch_info() (-EPROTO also for a malformed ENVELOPE).
  */
 int imap_fetch_envelopes(struct imap *m, const uint32_t *uids, size_t n,
 			 struct imap_envelope **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
+
+/* Frees the strings of the n envelopes of v and v. */
 void imap_envelopes_free(struct imap_envelope *v, size_t n);
 
-/* UID STORE uids +FLAGS.SILENT (\Deleted), or (\Seen) with seen. */
+/*
+ * UID STORE uids +FLAGS.SILENT (\Deleted), or (\Seen) with seen.
+ * Errors: -EINVAL and -E2BIG (MP_EX_USAGE) as imap_fetch_info(), -EPROTO
+ * (MP_EX_PROTOCOL: refused), the engine's errors.
+ */
 int imap_store_flag(struct imap *m, const uint32_t *uids, size_t n, bool seen,
 		    struct mp_err *err) MP_WUR;
 
 /*
- * UID EXPUNGE uids (RFC 4315): removes only these. -ENOTSUP without
- * UIDPLUS. imap_expunge() is the plain EXPUNGE, which also removes what
- * other clients marked \Deleted: only on explicit request.
+ * UID EXPUNGE uids (RFC 4315): removes only these. imap_expunge() is the
+ * plain EXPUNGE, which also removes what other clients marked \Deleted:
+ * only on explicit request.
+ * Errors: -ENOTSUP (MP_EX_PROTOCOL: no UIDPLUS, imap_uid_expunge() only;
+ * nothing sent), otherwise as imap_store_flag().
  */
 int imap_uid_expunge(struct imap *m, const uint32_t *uids, size_t n, struct mp_err *err) MP_WUR;
 int imap_expunge(struct imap *m, struct mp_err *err) MP_WUR;
@@ -219,21 +281,27 @@ int imap_expunge(struct imap *m, struct mp_err *err) MP_WUR;
  * IDLE (RFC 2177) on the selected mailbox until the server reports more
  * messages than the mailbox had (EXISTS), max_ms passes (callers keep it
  * under 29 minutes, RFC 2177 section 3), or a signal interrupts the wait
- * and *stop is non-zero; then DONE and the tagged OK. Returns 1 (new mail),
- * 0 (time up or stopped), -ENOTSUP (no IDLE capability), conn's errors.
- * The silence is waited out with conn_wait(), outside CONN_MIN_RATE; each
- * response, once begun, is read under the normal rules. stop may be NULL;
- * when *stop is already set nothing is sent. Also: -EPROTO (IDLE refused
- * with NO/BAD, err->srv holding the server's text, the session still
- * usable; or a protocol violation), -ECONNRESET (BYE while idling).
+ * and *stop is non-zero; then DONE and the tagged OK. Returns 1 (new mail)
+ * or 0 (time up or stopped). The silence is waited out with conn_wait(),
+ * outside CONN_MIN_RATE; each response, once begun, is read under the
+ * normal rules. stop may be NULL; when *stop is already set nothing is
+ * sent.
+ * Errors: -ENOTSUP (MP_EX_PROTOCOL: no IDLE capability; nothing sent),
+ * -EPROTO (MP_EX_PROTOCOL: IDLE refused with NO/BAD, err->srv holding the
+ * server's text, the session still usable; or a protocol violation),
+ * -ECONNRESET (MP_EX_TEMPFAIL: BYE while idling), the engine's errors.
  */
 int imap_idle(struct imap *m, unsigned max_ms, volatile sig_atomic_t *stop,
 	      struct mp_err *err) MP_WUR;
 
-/* LOGOUT, waiting for the tagged OK. */
+/*
+ * LOGOUT, waiting for the tagged OK (a server closing right after its BYE
+ * counts as done). The session is over afterwards, whatever the outcome.
+ * Errors: -EPROTO (MP_EX_PROTOCOL: refused), the engine's errors.
+ */
 int imap_logout(struct imap *m, struct mp_err *err) MP_WUR;
 
-/* Closes without LOGOUT. NULL-safe. */
+/* Frees m and closes its conn without LOGOUT. */
 void imap_free(struct imap *m);
 
 #endif

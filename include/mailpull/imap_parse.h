@@ -13,6 +13,9 @@
  * the caller moves exactly that many bytes from the connection to its sink,
  * then tells the parser to go on with the rest of the response. This is how
  * a message body is fetched without holding it in memory.
+ *
+ * No function here takes a struct mp_err: errors are only returned, and
+ * imap_parser_error() words them.
  */
 #ifndef MAILPULL_IMAP_PARSE_H
 #define MAILPULL_IMAP_PARSE_H
@@ -124,7 +127,7 @@ void imap_parser_free(struct imap_parser *p);
 
 /*
  * Forgets any partial response and any error, keeping the limits and the
- * streaming rules. The last response's pointers become invalid.
+ * streaming rules. The last response's pointers become invalid. Cannot fail.
  */
 void imap_parser_reset(struct imap_parser *p);
 
@@ -135,7 +138,8 @@ void imap_parser_reset(struct imap_parser *p);
  * given to imap_parser_stream_item() (compared without case, ignoring a
  * partial-fetch suffix "<origin>": "BODY[]" matches "BODY[]<0>").
  * A streamed literal is not bounded by max_literal.
- * imap_parser_stream_item() copies name.
+ * imap_parser_stream_item() copies name; imap_parser_stream_threshold()
+ * cannot fail.
  * Errors: -ENOMEM, -E2BIG (more than 8 names), -EINVAL (empty name).
  */
 void imap_parser_stream_threshold(struct imap_parser *p, uint64_t threshold);
@@ -196,7 +200,7 @@ int imap_parser_eof(struct imap_parser *p) MP_WUR;
 
 /*
  * A short message (ours, never server text) about the last error, "" when
- * there is none. Valid until the next call on p.
+ * there is none. Borrowed: valid until the next call on p. Cannot fail.
  */
 const char *imap_parser_error(const struct imap_parser *p);
 
@@ -205,26 +209,31 @@ const char *imap_parser_error(const struct imap_parser *p);
  * traces and tests: atoms as sent, strings quoted, in-memory literals as
  * {n}"bytes" (control bytes as \xNN), streamed ones as <lit n> (<lit8 n>),
  * lists in parentheses; "A1 OK [CODE args] text", "* 3 EXISTS", "+ text".
- * Returns the length the whole text needs, as snprintf() does.
+ * Returns the length the whole text needs, as snprintf() does. Cannot fail.
  */
 size_t imap_response_format(const struct imap_response *r, char *buf, size_t len);
 
 /* Same for a list of arguments, separated by single spaces. */
 size_t imap_args_format(const struct imap_arg *args, size_t count, char *buf, size_t len);
 
-/* True when a is an ATOM (or NIL) equal to s without regard to ASCII case. */
+/*
+ * True when a is an ATOM (or NIL) equal to s without regard to ASCII case;
+ * false for a NULL a. Cannot fail.
+ */
 bool imap_arg_atom_is(const struct imap_arg *a, const char *s);
 
 /*
  * The value of FETCH item name in list (a LIST of name/value pairs, RFC 3501
  * section 7.4.2 msg-att), names compared as imap_arg_atom_is(). NULL when
- * list is not a LIST or the item is absent.
+ * list is not a LIST or the item is absent. The result points into list.
+ * Cannot fail.
  */
 const struct imap_arg *imap_fetch_item(const struct imap_arg *list, const char *name);
 
 /*
  * Parses a as a number: an ATOM of decimal digits only (no sign, no space).
- * Errors: -EBADMSG (not such an atom), -ERANGE (too big for the type).
+ * Errors: -EBADMSG (a is NULL or not such an atom), -ERANGE (too big for
+ * the type).
  */
 int imap_arg_u32(const struct imap_arg *a, uint32_t *ret) MP_WUR;
 int imap_arg_u64(const struct imap_arg *a, uint64_t *ret) MP_WUR;
@@ -232,13 +241,15 @@ int imap_arg_u64(const struct imap_arg *a, uint64_t *ret) MP_WUR;
 /*
  * a as an astring or nstring (RFC 3501 section 9): ATOM, STRING or
  * LITERAL give their bytes; NIL gives NULL with length 0 (an nstring's
- * absence). Errors: -EBADMSG for a LIST or a streamed literal.
+ * absence); *ret_str points into a. Errors: -EBADMSG for a NULL a, a LIST
+ * or a streamed literal.
  */
 int imap_arg_string(const struct imap_arg *a, const char **ret_str, size_t *ret_len) MP_WUR;
 
-/* True when r carries response code name (compared without case). */
+/* True when r carries response code name (compared without case). Cannot fail. */
 bool imap_response_code_is(const struct imap_response *r, const char *name);
 
+/* Names for traces ("?" for a value out of range). Cannot fail. */
 const char *imap_arg_type_to_string(enum imap_arg_type t);
 const char *imap_resp_type_to_string(enum imap_resp_type t);
 const char *imap_status_to_string(enum imap_status s);

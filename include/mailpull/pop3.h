@@ -2,6 +2,14 @@
  * POP3 engine (RFC 1939, RFC 2449 CAPA and PIPELINING, RFC 5034 AUTH,
  * RFC 2595 STLS, RFC 6856 UTF8). Speaks the protocol and nothing else: no files, no
  * policy. Runs sequentially over a blocking conn with deadlines.
+ *
+ * "conn's errors" below are those of conn_read_line(), conn_peek() and
+ * conn_write() (conn.h): -ETIMEDOUT, -ECONNRESET and other socket errnos
+ * (MP_EX_TEMPFAIL), -E2BIG, -EBADMSG, -EPROTO (MP_EX_PROTOCOL). Every
+ * function that talks to the server also returns -EPROTO (MP_EX_PROTOCOL)
+ * for a reply that is neither +OK nor -ERR. After an error other than
+ * -EACCES or -EINVAL the session is out of step: every later call but
+ * pop3_free() fails with -EPROTO (MP_EX_PROTOCOL, "session unusable").
  */
 #ifndef MAILPULL_POP3_H
 #define MAILPULL_POP3_H
@@ -25,25 +33,33 @@ struct pop3_msg {
 struct pop3;
 
 /*
- * Takes ownership of c (closed by pop3_free() even on error), reads the
- * greeting and asks CAPA. With stls, issues STLS (refusing with -EPROTO,
- * before any credential, when STLS is not offered or not accepted, or when
- * data follows the +OK), upgrades, and asks CAPA again, forgetting all
- * that was learned before. Then, when CAPA offers UTF8 (RFC 6856), sends
- * UTF8 so that messages with raw UTF-8 headers come unchanged; -ERR to it
- * is no error.
- * Errors: conn's, -EPROTO (bad greeting), -ENOMEM.
+ * Takes ownership of c (closed by pop3_free(), and on error before
+ * returning), reads the greeting and asks CAPA. With stls, issues STLS
+ * (refusing with -EPROTO, before any credential, when STLS is not offered
+ * or not accepted, or when data follows the +OK), upgrades, and asks CAPA
+ * again, forgetting all that was learned before. Then, when CAPA offers
+ * UTF8 (RFC 6856), sends UTF8 so that messages with raw UTF-8 headers come
+ * unchanged; -ERR to it is no error. *ret is freed with pop3_free().
+ * Errors: -EPROTO (MP_EX_PROTOCOL: greeting not +OK, STLS missing or
+ * refused), -E2BIG (MP_EX_PROTOCOL: CAPA longer than its cap), -ENOMEM
+ * (MP_EX_TEMPFAIL), conn_starttls()'s, conn's.
  */
 int pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err) MP_WUR;
 
+/* What CAPA offered, borrowed: valid while p lives. Cannot fail. */
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
 
-/* Whether the server accepted UTF8 in pop3_open(). */
+/* Whether the server accepted UTF8 in pop3_open(). Cannot fail. */
 bool pop3_utf8_mode(const struct pop3 *p);
 
 /*
  * Authenticates with the given mechanism. The secret never reaches a trace.
- * Errors: -EACCES (refused; err->srv holds the server's reason), conn's.
+ * Errors: -EACCES (MP_EX_NOPERM: refused, err->srv holds the server's
+ * reason; MP_EX_TEMPFAIL when the reply says [IN-USE], [LOGIN-DELAY] or
+ * [SYS/TEMP]), -EINVAL (MP_EX_CONFIG: user or secret missing, a line break
+ * in them for USER/PASS, or the mechanism cannot be built from them),
+ * -EPROTO (MP_EX_PROTOCOL: AUTH answered neither "+ " nor -ERR, a LOGIN
+ * challenge out of place), -ENOMEM (MP_EX_TEMPFAIL), conn's.
  */
 int pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
@@ -52,34 +68,42 @@ int pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char 
  * Lists the mailbox: LIST sizes merged with UIDL (when the server has it).
  * *ret is malloc'd, ordered by number, the UIDL strings in the same block:
  * the caller frees it with one free().
- * Errors: -EPROTO (malformed or inconsistent listing, duplicate UIDL),
- * -E2BIG (more than a million messages), -ENOMEM, conn's.
+ * Errors: -EPROTO (MP_EX_PROTOCOL: -ERR, malformed or inconsistent
+ * listing, duplicate UIDL), -E2BIG (MP_EX_PROTOCOL: more than a million
+ * messages), -ENOMEM (MP_EX_TEMPFAIL), conn's.
  */
 int pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
 
 /*
  * Retrieves messages nums[0..n) (RETR, pipelined when PIPELINING is
  * offered), streaming each decoded body into sink with idx = position.
- * Errors: -EPROTO (-ERR reply, server text in err->srv), the sink's error,
- * conn's. After any error the session must be abandoned (pop3_free()).
+ * Errors: -EPROTO (MP_EX_PROTOCOL: -ERR reply, server text in err->srv),
+ * -EINVAL (MP_EX_USAGE: message number 0; nothing sent), the sink's
+ * negative errno (recorded with mp_exit_from_errno()'s class), conn's.
  */
 int pop3_retr(struct pop3 *p, const unsigned *nums, size_t n, const struct mp_sink *sink,
 	      struct mp_err *err) MP_WUR;
 
-/* TOP num lines, streamed like RETR. */
+/* TOP num lines, streamed like RETR (idx 0). Errors as pop3_retr(). */
 int pop3_top(struct pop3 *p, unsigned num, unsigned lines, const struct mp_sink *sink,
 	     struct mp_err *err) MP_WUR;
 
-/* DELE each of nums[0..n) (pipelined when offered). -EPROTO on any -ERR. */
+/*
+ * DELE each of nums[0..n) (pipelined when offered).
+ * Errors: -EPROTO (MP_EX_PROTOCOL: any -ERR), -EINVAL (MP_EX_USAGE: message
+ * number 0; nothing sent), conn's.
+ */
 int pop3_dele(struct pop3 *p, const unsigned *nums, size_t n, struct mp_err *err) MP_WUR;
 
 /*
  * QUIT: the server commits deletions only on a +OK here (RFC 1939 UPDATE
- * state). Errors: -EPROTO (-ERR: deletions may not have happened), conn's.
+ * state). The session is over afterwards, whatever the outcome.
+ * Errors: -EPROTO (MP_EX_PROTOCOL: -ERR, deletions may not have happened),
+ * conn's.
  */
 int pop3_quit(struct pop3 *p, struct mp_err *err) MP_WUR;
 
-/* Frees and closes without QUIT, so nothing marked is deleted. NULL-safe. */
+/* Frees and closes the conn without QUIT, so nothing marked is deleted. */
 void pop3_free(struct pop3 *p);
 
 #endif

@@ -15,6 +15,7 @@ struct pop3_body {
 	uint64_t bytes;  /* decoded bytes produced so far */
 };
 
+/* Readies b for a new response. Cannot fail. */
 void pop3_body_init(struct pop3_body *b);
 
 /*
@@ -23,7 +24,7 @@ void pop3_body_init(struct pop3_body *b);
  * input bytes were consumed: all of them, unless the terminator was found,
  * in which case consumption stops right after it.
  * Returns 1 when the terminator was seen (the message is complete), 0 when
- * more input is needed.
+ * more input is needed. Cannot fail: every byte sequence has a reading.
  */
 int pop3_body_feed(struct pop3_body *b, const char *in, size_t len,
 		   char *out, size_t *ret_outlen, size_t *ret_used);

@@ -1,7 +1,9 @@
 /*
  * SASL mechanisms as pure functions, and the choice of mechanism.
  * Every returned string is malloc'd, owned by the caller, and holds
- * secrets: free it with sasl_free() (wipes before freeing).
+ * secrets: free it with sasl_free() (wipes before freeing). No function
+ * here takes a struct mp_err: errors are only returned (the engines
+ * record them).
  */
 #ifndef MAILPULL_SASL_H
 #define MAILPULL_SASL_H
@@ -17,7 +19,7 @@ enum sasl_mech {
 	SASL_MECH_MAX
 };
 
-/* "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "USER". */
+/* "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "USER"; "?" out of range. Cannot fail. */
 const char *sasl_mech_to_string(enum sasl_mech m);
 
 /* Case-insensitive name to mech; -EINVAL when unknown. */
@@ -34,12 +36,22 @@ int sasl_mech_from_string(const char *s, enum sasl_mech *ret);
  */
 int sasl_choose(const char *server_mechs, bool user_ok, const char *wanted, enum sasl_mech *ret);
 
-/* base64 (RFC 4648, padded). 0 or -ENOMEM. */
+/* base64 (RFC 4648, padded) of data[0..len). Errors: -ENOMEM. */
 int sasl_base64_encode(const void *data, size_t len, char **ret);
-/* Decodes; rejects bad characters and padding with -EBADMSG. *ret is NUL-terminated. */
+
+/*
+ * Decodes strict RFC 4648 base64: whole quanta, padding only at the end,
+ * the bits padding drops zero. *ret is NUL-terminated; *ret_len (ret_len
+ * may be NULL) its length. Errors: -EBADMSG (bad character, length or
+ * padding), -ENOMEM.
+ */
 int sasl_base64_decode(const char *s, size_t len, char **ret, size_t *ret_len);
 
-/* The base64 initial response of each mechanism. 0 or -ENOMEM / -EINVAL. */
+/*
+ * The base64 initial response of each mechanism. Errors: -EINVAL (user or
+ * secret NULL; for XOAUTH2 and OAUTHBEARER also a value holding the ^A
+ * separator; for OAUTHBEARER a port above 65535), -ENOMEM.
+ */
 int sasl_plain(const char *user, const char *pass, char **ret_b64);
 int sasl_xoauth2(const char *user, const char *token, char **ret_b64);
 int sasl_oauthbearer(const char *user, const char *host, unsigned port, const char *token, char **ret_b64);
@@ -47,12 +59,12 @@ int sasl_oauthbearer(const char *user, const char *host, unsigned port, const ch
 /*
  * The initial response of a one-step mechanism (PLAIN, XOAUTH2,
  * OAUTHBEARER; host and port are the server's, for OAUTHBEARER's kvpairs).
- * -EINVAL for the other mechanisms, -ENOMEM.
+ * Errors: the mechanism's, -EINVAL for the other mechanisms.
  */
 int sasl_initial(enum sasl_mech m, const char *user, const char *secret, const char *host,
 		 unsigned port, char **ret_b64);
 
-/* Wipes and frees a string that held a secret. NULL-safe. */
+/* Wipes and frees a string that held a secret (util_free_secret()). */
 void sasl_free(char *s);
 
 #endif

@@ -16,18 +16,23 @@
 #define SECRET_MAX_OUTPUT (64 * 1024)
 
 /*
+ * The account's secret into *ret (free with secret_free()).
  * Errors (err->ex = MP_EX_CONFIG unless said otherwise):
  * -ENOENT  no secret configured, or password_file missing
+ * -EIO     password_file cannot be opened or read, or is not a regular
+ *          file; MP_EX_TEMPFAIL when password_command could not be run
+ *          or its output read
  * -EACCES  password_file accessible by group or others (the message says
  *          chmod 600), or owned by another user than the running one or
  *          root (the message says which chown)
  * -ETIMEDOUT password_command ran longer than timeout_ms (killed; MP_EX_TEMPFAIL)
  * -ECHILD  password_command exited non-zero or by a signal (its stderr passes through)
  * -ENODATA empty secret
- * -E2BIG   output over SECRET_MAX_OUTPUT
+ * -E2BIG   password_file's first line or the command's output over
+ *          SECRET_MAX_OUTPUT
  * -EBADMSG the secret holds a control byte (CR, NUL...), which could end a
  *          protocol command early
- * -ENOMEM, -EIO (MP_EX_TEMPFAIL when the command could not be run)
+ * -ENOMEM  (MP_EX_TEMPFAIL)
  * Error messages never contain the secret, nor the account (the caller
  * names it).
  * password_command runs in a process group of its own; when stdin is a
@@ -37,6 +42,7 @@
  */
 int secret_get(const struct mp_account *a, unsigned timeout_ms, char **ret, struct mp_err *err) MP_WUR;
 
+/* Wipes and frees a secret from secret_get() (util_free_secret()). */
 void secret_free(char *s);
 
 #endif

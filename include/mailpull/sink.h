@@ -3,7 +3,9 @@
  * they call begin(), then data() any number of times with bytes already
  * decoded (CRLF turned into LF, POP3 dot-stuffing undone), then end().
  * A callback returning a negative errno aborts the transfer; the engine
- * returns that value and the connection must not be reused.
+ * records it in its struct mp_err with mp_exit_from_errno()'s class,
+ * returns that value, and the connection must not be reused. buf passed
+ * to data() is borrowed: valid only during the call.
  */
 #ifndef MAILPULL_SINK_H
 #define MAILPULL_SINK_H

@@ -1,6 +1,6 @@
 /*
  * Strict UTF-8 (RFC 3629) in small pieces, shared by the text codecs
- * (mimeword, mutf7, folder). Pure: no I/O, no allocation.
+ * (mimeword, mutf7, folder). Pure: no I/O, no allocation, no struct mp_err.
  */
 #ifndef MAILPULL_UTF8_H
 #define MAILPULL_UTF8_H
@@ -25,7 +25,7 @@ int utf8_decode(const char *s, size_t len, uint32_t *ret_cp);
  */
 int utf8_encode(uint32_t cp, char out[static 4]);
 
-/* True when s[0..len) is entirely valid UTF-8 (as utf8_decode judges). */
+/* True when s[0..len) is entirely valid UTF-8 (as utf8_decode judges). Cannot fail. */
 bool utf8_valid(const char *s, size_t len);
 
 #endif

@@ -17,43 +17,27 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fakeserver.h"
 #include "mailpull/conn.h"
+#include "mailpull/util.h"
 
 struct pair {
 	struct conn *c;
 	int peer;          /* the server's end */
 };
 
-static int64_t
-ms_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A conn to a listener on 127.0.0.1, and the accepted socket. */
 static void
 pair_open(struct pair *p)
 {
-	struct sockaddr_in sa = {
-		.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
-	socklen_t sl = sizeof(sa);
-	struct conn_opts o = { .host = "127.0.0.1", .timeout_ms = 1000, .max_line = 1024 };
 	struct mp_err err = { 0 };
-	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct fake f;
 
-	assert_true(lfd >= 0);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(lfd, 1), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
-	o.port = ntohs(sa.sin_port);
-	assert_int_equal(conn_open(&o, false, &p->c, &err), 0);
-	p->peer = accept(lfd, NULL, NULL);
+	fake_listen(&f);
+	p->c = fake_connect(&f, 1000, &err);
+	p->peer = accept(f.lfd, NULL, NULL);
 	assert_true(p->peer >= 0);
-	close(lfd);
+	close(f.lfd);
 }
 
 static void
@@ -74,12 +58,12 @@ test_wait_timeout(void **state)
 {
 	struct pair p;
 	struct mp_err err = { 0 };
-	int64_t t0 = ms_now(), dt;
+	int64_t t0 = util_now_ms(), dt;
 
 	(void)state;
 	pair_open(&p);
 	assert_int_equal(conn_wait(p.c, 200, &err), -ETIMEDOUT);
-	dt = ms_now() - t0;
+	dt = util_now_ms() - t0;
 	assert_true(dt >= 200 && dt < 1000);
 	/* an expected end of a wait, not an error to report */
 	assert_int_equal(err.code, 0);
@@ -105,9 +89,9 @@ test_wait_data_and_buffered(void **state)
 	assert_string_equal(line, "a");
 	/* "b" is buffered, the socket is empty: ready at once */
 	assert_true(conn_buffered(p.c) > 0);
-	t0 = ms_now();
+	t0 = util_now_ms();
 	assert_int_equal(conn_wait(p.c, 1000, &err), 0);
-	assert_true(ms_now() - t0 < 100);
+	assert_true(util_now_ms() - t0 < 100);
 	assert_int_equal(conn_read_line(p.c, &line, &len, &err), 0);
 	assert_string_equal(line, "b");
 	pair_close(&p);
@@ -169,10 +153,10 @@ test_wait_eintr(void **state)
 	/* even with SA_RESTART: the caller must get to look at its flag */
 	sigemptyset(&sa.sa_mask);
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
-	t0 = ms_now();
+	t0 = util_now_ms();
 	assert_int_equal(setitimer(ITIMER_REAL, &tv, NULL), 0);
 	assert_int_equal(conn_wait(p.c, 5000, &err), -EINTR);
-	dt = ms_now() - t0;
+	dt = util_now_ms() - t0;
 	sigaction(SIGALRM, &old, NULL);
 	assert_int_equal(ticks, 1);
 	assert_true(dt >= 90 && dt < 2000);

@@ -1,5 +1,5 @@
 /*
- * The IMAP engine against a scripted fake server forked on 127.0.0.1.
+ * The IMAP engine against the scripted fake server (fakeserver.c).
  * The server checks every line the client sends against its script and
  * answers from it; when the script ends it fails if the client sends
  * anything more, so a test also proves what was NOT sent (no credential
@@ -24,232 +24,18 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fakeserver.h"
 #include "mailpull/imap.h"
 #include "mailpull/log.h"
-
-struct step {
-	char dir;          /* 'S' send, 'C' expect this line, 'Q' expect silence,
-			      'P' pause, 'G' send n generated body bytes,
-			      'X' close our side, 'c' expect a line starting so,
-			      'W' sleep n ms */
-	const char *text;
-	size_t n;
-};
-
-#define S(t) { 'S', t, 0 }
-#define C(t) { 'C', t, 0 }
-#define QUIET { 'Q', NULL, 0 }
-#define PAUSE { 'P', NULL, 0 }
-#define GEN(n) { 'G', NULL, n }
-#define FILL(c, n) { 'G', c, n }
-#define CLOSE { 'X', NULL, 0 }
-#define SLEEP(ms) { 'W', NULL, ms }
-#define END { 0, NULL, 0 }
-
-/* ---- the fake server (child process) ------------------------------------ */
-
-struct rd {
-	int fd;
-	char buf[65536];
-	size_t len;
-};
-
-static void MP_PRINTF(2, 3)
-die(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "fake server: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	_exit(code);
-}
-
-/* Reads one CRLF line into line (without CRLF). false at EOF. */
-static bool
-rd_line(struct rd *r, char *line, size_t cap)
-{
-	for (;;) {
-		char *nl = memchr(r->buf, '\n', r->len);
-		ssize_t n;
-
-		if (nl) {
-			size_t l = (size_t)(nl - r->buf);
-
-			if (l == 0 || r->buf[l - 1] != '\r')
-				die(3, "client line without CRLF");
-			if (l - 1 >= cap)
-				die(3, "client line too long");
-			memcpy(line, r->buf, l - 1);
-			line[l - 1] = '\0';
-			memmove(r->buf, nl + 1, r->len - l - 1);
-			r->len -= l + 1;
-			return true;
-		}
-		if (r->len == sizeof(r->buf))
-			die(3, "client line too long");
-		n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
-		if (n <= 0)
-			return false;
-		r->len += (size_t)n;
-	}
-}
-
-static void
-write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n <= 0)
-			die(4, "write: %s", strerror(errno));
-		p += n;
-		len -= (size_t)n;
-	}
-}
-
-/* Nothing buffered and nothing arriving for a while: the client waits for us. */
-static void
-expect_quiet(struct rd *r)
-{
-	struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
-
-	if (r->len > 0 || poll(&pfd, 1, 150) > 0)
-		die(5, "client sent a command before the previous reply");
-}
-
-/*
- * n bytes of "line NNNNNNN\r\n" lines cut at n (the big-body pattern), or
- * of fill[0] when fill is given.
- */
-static void
-gen_body(int fd, size_t n, const char *fill)
-{
-	char *b = malloc(n + 16);
-	size_t len = 0;
-
-	if (!b)
-		die(4, "out of memory");
-	if (fill)
-		memset(b, fill[0], n);
-	for (unsigned i = 0; len < n && !fill; i++)
-		len += (size_t)snprintf(b + len, 16, "line %07u\r\n", i);
-	write_all(fd, b, n);
-	free(b);
-}
-
-static void
-serve(int cfd, const struct step *script)
-{
-	struct rd r = { .fd = cfd };
-	char line[8192];
-
-	for (const struct step *s = script; s->dir; s++) {
-		if (s->dir == 'S') {
-			write_all(cfd, s->text, strlen(s->text));
-		} else if (s->dir == 'P') {
-			/* Lets the client read what came so far on its own. */
-			usleep(60 * 1000);
-		} else if (s->dir == 'W') {
-			usleep((useconds_t)s->n * 1000);
-		} else if (s->dir == 'X') {
-			/* Half-close: the client sees the end, we still see what it sends. */
-			shutdown(cfd, SHUT_WR);
-		} else if (s->dir == 'G') {
-			gen_body(cfd, s->n, s->text);
-		} else if (s->dir == 'Q') {
-			expect_quiet(&r);
-		} else {
-			if (!rd_line(&r, line, sizeof(line)))
-				die(1, "expected \"%s\", got EOF", s->text ? s->text : "*");
-			if (s->dir == 'c' && strncmp(line, s->text, strlen(s->text)) == 0)
-				continue;
-			if (s->text && strcmp(line, s->text) != 0)
-				die(1, "expected \"%s\", got \"%s\"", s->text, line);
-		}
-	}
-	/* The script is over: the client must send nothing more. */
-	if (rd_line(&r, line, sizeof(line)))
-		die(2, "unexpected \"%s\" after the script", line);
-	if (r.len > 0)
-		die(2, "unexpected bytes after the script");
-	_exit(0);
-}
-
-struct fake {
-	pid_t pid;
-	unsigned port;
-	int lfd;
-};
-
-/* Binds 127.0.0.1 on a free port, so a script can name the port. */
-static void
-fake_listen(struct fake *f)
-{
-	struct sockaddr_in sa = {
-		.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
-	socklen_t sl = sizeof(sa);
-
-	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(f->lfd >= 0);
-	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(f->lfd, 1), 0);
-	assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
-	f->port = ntohs(sa.sin_port);
-}
-
-static void
-fake_run(struct fake *f, const struct step *script)
-{
-	fflush(NULL);
-	f->pid = fork();
-	assert_true(f->pid >= 0);
-	if (f->pid == 0) {
-		int cfd;
-
-		alarm(20);
-		cfd = accept(f->lfd, NULL, NULL);
-		if (cfd < 0)
-			die(6, "accept: %s", strerror(errno));
-		close(f->lfd);
-		serve(cfd, script);
-	}
-	close(f->lfd);
-}
-
-static void
-fake_start(struct fake *f, const struct step *script)
-{
-	fake_listen(f);
-	fake_run(f, script);
-}
-
-/* The server's verdict: 0 when the client followed the script exactly. */
-static int
-fake_wait(struct fake *f)
-{
-	int status = 0;
-
-	assert_int_equal(waitpid(f->pid, &status, 0), f->pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+#include "mailpull/util.h"
 
 static int
 fake_open_timeout(struct fake *f, bool starttls, unsigned timeout_ms, struct imap **ret,
 		  struct mp_err *err)
 {
-	struct conn_opts o = { .host = "127.0.0.1", .port = f->port, .timeout_ms = timeout_ms,
-			       .max_line = 8192 };
-	struct conn *c = NULL;
-	int r;
+	struct conn *c = fake_connect(f, timeout_ms, err);
 
-	mp_err_clear(err);
 	*ret = NULL;
-	r = conn_open(&o, false, &c, err);
-	assert_int_equal(r, 0);
 	return imap_open(c, starttls, ret, err);
 }
 
@@ -261,7 +47,7 @@ fake_open(struct fake *f, bool starttls, struct imap **ret, struct mp_err *err)
 
 /* Runs script against a session opened without STARTTLS; the session is returned. */
 static struct imap *
-open_ok(struct fake *f, const struct step *script, struct mp_err *err)
+open_ok(struct fake *f, const struct fake_step *script, struct mp_err *err)
 {
 	struct imap *m = NULL;
 
@@ -367,7 +153,7 @@ got_free(struct got *g)
 static void
 test_greeting_caps_login_logout(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("LITERAL+ SASL-IR UIDPLUS IDLE NAMESPACE AUTH=PLAIN AUTH=XOAUTH2 "
 			   "AUTH=bad!name ID"),
 		C("A0001 LOGIN \"user\" \"secret\""),
@@ -397,7 +183,7 @@ test_greeting_caps_login_logout(void **state)
 static void
 test_greeting_asks_caps(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		S("* OK ready\r\n"),
 		C("A0001 CAPABILITY"),
 		S("* CAPABILITY IMAP4rev2 STARTTLS LOGINDISABLED AUTH=PLAIN\r\nA0001 OK\r\n"),
@@ -418,7 +204,7 @@ test_greeting_asks_caps(void **state)
 static void
 test_preauth(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		S("* PREAUTH [CAPABILITY IMAP4rev1] welcome back\r\n"), END,
 	};
 	struct fake f;
@@ -435,7 +221,7 @@ test_preauth(void **state)
 static void
 test_preauth_with_starttls_refused(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		S("* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n"), END,
 	};
 	struct fake f;
@@ -453,7 +239,7 @@ test_preauth_with_starttls_refused(void **state)
 static void
 test_bye_greeting(void **state)
 {
-	static const struct step script[] = { S("* BYE \033[2Jtoo busy\r\n"), END };
+	static const struct fake_step script[] = { S("* BYE \033[2Jtoo busy\r\n"), END };
 	struct fake f;
 	struct imap *m = NULL;
 	struct mp_err err;
@@ -469,7 +255,7 @@ test_bye_greeting(void **state)
 static void
 test_bad_greeting(void **state)
 {
-	static const struct step script[] = { S("A1 OK hello\r\n"), END };
+	static const struct fake_step script[] = { S("A1 OK hello\r\n"), END };
 	struct fake f;
 	struct imap *m = NULL;
 	struct mp_err err;
@@ -484,7 +270,7 @@ static void
 test_starttls_not_offered(void **state)
 {
 	/* the script ends after the greeting: LOGIN/AUTHENTICATE would fail it */
-	static const struct step script[] = { GREET_CAPS("AUTH=PLAIN"), END };
+	static const struct fake_step script[] = { GREET_CAPS("AUTH=PLAIN"), END };
 	struct fake f;
 	struct imap *m = NULL;
 	struct mp_err err;
@@ -499,7 +285,7 @@ test_starttls_not_offered(void **state)
 static void
 test_starttls_not_offered_asked(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		S("* OK hi\r\n"), C("A0001 CAPABILITY"),
 		S("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nA0001 OK\r\n"), END,
 	};
@@ -516,7 +302,7 @@ test_starttls_not_offered_asked(void **state)
 static void
 test_starttls_no(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("STARTTLS"), C("A0001 STARTTLS"), S("A0001 NO not now\r\n"), END,
 	};
 	struct fake f;
@@ -534,7 +320,7 @@ test_starttls_no(void **state)
 static void
 test_starttls_bad(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("STARTTLS"), C("A0001 STARTTLS"), S("A0001 BAD what\r\n"), END,
 	};
 	struct fake f;
@@ -551,7 +337,7 @@ test_starttls_bad(void **state)
 static void
 test_starttls_injection(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("STARTTLS"), C("A0001 STARTTLS"),
 		S("A0001 OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"), END,
 	};
@@ -571,7 +357,7 @@ test_starttls_injection(void **state)
 static void
 test_auth_plain_sasl_ir(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("SASL-IR AUTH=PLAIN"),
 		C("A0001 AUTHENTICATE PLAIN " PLAIN_IR), S("A0001 OK in\r\n"),
 		C("A0002 CAPABILITY"), S("* CAPABILITY IMAP4rev1 UIDPLUS\r\nA0002 OK\r\n"),
@@ -590,7 +376,7 @@ test_auth_plain_sasl_ir(void **state)
 static void
 test_auth_plain_continuation(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("AUTH=PLAIN"),
 		C("A0001 AUTHENTICATE PLAIN"), QUIET, S("+ \r\n"),
 		C(PLAIN_IR), S("* CAPABILITY IMAP4rev1 NAMESPACE\r\nA0001 OK in\r\n"),
@@ -610,7 +396,7 @@ test_auth_plain_continuation(void **state)
 static void
 test_auth_no(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("SASL-IR AUTH=PLAIN"),
 		C("A0001 AUTHENTICATE PLAIN " PLAIN_IR),
 		S("A0001 NO [AUTHENTICATIONFAILED] bad password\r\n"),
@@ -640,7 +426,7 @@ test_auth_no(void **state)
 static void
 test_login_quoting(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("ID"),
 		C("A0001 LOGIN \"a\\\"b\\\\c\" {5}"), QUIET, S("+ go on\r\n"),
 		C("p\xc3\xa4ss"), S("A0001 OK [CAPABILITY IMAP4rev1] in\r\n"),
@@ -658,7 +444,7 @@ test_login_quoting(void **state)
 static void
 test_login_literal_plus(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("LITERAL+"),
 		C("A0001 LOGIN \"user\" {4+}"), C("a"), C("b"),
 		S("A0001 OK [CAPABILITY IMAP4rev1] in\r\n"),
@@ -677,7 +463,7 @@ test_login_literal_plus(void **state)
 static void
 test_login_literal_refused(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("ID"),
 		C("A0001 LOGIN \"user\" {5}"), S("A0001 NO no 8-bit passwords\r\n"),
 		END,
@@ -695,7 +481,7 @@ test_login_literal_refused(void **state)
 static void
 test_auth_xoauth2_error(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("SASL-IR AUTH=XOAUTH2"),
 		/* base64("user=u\1auth=Bearer t\1\1") */
 		C("A0001 AUTHENTICATE XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIHQBAQ=="),
@@ -716,7 +502,7 @@ test_auth_xoauth2_error(void **state)
 static void
 test_auth_oauthbearer_error(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("AUTH=OAUTHBEARER"),
 		C("A0001 AUTHENTICATE OAUTHBEARER"), S("+ \r\n"),
 		{ 'C', NULL, 1 },  /* any line: the initial response */
@@ -741,7 +527,7 @@ test_auth_oauthbearer_error(void **state)
 static void
 test_select(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 SELECT \"INBOX\""),
 		S("* 172 EXISTS\r\n* 1 RECENT\r\n* OK [UNSEEN 12] first unseen\r\n"
@@ -787,7 +573,7 @@ test_select(void **state)
 static void
 test_list(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 LIST \"\" \"*\""),
 		S("* LIST (\\HasChildren) \"/\" inbox\r\n"
@@ -844,7 +630,7 @@ test_list(void **state)
 static void
 test_utf8_accept(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET,
 		C("A0001 LOGIN \"user\" \"secret\""),
 		S("A0001 OK [CAPABILITY IMAP4rev1 ENABLE UTF8=ACCEPT] logged in\r\n"),
@@ -889,7 +675,7 @@ test_utf8_accept(void **state)
 static void
 test_utf8_accept_refused(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("AUTH=PLAIN ENABLE UTF8=ACCEPT"),
 		C("A0001 LOGIN \"user\" \"secret\""), S("A0001 OK logged in\r\n"),
 		C("A0002 CAPABILITY"),
@@ -914,7 +700,7 @@ test_utf8_accept_refused(void **state)
 static void
 test_namespaces(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 NAMESPACE"),
 		S("* NAMESPACE ((\"\" \"/\")) ((\"Other Users/\" \"/\")) "
@@ -947,7 +733,7 @@ test_namespaces(void **state)
 static void
 test_namespaces_not_offered(void **state)
 {
-	static const struct step script[] = { GREET, END };
+	static const struct fake_step script[] = { GREET, END };
 	struct fake f;
 	struct mp_err err;
 	struct imap *m = open_ok(&f, script, &err);
@@ -966,7 +752,7 @@ test_namespaces_not_offered(void **state)
 static void
 test_list_messages(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 100:* (UID FLAGS RFC822.SIZE INTERNALDATE)"),
 		S("* 3 FETCH (UID 102 FLAGS (\\Seen \\Flagged $Junk) RFC822.SIZE 2000 "
@@ -1032,7 +818,7 @@ test_list_messages(void **state)
 static void
 test_fetch_info(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 5,7:8,4294967295 (UID FLAGS RFC822.SIZE)"),
 		S("* 3 FETCH (UID 8 FLAGS (\\Deleted) RFC822.SIZE 20)\r\n"
@@ -1074,7 +860,7 @@ test_fetch_info(void **state)
 static void
 test_search(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID SEARCH UNSEEN UID 10:4294967295"),
 		/* an unasked-for body is read past, not kept */
@@ -1123,7 +909,7 @@ sink_of(struct got *g)
 static void
 test_fetch_bodies(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 1:3,5,9 (UID FLAGS BODY.PEEK[])"),
 		/* CRLF split between reads, a bare CR inside */
@@ -1183,7 +969,7 @@ test_fetch_bodies(void **state)
 static void
 test_fetch_mark_seen_quoted(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 1:5000 (UID FLAGS BODY[])"),
 		S("* 1 FETCH (UID 4 BODY[] \"a\\\"b\" FLAGS (\\Seen))\r\n"
@@ -1213,7 +999,7 @@ test_fetch_mark_seen_quoted(void **state)
 static void
 test_fetch_split_pipelined(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		{ 'c', "A0001 UID FETCH 2,4,6,8,10,", 0 },
 		{ 'c', "A0002 UID FETCH ", 0 },
@@ -1243,7 +1029,7 @@ test_fetch_split_pipelined(void **state)
 static void
 test_fetch_big(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 7 (UID FLAGS BODY.PEEK[])"),
 		S("* 1 FETCH (UID 7 BODY[] {5242880}\r\n"), GEN(BIG),
@@ -1279,7 +1065,7 @@ test_fetch_big(void **state)
 static void
 test_fetch_sink_fails(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
 		S("* 1 FETCH (UID 1 BODY[] {5}\r\nhello)\r\nA0001 OK\r\n"),
@@ -1304,7 +1090,7 @@ test_fetch_sink_fails(void **state)
 static void
 test_fetch_bye(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
 		S("* 1 FETCH (UID 1 BODY[] {5}\r\nhe"), PAUSE, S("llo)\r\n* BYE going down\r\n"),
@@ -1327,23 +1113,23 @@ test_fetch_bye(void **state)
 static void
 test_fetch_hostile(void **state)
 {
-	static const struct step s1[] = {
+	static const struct fake_step s1[] = {
 		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
 		S("* 1 FETCH (UID 1 BODY[] {2}\r\nab BODY[] {2}\r\ncd)\r\nA0001 OK\r\n"), END,
 	};
-	static const struct step s2[] = {
+	static const struct fake_step s2[] = {
 		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
 		S("A0009 OK not yours\r\n"), END,
 	};
-	static const struct step s3[] = {
+	static const struct fake_step s3[] = {
 		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
 		S("* 1 FETCH (UID 1 BODY[] {3}\r\nabc\r\nA0001 OK\r\n"), END,
 	};
-	static const struct step s4[] = {
+	static const struct fake_step s4[] = {
 		LOGGED_IN, C("A0001 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
 		S("+ more?\r\n"), END,
 	};
-	const struct step *scripts[] = { s1, s2, s3, s4 };
+	const struct fake_step *scripts[] = { s1, s2, s3, s4 };
 	static const int want[] = { -EPROTO, -EPROTO, -EPROTO, -EPROTO };
 	static const uint32_t uid = 1;
 
@@ -1368,7 +1154,7 @@ test_fetch_hostile(void **state)
 static void
 test_envelopes(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID FETCH 1:2 (UID RFC822.SIZE ENVELOPE)"),
 		S("* 1 FETCH (UID 1 RFC822.SIZE 321 ENVELOPE (\"Wed, 17 Jul 1996 02:23:25 -0700\" "
@@ -1417,7 +1203,7 @@ test_envelopes(void **state)
 static void
 test_store_uid_expunge(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		LOGGED_IN,
 		C("A0001 UID STORE 3:4,8 +FLAGS.SILENT (\\Deleted)"), S("A0001 OK\r\n"),
 		C("A0002 UID EXPUNGE 3:4,8"),
@@ -1450,7 +1236,7 @@ test_store_uid_expunge(void **state)
 static void
 test_uid_expunge_without_uidplus(void **state)
 {
-	static const struct step script[] = { GREET, END };
+	static const struct fake_step script[] = { GREET, END };
 	static const uint32_t uid = 5;
 	struct fake f;
 	struct mp_err err;
@@ -1465,7 +1251,7 @@ test_uid_expunge_without_uidplus(void **state)
 static void
 test_logout_close_after_bye(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, C("A0001 LOGOUT"), S("* BYE bye\r\n"), CLOSE, END,
 	};
 	struct fake f;
@@ -1481,14 +1267,14 @@ test_logout_close_after_bye(void **state)
 static void
 test_caps(void **state)
 {
-	static const struct step s1[] = {
+	static const struct fake_step s1[] = {
 		GREET, C("A0001 LIST \"\" \"*\""), S("* LIST () \"/\" {100000}\r\n"), END,
 	};
-	static const struct step s2[] = {
+	static const struct fake_step s2[] = {
 		GREET, C("A0001 LIST \"\" \"*\""), S("* LIST () \"/\" \""),
 		FILL("a", 1050000), END,
 	};
-	const struct step *scripts[] = { s1, s2 };
+	const struct fake_step *scripts[] = { s1, s2 };
 
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(scripts); i++) {
@@ -1511,7 +1297,7 @@ test_caps(void **state)
 static void
 test_trace_redacts(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET_CAPS("SASL-IR AUTH=PLAIN"),
 		C("A0001 AUTHENTICATE PLAIN " PLAIN_IR), S("A0001 NO bad\r\n"),
 		C("A0002 LOGIN \"user\" \"secret\""), S("A0002 NO bad\r\n"),
@@ -1560,15 +1346,6 @@ test_trace_redacts(void **state)
 #define EXAMINE3 C("A0001 EXAMINE \"INBOX\""), \
 	S("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\nA0001 OK [READ-ONLY] done\r\n")
 
-static int64_t
-ms_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 examine3(struct imap *m, struct mp_err *err)
 {
@@ -1585,7 +1362,7 @@ test_idle_new_mail(void **state)
 	 * The silence lasts longer than the connection's timeout: IDLE waits
 	 * must not fall under the timeout or the minimum-rate rule.
 	 */
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		IDLE_CAPS, EXAMINE3,
 		C("A0002 IDLE"), S("+ idling\r\n"), QUIET, SLEEP(1300),
 		S("* 1 FETCH (FLAGS (\\Seen))\r\n"), QUIET,
@@ -1603,9 +1380,9 @@ test_idle_new_mail(void **state)
 	fake_start(&f, script);
 	assert_int_equal(fake_open_timeout(&f, false, 1000, &m, &err), 0);
 	examine3(m, &err);
-	t0 = ms_now();
+	t0 = util_now_ms();
 	assert_int_equal(imap_idle(m, 10000, &stop, &err), 1);
-	assert_true(ms_now() - t0 >= 1400);
+	assert_true(util_now_ms() - t0 >= 1400);
 	assert_int_equal(err.code, 0);
 	finish(&f, m);
 }
@@ -1613,7 +1390,7 @@ test_idle_new_mail(void **state)
 static void
 test_idle_timeout(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		IDLE_CAPS, EXAMINE3,
 		C("A0002 IDLE"), S("+ idling\r\n"),
 		C("DONE"), S("* 5 EXISTS\r\nA0002 OK done\r\n"),
@@ -1628,10 +1405,10 @@ test_idle_timeout(void **state)
 
 	(void)state;
 	examine3(m, &err);
-	t0 = ms_now();
+	t0 = util_now_ms();
 	/* the EXISTS that crossed our DONE still counts; no stop flag given */
 	assert_int_equal(imap_idle(m, 300, NULL, &err), 1);
-	dt = ms_now() - t0;
+	dt = util_now_ms() - t0;
 	assert_true(dt >= 300 && dt < 2000);
 	assert_int_equal(imap_idle(m, 200, NULL, &err), 0);
 	assert_int_equal(err.code, 0);
@@ -1641,7 +1418,7 @@ test_idle_timeout(void **state)
 static void
 test_idle_refused(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		IDLE_CAPS, EXAMINE3,
 		C("A0002 IDLE"), S("A0002 NO [LIMIT] too many idlers\r\n"),
 		C("A0003 LOGOUT"), S("* BYE bye\r\nA0003 OK done\r\n"),
@@ -1666,7 +1443,7 @@ static void
 test_idle_not_offered(void **state)
 {
 	/* the script ends after EXAMINE: sending IDLE would fail it */
-	static const struct step script[] = { GREET, EXAMINE3, END };
+	static const struct fake_step script[] = { GREET, EXAMINE3, END };
 	struct fake f;
 	struct mp_err err;
 	struct imap *m = open_ok(&f, script, &err);
@@ -1680,7 +1457,7 @@ test_idle_not_offered(void **state)
 static void
 test_idle_bye(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		IDLE_CAPS, EXAMINE3,
 		C("A0002 IDLE"), S("+ idling\r\n"), QUIET,
 		S("* BYE \033[1mserver shutting down\r\n"), CLOSE,
@@ -1703,7 +1480,7 @@ test_idle_bye(void **state)
 static void
 test_idle_expunge_then_exists(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		IDLE_CAPS, EXAMINE3,
 		C("A0002 IDLE"), S("+ idling\r\n"), QUIET,
 		/* one gone, the count said again: nothing new */
@@ -1740,7 +1517,7 @@ on_alarm(int sig)
 static void
 test_idle_signal_stop(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		IDLE_CAPS, EXAMINE3,
 		C("A0002 IDLE"), S("+ idling\r\n"),
 		C("DONE"), S("A0002 OK done\r\n"),
@@ -1760,10 +1537,10 @@ test_idle_signal_stop(void **state)
 	/* no SA_RESTART: the wait must see EINTR (poll is never restarted anyway) */
 	sigemptyset(&sa.sa_mask);
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
-	t0 = ms_now();
+	t0 = util_now_ms();
 	assert_int_equal(setitimer(ITIMER_REAL, &tv, NULL), 0);
 	assert_int_equal(imap_idle(m, 20000, &alarm_stop, &err), 0);
-	dt = ms_now() - t0;
+	dt = util_now_ms() - t0;
 	setitimer(ITIMER_REAL, &off, NULL);
 	sigaction(SIGALRM, &old, NULL);
 	/* a signal without the flag kept it waiting; the one with it ended it */
@@ -1777,7 +1554,7 @@ static void
 test_idle_stop_before(void **state)
 {
 	/* a stop asked before IDLE began: nothing is sent */
-	static const struct step script[] = { IDLE_CAPS, EXAMINE3, END };
+	static const struct fake_step script[] = { IDLE_CAPS, EXAMINE3, END };
 	volatile sig_atomic_t stop = 1;
 	struct fake f;
 	struct mp_err err;
@@ -1792,20 +1569,20 @@ test_idle_stop_before(void **state)
 static void
 test_idle_hostile(void **state)
 {
-	static const struct step s1[] = {
+	static const struct fake_step s1[] = {
 		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("A0002 OK no idling today\r\n"), END,
 	};
-	static const struct step s2[] = {
+	static const struct fake_step s2[] = {
 		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("+ idling\r\n+ again\r\n"), END,
 	};
-	static const struct step s3[] = {
+	static const struct fake_step s3[] = {
 		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("+ idling\r\nA0002 OK bored\r\n"), END,
 	};
-	static const struct step s4[] = {
+	static const struct fake_step s4[] = {
 		/* a response that begins and never ends: bounded by the timeout */
 		IDLE_CAPS, EXAMINE3, C("A0002 IDLE"), S("+ idling\r\n* 4 EXI"), SLEEP(1500), END,
 	};
-	const struct step *scripts[] = { s1, s2, s3, s4 };
+	const struct fake_step *scripts[] = { s1, s2, s3, s4 };
 	const int want[] = { -EPROTO, -EPROTO, 0, -ETIMEDOUT };
 
 	(void)state;

@@ -1,5 +1,5 @@
 /*
- * The POP3 engine against a scripted fake server forked on 127.0.0.1.
+ * The POP3 engine against the scripted fake server (fakeserver.c).
  * The server checks every line the client sends against its script and
  * answers from it; when the script ends it fails if the client sends
  * anything more, so a test also proves what was NOT sent (no credential
@@ -22,190 +22,14 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fakeserver.h"
 #include "mailpull/log.h"
 #include "mailpull/pop3.h"
-
-struct step {
-	char dir;          /* 'S' send text as is, 'C' expect this line, 'Q' expect silence */
-	const char *text;
-};
-
-#define S(t) { 'S', t }
-#define C(t) { 'C', t }
-#define QUIET { 'Q', NULL }
-#define END { 0, NULL }
-
-/* ---- the fake server (child process) ------------------------------------ */
-
-struct rd {
-	int fd;
-	char buf[65536];
-	size_t len;
-};
-
-static void MP_PRINTF(2, 3)
-die(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "fake server: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	_exit(code);
-}
-
-/* Reads one CRLF line into line (without CRLF). false at EOF. */
-static bool
-rd_line(struct rd *r, char *line, size_t cap)
-{
-	for (;;) {
-		char *nl = memchr(r->buf, '\n', r->len);
-		ssize_t n;
-
-		if (nl) {
-			size_t l = (size_t)(nl - r->buf);
-
-			if (l == 0 || r->buf[l - 1] != '\r')
-				die(3, "client line without CRLF");
-			if (l - 1 >= cap)
-				die(3, "client line too long");
-			memcpy(line, r->buf, l - 1);
-			line[l - 1] = '\0';
-			memmove(r->buf, nl + 1, r->len - l - 1);
-			r->len -= l + 1;
-			return true;
-		}
-		if (r->len == sizeof(r->buf))
-			die(3, "client line too long");
-		n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
-		if (n <= 0)
-			return false;
-		r->len += (size_t)n;
-	}
-}
-
-static void
-write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n <= 0)
-			die(4, "write: %s", strerror(errno));
-		p += n;
-		len -= (size_t)n;
-	}
-}
-
-/* Nothing buffered and nothing arriving for a while: the client waits for us. */
-static void
-expect_quiet(struct rd *r)
-{
-	struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
-
-	if (r->len > 0 || poll(&pfd, 1, 150) > 0)
-		die(5, "client sent a command before the previous reply");
-}
-
-static void
-serve(int cfd, const struct step *script)
-{
-	struct rd r = { .fd = cfd };
-	char line[8192];
-
-	for (const struct step *s = script; s->dir; s++) {
-		if (s->dir == 'S') {
-			write_all(cfd, s->text, strlen(s->text));
-		} else if (s->dir == 'Q') {
-			expect_quiet(&r);
-		} else {
-			if (!rd_line(&r, line, sizeof(line)))
-				die(1, "expected \"%s\", got EOF", s->text);
-			if (strcmp(line, s->text) != 0)
-				die(1, "expected \"%s\", got \"%s\"", s->text, line);
-		}
-	}
-	/* The script is over: the client must send nothing more. */
-	if (rd_line(&r, line, sizeof(line)))
-		die(2, "unexpected \"%s\" after the script", line);
-	if (r.len > 0)
-		die(2, "unexpected bytes after the script");
-	_exit(0);
-}
-
-struct fake {
-	pid_t pid;
-	unsigned port;
-	int lfd;
-};
-
-/* Binds 127.0.0.1 on a free port, so a script can name the port. */
-static void
-fake_listen(struct fake *f)
-{
-	struct sockaddr_in sa = {
-		.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
-	socklen_t sl = sizeof(sa);
-
-	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(f->lfd >= 0);
-	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(f->lfd, 1), 0);
-	assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
-	f->port = ntohs(sa.sin_port);
-}
-
-static void
-fake_run(struct fake *f, const struct step *script)
-{
-	fflush(NULL);
-	f->pid = fork();
-	assert_true(f->pid >= 0);
-	if (f->pid == 0) {
-		int cfd;
-
-		alarm(20);
-		cfd = accept(f->lfd, NULL, NULL);
-		if (cfd < 0)
-			die(6, "accept: %s", strerror(errno));
-		close(f->lfd);
-		serve(cfd, script);
-	}
-	close(f->lfd);
-}
-
-static void
-fake_start(struct fake *f, const struct step *script)
-{
-	fake_listen(f);
-	fake_run(f, script);
-}
-
-/* The server's verdict: 0 when the client followed the script exactly. */
-static int
-fake_wait(struct fake *f)
-{
-	int status = 0;
-
-	assert_int_equal(waitpid(f->pid, &status, 0), f->pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static int
 fake_open(struct fake *f, bool stls, struct pop3 **ret, struct mp_err *err)
 {
-	struct conn_opts o = { .host = "127.0.0.1", .port = f->port, .timeout_ms = 3000,
-			       .max_line = 8192 };
-	struct conn *c = NULL;
-	int r;
-
-	mp_err_clear(err);
-	r = conn_open(&o, false, &c, err);
-	assert_int_equal(r, 0);
-	return pop3_open(c, stls, ret, err);
+	return pop3_open(fake_connect(f, 3000, err), stls, ret, err);
 }
 
 /* ---- a sink that keeps what it gets ------------------------------------- */
@@ -275,7 +99,7 @@ got_free(struct got *g)
 static void
 test_open_auth_plain_quit(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_FULL,
 		C("AUTH PLAIN " PLAIN_IR), S("+OK logged in\r\n"),
 		C("QUIT"), S("+OK bye\r\n"),
@@ -302,7 +126,7 @@ test_open_auth_plain_quit(void **state)
 static void
 test_bad_greeting(void **state)
 {
-	static const struct step script[] = { S("-ERR \033[2Jgo away\r\n"), END };
+	static const struct fake_step script[] = { S("-ERR \033[2Jgo away\r\n"), END };
 	struct fake f;
 	struct pop3 *p = NULL;
 	struct mp_err err;
@@ -320,7 +144,7 @@ test_bad_greeting(void **state)
 static void
 test_auth_refused_then_user_pass(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE,
 		C("AUTH PLAIN " PLAIN_IR), S("-ERR [AUTH] invalid credentials\r\n"),
 		C("USER user"), S("+OK\r\n"),
@@ -351,7 +175,7 @@ test_auth_refused_then_user_pass(void **state)
 static void
 test_pass_refused_in_use(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE,
 		C("USER user"), S("+OK\r\n"),
 		C("PASS secret"), S("-ERR [IN-USE] mailbox locked\r\n"),
@@ -375,7 +199,7 @@ test_pass_refused_in_use(void **state)
 static void
 test_no_capa(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, C("CAPA"), S("-ERR unknown command\r\n"),
 		C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
 		C("LIST"), S("+OK 2 messages\r\n1 10\r\n2 20\r\n.\r\n"),
@@ -415,7 +239,7 @@ test_no_capa(void **state)
 static void
 test_list_uidl_merge(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE,
 		C("LIST"), S("+OK\r\n1 100\r\n3 300 extra\r\n7 7000000000\r\n.\r\n"),
 		C("UIDL"), S("+OK\r\n1 aaa\r\n3 b~!b \r\n7 ccc\r\n.\r\n"),
@@ -448,7 +272,7 @@ test_list_uidl_merge(void **state)
 static void
 utf8_case(const char *reply, bool want)
 {
-	struct step script[] = {
+	struct fake_step script[] = {
 		GREET, C("CAPA"), S("+OK\r\nUSER\r\nUIDL\r\nUTF8 USER\r\n.\r\n"),
 		C("UTF8"), S(reply), C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
 		END,
@@ -469,7 +293,7 @@ utf8_case(const char *reply, bool want)
 static void
 test_utf8(void **state)
 {
-	static const struct step plain[] = {
+	static const struct fake_step plain[] = {
 		GREET, CAPA_SIMPLE, C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
 		END,
 	};
@@ -492,7 +316,7 @@ test_utf8(void **state)
 static void
 test_empty_list(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE, C("LIST"), S("+OK 0 messages\r\n.\r\n"),
 		C("UIDL"), S("+OK\r\n.\r\n"), END,
 	};
@@ -516,7 +340,7 @@ test_empty_list(void **state)
 static void
 list_fails(const char *list, const char *uidl, const char *want)
 {
-	struct step script[] = {
+	struct fake_step script[] = {
 		GREET, CAPA_SIMPLE, C("LIST"), S(list), C("UIDL"), S(uidl), END,
 	};
 	struct fake f;
@@ -526,7 +350,7 @@ list_fails(const char *list, const char *uidl, const char *want)
 	size_t n = 0;
 
 	if (!uidl)
-		script[5] = (struct step)END;
+		script[5] = (struct fake_step)END;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
 	assert_int_equal(pop3_list(p, &m, &n, &err), -EPROTO);
@@ -569,7 +393,7 @@ test_list_errors(void **state)
 static void
 test_retr_pipelined(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_FULL,
 		C("RETR 1"), C("RETR 2"), C("RETR 5"),
 		S("+OK 10 octets\r\nA: 1\r\n\r\n..dot\r\n.\r\n"
@@ -621,7 +445,7 @@ static void
 test_retr_window_large(void **state)
 {
 	enum { NMSG = 40, BIG = 300000 };
-	struct step script[3 + 2 * NMSG + 1];
+	struct fake_step script[3 + 2 * NMSG + 1];
 	char *bodies[NMSG], cmds[NMSG][16];
 	struct fake f;
 	struct pop3 *p = NULL;
@@ -632,9 +456,9 @@ test_retr_window_large(void **state)
 	struct mp_err err;
 
 	(void)state;
-	script[k++] = (struct step)GREET;
-	script[k++] = (struct step)C("CAPA");
-	script[k++] = (struct step)S("+OK\r\nPIPELINING\r\n.\r\n");
+	script[k++] = (struct fake_step)GREET;
+	script[k++] = (struct fake_step)C("CAPA");
+	script[k++] = (struct fake_step)S("+OK\r\nPIPELINING\r\n.\r\n");
 	for (size_t i = 0; i < NMSG; i++) {
 		size_t len = i % 7 == 0 ? BIG : 50 + i;
 		char *b = malloc(len + 32);
@@ -652,13 +476,13 @@ test_retr_window_large(void **state)
 		lens[i] = len;
 	}
 	for (size_t i = 0; i < 32; i++)
-		script[k++] = (struct step)C(cmds[i]);
+		script[k++] = (struct fake_step)C(cmds[i]);
 	for (size_t i = 0; i < NMSG; i++) {
-		script[k++] = (struct step)S(bodies[i]);
+		script[k++] = (struct fake_step)S(bodies[i]);
 		if (i + 32 < NMSG)
-			script[k++] = (struct step)C(cmds[i + 32]);
+			script[k++] = (struct fake_step)C(cmds[i + 32]);
 	}
-	script[k] = (struct step)END;
+	script[k] = (struct fake_step)END;
 	assert_true(k < ARRAY_SIZE(script));
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
@@ -681,7 +505,7 @@ test_retr_window_large(void **state)
 static void
 test_retr_err(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_FULL,
 		C("RETR 1"), C("RETR 2"),
 		S("+OK\r\nx\r\n.\r\n-ERR no such message\r\n"),
@@ -711,7 +535,7 @@ test_retr_err(void **state)
 static void
 test_retr_sink_fails(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE, C("RETR 1"), S("+OK\r\nx\r\n.\r\n"), END,
 	};
 	struct fake f;
@@ -734,7 +558,7 @@ test_retr_sink_fails(void **state)
 static void
 test_top(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE, C("TOP 3 0"), S("+OK\r\nSubject: hi\r\n\r\n.\r\n"), END,
 	};
 	struct fake f;
@@ -756,7 +580,7 @@ test_top(void **state)
 static void
 test_dele_quit(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_FULL,
 		C("DELE 1"), C("DELE 2"), C("DELE 4"), S("+OK\r\n+OK\r\n+OK\r\n"),
 		C("QUIT"), S("+OK\r\n"),
@@ -779,7 +603,7 @@ test_dele_quit(void **state)
 static void
 test_dele_err_quit_err(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE,
 		C("DELE 1"), QUIET, S("-ERR message 1 already deleted\r\n"),
 		END,
@@ -801,7 +625,7 @@ test_dele_err_quit_err(void **state)
 static void
 test_quit_err(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE, C("QUIT"), S("-ERR some deleted messages not removed\r\n"), END,
 	};
 	struct fake f;
@@ -821,7 +645,7 @@ test_quit_err(void **state)
 static void
 test_stls_not_offered(void **state)
 {
-	static const struct step script[] = { GREET, CAPA_FULL, END };
+	static const struct fake_step script[] = { GREET, CAPA_FULL, END };
 	struct fake f;
 	struct pop3 *p = NULL;
 	struct mp_err err;
@@ -838,7 +662,7 @@ test_stls_not_offered(void **state)
 static void
 test_stls_refused(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, C("CAPA"), S("+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
 		C("STLS"), QUIET, S("-ERR not now\r\n"),
 		END,
@@ -859,7 +683,7 @@ test_stls_refused(void **state)
 static void
 test_stls_injection(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, C("CAPA"), S("+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
 		C("STLS"), S("+OK begin TLS\r\n+OK\r\nSASL ANONYMOUS\r\n.\r\n"),
 		END,
@@ -878,7 +702,7 @@ test_stls_injection(void **state)
 static void
 test_stls_garbage(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, C("CAPA"), S("+OK\r\nSTLS\r\n.\r\n"), C("STLS"), S("* OK what\r\n"), END,
 	};
 	struct fake f;
@@ -896,7 +720,7 @@ static void
 test_auth_plain_long(void **state)
 {
 	char user[201], *b64 = NULL;
-	struct step script[] = {
+	struct fake_step script[] = {
 		GREET, CAPA_SIMPLE, C("AUTH PLAIN"), S("+ \r\n"), C(NULL), S("+OK\r\n"), END,
 	};
 	struct fake f;
@@ -919,7 +743,7 @@ test_auth_plain_long(void **state)
 static void
 test_auth_login(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_FULL,
 		C("AUTH LOGIN"), S("+ VXNlcm5hbWU6\r\n"),
 		C("dXNlcg=="), S("+ UGFzc3dvcmQ6\r\n"),
@@ -942,7 +766,7 @@ test_auth_login(void **state)
 static void
 test_auth_xoauth2_error(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_FULL,
 		/* base64("user=user\1auth=Bearer tok\1\1") */
 		C("AUTH XOAUTH2 dXNlcj11c2VyAWF1dGg9QmVhcmVyIHRvawEB"),
@@ -970,7 +794,7 @@ static void
 test_auth_oauthbearer_error(void **state)
 {
 	char want[300], *b64 = NULL;
-	struct step script[] = {
+	struct fake_step script[] = {
 		GREET, CAPA_FULL, C(NULL), S("+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n"),
 		C("AQ=="), S("-ERR token expired\r\n"), END,
 	};
@@ -996,7 +820,7 @@ test_auth_oauthbearer_error(void **state)
 static void
 test_trace_redacts(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_step script[] = {
 		GREET, CAPA_SIMPLE,
 		C("AUTH PLAIN " PLAIN_IR), S("-ERR no\r\n"),
 		C("USER user"), S("+OK\r\n"), C("PASS secret"), S("+OK\r\n"),
