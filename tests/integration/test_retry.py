@@ -2,7 +2,8 @@
 password is logged once and not retried until the password_file or the
 configuration file changes or SIGHUP comes (the STATUS line names the held
 account); a server that breaks the protocol is retried at the slow end,
-4 x interval, not after the quick early backoff.
+4 x interval, not after the quick early backoff; a partial IMAP run (a
+folder referred elsewhere) waits for the interval.
 
 Attempts are counted twice: in Dovecot's own log (one "Password mismatch"
 line per login it refused, which its auth penalty may delay by seconds) and
@@ -17,6 +18,7 @@ import time
 import mprun
 
 from conftest import EX_OK, Raw, make_message
+from fakeimap import FakeIMAP
 from fakepop3 import FakePOP3
 from test_daemon import Notifications, count_new, daemons, start, wait_for  # noqa: F401
 
@@ -144,3 +146,30 @@ def test_protocol_error_retried_at_the_slow_end(mp, daemons):
                          r"greeting state; the server said: \* OK this is not a POP3 server; "
                          r"retrying in 8s\n", d.log()), d.log()
         assert d.stop().rc == EX_OK
+
+
+def test_partial_run_waits_for_the_interval(mp, daemons):
+    ref = "{tag} NO [REFERRAL imap://alice@127.0.0.1:1/INBOX] moved"
+    with FakeIMAP(tls="implicit", certfile=mp.dc.server_cert, keyfile=mp.dc.server_key,
+                  caps=["IMAP4rev1", "AUTH=PLAIN", "SASL-IR", "UIDPLUS"],
+                  messages=[make_message(0)], script={"SELECT": ref, "EXAMINE": ref}) as srv:
+        mp.configure({
+            "protocol": Raw("imap"), "host": "127.0.0.1", "port": srv.port,
+            "tls": Raw("implicit"), "tls_ca_file": mp.dc.ca_file, "user": "alice",
+            "password": srv.password, "maildir": mp.maildir(), "interval": Raw("8s"),
+        })
+        n = Notifications(mp)
+        try:
+            d = start(mp, daemons, env={"NOTIFY_SOCKET": n.path})
+            d.wait_log(r"error: account t1")
+            settle(3)
+            assert srv.connections == 1, d.log()
+            # The interval, where a temporary failure waits 1 s; not listed as failing.
+            assert re.search(r"error: account t1 \(127\.0\.0\.1:\d+\): folder \"INBOX\": "
+                             r"server refers SELECT to another server[^;]*; the server said: "
+                             r".*; retrying in 8s\n", d.log()), d.log()
+            i = n.wait("STATUS=1 account, last poll ")
+            assert "failing" not in n.msgs[i] and "held" not in n.msgs[i], n.msgs
+            assert d.stop().rc == EX_OK
+        finally:
+            n.close()
