@@ -14,41 +14,6 @@ mp_err_clear(struct mp_err *err)
 		memset(err, 0, sizeof(*err));
 }
 
-MP_PRINTF(4, 0) static void
-err_vset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, va_list ap)
-{
-	err->code = code;
-	err->ex = ex;
-	err->retry = mp_retry_from_exit(ex);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-}
-
-int
-mp_err_set(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || err->code != 0)
-		return code;
-	va_start(ap, fmt);
-	err_vset(err, code, ex, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-int
-mp_err_reset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return code;
-	va_start(ap, fmt);
-	err_vset(err, code, ex, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
 void
 mp_err_server(struct mp_err *err, const char *text, size_t len)
 {
@@ -57,17 +22,21 @@ mp_err_server(struct mp_err *err, const char *text, size_t len)
 }
 
 int
-mp_err_set_srv(struct mp_err *err, int code, enum mp_exit ex, const char *text, size_t len,
-	       const char *fmt, ...)
+mp_err_record(struct mp_err *err, enum mp_err_how how, int code, enum mp_exit ex,
+	      const char *srv, size_t srvlen, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!err || err->code != 0)
+	if (!err || (how == MP_ERR_FIRST && err->code != 0))
 		return code;
+	err->code = code;
+	err->ex = ex;
+	err->retry = mp_retry_from_exit(ex);
 	va_start(ap, fmt);
-	err_vset(err, code, ex, fmt, ap);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
-	mp_err_server(err, text, len);
+	if (srv)
+		mp_err_server(err, srv, srvlen);
 	return code;
 }
 
@@ -75,6 +44,21 @@ int
 mp_err_oom(struct mp_err *err)
 {
 	return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "out of memory");
+}
+
+size_t
+mp_err_line(char *buf, size_t size, const char *account, const char *host, unsigned port,
+	    const struct mp_err *err)
+{
+	const char *msg = err->msg[0] || !err->code ? err->msg : strerror(-err->code);
+	int n;
+
+	if (err->srv[0])
+		n = snprintf(buf, size, "account %s (%s:%u): %s; the server said: %s", account,
+			     host, port, msg, err->srv);
+	else
+		n = snprintf(buf, size, "account %s (%s:%u): %s", account, host, port, msg);
+	return n > 0 ? (size_t)n : 0;
 }
 
 enum mp_retry

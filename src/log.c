@@ -117,20 +117,6 @@ emit(enum log_level lvl, const char *account, const char *host, const char *msg)
 }
 
 void
-log_msg(enum log_level lvl, const char *fmt, ...)
-{
-	char buf[2048];
-	va_list ap;
-
-	if (!log_enabled(lvl))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	emit(lvl, NULL, NULL, buf);
-}
-
-void
 log_acct(enum log_level lvl, const char *account, const char *host, const char *fmt, ...)
 {
 	char buf[2048];

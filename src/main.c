@@ -29,11 +29,10 @@ print_summary(const struct mp_account *a, const struct account_stats *s)
 static void
 print_error(const struct mp_account *a, const struct mp_err *err)
 {
-	if (err->srv[0])
-		log_err("account %s (%s:%u): %s; the server said: %s", a->name, a->host, a->port,
-			err->msg, err->srv);
-	else
-		log_err("account %s (%s:%u): %s", a->name, a->host, a->port, err->msg);
+	char line[1536];
+
+	mp_err_line(line, sizeof(line), a->name, a->host, a->port, err);
+	log_err("%s", line);
 }
 
 static enum mp_exit

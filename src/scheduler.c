@@ -14,10 +14,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,10 +42,20 @@ enum report_kind { REPORT_RUN, REPORT_IDLE_NOTSUP, REPORT_IDLE_ERR };
 struct report {
 	enum report_kind kind;
 	int code;
-	enum mp_exit ex;
 	struct account_stats stats;
-	char msg[512];
-	char srv[256];
+	struct mp_err err;            /* err.retry: what the parent does next */
+};
+
+/*
+ * What stat(2) said of a file: a held account runs again when its
+ * configuration file or password_file no longer matches (see check_held).
+ */
+struct filesig {
+	int err;                      /* errno of stat, 0: the fields are set */
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime, ctime;
 };
 
 _Static_assert(sizeof(struct report) <= 4096, "a report must fit in PIPE_BUF");
@@ -58,9 +70,13 @@ struct slot {
 	bool again;                   /* poll-now came while it ran */
 	bool no_idle;                 /* the server lacks IDLE: poll */
 	bool got_report;              /* the worker reported at least once */
-	int64_t due_ms;
+	bool held;                    /* refused: no retries until released (check_held) */
+	enum mp_exit held_ex;         /* why: MP_EX_NOPERM, MP_EX_CONFIG, ... */
+	unsigned gen;                 /* sched.gen when its worker started */
+	struct filesig pw_sig;        /* its password_file when its last run started */
+	int64_t due_ms;               /* held: the next look at its files */
 	unsigned fails;
-	char last_err[800];
+	char last_err[1536];
 };
 
 struct sched {
@@ -70,6 +86,8 @@ struct sched {
 	int sfd;
 	int keep_fd;
 	bool stopping;
+	unsigned gen;                 /* configuration (re)loads so far */
+	struct filesig cfg_sig;       /* the configuration file when last read */
 	int64_t wd_ms, wd_next;
 	uint64_t fetched;             /* messages since start */
 	time_t last_poll;
@@ -112,6 +130,36 @@ sigset_daemon(sigset_t *set)
 	sigaddset(set, SIGCHLD);
 }
 
+/* ---- watched files ------------------------------------------------------ */
+
+/* path NULL: a signature that matches only another NULL path's. */
+static void
+filesig_take(struct filesig *f, const char *path)
+{
+	struct stat st;
+
+	*f = (struct filesig){ .err = path ? 0 : ENOENT };
+	if (!path)
+		return;
+	if (stat(path, &st) < 0) {
+		f->err = errno;
+		return;
+	}
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+	f->size = st.st_size;
+	f->mtime = st.st_mtim;
+	f->ctime = st.st_ctim;
+}
+
+static bool
+filesig_same(const struct filesig *a, const struct filesig *b)
+{
+	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
 /* ---- workers ------------------------------------------------------------ */
 
 static void
@@ -122,11 +170,11 @@ report_send(int fd, enum report_kind kind, int code, const struct account_stats 
 
 	if (st)
 		r.stats = *st;
-	if (err) {
-		r.ex = err->ex;
-		memcpy(r.msg, err->msg, sizeof(r.msg));
-		memcpy(r.srv, err->srv, sizeof(r.srv));
-	}
+	if (err)
+		r.err = *err;
+	/* A failure nobody described still gets a message (mp_err_line) and backs off. */
+	if (code < 0 && r.err.code == 0)
+		r.err.code = code;
 	/* A parent that is gone cannot be told; the run's work is durable anyway. */
 	(void)util_write_all(fd, (const char *)&r, sizeof(r));
 }
@@ -135,7 +183,7 @@ static int
 worker_run(const struct mp_config *cfg, const struct mp_account *a, int fd)
 {
 	struct account_opts o = { .stop = &worker_term };
-	struct account_stats st;
+	struct account_stats st = { 0 };
 	struct mp_err err = { 0 };
 	int r = account_run(cfg, a, &o, &st, &err);
 
@@ -148,7 +196,8 @@ worker_run(const struct mp_config *cfg, const struct mp_account *a, int fd)
 /*
  * An idle = yes account: run, wait in IDLE until mail comes, the interval
  * passes or SIGUSR1 asks, run again. Any failure ends the worker: the
- * parent applies the backoff and starts a new one.
+ * parent applies its retry class (a refused login holds the account, as
+ * for a polled one) and starts a new worker when that says so.
  */
 static int
 worker_idle_loop(const struct mp_config *cfg, const struct mp_account *a, int fd)
@@ -231,6 +280,9 @@ worker_start(struct sched *s, struct slot *sl)
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	sl->idle_worker = sl->a->idle && sl->a->protocol == MP_PROTO_IMAP && !sl->no_idle;
+	/* Taken before the run, so a fix made while it runs is not missed. */
+	sl->gen = s->gen;
+	filesig_take(&sl->pw_sig, sl->a->password_file);
 	/* Buffered output would otherwise be written twice. */
 	fflush(stdout);
 	fflush(stderr);
@@ -261,37 +313,62 @@ worker_start(struct sched *s, struct slot *sl)
 
 /* ---- results ------------------------------------------------------------ */
 
+/* Appends ", " (unless first) and the formatted text to list, as far as it fits. */
+MP_PRINTF(3, 4) static void
+list_add(char *list, size_t size, const char *fmt, ...)
+{
+	size_t off = strlen(list);
+	va_list ap;
+
+	if (off + 2 >= size)
+		return;
+	if (off) {
+		memcpy(list + off, ", ", 3);
+		off += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(list + off, size - off, fmt, ap);
+	va_end(ap);
+}
+
+static const char *
+held_reason(enum mp_exit ex)
+{
+	return ex == MP_EX_NOPERM ? "authentication refused" : "configuration error";
+}
+
+/*
+ * STATUS=: counts, the last poll, then the failing accounts (retried on
+ * their own) and the held ones (waiting for a fix) in lists of their own.
+ */
 static void
 update_status(struct sched *s)
 {
-	char buf[400], when[32] = "never", failing[200] = "";
-	size_t nfail = 0, n = 0, off = 0;
+	char buf[600], when[32] = "never", failing[200] = "", held[240] = "";
+	size_t n = 0;
 	struct tm tm;
+	int k;
 
 	for (size_t i = 0; i < s->nslots; i++) {
-		if (!s->slots[i].a)
+		const struct slot *sl = &s->slots[i];
+
+		if (!sl->a)
 			continue;
 		n++;
-		if (s->slots[i].fails == 0)
-			continue;
-		nfail++;
-		if (off < sizeof(failing) - 1) {
-			int k = snprintf(failing + off, sizeof(failing) - off, "%s%s",
-					 off ? ", " : "", s->slots[i].name);
-
-			off += k > 0 ? (size_t)k : 0;
-		}
+		if (sl->held)
+			list_add(held, sizeof(held), "%s (%s)", sl->name, held_reason(sl->held_ex));
+		else if (sl->fails)
+			list_add(failing, sizeof(failing), "%s", sl->name);
 	}
 	if (s->last_poll && localtime_r(&s->last_poll, &tm))
 		strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	if (nfail)
-		snprintf(buf, sizeof(buf), "%zu account%s, last poll %s, %llu message%s fetched; "
-			 "failing: %s", n, n == 1 ? "" : "s", when, (unsigned long long)s->fetched,
-			 s->fetched == 1 ? "" : "s", failing);
-	else
-		snprintf(buf, sizeof(buf), "%zu account%s, last poll %s, %llu message%s fetched",
-			 n, n == 1 ? "" : "s", when, (unsigned long long)s->fetched,
-			 s->fetched == 1 ? "" : "s");
+	k = snprintf(buf, sizeof(buf), "%zu account%s, last poll %s, %llu message%s fetched",
+		     n, n == 1 ? "" : "s", when, (unsigned long long)s->fetched,
+		     s->fetched == 1 ? "" : "s");
+	if (failing[0] && k > 0 && (size_t)k < sizeof(buf))
+		k += snprintf(buf + k, sizeof(buf) - (size_t)k, "; failing: %s", failing);
+	if (held[0] && k > 0 && (size_t)k < sizeof(buf))
+		snprintf(buf + k, sizeof(buf) - (size_t)k, "; held: %s", held);
 	svc_status(buf);
 }
 
@@ -311,23 +388,72 @@ backoff_ms(const struct mp_account *a, unsigned fails)
 	return d < cap ? d : cap;
 }
 
+/* The first failure, and each new error, at error level; a repeat at debug. */
 static void
 log_failure(struct slot *sl, const struct report *r, int64_t delay)
 {
 	const struct mp_account *a = sl->a;
-	char what[800];
+	char line[sizeof(sl->last_err)];
 
-	if (r->srv[0])
-		snprintf(what, sizeof(what), "%s; the server said: %s", r->msg, r->srv);
-	else
-		snprintf(what, sizeof(what), "%s", r->msg[0] ? r->msg : strerror(-r->code));
-	if (sl->fails == 1 || strcmp(what, sl->last_err) != 0)
-		log_acct(LOG_LVL_ERR, a->name, a->host, "account %s (%s:%u): %s; retrying in %llds",
-			 a->name, a->host, a->port, what, (long long)(delay / 1000));
-	else
-		log_acct(LOG_LVL_DEBUG, a->name, a->host, "account %s: still failing (%d times); "
+	mp_err_line(line, sizeof(line), a->name, a->host, a->port, &r->err);
+	if (sl->fails == 1 || strcmp(line, sl->last_err) != 0)
+		log_acct(LOG_LVL_ERR, a->name, a->host, "%s; retrying in %llds", line,
+			 (long long)(delay / 1000));
+	else if (sl->fails)
+		log_acct(LOG_LVL_DEBUG, a->name, a->host, "account %s: still failing (%u times); "
 			 "retrying in %llds", a->name, sl->fails, (long long)(delay / 1000));
-	snprintf(sl->last_err, sizeof(sl->last_err), "%s", what);
+	else
+		log_acct(LOG_LVL_DEBUG, a->name, a->host, "account %s: the same error again; "
+			 "next run in %llds", a->name, (long long)(delay / 1000));
+	memcpy(sl->last_err, line, sizeof(line));
+}
+
+/* Refused (password, configuration): said once; check_held() watches for the fix. */
+static void
+hold(struct slot *sl, const struct report *r, int64_t now)
+{
+	const struct mp_account *a = sl->a;
+
+	sl->held = true;
+	sl->held_ex = r->err.ex;
+	sl->due_ms = now + (int64_t)a->interval_s * 1000;
+	mp_err_line(sl->last_err, sizeof(sl->last_err), a->name, a->host, a->port, &r->err);
+	log_acct(LOG_LVL_ERR, a->name, a->host, "%s; not retried until the configuration changes "
+		 "or mailpull is reloaded (SIGHUP)", sl->last_err);
+}
+
+/* A failed run: its retry class (err.h) decides when the account runs next. */
+static void
+on_failure(struct sched *s, struct slot *sl, const struct report *r, int64_t now)
+{
+	int64_t interval = (int64_t)sl->a->interval_s * 1000;
+	enum mp_retry retry = r->err.retry;
+
+	/* A reload since the run started released it (SIGHUP): one more try first. */
+	if (retry == MP_RETRY_HOLD && sl->gen != s->gen)
+		retry = MP_RETRY_BACKOFF;
+	switch (retry) {
+	case MP_RETRY_HOLD:
+		sl->fails++;
+		hold(sl, r, now);
+		return;
+	case MP_RETRY_SLOW:
+		sl->fails++;
+		sl->due_ms = now + interval * BACKOFF_MAX_FACTOR;
+		break;
+	case MP_RETRY_INTERVAL:
+		/* The run did its work: counted as a poll, not as a failure. */
+		s->fetched += r->stats.fetched;
+		s->last_poll = time(NULL);
+		sl->due_ms = now + interval;
+		break;
+	case MP_RETRY_BACKOFF:
+	default:
+		sl->fails++;
+		sl->due_ms = now + backoff_ms(sl->a, sl->fails);
+		break;
+	}
+	log_failure(sl, r, sl->due_ms - now);
 }
 
 static void
@@ -361,18 +487,17 @@ on_report(struct sched *s, struct slot *sl, const struct report *r)
 	if (r->kind == REPORT_IDLE_NOTSUP) {
 		log_acct(LOG_LVL_NOTICE, sl->a->name, sl->a->host, "account %s (%s): %s; polling "
 			 "every %us instead of IDLE", sl->a->name, sl->a->host,
-			 r->msg[0] ? r->msg : "the server does not support IDLE", sl->a->interval_s);
+			 r->err.msg[0] ? r->err.msg : "the server does not support IDLE",
+			 sl->a->interval_s);
 		sl->no_idle = true;
 		sl->due_ms = now + (int64_t)sl->a->interval_s * 1000;
 	} else if (r->code == -EAGAIN && r->kind == REPORT_RUN) {
 		/* Another run (cron, a terminal) has the account: not a failure. */
 		log_acct(LOG_LVL_INFO, sl->a->name, sl->a->host, "account %s: %s; trying again "
-			 "later", sl->a->name, r->msg);
+			 "later", sl->a->name, r->err.msg);
 		sl->due_ms = now + backoff_ms(sl->a, 1);
 	} else if (r->code < 0) {
-		sl->fails++;
-		sl->due_ms = now + backoff_ms(sl->a, sl->fails);
-		log_failure(sl, r, sl->due_ms - now);
+		on_failure(s, sl, r, now);
 	} else {
 		on_success(s, sl, r, now);
 	}
@@ -437,17 +562,21 @@ on_exit_status(struct sched *s, struct slot *sl, int status)
 	if (s->stopping)
 		return;
 	if (!sl->got_report) {
-		struct report r = { .kind = REPORT_RUN, .code = -EIO };
+		/* Nothing says why: a temporary failure (err.retry is MP_RETRY_BACKOFF). */
+		struct report r = { .kind = REPORT_RUN, .code = -EIO, .err.code = -EIO };
 
 		if (WIFSIGNALED(status))
-			snprintf(r.msg, sizeof(r.msg), "the worker was killed by signal %d",
+			snprintf(r.err.msg, sizeof(r.err.msg), "the worker was killed by signal %d",
 				 WTERMSIG(status));
 		else
-			snprintf(r.msg, sizeof(r.msg), "the worker exited with status %d "
+			snprintf(r.err.msg, sizeof(r.err.msg), "the worker exited with status %d "
 				 "before reporting", WEXITSTATUS(status));
 		on_report(s, sl, &r);
 	}
-	if (sl->restart || sl->again)
+	/* A changed account runs again with its new settings, held or not. */
+	if (sl->restart)
+		sl->held = false;
+	if (sl->restart || (sl->again && !sl->held))
 		sl->due_ms = now;
 	else if (sl->due_ms == INT64_MAX)
 		sl->due_ms = now + (int64_t)sl->a->interval_s * 1000;
@@ -501,7 +630,7 @@ start_due(struct sched *s)
 		for (size_t i = 0; i < s->nslots; i++) {
 			struct slot *sl = &s->slots[i];
 
-			if (!sl->a || sl->pid || sl->due_ms > now)
+			if (!sl->a || sl->pid || sl->held || sl->due_ms > now)
 				continue;
 			if (!wants_idle(sl) && busy >= (*s->cfg)->parallel)
 				continue;
@@ -535,7 +664,8 @@ poll_now(struct sched *s)
 	for (size_t i = 0; i < s->nslots; i++) {
 		struct slot *sl = &s->slots[i];
 
-		if (!sl->a)
+		/* A held account waits for its fix; a poll would only be refused again. */
+		if (!sl->a || sl->held)
 			continue;
 		if (!sl->pid)
 			sl->due_ms = now;
@@ -579,6 +709,7 @@ carry_over(struct slot *sl, const struct slot *old, const struct mp_account *a, 
 	*sl = *old;
 	if (same)
 		return;
+	sl->held = false;
 	sl->no_idle = false;
 	sl->restart = sl->pid != 0;
 	if (!sl->pid)
@@ -646,8 +777,33 @@ rebuild_slots(struct sched *s, const struct mp_config *cfg)
 	return 0;
 }
 
+/* Every held account runs again at once (a reload is the way to ask for that). */
 static void
-reload(struct sched *s)
+release_held(struct sched *s)
+{
+	int64_t now = util_now_ms();
+
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (!sl->held)
+			continue;
+		sl->held = false;
+		if (!sl->pid)
+			sl->due_ms = now;
+		if (sl->a)
+			log_acct(LOG_LVL_INFO, sl->name, sl->a->host, "account %s: released; "
+				 "running it again", sl->name);
+	}
+}
+
+/*
+ * Re-reads the configuration; why says what asked ("SIGHUP", or the file
+ * changed). Whether or not the new file is valid, every held account is
+ * released: it runs again with whatever configuration is now in force.
+ */
+static void
+reload(struct sched *s, const char *why)
 {
 	struct mp_config *cfg = NULL;
 	struct mp_err err = { 0 };
@@ -655,7 +811,10 @@ reload(struct sched *s)
 	int r;
 
 	svc_reloading();
-	log_info("reloading %s (SIGHUP)", path);
+	log_info("reloading %s (%s)", path, why);
+	/* Taken before reading, so an edit made while it reads is seen next time. */
+	filesig_take(&s->cfg_sig, path);
+	s->gen++;
 	r = config_load(path, &cfg, &err);
 	if (r == 0)
 		r = rebuild_slots(s, cfg);
@@ -672,8 +831,47 @@ reload(struct sched *s)
 		log_notice("reloaded %s: %zu account%s", cfg->path, cfg->naccounts,
 			   cfg->naccounts == 1 ? "" : "s");
 	}
+	release_held(s);
 	update_status(s);
 	svc_ready(NULL);
+}
+
+/*
+ * At each interval tick of a held account, two stat(2) calls tell whether
+ * its fix has come: a changed configuration file is reloaded as on SIGHUP
+ * (which releases every held account), a changed password_file (read anew
+ * by each run) releases the account alone. Anything else it depends on
+ * (password_command, certificates) takes a SIGHUP.
+ */
+static void
+check_held(struct sched *s)
+{
+	int64_t now = util_now_ms();
+	struct filesig sig;
+
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (!sl->held || !sl->a || sl->pid || sl->due_ms > now)
+			continue;
+		sl->due_ms = now + (int64_t)sl->a->interval_s * 1000;
+		filesig_take(&sig, (*s->cfg)->path);
+		if (!filesig_same(&sig, &s->cfg_sig)) {
+			log_notice("account %s is held and %s changed; reloading it", sl->name,
+				   (*s->cfg)->path);
+			/* The slots are rebuilt: nothing of this loop is valid after. */
+			reload(s, "changed on disk");
+			return;
+		}
+		filesig_take(&sig, sl->a->password_file);
+		if (!filesig_same(&sig, &sl->pw_sig)) {
+			log_acct(LOG_LVL_NOTICE, sl->name, sl->a->host, "account %s: password_file "
+				 "%s changed; running it again", sl->name, sl->a->password_file);
+			sl->held = false;
+			sl->due_ms = now;
+			update_status(s);
+		}
+	}
 }
 
 /* ---- the loop ----------------------------------------------------------- */
@@ -691,7 +889,7 @@ read_signals(struct sched *s)
 			poll_now(s);
 			break;
 		case SIGHUP:
-			reload(s);
+			reload(s, "SIGHUP");
 			break;
 		case SIGTERM:
 		case SIGINT:
@@ -720,10 +918,13 @@ loop_once(struct sched *s)
 {
 	struct pollfd *pfd = s->pfd;
 	struct slot **who = s->who;
-	int64_t next = start_due(s), now = util_now_ms(), wait;
+	int64_t next, now, wait;
 	nfds_t n = 1;
 	int pr;
 
+	check_held(s);
+	next = start_due(s);
+	now = util_now_ms();
 	if (s->wd_ms > 0 && s->wd_next < next)
 		next = s->wd_next;
 	wait = next == INT64_MAX ? -1 : next - now;
@@ -822,6 +1023,7 @@ sched_init(struct sched *s, sigset_t *old)
 	}
 	s->wd_ms = svc_watchdog_ms();
 	s->wd_next = util_now_ms();
+	filesig_take(&s->cfg_sig, (*s->cfg)->path);
 	return rebuild_slots(s, *s->cfg);
 }
 

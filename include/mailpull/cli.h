@@ -21,11 +21,13 @@ struct cli_opts {
 };
 
 /*
- * Parses argv. Returns 0, or -EINVAL after printing one line naming the
- * problem and a hint to --help on stderr.
+ * Parses argv into *ret (whose strings point into argv: nothing to free).
+ * Returns 0, or -EINVAL (a usage error, exit class MP_EX_USAGE) after
+ * printing one line naming the problem and a hint to --help on stderr.
  */
 int cli_parse(int argc, char **argv, struct cli_opts *ret);
 
+/* Prints the --help text on stdout. Cannot fail. */
 void cli_usage(void);
 
 #endif

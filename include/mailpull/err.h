@@ -49,20 +49,39 @@ struct mp_err {
 	char srv[256];         /* the server's words, sanitized; may be empty */
 };
 
-/* Clears *err (NULL-safe). */
+/* Clears *err (NULL-safe). Cannot fail. */
 void mp_err_clear(struct mp_err *err);
+
+/* How mp_err_record() treats an error already recorded in *err. */
+enum mp_err_how {
+	MP_ERR_FIRST,          /* keep it: the lowest layer that knows the detail wins */
+	MP_ERR_OVERWRITE,      /* replace it */
+};
+
+/*
+ * The one writer behind mp_err_set(), mp_err_reset() and mp_err_set_srv():
+ * records code, ex (and the retry class mp_retry_from_exit(ex)), our
+ * message from fmt, and, when srv is not NULL, a sanitized copy of its
+ * srvlen bytes of server text (else err->srv is left as it was).
+ * NULL-safe. Returns code, whether recorded or not (cannot fail).
+ */
+int mp_err_record(struct mp_err *err, enum mp_err_how how, int code, enum mp_exit ex,
+		  const char *srv, size_t srvlen, const char *fmt, ...) MP_PRINTF(7, 8);
 
 /*
  * Records an error unless one is already recorded (the lowest layer that
  * knows the detail wins). NULL-safe. Returns code (a negative errno) so
  * callers can write `return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, ...)`.
+ * Cannot fail. Each argument is evaluated once.
  */
-int mp_err_set(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...) MP_PRINTF(4, 5);
+#define mp_err_set(err, code, ex, ...) \
+	mp_err_record((err), MP_ERR_FIRST, (code), (ex), NULL, 0, __VA_ARGS__)
 
-/* Same, overwriting an earlier error. */
-int mp_err_reset(struct mp_err *err, int code, enum mp_exit ex, const char *fmt, ...) MP_PRINTF(4, 5);
+/* Same, overwriting an earlier error. Returns code. */
+#define mp_err_reset(err, code, ex, ...) \
+	mp_err_record((err), MP_ERR_OVERWRITE, (code), (ex), NULL, 0, __VA_ARGS__)
 
-/* Stores a sanitized copy of the server's text (control bytes replaced). */
+/* Stores a sanitized copy of the server's text (control bytes replaced). NULL-safe. */
 void mp_err_server(struct mp_err *err, const char *text, size_t len);
 
 /*
@@ -70,19 +89,32 @@ void mp_err_server(struct mp_err *err, const char *text, size_t len);
  * from ours in err->srv. Unlike mp_err_server(), leaves an error already
  * recorded untouched, the server text included. Returns code.
  */
-int mp_err_set_srv(struct mp_err *err, int code, enum mp_exit ex, const char *text, size_t len,
-		   const char *fmt, ...) MP_PRINTF(6, 7);
+#define mp_err_set_srv(err, code, ex, text, len, ...) \
+	mp_err_record((err), MP_ERR_FIRST, (code), (ex), (text), (len), __VA_ARGS__)
 
-/* Records "out of memory" (class MP_EX_TEMPFAIL). Returns -ENOMEM. */
+/* Records "out of memory" (class MP_EX_TEMPFAIL) unless an error is recorded. Returns -ENOMEM. */
 int mp_err_oom(struct mp_err *err);
 
-/* The retry class of an exit class: NOPERM, CONFIG, USAGE hold; PROTOCOL slow; else backoff. */
+/*
+ * The line that reports a failed account run, into buf (size bytes, always
+ * terminated, truncated to fit): "account NAME (HOST:PORT): MSG", followed
+ * by "; the server said: SRV" when err->srv is not empty. MSG is err->msg,
+ * or strerror(-err->code) when the message is empty and a code is set.
+ * Returns the length the whole line needs, like snprintf(); cannot fail.
+ */
+size_t mp_err_line(char *buf, size_t size, const char *account, const char *host, unsigned port,
+		   const struct mp_err *err);
+
+/*
+ * The retry class of an exit class: NOPERM, CONFIG, USAGE hold; PROTOCOL
+ * slow; everything else (MP_EX_OK included) backoff. Cannot fail.
+ */
 enum mp_retry mp_retry_from_exit(enum mp_exit ex);
 
-/* Default exit class for a bare negative errno. */
+/* Default exit class for a bare negative errno (0: MP_EX_OK). Cannot fail. */
 enum mp_exit mp_exit_from_errno(int code);
 
-/* The more severe of two exit classes (see mailpull(1), EXIT STATUS). */
+/* The more severe of two exit classes (see mailpull(1), EXIT STATUS). Cannot fail. */
 enum mp_exit mp_exit_worse(enum mp_exit a, enum mp_exit b);
 
 #endif

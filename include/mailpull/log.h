@@ -36,21 +36,30 @@ enum log_target {
  */
 void log_open(enum log_target t);
 
-/* Whether stderr is a journal stream (JOURNAL_STREAM names its device and inode). */
+/*
+ * Whether stderr is a journal stream (JOURNAL_STREAM names its device and
+ * inode). Cannot fail: anything unreadable counts as "no".
+ */
 bool log_stderr_is_journal(void);
 
-/* Sets the most verbose level printed (default LOG_LVL_INFO). */
+/* Sets the most verbose level printed (default LOG_LVL_INFO). Cannot fail. */
 void log_set_level(enum log_level lvl);
+
+/* Whether lines of level lvl are printed (to skip costly formatting). Cannot fail. */
 bool log_enabled(enum log_level lvl);
 
-void log_msg(enum log_level lvl, const char *fmt, ...) MP_PRINTF(2, 3);
 /*
- * A line about one account: as log_msg(), and in the journal also with the
- * fields MAILPULL_ACCOUNT and MAILPULL_HOST (either may be NULL). The
- * message itself should still name the account.
+ * A line about one account: formatted like printf (longer lines are cut at
+ * about 2 KiB), and in the journal also with the fields MAILPULL_ACCOUNT
+ * and MAILPULL_HOST (either may be NULL). The message itself should still
+ * name the account. Cannot fail: a journal or syslog that refuses the line
+ * gets it on stderr instead.
  */
 void log_acct(enum log_level lvl, const char *account, const char *host, const char *fmt, ...)
 	MP_PRINTF(4, 5);
+
+/* A line about no account in particular; as log_acct(). */
+#define log_msg(lvl, ...) log_acct((lvl), NULL, NULL, __VA_ARGS__)
 
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
@@ -62,6 +71,7 @@ void log_acct(enum log_level lvl, const char *account, const char *host, const c
  * Protocol trace line (shown with -v). dir is "C" (sent) or "S" (received).
  * When redact_from < len, bytes from redact_from on are replaced by "***":
  * engines pass the offset of a secret so it never reaches the trace.
+ * Cannot fail.
  */
 void log_trace(const char *dir, const char *line, size_t len, size_t redact_from);
 

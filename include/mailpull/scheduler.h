@@ -4,14 +4,20 @@
  * ended, on a pool of `parallel` worker processes (one account run per
  * process); an idle = yes IMAP account gets a long-lived process of its
  * own that waits in IDLE between runs. One account never runs twice at
- * once. A failing account is retried after interval/8, then twice as late
- * each time up to 4 x interval, and the log says when it starts failing
- * and when it works again, not at every retry.
+ * once. A failed run's retry class (err.h, enum mp_retry) decides when the
+ * account runs again: a temporary failure after interval/8, then twice as
+ * late each time up to 4 x interval; a protocol error after 4 x interval;
+ * a refusal (password, configuration) not until SIGHUP or until the
+ * configuration file or the account's password_file changes (stat(2) at
+ * each interval tick; a changed configuration file is reloaded); a
+ * partial run at the next interval. The log says when an account starts
+ * failing and when it works again, not at every retry; a held account is
+ * logged once, and named apart in the STATUS line.
  *
- * Signals: SIGUSR1 polls every account now; SIGHUP re-reads the
- * configuration (keeping the old one when the new one is invalid);
- * SIGTERM and SIGINT stop the workers (SIGKILL after a grace period) and
- * return.
+ * Signals: SIGUSR1 polls every account now, held ones excepted; SIGHUP
+ * re-reads the configuration (keeping the old one when the new one is
+ * invalid) and releases every held account; SIGTERM and SIGINT stop the
+ * workers (SIGKILL after a grace period) and return.
  */
 #ifndef MAILPULL_SCHEDULER_H
 #define MAILPULL_SCHEDULER_H
@@ -26,8 +32,11 @@
  * (READY, STATUS, RELOADING, WATCHDOG, STOPPING).
  * Returns 0 after a clean stop, with SIGUSR1, SIGHUP, SIGTERM, SIGINT and
  * SIGCHLD still blocked so a repeated SIGTERM cannot interrupt the
- * caller's clean-up; or -errno when the signal machinery cannot be set up
- * (nothing was started then).
+ * caller's clean-up. Errors: -errno of sigprocmask or signalfd when the
+ * signal machinery cannot be set up, -ENOMEM before the first run (nothing
+ * was started then); -errno of poll or -ENOMEM later, after the workers
+ * were stopped. Account failures are never returned: they are logged and
+ * retried.
  */
 int scheduler_run(struct mp_config **cfg, int keep_fd) MP_WUR;
 
