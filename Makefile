@@ -30,7 +30,7 @@ CFLAGS ?= -O2 -g
 ifeq ($(SAN),1)
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude \
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -Isrc \
 	     $(shell $(PKG_CONFIG) --cflags $(PKGS)) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
@@ -118,8 +118,9 @@ oomtest: $(BIN)
 	MAILPULL_OOM_POINTS=100000 MAILPULL_OOM_FROM_POINTS=100000 $(MAKE) integration \
 		PYTEST_ARGS="-k allocation_failure"
 
-lint:
-	sh tests/lint.sh
+# The call-cycle check reads the objects' symbol tables.
+lint: $(OBJS)
+	sh tests/lint.sh $(BUILDDIR)/obj
 
 demo: $(BIN)
 	$(PYTHON) tests/demo.py $(abspath $(BIN))
