@@ -192,6 +192,14 @@ record_cb(void *ud, const struct deliver_msg *m, const char *name)
 
 static const struct deliver_ops imap_ops = { fetch_cb, record_cb };
 
+/* The engine behind session_login(). */
+static int
+imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+	     struct mp_err *err)
+{
+	return imap_auth(engine, mech, user, secret, err);
+}
+
 /* The first problem that leaves the run partial is kept in r->perr; r->err is cleared. */
 static void
 note_partial(struct irun *r)
@@ -209,6 +217,7 @@ enum pick {
 	PICK_PASS,          /* not wanted by configuration (only_unseen) */
 	PICK_DELETED,       /* skipped: flagged \Deleted */
 	PICK_TOO_LARGE,     /* skipped: over max_size */
+	PICK_MAX
 };
 
 static enum pick
@@ -253,45 +262,67 @@ fetch_new(struct irun *r)
 	return ret;
 }
 
+/* What a pass does with a message's UID in the skipped set, by pick(). */
+enum skip_op { SKIP_KEEP, SKIP_ADD, SKIP_REMOVE };
+
+/* The messages a pass reports: how many, and their UIDs (uid_list_put()). */
+struct uid_note {
+	unsigned n;
+	char list[200];
+};
+
 /*
- * Records what this pass leaves on the server for a reason, reports it
- * (every run: the set is looked at again each time), and forgets skipped
- * UIDs that are fetched now or no longer wanted at all.
+ * Applies op[pick()] to each listed message's UID in the skipped set, and
+ * notes the messages whose pick() is noted. A message over max_size is
+ * reported as it is added (every run: the set is looked at again each
+ * time).
  */
 static int
-record_skips(struct irun *r)
+apply_skips(struct irun *r, const enum skip_op op[PICK_MAX], enum pick noted,
+	    struct uid_note *note)
 {
-	char deleted[200] = "";
-	unsigned ndeleted = 0;
 	int ret = 0;
 
 	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
 		const struct imap_msginfo *m = &r->msgs[i];
+		enum pick p = pick(r, m);
 
-		switch (pick(r, m)) {
-		case PICK_TOO_LARGE:
+		if (p == noted) {
+			note->n++;
+			uid_list_put(note->list, sizeof(note->list), m->uid);
+		}
+		if (p == PICK_TOO_LARGE && op[p] == SKIP_ADD) {
 			r->stats->too_large++;
 			log_notice("%s: %s: message UID %u (%llu bytes) is over %s; left on the "
 				   "server", r->a->name, r->fname, m->uid,
 				   (unsigned long long)m->size, session_cap_name(r->a));
-			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
-			break;
-		case PICK_DELETED:
-			ndeleted++;
-			uid_list_put(deleted, sizeof(deleted), m->uid);
-			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
-			break;
-		case PICK_FETCH:
-			/* Fetched by note_missing(), or missing: it records those. */
-			break;
-		default:
-			ret = state_skip_remove(r->st, r->folder, m->uid, r->err);
-			break;
 		}
+		if (op[p] == SKIP_ADD)
+			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
+		else if (op[p] == SKIP_REMOVE)
+			ret = state_skip_remove(r->st, r->folder, m->uid, r->err);
 	}
-	if (ndeleted)
+	return ret;
+}
+
+/*
+ * Before the fetch: records what this pass leaves on the server for a
+ * reason and reports it, and forgets skipped UIDs that are fetched now or
+ * no longer wanted at all. What is to be fetched is left to note_missing().
+ */
+static int
+record_skips(struct irun *r)
+{
+	static const enum skip_op op[PICK_MAX] = {
+		[PICK_FETCH] = SKIP_KEEP, [PICK_HAVE] = SKIP_REMOVE, [PICK_PASS] = SKIP_REMOVE,
+		[PICK_DELETED] = SKIP_ADD, [PICK_TOO_LARGE] = SKIP_ADD,
+	};
+	struct uid_note deleted = { 0 };
+	int ret = apply_skips(r, op, PICK_DELETED, &deleted);
+
+	if (deleted.n)
 		log_notice("%s: %s: %u message(s) flagged \\Deleted by another client left on the "
-			   "server (UID %s)", r->a->name, r->fname, ndeleted, deleted);
+			   "server (UID %s)", r->a->name, r->fname, deleted.n, deleted.list);
 	return ret;
 }
 
@@ -303,29 +334,20 @@ record_skips(struct irun *r)
 static int
 note_missing(struct irun *r)
 {
-	char list[200] = "";
-	unsigned n = 0;
-	int ret = 0;
+	static const enum skip_op op[PICK_MAX] = {
+		[PICK_FETCH] = SKIP_ADD, [PICK_HAVE] = SKIP_REMOVE,
+	};
+	struct uid_note missing = { 0 };
+	int ret = apply_skips(r, op, PICK_FETCH, &missing);
+	unsigned n = missing.n;
 
-	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
-		uint32_t uid = r->msgs[i].uid;
-		enum pick p = pick(r, &r->msgs[i]);
-
-		if (p == PICK_HAVE) {
-			ret = state_skip_remove(r->st, r->folder, uid, r->err);
-		} else if (p == PICK_FETCH) {
-			n++;
-			uid_list_put(list, sizeof(list), uid);
-			ret = state_skip_add(r->st, r->folder, uid, r->err);
-		}
-	}
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
 	if (ret < 0 || n == 0)
 		return ret;
 	r->d.changed = true;
 	log_warn("%s: %s: the server listed %u message(s) but did not send them (UID %s); "
-		 "the next run fetches them", r->a->name, r->fname, n, list);
+		 "the next run fetches them", r->a->name, r->fname, n, missing.list);
 	mp_err_set(r->err, -EAGAIN, MP_EX_TEMPFAIL, "folder \"%s\": %u message(s) not sent by "
 		   "the server, left for the next run", r->fname, n);
 	note_partial(r);
@@ -797,11 +819,14 @@ check_missing(struct irun *r, const struct imap_mailbox *mb, size_t n)
 	return 0;
 }
 
-static int
-imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
-	     struct mp_err *err)
+/* A polite end of the session, when there is one; a failure changes nothing. */
+static void
+logout(struct irun *r)
 {
-	return imap_auth(engine, mech, user, secret, err);
+	struct mp_err lerr = { 0 };
+
+	if (r->im && imap_logout(r->im, &lerr) < 0)
+		log_debug("%s: LOGOUT: %s", r->a->name, lerr.msg);
 }
 
 static int
@@ -809,12 +834,9 @@ open_session(struct irun *r)
 {
 	const struct mp_account *a = r->a;
 	const struct imap_caps *caps;
-	struct conn_opts co;
 	struct conn *c = NULL;
-	int ret;
+	int ret = session_connect(a, &c, r->err);
 
-	session_conn_opts(a, &co);
-	ret = conn_open(&co, a->tls == MP_TLS_IMPLICIT, &c, r->err);
 	if (ret == 0)
 		ret = imap_open(c, a->tls == MP_TLS_STARTTLS, &r->im, r->err);
 	if (ret < 0)
@@ -930,12 +952,8 @@ account_imap_run(const struct mp_account *a, const struct account_opts *o, struc
 	if (ret == 0)
 		ret = run_folders(&r);
 	session_progress(&r.d.progress, stats, true);
-	if (r.im && (ret == 0 || err->ex == MP_EX_CONFIG)) {
-		struct mp_err lerr = { 0 };
-
-		if (imap_logout(r.im, &lerr) < 0)
-			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
-	}
+	if (ret == 0 || err->ex == MP_EX_CONFIG)
+		logout(&r);
 	ret = deliver_finish(&r.d, ret);
 	imap_free(r.im);
 	maildir_close(r.md);
@@ -1023,12 +1041,8 @@ account_imap_preview(const struct mp_account *a, struct state *st, const char *f
 		ret = mp_err_set(err, -ENOENT, MP_EX_USAGE,
 				 "folder \"%s\" is not one of the account's folders on the server",
 				 folder);
-	if (ret == 0 && r.im) {
-		struct mp_err lerr = { 0 };
-
-		if (imap_logout(r.im, &lerr) < 0)
-			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
-	}
+	if (ret == 0)
+		logout(&r);
 	imap_mailboxes_free(mb, n);
 	imap_free(r.im);
 	return ret;
@@ -1109,12 +1123,8 @@ account_imap_idle(const char *state_dir, const struct mp_account *a, unsigned ma
 		ret = 1;
 	else if (ret == 0)
 		ret = imap_idle(r.im, (max_s < IDLE_MAX_S ? max_s : IDLE_MAX_S) * 1000u, stop, err);
-	if (r.im && (ret >= 0 || ret == -ENOTSUP)) {
-		struct mp_err lerr = { 0 };
-
-		if (imap_logout(r.im, &lerr) < 0)
-			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
-	}
+	if (ret >= 0 || ret == -ENOTSUP)
+		logout(&r);
 	imap_mailboxes_free(mb, n);
 	imap_free(r.im);
 	return ret;

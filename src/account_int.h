@@ -21,11 +21,12 @@ int account_pop3_run(const struct mp_account *a, const struct account_opts *o, s
 		     struct account_stats *stats, struct mp_err *err) MP_WUR;
 
 /*
- * The IMAP run; as account_pop3_run(). Besides: -ENOENT (MP_EX_CONFIG) for
- * a configured folder the server lacks, and the first problem that left
- * the run partial after every other folder was worked on (-EPROTO,
- * -EBADMSG: MP_EX_PROTOCOL; -EAGAIN: MP_EX_TEMPFAIL; -ENAMETOOLONG:
- * MP_EX_IOERR; -EREMOTE for a referral), with err->retry MP_RETRY_INTERVAL.
+ * The IMAP run; as account_pop3_run(). Besides, once every other folder
+ * was worked on, the first problem that left the run partial, with
+ * err->retry MP_RETRY_INTERVAL: -ENOENT (MP_EX_CONFIG: a configured folder
+ * the server lacks), -EPROTO, -EBADMSG, -EREMOTE (MP_EX_PROTOCOL: invalid
+ * UIDs or folder names, a referral), -EAGAIN (MP_EX_TEMPFAIL: messages the
+ * server left out), -ENAMETOOLONG (MP_EX_IOERR).
  */
 int account_imap_run(const struct mp_account *a, const struct account_opts *o, struct state *st,
 		     struct account_stats *stats, struct mp_err *err) MP_WUR;

@@ -170,6 +170,14 @@ record_cb(void *ud, const struct deliver_msg *dm, const char *name)
 
 static const struct deliver_ops pop3_ops = { fetch_cb, record_cb };
 
+/* The engine behind session_login(). */
+static int
+pop3_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+	     struct mp_err *err)
+{
+	return pop3_auth(engine, mech, user, secret, err);
+}
+
 static bool
 wanted(struct run *r, const struct pop3_msg *m)
 {
@@ -316,25 +324,14 @@ open_local(struct run *r)
 }
 
 static int
-pop3_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
-	     struct mp_err *err)
-{
-	return pop3_auth(engine, mech, user, secret, err);
-}
-
-static int
 open_session(struct run *r)
 {
 	const struct mp_account *a = r->a;
-	struct conn_opts co;
 	struct conn *c = NULL;
-	int ret;
+	int ret = session_connect(a, &c, r->err);
 
-	session_conn_opts(a, &co);
-	ret = conn_open(&co, a->tls == MP_TLS_IMPLICIT, &c, r->err);
-	if (ret < 0)
-		return ret;
-	ret = pop3_open(c, a->tls == MP_TLS_STARTTLS, &r->pop, r->err);
+	if (ret == 0)
+		ret = pop3_open(c, a->tls == MP_TLS_STARTTLS, &r->pop, r->err);
 	if (ret < 0)
 		return ret;
 	return session_login(a, pop3_caps(r->pop)->sasl, pop3_caps(r->pop)->user, "USER",

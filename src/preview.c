@@ -72,10 +72,10 @@ json_str(FILE *out, const char *s)
 static void
 row_free(struct row *r)
 {
-	free(r->folder);
-	free(r->date);
-	free(r->from);
-	free(r->subject);
+	char *text[] = { r->folder, r->date, r->from, r->subject };
+
+	for (size_t i = 0; i < ARRAY_SIZE(text); i++)
+		free(text[i]);
 }
 
 static int

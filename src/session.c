@@ -83,12 +83,14 @@ session_tag(const char *name, char tag[16])
 	snprintf(tag, 16, "%08x", util_fnv1a(name, strlen(name)));
 }
 
-void
-session_conn_opts(const struct mp_account *a, struct conn_opts *ret)
+int
+session_connect(const struct mp_account *a, struct conn **ret, struct mp_err *err)
 {
-	*ret = (struct conn_opts){
+	const struct conn_opts co = {
 		.host = a->host, .port = a->port, .ca_file = a->tls_ca_file,
 		.fingerprint = a->tls_fingerprint, .timeout_ms = a->timeout_s * 1000,
 		.max_line = 8192,
 	};
+
+	return conn_open(&co, a->tls == MP_TLS_IMPLICIT, ret, err);
 }

@@ -1,7 +1,7 @@
 /*
  * What both protocol runs (account_pop3.c, account_imap.c) and the delivery
- * sequence (deliver.c) need about a session with the server: logging in,
- * connection options, the cap on one message, the tag naming the account's
+ * sequence (deliver.c) need about a session with the server: connecting,
+ * logging in, the cap on one message, the tag naming the account's
  * files, and the progress line. It calls no account module back, so the
  * modules above it form no cycle. Not for other modules.
  */
@@ -51,8 +51,13 @@ int session_check_received(const struct mp_account *a, const char *what, uint32_
 /* The tag naming this account's files in tmp/ (8 hex digits). Never fails. */
 void session_tag(const char *name, char tag[16]);
 
-/* conn_opts for the account's server. Never fails. */
-void session_conn_opts(const struct mp_account *a, struct conn_opts *ret);
+/*
+ * Connects to the account's server, with implicit TLS when it is
+ * configured (STARTTLS/STLS is the engine's). *ret is the caller's
+ * (conn_close(), or handed to an engine). Errors as conn_open(): -EINVAL,
+ * -ENOENT, -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH, -EPROTO (TLS), -ENOMEM.
+ */
+int session_connect(const struct mp_account *a, struct conn **ret, struct mp_err *err) MP_WUR;
 
 /* Progress line on a terminal (rate-limited unless final). Never fails. */
 struct session_progress {

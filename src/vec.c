@@ -27,13 +27,12 @@ vec_grow(void *pv, size_t n, size_t *cap, size_t size, size_t first)
 int
 vec_str_push(struct vec_str *sv, const char *s)
 {
-	char *copy;
+	char *copy = strdup(s);
 
-	if (vec_grow(&sv->v, sv->n, &sv->cap, sizeof(*sv->v), 64) < 0)
+	if (!copy || vec_grow(&sv->v, sv->n, &sv->cap, sizeof(*sv->v), 64) < 0) {
+		free(copy);
 		return -ENOMEM;
-	copy = strdup(s);
-	if (!copy)
-		return -ENOMEM;
+	}
 	sv->v[sv->n++] = copy;
 	return 0;
 }
