@@ -3,7 +3,7 @@
  * folder: SELECT (EXAMINE when nothing will change), compare UIDVALIDITY
  * and UIDNEXT with the state (nothing new and nothing skipped: no FETCH
  * at all, DESIGN invariant 6), list what is new, fetch it in batches with
- * the same durable sequence as POP3 (account.c's file comment), then
+ * the same durable sequence as POP3 (deliver.c), then
  * delete on the server what keep / keep_days allow, with UID STORE and
  * UID EXPUNGE.
  *
@@ -27,29 +27,26 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mailpull/account_int.h"
 #include "mailpull/folder.h"
 #include "mailpull/hdr.h"
 #include "mailpull/imap.h"
 #include "mailpull/log.h"
-#include "mailpull/secret.h"
 #include "mailpull/util.h"
+#include "account_int.h"
+#include "deliver.h"
+#include "session.h"
+#include "vec.h"
 
-#define BATCH_MAX_MSGS 128
-#define BATCH_MAX_BYTES (32u * 1024 * 1024)
 #define IDLE_MAX_S (28 * 60)   /* RFC 2177 section 3: re-issue IDLE at least every 29 minutes */
 
 struct irun {
 	const struct mp_account *a;
-	const struct account_opts *o;
 	struct account_stats *stats;
 	struct state *st;
 	struct imap *im;
 	struct mp_err *err;
 	time_t now;
-	char tag[16];
-	bool changed, unpublished;
-	struct account_progress progress;
+	struct deliver d;
 
 	/* The first problem that leaves the run partial; the other folders go on. */
 	int partial;
@@ -63,13 +60,7 @@ struct irun {
 	struct imap_msginfo *msgs;
 	size_t nmsgs;
 
-	/* the batch being fetched */
-	struct maildir_msg **files;
-	uint32_t *uids;
-	unsigned *flags;
-	uint64_t *fps;
-	size_t nbatch;
-	struct maildir_msg *cur;
+	/* the message being received */
 	struct hdr_scan hs;
 	uint64_t cur_size;
 	uint64_t cur_bytes;        /* decoded bytes of cur so far */
@@ -88,33 +79,34 @@ body_too_big(struct irun *r, uint64_t size)
 		return mp_err_set(r->err, -EFBIG, MP_EX_PROTOCOL,
 				  "%s: message UID %" PRIu32 ": the server sends a body of %" PRIu64
 				  " bytes, over %" PRIu64 " bytes (%s); cut off, nothing stored "
-				  "or deleted", r->folder, lo, size, account_msg_cap(r->a),
-				  account_cap_name(r->a));
+				  "or deleted", r->folder, lo, size, session_msg_cap(r->a),
+				  session_cap_name(r->a));
 	return mp_err_set(r->err, -EFBIG, MP_EX_PROTOCOL,
 			  "%s: a message among UIDs %" PRIu32 "-%" PRIu32 ": the server sends a "
 			  "body of %" PRIu64 " bytes, over %" PRIu64 " bytes (%s); cut off, "
 			  "nothing stored or deleted", r->folder, lo, hi, size,
-			  account_msg_cap(r->a), account_cap_name(r->a));
+			  session_msg_cap(r->a), session_cap_name(r->a));
 }
 
 static int
 isink_begin(void *ud, uint64_t size)
 {
 	struct irun *r = ud;
-	int ret = account_check_stop(r->o, r->err);
 
-	if (ret < 0)
-		return ret;
 	/*
 	 * The literal's length is the server's real declaration of the body
 	 * (RFC822.SIZE is only a claim): over the cap, nothing of it is read.
+	 * A stop signal comes first all the same.
 	 */
-	if (size > account_msg_cap(r->a))
-		return body_too_big(r, size);
+	if (size > session_msg_cap(r->a)) {
+		int ret = deliver_check_stop(&r->d);
+
+		return ret < 0 ? ret : body_too_big(r, size);
+	}
 	hdr_scan_init(&r->hs, msgid_field, 1);
 	r->cur_size = size;
 	r->cur_bytes = 0;
-	return maildir_msg_new(r->md, &r->cur, r->err);
+	return deliver_begin(&r->d);
 }
 
 static int
@@ -124,13 +116,11 @@ isink_data(void *ud, const char *buf, size_t len)
 
 	/* Never more than the literal announced; checked again all the same. */
 	r->cur_bytes += len;
-	if (r->cur_bytes > account_msg_cap(r->a))
+	if (r->cur_bytes > session_msg_cap(r->a))
 		return body_too_big(r, r->cur_bytes);
 	if (!r->hs.done)
 		hdr_scan_feed(&r->hs, buf, len);
-	r->stats->bytes += len;
-	account_progress(&r->progress, r->stats, false);
-	return maildir_msg_write(r->cur, buf, len, r->err);
+	return deliver_data(&r->d, buf, len);
 }
 
 static uint64_t
@@ -142,35 +132,8 @@ fingerprint_of(const char *msgid, size_t len, uint64_t size)
 	return clen ? state_fingerprint(core, clen, size) : 0;
 }
 
-static int
-isink_end(void *ud, uint32_t uid, unsigned flags)
-{
-	struct irun *r = ud;
-	int ret = maildir_msg_flush(r->cur, r->err);
-
-	hdr_scan_finish(&r->hs);
-	r->files[r->nbatch] = r->cur;
-	r->uids[r->nbatch] = uid;
-	r->flags[r->nbatch] = flags;
-	r->fps[r->nbatch] = fingerprint_of(r->hs.values[0], r->hs.lens[0], r->cur_size);
-	r->nbatch++;
-	r->cur = NULL;
-	r->progress.done++;
-	account_crash_point();
-	return ret;
-}
-
-static void
-isink_abort(void *ud)
-{
-	struct irun *r = ud;
-
-	maildir_msg_discard(r->cur);
-	r->cur = NULL;
-}
-
 /* Maildir info letters in ASCII order (Maildir spec: "2," then flags). */
-static const char *
+static void
 maildir_flags(unsigned f, char buf[8])
 {
 	size_t n = 0;
@@ -184,108 +147,57 @@ maildir_flags(unsigned f, char buf[8])
 	if (f & IMAP_FLAG_SEEN)
 		buf[n++] = 'S';
 	buf[n] = '\0';
-	return n ? buf : NULL;
-}
-
-/* Publishes the batch; a failure is handled as in account.c's batch_publish(). */
-static int
-batch_publish(struct irun *r, size_t n)
-{
-	int ret = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char fb[8];
-		int pr = maildir_msg_publish(r->files[i], maildir_flags(r->flags[i], fb), r->err);
-
-		r->files[i] = NULL;
-		if (pr < 0 && ret == 0)
-			ret = pr;
-		account_crash_point();
-	}
-	return ret;
 }
 
 static int
-batch_commit(struct irun *r)
+isink_end(void *ud, uint32_t uid, unsigned flags)
 {
-	size_t n = r->nbatch;
-	int ret;
+	struct irun *r = ud;
+	struct deliver_msg m = { .uid = uid };
 
-	ret = maildir_sync_batch(r->md, r->files, n, r->err);
-	if (ret == 0)
-		ret = maildir_sync_tmp(r->md, r->err);
-	if (ret < 0)
-		return ret;
-	account_crash_point();
-	r->unpublished = true;
-	for (size_t i = 0; i < n && ret == 0; i++) {
-		char fb[8];
-
-		/* The flags first: the journal must never hold the name without them. */
-		ret = state_name_set_flags(r->st, maildir_msg_name(r->files[i]),
-					   maildir_flags(r->flags[i], fb), r->err);
-		if (ret == 0)
-			ret = state_uid_add(r->st, r->folder, r->uids[i], r->fps[i],
-					    maildir_msg_name(r->files[i]), r->err);
-	}
-	if (ret == 0)
-		ret = state_sync(r->st, r->err);
-	if (ret < 0) {
-		/* As for POP3 (account.c): the synced tmp files stay for recovery. */
-		maildir_msg_release(r->files, r->nbatch);
-		r->nbatch = 0;
-		return ret;
-	}
-	r->changed = true;
-	account_crash_point();
-	r->nbatch = 0;
-	ret = batch_publish(r, n);
-	if (ret == 0)
-		ret = maildir_sync_new(r->md, r->err);
-	if (ret < 0)
-		return ret;
-	r->unpublished = false;
-	account_crash_point();
-	r->stats->fetched += (unsigned)n;
-	return 0;
+	hdr_scan_finish(&r->hs);
+	m.fp = fingerprint_of(r->hs.values[0], r->hs.lens[0], r->cur_size);
+	maildir_flags(flags, m.flags);
+	return deliver_end(&r->d, &m);
 }
 
 static void
-batch_discard(struct irun *r)
+isink_abort(void *ud)
 {
-	maildir_msg_discard(r->cur);
-	r->cur = NULL;
-	for (size_t i = 0; i < r->nbatch; i++)
-		maildir_msg_discard(r->files[i]);
-	r->nbatch = 0;
+	deliver_abort(&((struct irun *)ud)->d);
 }
 
 static int
-batch_commit_cb(void *ud)
+fetch_cb(void *ud, const uint32_t *uids, size_t n)
 {
-	return batch_commit(ud);
-}
-
-static int
-fetch_batch(struct irun *r, const uint32_t *uids, size_t n)
-{
+	struct irun *r = ud;
 	struct imap_fetch_sink sink = { isink_begin, isink_data, isink_end, isink_abort, r };
-	int ret;
 
-	r->nbatch = 0;
 	r->want = uids;
 	r->nwant = n;
-	ret = imap_fetch_bodies(r->im, uids, n, r->a->mark_seen, &sink, r->err);
-	if (ret == -ECANCELED) {
-		ret = account_commit_stopped(r->err, batch_commit_cb, r, r->nbatch);
-		if (ret == -ECANCELED)
-			return ret;
-	}
-	if (ret == 0 && r->nbatch > 0)
-		ret = batch_commit(r);
-	if (ret < 0)
-		batch_discard(r);
+	return imap_fetch_bodies(r->im, uids, n, r->a->mark_seen, &sink, r->err);
+}
+
+/* The flags first: the journal must never hold the name without them. */
+static int
+record_cb(void *ud, const struct deliver_msg *m, const char *name)
+{
+	struct irun *r = ud;
+	int ret = state_name_set_flags(r->st, name, m->flags[0] ? m->flags : NULL, r->err);
+
+	if (ret == 0)
+		ret = state_uid_add(r->st, r->folder, m->uid, m->fp, name, r->err);
 	return ret;
+}
+
+static const struct deliver_ops imap_ops = { fetch_cb, record_cb };
+
+/* The engine behind session_login(). */
+static int
+imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+	     struct mp_err *err)
+{
+	return imap_auth(engine, mech, user, secret, err);
 }
 
 /* The first problem that leaves the run partial is kept in r->perr; r->err is cleared. */
@@ -305,6 +217,7 @@ enum pick {
 	PICK_PASS,          /* not wanted by configuration (only_unseen) */
 	PICK_DELETED,       /* skipped: flagged \Deleted */
 	PICK_TOO_LARGE,     /* skipped: over max_size */
+	PICK_MAX
 };
 
 static enum pick
@@ -317,7 +230,7 @@ pick(const struct irun *r, const struct imap_msginfo *m)
 		return PICK_DELETED;
 	if (r->a->only_unseen && (m->flags & IMAP_FLAG_SEEN))
 		return PICK_PASS;
-	if (m->size > account_msg_cap(r->a))
+	if (m->size > session_msg_cap(r->a))
 		return PICK_TOO_LARGE;
 	return PICK_FETCH;
 }
@@ -337,84 +250,79 @@ uid_list_put(char *buf, size_t size, uint32_t uid)
 static int
 fetch_new(struct irun *r)
 {
-	uint32_t *todo = calloc(BATCH_MAX_MSGS, sizeof(*todo));
-	uint64_t bytes = 0;
-	size_t n = 0;
-	int ret = 0;
+	int ret = deliver_start(&r->d);
 
-	r->files = calloc(BATCH_MAX_MSGS, sizeof(*r->files));
-	r->uids = calloc(BATCH_MAX_MSGS, sizeof(*r->uids));
-	r->flags = calloc(BATCH_MAX_MSGS, sizeof(*r->flags));
-	r->fps = calloc(BATCH_MAX_MSGS, sizeof(*r->fps));
-	if (!todo || !r->files || !r->uids || !r->flags || !r->fps) {
-		ret = mp_err_oom(r->err);
-		goto out;
-	}
-	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
-		if (pick(r, &r->msgs[i]) != PICK_FETCH)
-			continue;
-		todo[n++] = r->msgs[i].uid;
-		bytes += r->msgs[i].size;
-		if (n == BATCH_MAX_MSGS || bytes >= BATCH_MAX_BYTES) {
-			ret = fetch_batch(r, todo, n);
-			n = 0;
-			bytes = 0;
-		}
-	}
-	if (ret == 0 && n > 0)
-		ret = fetch_batch(r, todo, n);
-out:
-	free(todo);
-	free(r->files);
-	free(r->uids);
-	free(r->flags);
-	free(r->fps);
-	r->files = NULL;
-	r->uids = NULL;
-	r->flags = NULL;
-	r->fps = NULL;
+	r->d.md = r->md;
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++)
+		if (pick(r, &r->msgs[i]) == PICK_FETCH)
+			ret = deliver_queue(&r->d, r->msgs[i].uid, r->msgs[i].size, NULL);
+	if (ret == 0)
+		ret = deliver_flush(&r->d);
+	deliver_done(&r->d);
 	return ret;
 }
 
+/* What a pass does with a message's UID in the skipped set, by pick(). */
+enum skip_op { SKIP_KEEP, SKIP_ADD, SKIP_REMOVE };
+
+/* The messages a pass reports: how many, and their UIDs (uid_list_put()). */
+struct uid_note {
+	unsigned n;
+	char list[200];
+};
+
 /*
- * Records what this pass leaves on the server for a reason, reports it
- * (every run: the set is looked at again each time), and forgets skipped
- * UIDs that are fetched now or no longer wanted at all.
+ * Applies op[pick()] to each listed message's UID in the skipped set, and
+ * notes the messages whose pick() is noted. A message over max_size is
+ * reported as it is added (every run: the set is looked at again each
+ * time).
  */
 static int
-record_skips(struct irun *r)
+apply_skips(struct irun *r, const enum skip_op op[PICK_MAX], enum pick noted,
+	    struct uid_note *note)
 {
-	char deleted[200] = "";
-	unsigned ndeleted = 0;
 	int ret = 0;
 
 	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
 		const struct imap_msginfo *m = &r->msgs[i];
+		enum pick p = pick(r, m);
 
-		switch (pick(r, m)) {
-		case PICK_TOO_LARGE:
+		if (p == noted) {
+			note->n++;
+			uid_list_put(note->list, sizeof(note->list), m->uid);
+		}
+		if (p == PICK_TOO_LARGE && op[p] == SKIP_ADD) {
 			r->stats->too_large++;
 			log_notice("%s: %s: message UID %u (%llu bytes) is over %s; left on the "
 				   "server", r->a->name, r->fname, m->uid,
-				   (unsigned long long)m->size, account_cap_name(r->a));
-			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
-			break;
-		case PICK_DELETED:
-			ndeleted++;
-			uid_list_put(deleted, sizeof(deleted), m->uid);
-			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
-			break;
-		case PICK_FETCH:
-			/* Fetched by note_missing(), or missing: it records those. */
-			break;
-		default:
-			ret = state_skip_remove(r->st, r->folder, m->uid, r->err);
-			break;
+				   (unsigned long long)m->size, session_cap_name(r->a));
 		}
+		if (op[p] == SKIP_ADD)
+			ret = state_skip_add(r->st, r->folder, m->uid, r->err);
+		else if (op[p] == SKIP_REMOVE)
+			ret = state_skip_remove(r->st, r->folder, m->uid, r->err);
 	}
-	if (ndeleted)
+	return ret;
+}
+
+/*
+ * Before the fetch: records what this pass leaves on the server for a
+ * reason and reports it, and forgets skipped UIDs that are fetched now or
+ * no longer wanted at all. What is to be fetched is left to note_missing().
+ */
+static int
+record_skips(struct irun *r)
+{
+	static const enum skip_op op[PICK_MAX] = {
+		[PICK_FETCH] = SKIP_KEEP, [PICK_HAVE] = SKIP_REMOVE, [PICK_PASS] = SKIP_REMOVE,
+		[PICK_DELETED] = SKIP_ADD, [PICK_TOO_LARGE] = SKIP_ADD,
+	};
+	struct uid_note deleted = { 0 };
+	int ret = apply_skips(r, op, PICK_DELETED, &deleted);
+
+	if (deleted.n)
 		log_notice("%s: %s: %u message(s) flagged \\Deleted by another client left on the "
-			   "server (UID %s)", r->a->name, r->fname, ndeleted, deleted);
+			   "server (UID %s)", r->a->name, r->fname, deleted.n, deleted.list);
 	return ret;
 }
 
@@ -426,29 +334,20 @@ record_skips(struct irun *r)
 static int
 note_missing(struct irun *r)
 {
-	char list[200] = "";
-	unsigned n = 0;
-	int ret = 0;
+	static const enum skip_op op[PICK_MAX] = {
+		[PICK_FETCH] = SKIP_ADD, [PICK_HAVE] = SKIP_REMOVE,
+	};
+	struct uid_note missing = { 0 };
+	int ret = apply_skips(r, op, PICK_FETCH, &missing);
+	unsigned n = missing.n;
 
-	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
-		uint32_t uid = r->msgs[i].uid;
-		enum pick p = pick(r, &r->msgs[i]);
-
-		if (p == PICK_HAVE) {
-			ret = state_skip_remove(r->st, r->folder, uid, r->err);
-		} else if (p == PICK_FETCH) {
-			n++;
-			uid_list_put(list, sizeof(list), uid);
-			ret = state_skip_add(r->st, r->folder, uid, r->err);
-		}
-	}
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
 	if (ret < 0 || n == 0)
 		return ret;
-	r->changed = true;
+	r->d.changed = true;
 	log_warn("%s: %s: the server listed %u message(s) but did not send them (UID %s); "
-		 "the next run fetches them", r->a->name, r->fname, n, list);
+		 "the next run fetches them", r->a->name, r->fname, n, missing.list);
 	mp_err_set(r->err, -EAGAIN, MP_EX_TEMPFAIL, "folder \"%s\": %u message(s) not sent by "
 		   "the server, left for the next run", r->fname, n);
 	note_partial(r);
@@ -479,12 +378,11 @@ cmp_msginfo_uid(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int uidvec_cb(void *ud, uint32_t uid);
-
-struct uidvec {
-	uint32_t *v;
-	size_t n, cap;
-};
+static int
+uidvec_cb(void *ud, uint32_t uid)
+{
+	return vec_u32_push(ud, uid);
+}
 
 /*
  * Asks the server again about the folder's skipped UIDs and adds what it
@@ -494,7 +392,7 @@ struct uidvec {
 static int
 recheck_skipped(struct irun *r, bool forget)
 {
-	struct uidvec sk = { 0 };
+	struct vec_u32 sk = { 0 };
 	struct imap_msginfo *info = NULL, *all;
 	size_t ninfo = 0, k = 0, j = 0;
 	int ret = state_skip_foreach(r->st, r->folder, uidvec_cb, &sk);
@@ -565,7 +463,7 @@ revalidate(struct irun *r)
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
 	if (ret == 0) {
-		r->changed = true;
+		r->d.changed = true;
 		log_warn("%s: %s: UIDVALIDITY changed on the server; %zu of %zu messages "
 			 "recognised as already fetched, the rest will be fetched", r->a->name,
 			 r->fname, matched, r->nmsgs);
@@ -575,29 +473,11 @@ revalidate(struct irun *r)
 	return ret;
 }
 
-static int
-uidvec_cb(void *ud, uint32_t uid)
-{
-	struct uidvec *u = ud;
-
-	if (u->n == u->cap) {
-		size_t cap = u->cap ? u->cap * 2 : 256;
-		uint32_t *v = realloc(u->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		u->v = v;
-		u->cap = cap;
-	}
-	u->v[u->n++] = uid;
-	return 0;
-}
-
 /* The fetched UIDs the policy lets go now. */
 static int
-deletable(struct irun *r, struct uidvec *out)
+deletable(struct irun *r, struct vec_u32 *out)
 {
-	struct uidvec all = { 0 };
+	struct vec_u32 all = { 0 };
 	uint32_t *old = NULL;
 	size_t nold = 0;
 	int ret;
@@ -628,7 +508,7 @@ deletable(struct irun *r, struct uidvec *out)
 	}
 	for (size_t i = 0; i < nold && ret == 0; i++)
 		if (state_uid_has(r->st, r->folder, old[i]))
-			ret = uidvec_cb(out, old[i]);
+			ret = vec_u32_push(out, old[i]);
 	free(old);
 	free(all.v);
 	return ret;
@@ -637,7 +517,7 @@ deletable(struct irun *r, struct uidvec *out)
 static int
 delete_fetched(struct irun *r)
 {
-	struct uidvec del = { 0 };
+	struct vec_u32 del = { 0 };
 	int ret = deletable(r, &del);
 
 	if (ret < 0 || del.n == 0)
@@ -645,7 +525,7 @@ delete_fetched(struct irun *r)
 	ret = imap_store_flag(r->im, del.v, del.n, false, r->err);
 	if (ret < 0)
 		goto out;
-	account_crash_point();
+	deliver_crash_point();
 	if (imap_caps(r->im)->uidplus) {
 		ret = imap_uid_expunge(r->im, del.v, del.n, r->err);
 	} else if (r->a->expunge) {
@@ -659,12 +539,12 @@ delete_fetched(struct irun *r)
 	}
 	if (ret < 0)
 		goto out;
-	account_crash_point();
+	deliver_crash_point();
 	for (size_t i = 0; i < del.n && ret == 0; i++)
 		ret = state_uid_remove(r->st, r->folder, del.v[i], r->err);
 	if (ret == 0)
 		ret = state_sync(r->st, r->err);
-	r->changed = true;
+	r->d.changed = true;
 	r->stats->deleted += (unsigned)del.n;
 out:
 	free(del.v);
@@ -698,10 +578,8 @@ open_folder_maildir(struct irun *r, const char *name, char delim)
 		return mp_err_oom(r->err);
 	}
 	free(dir);
-	ret = maildir_open(path, r->tag, &r->md, r->err);
+	ret = deliver_open(r->a, path, &r->md, r->err);
 	free(path);
-	if (ret == 0)
-		maildir_set_sync_per_file(r->md, r->a->sync_per_file);
 	r->bad_name = ret == -ENAMETOOLONG;
 	return ret;
 }
@@ -743,7 +621,7 @@ do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 			ret = state_sync(r->st, r->err);
 		if (ret < 0)
 			return ret;
-		r->changed = true;
+		r->d.changed = true;
 		uidnext = 0;
 	}
 	r->stats->on_server += f.exists;
@@ -752,7 +630,7 @@ do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 		return 0;
 	ret = open_folder_maildir(r, mb->name, mb->delim);
 	if (ret == 0)
-		ret = account_recover(r->a, r->st, r->md, r->err);
+		ret = deliver_recover(r->a, r->st, r->md, r->err);
 	if (ret == 0 && !unchanged)
 		ret = imap_list_messages(r->im, fresh || !uidnext ? 1 : uidnext, &r->msgs,
 					 &r->nmsgs, r->err);
@@ -767,7 +645,7 @@ do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 	if (ret == 0) {
 		for (size_t i = 0; i < r->nmsgs; i++)
 			if (pick(r, &r->msgs[i]) == PICK_FETCH)
-				r->progress.total++;
+				r->d.progress.total++;
 		ret = fetch_new(r);
 	}
 	if (ret == 0) {
@@ -781,7 +659,7 @@ do_folder(struct irun *r, const struct imap_mailbox *mb, bool *ret_gone)
 		ret = state_folder_set_uidnext(r->st, mb->name, f.uidnext, r->err);
 		if (ret == 0)
 			ret = state_sync(r->st, r->err);
-		r->changed = true;
+		r->d.changed = true;
 	}
 	free(r->msgs);
 	r->msgs = NULL;
@@ -941,11 +819,14 @@ check_missing(struct irun *r, const struct imap_mailbox *mb, size_t n)
 	return 0;
 }
 
-static int
-imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
-	     struct mp_err *err)
+/* A polite end of the session, when there is one; a failure changes nothing. */
+static void
+logout(struct irun *r)
 {
-	return imap_auth(engine, mech, user, secret, err);
+	struct mp_err lerr = { 0 };
+
+	if (r->im && imap_logout(r->im, &lerr) < 0)
+		log_debug("%s: LOGOUT: %s", r->a->name, lerr.msg);
 }
 
 static int
@@ -953,12 +834,9 @@ open_session(struct irun *r)
 {
 	const struct mp_account *a = r->a;
 	const struct imap_caps *caps;
-	struct conn_opts co;
 	struct conn *c = NULL;
-	int ret;
+	int ret = session_connect(a, &c, r->err);
 
-	account_conn_opts(a, &co);
-	ret = conn_open(&co, a->tls == MP_TLS_IMPLICIT, &c, r->err);
 	if (ret == 0)
 		ret = imap_open(c, a->tls == MP_TLS_STARTTLS, &r->im, r->err);
 	if (ret < 0)
@@ -966,7 +844,7 @@ open_session(struct irun *r)
 	if (imap_preauthenticated(r->im))
 		return 0;
 	caps = imap_caps(r->im);
-	return account_login(a, caps->sasl, !caps->logindisabled, "LOGIN", imap_auth_cb, r->im,
+	return session_login(a, caps->sasl, !caps->logindisabled, "LOGIN", imap_auth_cb, r->im,
 			     r->err);
 }
 
@@ -975,10 +853,10 @@ recover_one(void *ud, const char *path)
 {
 	struct irun *r = ud;
 	struct maildir *md = NULL;
-	int ret = maildir_open(path, r->tag, &md, r->err);
+	int ret = deliver_open(r->a, path, &md, r->err);
 
 	if (ret == 0)
-		ret = account_recover(r->a, r->st, md, r->err);
+		ret = deliver_recover(r->a, r->st, md, r->err);
 	maildir_close(md);
 	return ret;
 }
@@ -1058,44 +936,27 @@ run_folders(struct irun *r)
 }
 
 int
-account_imap_run(const struct mp_config *cfg, const struct mp_account *a,
-		 const struct account_opts *o, struct state *st, struct account_stats *stats,
-		 struct mp_err *err)
+account_imap_run(const struct mp_account *a, const struct account_opts *o, struct state *st,
+		 struct account_stats *stats, struct mp_err *err)
 {
-	struct irun r = { .a = a, .o = o, .stats = stats, .st = st, .err = err };
-	int ret, cret;
+	struct irun r = { .a = a, .stats = stats, .st = st, .err = err };
+	int ret;
 
-	(void)cfg;
 	r.now = time(NULL);
-	r.progress = (struct account_progress){ .name = a->name, .on = o->progress,
-						.start_ms = util_now_ms() };
-	account_tag(a->name, r.tag);
+	deliver_init(&r.d, a, o, st, stats, err, &imap_ops, &r);
 	ret = recover_all(&r);
 	if (ret == 0)
-		ret = account_forget_lost(a, st, err);
+		ret = deliver_forget_lost(a, st, err);
 	if (ret == 0)
 		ret = open_session(&r);
 	if (ret == 0)
 		ret = run_folders(&r);
-	account_progress(&r.progress, stats, true);
-	if (r.im && (ret == 0 || err->ex == MP_EX_CONFIG)) {
-		struct mp_err lerr = { 0 };
-
-		if (imap_logout(r.im, &lerr) < 0)
-			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
-	}
-	if (r.changed && !r.unpublished) {
-		struct mp_err cerr = { 0 };
-
-		cret = state_compact(st, &cerr);
-		if (cret < 0 && ret == 0) {
-			*err = cerr;
-			ret = cret;
-		}
-	}
+	session_progress(&r.d.progress, stats, true);
+	if (ret == 0 || err->ex == MP_EX_CONFIG)
+		logout(&r);
+	ret = deliver_finish(&r.d, ret);
 	imap_free(r.im);
 	maildir_close(r.md);
-	batch_discard(&r);
 	free(r.msgs);
 	return ret;
 }
@@ -1158,8 +1019,7 @@ account_imap_preview(const struct mp_account *a, struct state *st, const char *f
 		     preview_cb cb, void *ud, struct mp_err *err)
 {
 	struct account_stats stats = { 0 };
-	struct account_opts o = { 0 };
-	struct irun r = { .a = a, .o = &o, .stats = &stats, .st = st, .err = err };
+	struct irun r = { .a = a, .stats = &stats, .st = st, .err = err };
 	struct imap_mailbox *mb = NULL;
 	size_t n = 0;
 	bool seen = false;
@@ -1181,12 +1041,8 @@ account_imap_preview(const struct mp_account *a, struct state *st, const char *f
 		ret = mp_err_set(err, -ENOENT, MP_EX_USAGE,
 				 "folder \"%s\" is not one of the account's folders on the server",
 				 folder);
-	if (ret == 0 && r.im) {
-		struct mp_err lerr = { 0 };
-
-		if (imap_logout(r.im, &lerr) < 0)
-			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
-	}
+	if (ret == 0)
+		logout(&r);
 	imap_mailboxes_free(mb, n);
 	imap_free(r.im);
 	return ret;
@@ -1244,8 +1100,7 @@ account_imap_idle(const char *state_dir, const struct mp_account *a, unsigned ma
 		  volatile sig_atomic_t *stop, struct mp_err *err)
 {
 	struct account_stats stats = { 0 };
-	struct account_opts o = { 0 };
-	struct irun r = { .a = a, .o = &o, .stats = &stats, .err = err };
+	struct irun r = { .a = a, .stats = &stats, .err = err };
 	struct imap_mailbox *mb = NULL;
 	const struct imap_mailbox *watch = NULL;
 	struct imap_folder f;
@@ -1268,12 +1123,8 @@ account_imap_idle(const char *state_dir, const struct mp_account *a, unsigned ma
 		ret = 1;
 	else if (ret == 0)
 		ret = imap_idle(r.im, (max_s < IDLE_MAX_S ? max_s : IDLE_MAX_S) * 1000u, stop, err);
-	if (r.im && (ret >= 0 || ret == -ENOTSUP)) {
-		struct mp_err lerr = { 0 };
-
-		if (imap_logout(r.im, &lerr) < 0)
-			log_debug("%s: LOGOUT: %s", a->name, lerr.msg);
-	}
+	if (ret >= 0 || ret == -ENOTSUP)
+		logout(&r);
 	imap_mailboxes_free(mb, n);
 	imap_free(r.im);
 	return ret;

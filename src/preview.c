@@ -7,9 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailpull/account_int.h"
 #include "mailpull/mimeword.h"
 #include "mailpull/util.h"
+#include "account_int.h"
+#include "vec.h"
 
 struct row {
 	char *folder, *date, *from, *subject;
@@ -71,10 +72,10 @@ json_str(FILE *out, const char *s)
 static void
 row_free(struct row *r)
 {
-	free(r->folder);
-	free(r->date);
-	free(r->from);
-	free(r->subject);
+	char *text[] = { r->folder, r->date, r->from, r->subject };
+
+	for (size_t i = 0; i < ARRAY_SIZE(text); i++)
+		free(text[i]);
 }
 
 static int
@@ -113,16 +114,9 @@ collect(void *ud, const struct preview_item *it)
 		json_str(pv->out, r.subject ? r.subject : "");
 		fprintf(pv->out, ",\"size\":%llu}\n", (unsigned long long)r.size);
 	}
-	if (pv->n == pv->cap) {
-		size_t cap = pv->cap ? pv->cap * 2 : 64;
-		struct row *v = realloc(pv->rows, cap * sizeof(*v));
-
-		if (!v) {
-			row_free(&r);
-			return -ENOMEM;
-		}
-		pv->rows = v;
-		pv->cap = cap;
+	if (vec_grow(&pv->rows, pv->n, &pv->cap, sizeof(*pv->rows), 64) < 0) {
+		row_free(&r);
+		return -ENOMEM;
 	}
 	pv->rows[pv->n++] = r;
 	return 0;

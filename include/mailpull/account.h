@@ -2,7 +2,8 @@
  * One run of one account: lock its state, recover what a crash left,
  * connect, authenticate, list, fetch what is new into the Maildir with
  * group commit, record it, then delete on the server what the account's
- * policy (keep, keep_days) allows. All policy lives here.
+ * policy (keep, keep_days) allows. All policy lives behind this header
+ * (the protocol runs and the delivery sequence in src/).
  */
 #ifndef MAILPULL_ACCOUNT_H
 #define MAILPULL_ACCOUNT_H
@@ -38,8 +39,30 @@ struct account_stats {
 /*
  * Runs account a of cfg once. Fills *ret_stats (also on error, with what
  * was done). Errors carry the exit class in err->ex and a message that
- * names what failed; the caller prefixes the account and host.
- * -ECANCELED (class MP_EX_TEMPFAIL) when o->stop was set.
+ * names what failed; the caller prefixes the account and host:
+ *   -EAGAIN       the state is locked by another run (MP_EX_TEMPFAIL)
+ *   -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -ENOENT (host), -ENETUNREACH
+ *                 the network (MP_EX_TEMPFAIL)
+ *   -EACCES       login refused (MP_EX_NOPERM), or a password_file others
+ *                 can read (MP_EX_CONFIG)
+ *   -EPROTO, -EBADMSG, -E2BIG, -EFBIG
+ *                 the server broke the protocol, TLS failed or a message
+ *                 outgrew its cap (MP_EX_PROTOCOL)
+ *   -EINVAL, -ENOENT, -ECHILD, -ENODATA
+ *                 configuration: an unknown auth mechanism, no secret, a
+ *                 failing password_command (MP_EX_CONFIG)
+ *   -EIO, -ENOSPC, -EDQUOT, -EROFS, -EACCES, -ENAMETOOLONG, -EBADMSG
+ *                 the Maildir or state file, a malformed state record
+ *                 (MP_EX_IOERR)
+ *   -ENOMEM       (MP_EX_TEMPFAIL)
+ *   -ECANCELED    o->stop was set (MP_EX_TEMPFAIL)
+ *   IMAP, a partial run (the other folders done): the first folder's
+ *                 problem, with err->retry MP_RETRY_INTERVAL: -EAGAIN
+ *                 (MP_EX_TEMPFAIL: messages the server left out), -EPROTO,
+ *                 -EBADMSG (MP_EX_PROTOCOL: invalid UIDs or folder names),
+ *                 -ENAMETOOLONG (MP_EX_IOERR), -EREMOTE (MP_EX_PROTOCOL: a
+ *                 referral), -ENOENT (MP_EX_CONFIG: a configured folder
+ *                 is missing)
  */
 int account_run(const struct mp_config *cfg, const struct mp_account *a,
 		const struct account_opts *o, struct account_stats *ret_stats,
@@ -53,7 +76,10 @@ int account_run(const struct mp_config *cfg, const struct mp_account *a,
  * account is POP3. Takes no lock: it only reads (the state's lock is
  * tried for a moment, never waited for: when the folder's UIDNEXT differs
  * from the one the last complete run recorded, mail came in between and
- * it returns 1 at once instead of idling). Errors as account_run().
+ * it returns 1 at once instead of idling). Errors: -ENOTSUP
+ * (MP_EX_CONFIG for POP3, MP_EX_PROTOCOL for a server without IDLE),
+ * -ENOENT (MP_EX_CONFIG: none of the account's folders exists), and the
+ * network, login and protocol errors of account_run().
  */
 int account_idle_wait(const struct mp_config *cfg, const struct mp_account *a, unsigned max_s,
 		      volatile sig_atomic_t *stop, struct mp_err *err) MP_WUR;
@@ -62,7 +88,11 @@ int account_idle_wait(const struct mp_config *cfg, const struct mp_account *a, u
  * Lists what is waiting on the server and not fetched yet (date, sender,
  * subject, size; encoded words decoded), one line per message aligned in
  * columns, or one JSON object per line. folder (IMAP only) limits it to one
- * folder. Nothing on the server changes. Errors as account_run().
+ * folder. Nothing on the server changes. Errors: -EINVAL (MP_EX_USAGE:
+ * a folder named for a POP3 account), -ENOENT (MP_EX_USAGE: folder is none
+ * of the account's folders), -EAGAIN (MP_EX_TEMPFAIL: the state is
+ * locked and wait is false), -ENOMEM, and the network, login and protocol
+ * errors of account_run(); errors writing to out are not reported.
  */
 int account_preview(const struct mp_config *cfg, const struct mp_account *a, const char *folder,
 		    bool json, bool wait, FILE *out, struct mp_err *err) MP_WUR;

@@ -1,0 +1,71 @@
+/*
+ * What both protocol runs (account_pop3.c, account_imap.c) and the delivery
+ * sequence (deliver.c) need about a session with the server: connecting,
+ * logging in, the cap on one message, the tag naming the account's
+ * files, and the progress line. It calls no account module back, so the
+ * modules above it form no cycle. Not for other modules.
+ */
+#ifndef MAILPULL_SESSION_H
+#define MAILPULL_SESSION_H
+
+#include "mailpull/account.h"
+#include "mailpull/conn.h"
+#include "mailpull/sasl.h"
+
+/*
+ * Chooses the mechanism among what the server offers (sasl, and the plain
+ * login when user_ok; plain names it in the error), then, only now that TLS
+ * is verified, fetches the secret, hands it to auth and wipes it. Errors:
+ * -EINVAL (MP_EX_CONFIG: auth names an unknown mechanism), -ENOENT
+ * (MP_EX_PROTOCOL: nothing the server offers fits), those of secret_get()
+ * (-ENOENT, -EACCES, -ECHILD, -ENODATA, -E2BIG, -EBADMSG: MP_EX_CONFIG;
+ * -ETIMEDOUT, -ENOMEM, -EIO: MP_EX_TEMPFAIL), and auth's (pop3_auth(),
+ * imap_auth(): -EACCES when refused, -EPROTO, conn's).
+ */
+typedef int (*session_auth_fn)(void *engine, enum sasl_mech mech, const char *user,
+			       const char *secret, struct mp_err *err);
+int session_login(const struct mp_account *a, const char *sasl, bool user_ok, const char *plain,
+		  session_auth_fn auth, void *engine, struct mp_err *err) MP_WUR;
+
+/*
+ * The hard cap on one message, whatever max_size says: no server can make
+ * a run store more than this for a message (documented in mailpull.conf(5)).
+ */
+#define SESSION_MSG_MAX ((uint64_t)1 << 30)
+
+/* The cap for one message of a: max_size when set and lower, else SESSION_MSG_MAX. Never fails. */
+uint64_t session_msg_cap(const struct mp_account *a);
+
+/* What session_msg_cap() is, for messages: "max_size" or the hard limit. Never fails. */
+const char *session_cap_name(const struct mp_account *a);
+
+/*
+ * Checks got, the bytes of one message received so far, against the cap:
+ * a server can declare a small size (LIST, RFC822.SIZE) and then send
+ * without end. Over the cap: -EFBIG (MP_EX_PROTOCOL) with err naming what
+ * and num (e.g. "message", 3), the cap and the declared size; else 0.
+ */
+int session_check_received(const struct mp_account *a, const char *what, uint32_t num,
+			   uint64_t declared, uint64_t got, struct mp_err *err) MP_WUR;
+
+/* The tag naming this account's files in tmp/ (8 hex digits). Never fails. */
+void session_tag(const char *name, char tag[16]);
+
+/*
+ * Connects to the account's server, with implicit TLS when it is
+ * configured (STARTTLS/STLS is the engine's). *ret is the caller's
+ * (conn_close(), or handed to an engine). Errors as conn_open(): -EINVAL,
+ * -ENOENT, -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH, -EPROTO (TLS), -ENOMEM.
+ */
+int session_connect(const struct mp_account *a, struct conn **ret, struct mp_err *err) MP_WUR;
+
+/* Progress line on a terminal (rate-limited unless final). Never fails. */
+struct session_progress {
+	const char *name;
+	unsigned done, total;
+	int64_t start_ms, last_ms;
+	bool on;
+};
+void session_progress(struct session_progress *p, const struct account_stats *s, bool final);
+
+#endif
