@@ -751,6 +751,18 @@ do_starttls(struct imap *m, struct mp_err *err)
 	return ask_caps(m, err);
 }
 
+/*
+ * One response without literals, under the minimum-rate rule: read_resp()
+ * waits afresh for each byte, so a server dripping a greeting or an IDLE
+ * line would otherwise hold the connection until the line cap.
+ */
+static int
+read_paced(struct imap *m, const struct imap_response **ret, struct mp_err *err)
+{
+	conn_body_start(m->c);
+	return read_resp(m, NULL, NULL, ret, err);
+}
+
 /* The greeting (RFC 3501 section 7.1): untagged OK, PREAUTH or BYE. */
 static int
 read_greeting(struct imap *m, bool starttls, struct mp_err *err)
@@ -758,13 +770,7 @@ read_greeting(struct imap *m, bool starttls, struct mp_err *err)
 	const struct imap_response *r;
 	int rc;
 
-	/*
-	 * Under the minimum-rate rule, as every later response: read_resp()
-	 * waits afresh for each byte, so a server dripping its greeting would
-	 * otherwise hold the connection until the line cap.
-	 */
-	conn_body_start(m->c);
-	rc = read_resp(m, NULL, NULL, &r, err);
+	rc = read_paced(m, &r, err);
 	if (rc < 0)
 		return rc;
 	if (r->type != IMAP_RESP_UNTAGGED)
@@ -2458,8 +2464,7 @@ idle_read_one(struct imap *m, unsigned tag, struct idle_ctx *x,
 	const struct imap_response *r;
 	int rc;
 
-	conn_body_start(m->c);
-	rc = read_resp(m, NULL, NULL, &r, err);
+	rc = read_paced(m, &r, err);
 	if (rc < 0)
 		return rc;
 	switch (r->type) {

@@ -133,6 +133,19 @@ starts_word(const char *line, size_t len, const char *word, size_t *ret_rest)
 	return true;
 }
 
+/* One line from the server, traced; body lines under the minimum-rate rule. */
+static int
+read_traced(struct pop3 *p, bool body, const char **ret_line, size_t *ret_len,
+	    struct mp_err *err)
+{
+	int r = body ? conn_read_body_line(p->c, ret_line, ret_len, err) :
+		       conn_read_line(p->c, ret_line, ret_len, err);
+
+	if (r >= 0)
+		log_trace("S", *ret_line, *ret_len, SIZE_MAX);
+	return r;
+}
+
 /*
  * Reads a status line: REPLY_OK, REPLY_ERR, or (when cont_ok) REPLY_CONT.
  * *ret_text is the text after the indicator, valid until the next read.
@@ -148,10 +161,9 @@ read_reply(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
 	int kind;
 	int r;
 
-	r = conn_read_line(p->c, &line, &len, err);
+	r = read_traced(p, false, &line, &len, err);
 	if (r < 0)
 		return r;
-	log_trace("S", line, len, SIZE_MAX);
 	if (starts_word(line, len, "+OK", &rest))
 		kind = REPLY_OK;
 	else if (starts_word(line, len, "-ERR", &rest))
@@ -219,10 +231,9 @@ read_ml_line(struct pop3 *p, const char **ret_line, size_t *ret_len, struct mp_e
 	size_t len;
 	int r;
 
-	r = conn_read_body_line(p->c, &line, &len, err);
+	r = read_traced(p, true, &line, &len, err);
 	if (r < 0)
 		return r;
-	log_trace("S", line, len, SIZE_MAX);
 	if (len > 0 && line[0] == '.') {
 		if (len == 1)
 			return 0;
@@ -501,22 +512,33 @@ auth_refused(struct pop3 *p, const char *text, size_t len, struct mp_err *err)
 	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
 }
 
+/*
+ * Sends what is queued and reads the server's answer to an authentication
+ * step: REPLY_OK, or (when cont_ok) REPLY_CONT with its text; -ERR is the
+ * refusal auth_refused() words.
+ */
+static int
+auth_reply(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
+	   struct mp_err *err)
+{
+	int r = conn_flush(p->c, err);
+
+	if (r == 0)
+		r = read_reply(p, cont_ok, ret_text, ret_len, err);
+	if (r == REPLY_ERR)
+		return auth_refused(p, *ret_text, *ret_len, err);
+	return r;
+}
+
 /* Reads the reply that ends an authentication exchange. */
 static int
 auth_final(struct pop3 *p, struct mp_err *err)
 {
 	const char *text;
 	size_t len;
-	int r;
+	int r = auth_reply(p, false, &text, &len, err);
 
-	r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, false, &text, &len, err);
-	if (r < 0)
-		return r;
-	if (r == REPLY_ERR)
-		return auth_refused(p, text, len, err);
-	return 0;
+	return r < 0 ? r : 0;
 }
 
 /* Queues a whole-line secret (a SASL response), traced as "***". */
@@ -608,13 +630,9 @@ auth_sasl_ir(struct pop3 *p, enum sasl_mech mech, const char *resp, struct mp_er
 			r = send_secret(p, resp, err);
 	}
 	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, true, &text, &len, err);
+		r = auth_reply(p, true, &text, &len, err);
 	if (r < 0)
 		return r;
-	if (r == REPLY_ERR)
-		return auth_refused(p, text, len, err);
 	if (r == REPLY_CONT)
 		return auth_error_challenge(p, mech, text, len, err);
 	return 0;
