@@ -175,7 +175,7 @@ FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state
 FUZZ_SRCS_imap_parse = src/imap_parse.c
 FUZZ_SRCS_mimeword = src/mimeword.c src/utf8.c src/util.c src/err.c
 FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c src/util.c
-FUZZ_SRCS_folder = src/folder.c src/utf8.c
+FUZZ_SRCS_folder = src/folder.c src/utf8.c src/util.c
 FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/log.c \
 		 src/util.c src/err.c src/utf8.c
 FUZZ_PKGS_pop3 = openssl libsystemd

@@ -9,6 +9,7 @@
 
 #include "mailpull/folder.h"
 #include "mailpull/utf8.h"
+#include "mailpull/util.h"
 
 #define ESCAPE_CHAR '\\'
 
@@ -142,11 +143,8 @@ done:
 static int
 hex_value(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
+	/* mailpull writes lower case: an upper-case escape is not one of its names. */
+	return c >= 'A' && c <= 'F' ? -1 : util_hex_value(c);
 }
 
 /*

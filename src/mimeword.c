@@ -242,18 +242,6 @@ decode_b(const char *s, size_t n, struct obuf *out)
 	return util_b64_end(&d, false) == 0;
 }
 
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	/* RFC 2047 asks for upper case; lower case is common and unambiguous. */
-	c = (char)(c & ~0x20);
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* RFC 2047 section 4.2: "_" is 0x20 whatever the charset, "=XX" a byte, the rest itself. */
 static bool
 decode_q(const char *s, size_t n, struct obuf *out)
@@ -264,8 +252,9 @@ decode_q(const char *s, size_t n, struct obuf *out)
 		if (c == '_') {
 			c = ' ';
 		} else if (c == '=') {
-			int hi = i + 2 < n ? hex_value(s[i + 1]) : -1;
-			int lo = hi >= 0 ? hex_value(s[i + 2]) : -1;
+			/* RFC 2047 asks for upper case; lower case is common and unambiguous. */
+			int hi = i + 2 < n ? util_hex_value(s[i + 1]) : -1;
+			int lo = hi >= 0 ? util_hex_value(s[i + 2]) : -1;
 
 			if (lo < 0)
 				return false;

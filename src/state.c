@@ -194,7 +194,8 @@ load_journal_version(const char *path, const char *line, struct mp_err *err)
 	const char *v = line + strlen(JOURNAL_MAGIC " ");
 	uint64_t version;
 
-	if (util_parse_u64(v, strlen(v), &version) < 0 || version == 0)
+	/* Written as "%d": a leading zero (or anything else) is damage, never ours. */
+	if (v[0] == '0' || util_parse_u64(v, strlen(v), &version) < 0 || version == 0)
 		return -EBADMSG;
 	if (version > JOURNAL_VERSION)
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "%s: journal version %" PRIu64

@@ -599,18 +599,6 @@ st_dbuf_put_tagged(struct dbuf *b, char tag, const char *s)
 	st_dbuf_put_esc(b, s);
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* A raw byte we would have escaped can only come from damage. */
 int
 st_unescape(char *s)
@@ -624,7 +612,7 @@ st_unescape(char *s)
 			*o++ = *p;
 			continue;
 		}
-		int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+		int hi = util_hex_value(p[1]), lo = hi < 0 ? -1 : util_hex_value(p[2]);
 
 		if (lo < 0 || (hi == 0 && lo == 0))
 			return -EBADMSG;
@@ -673,7 +661,7 @@ st_parse_fp(const char *s, size_t len, uint64_t *ret)
 	if (len != 16)
 		return -EBADMSG;
 	for (size_t i = 0; i < len; i++) {
-		int d = hexval(s[i]);
+		int d = util_hex_value(s[i]);
 
 		if (d < 0)
 			return -EBADMSG;

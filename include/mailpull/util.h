@@ -72,6 +72,9 @@ int util_fsync_dir(const char *path);
 /* Monotonic clock in milliseconds. Cannot fail. */
 int64_t util_now_ms(void);
 
+/* The value of a hex digit, either case; -1 for any other byte. Cannot fail. */
+int util_hex_value(char c);
+
 /* 32-bit FNV-1a hash (used for stable short tags). Cannot fail. */
 uint32_t util_fnv1a(const void *data, size_t len);
 

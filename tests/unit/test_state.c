@@ -1985,6 +1985,9 @@ test_journal_version_refused(void **state)
 	expect_bad(fx, "c.journal", "1");
 	put_file(j, "mailpull-journal  1\n", false);
 	expect_bad(fx, "c.journal", "1");
+	/* Compaction keeps the line as it is: only the form mailpull writes is its own. */
+	put_file(j, "mailpull-journal 01\n", false);
+	expect_bad(fx, "c.journal", "1");
 	put_file(j, "+ 1 a na\nmailpull-journal 1\n", false);
 	expect_bad(fx, "c.journal", "2");
 	put_file(j, JHDR JHDR, false);
