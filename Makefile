@@ -184,7 +184,7 @@ FUZZ_PKGS_config = libconfuse
 FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c \
 		  src/state_set.c src/util.c src/err.c src/utf8.c
 
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c include/mailpull/*.h)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c src/*.h include/mailpull/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRCS_$*) \
 		$(if $(FUZZ_PKGS_$*),$(shell $(PKG_CONFIG) --cflags --libs $(FUZZ_PKGS_$*)))
