@@ -57,6 +57,8 @@ enum key_kind {
 	KEY_PARALLEL,
 	KEY_LOG,
 	KEY_SYNC,
+	KEY_SAVE_SENT,
+	KEY_SMTP_TLS,
 };
 
 struct key_def {
@@ -94,6 +96,17 @@ static const struct key_def key_defs[] = {
 	{ "parallel", KEY_PARALLEL },
 	{ "log", KEY_LOG },
 	{ "sync", KEY_SYNC },
+	{ "smtp_host", KEY_HOST },
+	{ "smtp_port", KEY_PORT },
+	{ "smtp_tls", KEY_SMTP_TLS },
+	{ "smtp_user", KEY_TEXT },
+	{ "smtp_password", KEY_SECRET },
+	{ "smtp_password_file", KEY_PATH },
+	{ "smtp_password_command", KEY_COMMAND },
+	{ "from", KEY_TEXT },
+	{ "outbox", KEY_PATH },
+	{ "save_sent", KEY_SAVE_SENT },
+	{ "sent_folder", KEY_FOLDER },
 };
 
 static const char *const auth_names[] = { "plain", "login", "xoauth2", "oauthbearer", "user" };
@@ -374,6 +387,19 @@ parse_sync(const char *v, bool *ret_per_file)
 	return 0;
 }
 
+/* save_sent = auto, yes or no. */
+static int
+parse_save_sent(const char *v, enum mp_save_sent *ret)
+{
+	for (int i = 0; i < MP_SAVE_SENT_MAX; i++) {
+		if (strcasecmp(v, mp_save_sent_to_string((enum mp_save_sent)i)) == 0) {
+			*ret = (enum mp_save_sent)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 static int
 parse_interval(const char *v, uint64_t *ret)
 {
@@ -528,6 +554,15 @@ check_value(const struct key_def *k, const char *v, char *why, size_t whylen)
 		break;
 	case KEY_SYNC:
 		what = parse_sync(v, &b) < 0 ? "must be batch or file" : NULL;
+		break;
+	case KEY_SAVE_SENT:
+		what = parse_save_sent(v, &(enum mp_save_sent){ 0 }) < 0 ?
+			"must be auto, yes or no" : NULL;
+		break;
+	case KEY_SMTP_TLS:
+		/* submission has no plaintext fallback (RFC 8314) */
+		what = parse_tls(v, &(enum mp_tls){ 0 }) < 0 || strcasecmp(v, "none") == 0 ?
+			"must be implicit or starttls" : NULL;
 		break;
 	case KEY_SIZE:
 		what = util_parse_size(v, &n) < 0 ?
@@ -859,6 +894,9 @@ parse_text(struct load_ctx *ctx, char *buf, size_t len, cfg_t **ret)
 		K("password_file"), K("password_command"), K("auth"), K("maildir"), K("keep"),
 		K("keep_days"), K("max_size"), K("timeout"), K("namespaces"), K("mark_seen"),
 		K("only_unseen"), K("expunge"), K("interval"), K("idle"), K("sync"),
+		K("smtp_host"), K("smtp_port"), K("smtp_tls"), K("smtp_user"), K("smtp_password"),
+		K("smtp_password_file"), K("smtp_password_command"), K("from"), K("outbox"),
+		K("save_sent"), K("sent_folder"),
 		CFG_PTR_LIST_CB("folders", 0, CFGF_NODEFAULT, val_parse, val_free),
 		CFG_PTR_LIST_CB("exclude", 0, CFGF_NODEFAULT, val_parse, val_free),
 		CFG_END()
@@ -1165,6 +1203,66 @@ acct_folders(const struct acct_src *src, struct mp_account *a)
 	return 0;
 }
 
+/*
+ * The sending keys. The submission password is the account's own unless
+ * one of the smtp_password keys is given; the account's own secret is then
+ * not used for sending.
+ */
+static int
+acct_send(const struct acct_src *src, struct mp_account *a)
+{
+	static const char *const send_keys[] = {
+		"smtp_port", "smtp_tls", "smtp_user", "smtp_password", "smtp_password_file",
+		"smtp_password_command", "from", "outbox", "save_sent", "sent_folder",
+	};
+	const struct cval *host = get(src, "smtp_host"), *v;
+	const struct cval *pw[3] = {
+		get(src, "smtp_password"), get(src, "smtp_password_file"),
+		get(src, "smtp_password_command"),
+	};
+	uint64_t n;
+	int r;
+
+	a->smtp_tls = MP_TLS_IMPLICIT;
+	a->save_sent = MP_SAVE_SENT_AUTO;
+	if (!host) {
+		for (size_t i = 0; i < ARRAY_SIZE(send_keys); i++)
+			if ((v = own(src, send_keys[i])))
+				return acct_error(src, v->line, "%s needs smtp_host: an account "
+						  "without it does not send", send_keys[i]);
+		return 0;
+	}
+	if ((!!pw[0] + !!pw[1] + !!pw[2]) > 1)
+		return acct_error(src, src->line, "set only one of smtp_password, "
+				  "smtp_password_file and smtp_password_command");
+	if ((v = get(src, "smtp_tls")))
+		(void)parse_tls(v->s, &a->smtp_tls);
+	a->smtp_port = a->smtp_tls == MP_TLS_IMPLICIT ? 465 : 587;
+	if ((v = get(src, "smtp_port")) && parse_ranged(v->s, 1, 65535, &n) == 0)
+		a->smtp_port = (unsigned)n;
+	if ((v = get(src, "save_sent")))
+		(void)parse_save_sent(v->s, &a->save_sent);
+	if ((v = get(src, "sent_folder")) && a->protocol == MP_PROTO_POP3)
+		return acct_error(src, v->line, "sent_folder is an IMAP key: a POP3 account "
+				  "keeps its Sent copy locally (maildir/.Sent)");
+	if ((r = dup_value(src, host, false, &a->smtp_host)) < 0 ||
+	    (r = dup_value(src, get(src, "smtp_user"), false, &a->smtp_user)) < 0 ||
+	    (r = dup_value(src, pw[0], false, &a->smtp_password)) < 0 ||
+	    (r = dup_value(src, pw[1], true, &a->smtp_password_file)) < 0 ||
+	    (r = dup_value(src, pw[2], false, &a->smtp_password_command)) < 0 ||
+	    (r = dup_value(src, get(src, "from"), false, &a->from)) < 0 ||
+	    (r = dup_value(src, get(src, "outbox"), true, &a->outbox)) < 0 ||
+	    (r = dup_value(src, get(src, "sent_folder"), false, &a->sent_folder)) < 0)
+		return r;
+	if (!a->smtp_user && !(a->smtp_user = strdup(a->user)))
+		return -ENOMEM;
+	if (!a->outbox && asprintf(&a->outbox, "%s/.Outbox", a->maildir) < 0) {
+		a->outbox = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static int
 build_account(struct load_ctx *ctx, cfg_t *sec, cfg_t *defs, struct mp_account *a)
 {
@@ -1182,7 +1280,8 @@ build_account(struct load_ctx *ctx, cfg_t *sec, cfg_t *defs, struct mp_account *
 	if ((r = acct_required(&src, a)) < 0 ||
 	    (r = acct_tls(&src, a)) < 0 ||
 	    (r = acct_limits(&src, a)) < 0 ||
-	    (r = acct_folders(&src, a)) < 0)
+	    (r = acct_folders(&src, a)) < 0 ||
+	    (r = acct_send(&src, a)) < 0)
 		return r;
 	return 0;
 }
@@ -1393,7 +1492,14 @@ config_account_equal(const struct mp_account *a, const struct mp_account *b)
 	       a->namespaces == b->namespaces && a->mark_seen == b->mark_seen &&
 	       a->only_unseen == b->only_unseen && a->expunge == b->expunge &&
 	       a->interval_s == b->interval_s && a->idle == b->idle &&
-	       a->sync_per_file == b->sync_per_file;
+	       a->sync_per_file == b->sync_per_file &&
+	       str_equal(a->smtp_host, b->smtp_host) && a->smtp_port == b->smtp_port &&
+	       a->smtp_tls == b->smtp_tls && str_equal(a->smtp_user, b->smtp_user) &&
+	       str_equal(a->smtp_password, b->smtp_password) &&
+	       str_equal(a->smtp_password_file, b->smtp_password_file) &&
+	       str_equal(a->smtp_password_command, b->smtp_password_command) &&
+	       str_equal(a->from, b->from) && str_equal(a->outbox, b->outbox) &&
+	       a->save_sent == b->save_sent && str_equal(a->sent_folder, b->sent_folder);
 }
 
 static void
@@ -1409,6 +1515,14 @@ account_free(struct mp_account *a)
 	free(a->password_command);
 	free(a->auth);
 	free(a->maildir);
+	free(a->smtp_host);
+	free(a->smtp_user);
+	util_free_secret(a->smtp_password);
+	free(a->smtp_password_file);
+	free(a->smtp_password_command);
+	free(a->from);
+	free(a->outbox);
+	free(a->sent_folder);
 	for (size_t i = 0; i < a->nfolders; i++)
 		free(a->folders[i]);
 	free(a->folders);
@@ -1428,6 +1542,22 @@ config_free(struct mp_config *cfg)
 	free(cfg->state_dir);
 	free(cfg->path);
 	free(cfg);
+}
+
+const char *
+mp_save_sent_to_string(enum mp_save_sent s)
+{
+	switch (s) {
+	case MP_SAVE_SENT_AUTO:
+		return "auto";
+	case MP_SAVE_SENT_YES:
+		return "yes";
+	case MP_SAVE_SENT_NO:
+		return "no";
+	case MP_SAVE_SENT_MAX:
+		break;
+	}
+	return "?";
 }
 
 const char *

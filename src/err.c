@@ -71,6 +71,9 @@ mp_retry_from_exit(enum mp_exit ex)
 		return MP_RETRY_HOLD;
 	case MP_EX_PROTOCOL:
 		return MP_RETRY_SLOW;
+	case MP_EX_DATAERR:
+		/* the message is set aside as failed: nothing to retry */
+		return MP_RETRY_INTERVAL;
 	default:
 		return MP_RETRY_BACKOFF;
 	}
@@ -102,19 +105,21 @@ mp_exit_from_errno(int code)
 
 /*
  * Most severe first: local I/O (mail at risk on this side), configuration,
- * authentication, protocol/TLS, temporary, usage.
+ * authentication, protocol/TLS, a refused message, temporary, usage.
  */
 static int
 exit_rank(enum mp_exit e)
 {
 	switch (e) {
 	case MP_EX_IOERR:
-		return 6;
+		return 7;
 	case MP_EX_CONFIG:
-		return 5;
+		return 6;
 	case MP_EX_NOPERM:
-		return 4;
+		return 5;
 	case MP_EX_PROTOCOL:
+		return 4;
+	case MP_EX_DATAERR:
 		return 3;
 	case MP_EX_TEMPFAIL:
 		return 2;

@@ -25,6 +25,8 @@ struct account_opts {
 	 * made durable before stays recorded.
 	 */
 	volatile sig_atomic_t *stop;
+	bool no_send;     /* account_run(): fetch only, leave the outbox alone */
+	bool retry_held;  /* account_send(): release held messages first (send --retry-held) */
 };
 
 struct account_stats {
@@ -34,6 +36,11 @@ struct account_stats {
 	unsigned too_large;    /* left on the server because of max_size */
 	uint64_t bytes;        /* stored bytes fetched */
 	int64_t elapsed_ms;
+	/* sending */
+	unsigned sent;         /* accepted by the submission server in this run */
+	unsigned send_failed;  /* refused for good in this run (5xx) */
+	unsigned held;         /* in the outbox, held: may have been sent (send --retry-held) */
+	unsigned queued;       /* still in the outbox, to be sent later (4xx, network) */
 };
 
 /*
@@ -67,6 +74,23 @@ struct account_stats {
 int account_run(const struct mp_config *cfg, const struct mp_account *a,
 		const struct account_opts *o, struct account_stats *ret_stats,
 		struct mp_err *err) MP_WUR;
+
+/*
+ * Sends what waits in the account's outbox (nothing when smtp_host is
+ * unset), the way DESIGN invariant 7 says: under the account's lock, each
+ * message recorded submitting before MAIL FROM, accepted after the 250 to
+ * the final dot, then the server Sent copy (IMAP, save_sent), the local
+ * copy in maildir/.Sent, removal from the outbox. A message found
+ * submitting (a crash) is held and reported "may have been sent", never
+ * resent unless o->retry_held. Fills the send counters of *ret_stats.
+ * account_run() calls it first unless o->no_send. Errors: as
+ * account_run(), naming the submission server; -EPERM (MP_EX_DATAERR: a
+ * message refused for good in this run, the others sent); -EALREADY
+ * (MP_EX_DATAERR: a message became held in this run).
+ */
+int account_send(const struct mp_config *cfg, const struct mp_account *a,
+		 const struct account_opts *o, struct account_stats *ret_stats,
+		 struct mp_err *err) MP_WUR;
 
 /*
  * For the daemon's idle = yes accounts: connects, authenticates, selects

@@ -13,10 +13,19 @@ enum mp_tls { MP_TLS_IMPLICIT, MP_TLS_STARTTLS, MP_TLS_NONE, MP_TLS_MAX };
 /* Where the log goes (global `log`); auto: the journal when stderr is connected to it. */
 enum mp_log { MP_LOG_AUTO, MP_LOG_STDERR, MP_LOG_JOURNAL, MP_LOG_SYSLOG, MP_LOG_MAX };
 
+/*
+ * save_sent: auto appends the Sent copy unless the server is known to file
+ * submitted mail itself (and never twice: the Message-ID is looked up
+ * first); yes always (still never twice); no never. POP3 accounts keep
+ * the copy locally only.
+ */
+enum mp_save_sent { MP_SAVE_SENT_AUTO, MP_SAVE_SENT_YES, MP_SAVE_SENT_NO, MP_SAVE_SENT_MAX };
+
 /* The configuration words for each value ("?" out of range). Cannot fail. */
 const char *mp_proto_to_string(enum mp_proto p);
 const char *mp_tls_to_string(enum mp_tls t);
 const char *mp_log_to_string(enum mp_log l);
+const char *mp_save_sent_to_string(enum mp_save_sent s);
 
 struct mp_account {
 	char *name;
@@ -48,6 +57,18 @@ struct mp_account {
 	unsigned interval_s;       /* daemon: seconds between polls; default 300, at least 1 */
 	bool idle;                 /* daemon, imap only: wait in IDLE between runs */
 	bool sync_per_file;        /* sync = file: fdatasync each message, never syncfs */
+	/* Sending. smtp_host NULL: the account does not send, and the rest is unset. */
+	char *smtp_host;
+	unsigned smtp_port;        /* defaulted: 465 (implicit), 587 (starttls) */
+	enum mp_tls smtp_tls;      /* MP_TLS_IMPLICIT or MP_TLS_STARTTLS, never none */
+	char *smtp_user;           /* defaulted: user */
+	char *smtp_password;       /* at most one of the three; none: the account's own secret */
+	char *smtp_password_file;  /* "~" expanded */
+	char *smtp_password_command;
+	char *from;                /* envelope sender; NULL: the message's From address */
+	char *outbox;              /* a Maildir, "~" expanded; defaulted: maildir/.Outbox */
+	enum mp_save_sent save_sent; /* defaulted: auto */
+	char *sent_folder;         /* imap: NULL: the \Sent mailbox, else "Sent" */
 	int line;                  /* where the account section starts */
 };
 

@@ -22,6 +22,7 @@
 enum mp_exit {
 	MP_EX_OK = 0,
 	MP_EX_USAGE = 64,
+	MP_EX_DATAERR = 65,   /* a message refused for good (SMTP 5xx, too large); not retried */
 	MP_EX_IOERR = 74,     /* local I/O: disk full, unwritable Maildir or state */
 	MP_EX_TEMPFAIL = 75,  /* network, timeout, lock held by another run */
 	MP_EX_PROTOCOL = 76,  /* protocol error, TLS refused or failed */

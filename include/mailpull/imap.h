@@ -40,7 +40,8 @@
 
 struct imap_caps {
 	bool rev1, rev2, starttls, logindisabled, sasl_ir, uidplus, idle, namespace_,
-	     literal_plus, literal_minus, enable, utf8_accept, move, esearch;
+	     literal_plus, literal_minus, enable, utf8_accept, move, esearch, special_use,
+	     list_extended;
 	char sasl[256];            /* space-separated AUTH= mechanisms, "" if none */
 };
 
@@ -105,6 +106,7 @@ struct imap_mailbox {
 	char delim;                /* hierarchy delimiter, '\0' for NIL */
 	bool noselect;             /* \Noselect or \NonExistent */
 	bool invalid;              /* not valid modified UTF-7: name holds the raw bytes */
+	bool sent;                 /* \Sent special-use attribute (RFC 6154) */
 };
 
 /*
@@ -118,6 +120,46 @@ struct imap_mailbox {
  */
 int imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t *ret_n,
 	      struct mp_err *err) MP_WUR;
+
+/*
+ * Every mailbox with its special-use attributes: LIST (SPECIAL-USE) "" "*"
+ * when the server offers SPECIAL-USE, else LIST "" "*" RETURN (SPECIAL-USE)
+ * with LIST-EXTENDED, else plain LIST "" "*" (attributes as the server
+ * gives them). As imap_list() otherwise.
+ */
+int imap_list_special(struct imap *m, struct imap_mailbox **ret, size_t *ret_n,
+		      struct mp_err *err) MP_WUR;
+
+/*
+ * CREATE name (UTF-8). A mailbox that already exists ([ALREADYEXISTS], RFC
+ * 5530) is success. Errors: -EPROTO (MP_EX_PROTOCOL: refused, the server's
+ * text in err->srv), the engine's errors.
+ */
+int imap_create(struct imap *m, const char *name, struct mp_err *err) MP_WUR;
+
+/*
+ * Supplies a message for imap_append(): the next bytes into *ret_data and
+ * *ret_len (0 at the end), LF or CRLF line ends; returns 0 or a negative
+ * errno recorded in err. Same shape as smtp_read_fn.
+ */
+typedef int (*imap_read_fn)(void *ud, const char **ret_data, size_t *ret_len, struct mp_err *err);
+
+/*
+ * APPEND to mailbox (UTF-8) with the flags (IMAP_FLAG_*) of a message of
+ * exactly size octets once its line ends are CRLF: the engine turns bare
+ * LF into CRLF as it sends. A synchronizing literal waits for the
+ * continuation; LITERAL+ (or LITERAL- under 4 KiB) does not. With UIDPLUS
+ * the APPENDUID goes to *ret_uidvalidity and *ret_uid (both 0 when the
+ * server gives none; either pointer may be NULL).
+ * Errors: -EINVAL (nothing sent: size 0 or over 1 GiB), -ENOENT
+ * (MP_EX_PROTOCOL: [TRYCREATE], the mailbox does not exist; the session
+ * stays usable), -EPROTO (refused), -EMSGSIZE (MP_EX_PROTOCOL: the reader
+ * gave another size than announced; the session is unusable), the read
+ * callback's errors (the session is unusable), the engine's errors.
+ */
+int imap_append(struct imap *m, const char *mailbox, unsigned flags, uint64_t size,
+		imap_read_fn read, void *ud, uint32_t *ret_uidvalidity, uint32_t *ret_uid,
+		struct mp_err *err) MP_WUR;
 
 /* Frees the n mailboxes of v and v. */
 void imap_mailboxes_free(struct imap_mailbox *v, size_t n);

@@ -284,6 +284,47 @@ int state_folder_foreach(const struct state *s, int (*cb)(void *ud, const char *
 /* The fingerprint of a message: 64-bit FNV-1a of "<message-id>\n<size>". No errors. */
 uint64_t state_fingerprint(const char *message_id, size_t idlen, uint64_t size);
 
+/*
+ * The outbox's send records (DESIGN invariant 7), keyed by the outbox
+ * message's base name. No record means queued. Changes are buffered and
+ * made durable by state_sync() like every other; the send run syncs each
+ * one before it acts on it (submitting before MAIL FROM).
+ */
+enum state_send {
+	STATE_SEND_QUEUED = 0,     /* no record: send it */
+	STATE_SEND_SUBMITTING,     /* recorded before MAIL FROM; found after a crash: may have been sent */
+	STATE_SEND_HELD,           /* a crash hit submitting: sent only after `send --retry-held` */
+	STATE_SEND_RETRY,          /* the user released a held message: send it */
+	STATE_SEND_ACCEPTED,       /* 250 to the final dot: the Sent copy is next */
+	STATE_SEND_COPIED,         /* the Sent copy is done (or not wanted): the local copy and removal are next */
+	STATE_SEND_FAILED,         /* refused for good (5xx); text says why; never sent again */
+	STATE_SEND_MAX
+};
+
+/* "queued", "submitting", "held", "retry", "accepted", "copied", "failed"; "?" out of range. */
+const char *state_send_to_string(enum state_send st);
+
+/*
+ * The record of base: its state (STATE_SEND_QUEUED when none) and, into
+ * *ret_text when not NULL, its text (the server's refusal, the rejected
+ * recipients; "" when none), valid until the next change. No errors.
+ */
+enum state_send state_send_get(const struct state *s, const char *base, const char **ret_text);
+
+/*
+ * Records base's new state, with an optional text (at most 400 bytes kept,
+ * control bytes replaced). STATE_SEND_QUEUED removes the record (the
+ * message is done or back in the queue). Errors: -EINVAL (base empty or
+ * not a file name, state out of range), -ENOMEM, the sticky sync error.
+ */
+int state_send_set(struct state *s, const char *base, enum state_send st, const char *text,
+		   struct mp_err *err) MP_WUR;
+
+/* Calls cb for each record, in strcmp() order of base; stops as state_foreach(). No errors of its own. */
+int state_send_foreach(const struct state *s,
+		       int (*cb)(void *ud, const char *base, enum state_send st, const char *text),
+		       void *ud);
+
 /* Releases the lock and frees. Buffered, unsynced changes are dropped. */
 void state_close(struct state *s);
 

@@ -1,0 +1,153 @@
+/*
+ * The outbox: a Maildir whose new/ and cur/ hold the messages an account
+ * is to send, whoever put them there (`mailpull sendmail`, a mail reader
+ * saving into it). A message's name is its identity: the base name, before
+ * any ":2," info. What `mailpull sendmail` knows beyond the message (the
+ * recipients given as arguments, -f) is kept beside it in an envelope
+ * file, DIR/envelopes/BASE, written and synced before the message is
+ * published; a message without one is sent to the addresses in its To, Cc
+ * and Bcc, from the account's `from` or its From address.
+ *
+ * The message is stored as written (LF line ends, Bcc included: the Sent
+ * copy keeps it); what is transmitted is the same bytes without the Bcc
+ * field, with CRLF line ends (the smtp engine adds them).
+ *
+ * Errors are negative errnos recorded in err: file system calls' errnos
+ * with MP_EX_IOERR and the path (-ENOENT for a missing file is MP_EX_IOERR
+ * too unless said otherwise), -ENOMEM (MP_EX_TEMPFAIL), -EBADMSG
+ * (MP_EX_DATAERR) for a message or envelope that cannot be sent as it is.
+ */
+#ifndef MAILPULL_OUTBOX_H
+#define MAILPULL_OUTBOX_H
+
+#include "mailpull/common.h"
+#include "mailpull/err.h"
+
+/* Caps: on a header block, on a message queued or sent, on recipients. */
+#define OUTBOX_HEAD_MAX ((size_t)1 << 20)
+#define OUTBOX_MSG_MAX ((uint64_t)1 << 30)
+#define OUTBOX_RCPT_MAX 1000
+
+/* A message waiting in an outbox. */
+struct outbox_item {
+	char *base;                /* the unique name, before any ":2," */
+	char *path;                /* where the file is now (new/ or cur/) */
+};
+
+/*
+ * The messages in DIR's new/ and cur/, oldest first (by name, whose first
+ * field is the time of queueing for Maildir names). A missing outbox holds
+ * nothing. *ret is freed with outbox_items_free().
+ * Errors: opendir()/readdir() errnos other than ENOENT, -ENOMEM.
+ */
+int outbox_list(const char *dir, struct outbox_item **ret, size_t *ret_n, struct mp_err *err) MP_WUR;
+void outbox_items_free(struct outbox_item *v, size_t n);
+
+/* What is known about a message's transmission. Strings are malloc'd. */
+struct outbox_env {
+	char *from;                /* envelope sender (-f), NULL: decided at send time */
+	char **rcpts;              /* forward paths */
+	size_t nrcpts;
+};
+
+/*
+ * Reads DIR/envelopes/BASE. Returns 0 with *ret filled, or -ENOENT (not
+ * recorded) when the message has no envelope. Errors: -EBADMSG (a damaged
+ * envelope), open()/read() errnos, -ENOMEM.
+ */
+int outbox_envelope_read(const char *dir, const char *base, struct outbox_env *ret,
+			 struct mp_err *err) MP_WUR;
+void outbox_env_free(struct outbox_env *e);
+
+/* A message's header facts, from one pass over the file. */
+struct outbox_scan {
+	char *from_addr;           /* first address of From, NULL: none */
+	char *message_id;          /* Message-ID's "<...>", NULL: none */
+	char **rcpts;              /* addresses of To, Cc and Bcc, each once */
+	size_t nrcpts;
+	bool has_bcc;
+	bool eightbit;             /* some byte over 127 */
+	bool utf8;                 /* some byte over 127 in the header block or an address */
+	bool has_nul;              /* a NUL byte: neither SMTP DATA nor an IMAP literal takes it */
+	uint64_t size;             /* bytes of the file */
+	uint64_t crlf_size;        /* the whole file with CRLF line ends (the Sent copy's APPEND) */
+	uint64_t wire_size;        /* the transmitted form (no Bcc, CRLF; before dot-stuffing) */
+};
+
+/*
+ * Scans the message in fd from its start (fd's offset is left at the end).
+ * A header block over OUTBOX_HEAD_MAX or a message over OUTBOX_MSG_MAX is
+ * -EBADMSG. Errors: read() errnos, -EBADMSG, -ENOMEM.
+ */
+int outbox_scan_fd(int fd, struct outbox_scan *ret, struct mp_err *err) MP_WUR;
+void outbox_scan_free(struct outbox_scan *s);
+
+/*
+ * The transmitted form of the message in fd, read from its start: the
+ * same bytes without any Bcc field (its continuation lines included).
+ * outbox_reader_read() has the signature of smtp_read_fn (smtp.h); with
+ * bcc true, the reader gives the whole file instead (the Sent copy).
+ */
+struct outbox_reader;
+int outbox_reader_open(int fd, bool bcc, struct outbox_reader **ret, struct mp_err *err) MP_WUR;
+int outbox_reader_read(void *reader, const char **ret_data, size_t *ret_len, struct mp_err *err);
+void outbox_reader_free(struct outbox_reader *r);
+
+/* The header block read from standard input by `mailpull sendmail`, and what it says. */
+struct outbox_head {
+	char *text;                /* the header block, up to and including the empty line (or all of a body-less message) */
+	size_t len;
+	char *from_addr;           /* first address of From, NULL: none */
+	char **rcpts;              /* To, Cc and Bcc addresses, each once */
+	size_t nrcpts;
+	bool has_message_id, has_date, has_from;
+};
+
+/*
+ * Reads the header block from fd (up to the first empty line, or the end;
+ * CRLF or LF). dot_ends: a line holding a lone "." ends the message (the
+ * sendmail default; -i and -oi turn it off). Errors: -EBADMSG (over
+ * OUTBOX_HEAD_MAX, a NUL byte, not a header block), read() errnos,
+ * -ENOMEM.
+ */
+int outbox_head_read(int fd, bool dot_ends, struct outbox_head *ret, struct mp_err *err) MP_WUR;
+void outbox_head_free(struct outbox_head *h);
+
+struct outbox_queue_opts {
+	const char *from;          /* -f, NULL: none (decided at send time) */
+	const char *const *rcpts;  /* the arguments; with none and from_headers, the header's */
+	size_t nrcpts;
+	bool from_headers;         /* -t: the To, Cc and Bcc addresses are the recipients */
+	bool dot_ends;             /* as outbox_head_read() */
+	const char *domain;        /* for a Message-ID it adds: the From address's domain, else the host name */
+};
+
+/*
+ * Queues one message into the outbox DIR (created when missing): the
+ * header block h (plus Message-ID and Date when missing), then the rest of
+ * fd. The envelope (when there are arguments or -f) is written and synced
+ * first; the message is written to tmp/, fsynced, renamed into new/, and
+ * new/ fsynced before this returns: once it returns 0 the message is
+ * durable. Line ends are kept as they came. *ret_base (may be NULL) gets
+ * the message's name. Errors: -EBADMSG (no recipient at all, a message
+ * over OUTBOX_MSG_MAX, over OUTBOX_RCPT_MAX recipients, an address with
+ * control bytes or spaces), file system errnos, -ENOMEM; nothing is left
+ * behind on error.
+ */
+int outbox_queue(const char *dir, const struct outbox_head *h, int fd,
+		 const struct outbox_queue_opts *o, char **ret_base, struct mp_err *err) MP_WUR;
+
+/*
+ * Removes a sent message and its envelope, then fsyncs the directories.
+ * A file already gone is not an error. Errors: unlink()/fsync() errnos.
+ */
+int outbox_remove(const char *dir, const struct outbox_item *it, struct mp_err *err) MP_WUR;
+
+/*
+ * Removes envelope files whose message is in none of new/, cur/ or tmp/
+ * and that are older than an hour (a crash between the two writes of
+ * outbox_queue()). Best effort. Cannot fail.
+ */
+void outbox_tidy(const char *dir);
+
+#endif
