@@ -690,6 +690,65 @@ test_daemon_keys(void **state)
 		     "parallel");
 }
 
+/* The sending keys: defaults, overrides, and what an account without smtp_host may not set. */
+static void
+test_send_keys(void **state)
+{
+	struct fx *fx = *state;
+	const struct mp_account *a, *b, *p;
+
+	assert_int_equal(load(fx, ACCT_HEAD "  protocol = imap\n" ACCT_BODY
+			      "  smtp_host = smtp.example.com\n}\n"
+			      "account b {\n  protocol = imap\n" ACCT_BODY
+			      "  smtp_host = smtp.example.com\n  smtp_tls = starttls\n"
+			      "  smtp_user = other\n  smtp_password_command = \"echo y\"\n"
+			      "  from = \"me@example.com\"\n  outbox = ~/out\n  save_sent = no\n"
+			      "  sent_folder = \"Sent Items\"\n}\n"
+			      "account p {\n  protocol = pop3\n" ACCT_BODY "}\n", 0600), 0);
+	a = config_find(fx->cfg, "a");
+	b = config_find(fx->cfg, "b");
+	p = config_find(fx->cfg, "p");
+	assert_string_equal(a->smtp_host, "smtp.example.com");
+	assert_int_equal(a->smtp_port, 465);
+	assert_int_equal(a->smtp_tls, MP_TLS_IMPLICIT);
+	assert_string_equal(a->smtp_user, "u");
+	assert_null(a->smtp_password_command);
+	assert_null(a->from);
+	assert_string_equal(a->outbox, "/m/.Outbox");
+	assert_int_equal(a->save_sent, MP_SAVE_SENT_AUTO);
+	assert_null(a->sent_folder);
+	assert_int_equal(b->smtp_port, 587);
+	assert_int_equal(b->smtp_tls, MP_TLS_STARTTLS);
+	assert_string_equal(b->smtp_user, "other");
+	assert_string_equal(b->smtp_password_command, "echo y");
+	assert_string_equal(b->from, "me@example.com");
+	assert_non_null(strstr(b->outbox, "/out"));
+	assert_int_equal(b->outbox[0], '/');
+	assert_int_equal(b->save_sent, MP_SAVE_SENT_NO);
+	assert_string_equal(b->sent_folder, "Sent Items");
+	assert_null(p->smtp_host);
+	assert_null(p->outbox);
+	assert_false(config_account_equal(a, b));
+	assert_string_equal(mp_save_sent_to_string(MP_SAVE_SENT_YES), "yes");
+
+	expect_error(fx, ACCT_HEAD "  protocol = imap\n" ACCT_BODY "  outbox = /o\n}\n", 7,
+		     "outbox needs smtp_host");
+	expect_error(fx, ACCT_HEAD "  protocol = imap\n" ACCT_BODY
+		     "  smtp_host = s\n  smtp_tls = none\n}\n", 8,
+		     "smtp_tls \"none\" must be implicit or starttls");
+	expect_error(fx, ACCT_HEAD "  protocol = imap\n" ACCT_BODY
+		     "  smtp_host = s\n  save_sent = maybe\n}\n", 8,
+		     "save_sent \"maybe\" must be auto, yes or no");
+	expect_error(fx, ACCT_HEAD "  protocol = pop3\n" ACCT_BODY
+		     "  smtp_host = s\n  sent_folder = Sent\n}\n", 8,
+		     "sent_folder is an IMAP key");
+	expect_error(fx, ACCT_HEAD "  protocol = imap\n" ACCT_BODY
+		     "  smtp_host = s\n  smtp_password = x\n  smtp_password_command = y\n}\n", 1,
+		     "set only one of smtp_password");
+	expect_error(fx, ACCT_HEAD "  protocol = imap\n" ACCT_BODY
+		     "  smtp_host = \"a b\"\n}\n", 7, "is not a host name");
+}
+
 int
 main(void)
 {
@@ -710,6 +769,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_default_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sample, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_daemon_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_keys, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

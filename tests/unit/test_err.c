@@ -53,6 +53,12 @@ test_retry_from_exit(void **state)
 	assert_int_equal(mp_retry_from_exit(MP_EX_PROTOCOL), MP_RETRY_SLOW);
 	assert_int_equal(mp_retry_from_exit(MP_EX_TEMPFAIL), MP_RETRY_BACKOFF);
 	assert_int_equal(mp_retry_from_exit(MP_EX_IOERR), MP_RETRY_BACKOFF);
+	/* a refused message is set aside: nothing to retry sooner than the interval */
+	assert_int_equal(mp_retry_from_exit(MP_EX_DATAERR), MP_RETRY_INTERVAL);
+	/* more severe than a temporary failure, less than a protocol error */
+	assert_int_equal(mp_exit_worse(MP_EX_TEMPFAIL, MP_EX_DATAERR), MP_EX_DATAERR);
+	assert_int_equal(mp_exit_worse(MP_EX_DATAERR, MP_EX_PROTOCOL), MP_EX_PROTOCOL);
+	assert_int_equal(mp_exit_worse(MP_EX_DATAERR, MP_EX_OK), MP_EX_DATAERR);
 }
 
 static void
