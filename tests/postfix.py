@@ -404,8 +404,13 @@ class Postfix(PrivateServer):
         return ids
 
     def flush(self):
-        """Asks for deferred mail to be retried now."""
+        """Asks for deferred mail to be retried now (mail deferred after the
+        request waits for the next one)."""
         self.postfix_cmd("flush", check=False)
+
+    def purge_queue(self):
+        """Deletes every message still in the queue (postsuper -d ALL)."""
+        run(["/usr/sbin/postsuper", "-c", self.conf_dir, "-d", "ALL"], check=False)
 
     def wait_delivered(self, user, count, folder="INBOX", timeout=15.0):
         """Waits until the user's folder in the Dovecot holds at least count
