@@ -28,8 +28,10 @@ TRACE_FIELDS = (b"return-path", b"delivered-to", b"received", b"x-original-to")
 
 def show(title, r):
     """One transcript entry: the command, its exit status, its output."""
-    cmd = " ".join(r.cmd[r.cmd.index("-c"):]) if "-c" in r.cmd else " ".join(r.cmd)
-    print(f"\n$ mailpull {cmd}    # {title}")
+    args = r.cmd[r.cmd.index("-c"):] if "-c" in r.cmd else r.cmd[1:]
+    if args[:1] == ["-c"]:
+        args = ["-c", "CONF"] + args[2:]     # the path is printed once, with the file
+    print(f"\n$ mailpull {' '.join(args)}    # {title}")
     print(f"  exit {r.rc}")
     for name, text in (("stdout", r.out), ("stderr", r.err)):
         if text.strip():
@@ -172,7 +174,7 @@ class Scene:
         mp.configure(accounts)
         self.outbox = os.path.join(self.md["a"], ".Outbox")
         self.local_sent = os.path.join(self.md["a"], ".Sent")
-        print(f"\n== config {mp.config_path}: a = {self.a} (sends through "
+        print(f"\n== CONF = {mp.config_path}: a = {self.a} (sends through "
               f"{pf.host}:{accounts['a']['smtp_port']}, smtp_tls = {smtp_tls}), "
               f"b = {self.b}, c = {self.c}")
         with open(mp.config_path) as f:
