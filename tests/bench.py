@@ -31,10 +31,10 @@ message (`msmtp -C RC -a bench -t` with the message on standard input; tls
 on, tls_starttls on, tls_trust_file the test CA); mailpull queues each with its own `mailpull -c CONF sendmail -t`
 (one process per message, timed as "queue") and then submits them all in
 one `mailpull -q -c CONF send` (timed as "send"; save_sent = no, as msmtp
-keeps no copy; the local maildir/.Sent copy is made). Postfix holds the
-mail back during the timing (defer_transports = lmtp) so its deliveries do
-not compete with the client for the CPU; afterwards it is flushed into the
-Dovecot and, outside the timing, every message must have arrived once, byte
+keeps no copy; the local maildir/.Sent copy is made). Postfix puts what
+it accepts on hold during the timing (an end-of-data HOLD), so no delivery
+work competes with the client for the CPU; afterwards it is released into
+the Dovecot and, outside the timing, every message must have arrived once, byte
 for byte below the trace fields, and mailpull's outbox must be empty. CPU
 is the sum of wait4()'s over the client processes; no RSS is taken there.
 """
@@ -417,9 +417,9 @@ SEND_CONTENDERS = [
 
 
 def wait_inbox(dc, pf, user, n, timeout):
-    """Waits for n messages in user's INBOX, flushing the Postfix queue every
-    two seconds: the bench's Postfix defers its deliveries, and mail that
-    was still being deferred when a flush was asked for waits for the next."""
+    """Releases what the bench's Postfix holds and waits for n messages in
+    user's INBOX, asking again every two seconds (mail still being put on
+    hold during a release waits for the next)."""
     deadline = time.monotonic() + timeout
     last_flush = 0.0
     while True:
@@ -427,7 +427,7 @@ def wait_inbox(dc, pf, user, n, timeout):
         if got >= n or time.monotonic() >= deadline:
             return got
         if time.monotonic() - last_flush >= 2.0:
-            pf.flush()
+            pf.release_held()
             last_flush = time.monotonic()
         time.sleep(0.2)
 
@@ -441,8 +441,7 @@ def bench_send(args, dc, work):
     if why:
         log(f"send: not run: {why}")
         return results, True
-    pf = postfix_mod.Postfix(dc, workdir=os.path.join(work, "postfix"),
-                             main={"defer_transports": "lmtp"})
+    pf = postfix_mod.Postfix(dc, workdir=os.path.join(work, "postfix"), main=postfix_mod.HOLD)
     try:
         pf.start()
         log(f"Postfix submission (STARTTLS) on {pf.host}:{pf.submission_port}; "

@@ -47,6 +47,8 @@ What it does:
     fsync (libeatmydata preloaded, as for Cyrus) unless fsync=True.
 
 Extra main.cf settings: Postfix(dc, main={"message_size_limit": "20000"}).
+HOLD = {"smtpd_end_of_data_restrictions": ...} puts every accepted message
+on hold (no delivery work at all) until release_held().
 """
 
 import glob
@@ -76,6 +78,10 @@ def unavailable():
     if os.geteuid() != 0:
         return "a private Postfix needs root"
     return None
+
+
+# main.cf settings that keep every accepted message on hold (see release_held).
+HOLD = {"smtpd_end_of_data_restrictions": "check_client_access static:HOLD"}
 
 
 def version():
@@ -407,6 +413,11 @@ class Postfix(PrivateServer):
         """Asks for deferred mail to be retried now (mail deferred after the
         request waits for the next one)."""
         self.postfix_cmd("flush", check=False)
+
+    def release_held(self):
+        """Moves mail on hold into the queue and asks for its delivery now."""
+        run(["/usr/sbin/postsuper", "-c", self.conf_dir, "-H", "ALL"], check=False)
+        self.flush()
 
     def purge_queue(self):
         """Deletes every message still in the queue (postsuper -d ALL)."""
