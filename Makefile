@@ -181,7 +181,7 @@ FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/
 FUZZ_PKGS_pop3 = openssl libsystemd
 FUZZ_SRCS_config = src/config.c src/util.c src/err.c src/utf8.c
 FUZZ_PKGS_config = libconfuse
-FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c \
+FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c src/state_send.c \
 		  src/state_set.c src/util.c src/err.c src/utf8.c
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c src/*.h include/mailpull/*.h)
