@@ -71,7 +71,7 @@ int smtp_auth(struct smtp *s, enum sasl_mech mech, const char *user, const char 
 	      struct mp_err *err) MP_WUR;
 
 /*
- * Supplies the message: sets *ret_data/*ret_len to the next bytes (borrowed
+ * Supplies the message: sets *ret_data and *ret_len to the next bytes (borrowed
  * until the next call), *ret_len 0 at the end. Returns 0 or a negative
  * errno already recorded in err (the engine stops and passes it up).
  */
@@ -124,5 +124,59 @@ int smtp_quit(struct smtp *s, struct mp_err *err) MP_WUR;
 
 /* Closes the connection and frees. */
 void smtp_free(struct smtp *s);
+
+/*
+ * The pure pieces of the engine, for the tests and the fuzz harness. None
+ * does I/O or takes a struct mp_err.
+ *
+ * Reply lines (RFC 5321 section 4.2): smtp_reply_init(), then
+ * smtp_reply_feed() with each line as read (without CRLF). Returns 1 when
+ * the line was the last of the reply (p->rep is then complete), 0 when
+ * more lines follow; *ret_text and *ret_len (may be NULL) point at the line's
+ * text after "NNN-" or "NNN " in line (for EHLO keywords). Errors: -EPROTO
+ * (not "NNN", "NNN text" or "NNN-text"; a code unlike the first line's;
+ * a line fed after the last), -E2BIG (a line over SMTP_LINE_MAX, or more
+ * than SMTP_REPLY_LINES lines).
+ */
+#define SMTP_LINE_MAX 2048
+#define SMTP_REPLY_LINES 128
+
+struct smtp_reply_parser {
+	struct smtp_reply rep;
+	unsigned nlines;
+	size_t textlen;
+	bool done;
+};
+
+void smtp_reply_init(struct smtp_reply_parser *p);
+int smtp_reply_feed(struct smtp_reply_parser *p, const char *line, size_t len,
+		    const char **ret_text, size_t *ret_len) MP_WUR;
+
+/*
+ * One EHLO keyword line (RFC 5321 section 4.1.1.1, the text after
+ * "250-"), case-insensitive, into caps: PIPELINING, STARTTLS, 8BITMIME,
+ * SMTPUTF8, ENHANCEDSTATUSCODES, SIZE [n], AUTH mechs and the older
+ * "AUTH=mechs". Unknown keywords are ignored. Cannot fail.
+ */
+void smtp_ehlo_line(struct smtp_caps *caps, const char *text, size_t len);
+
+/*
+ * The DATA encoder (RFC 5321 sections 2.3.8 and 4.5.2): LF becomes CRLF
+ * (a CRLF is kept, a bare CR is kept as it is), a "." starting a line is
+ * doubled; the state carries over from one chunk to the next. encode
+ * writes at most 2 * len bytes to out and returns how many; finish writes
+ * the end (CRLF when the data did not end a line, then ".\r\n"), at most
+ * SMTP_DOT_FINISH_MAX bytes, and returns how many. Cannot fail.
+ */
+struct smtp_dot {
+	bool bol;   /* at the start of a line */
+	bool cr;    /* the last byte was a CR not yet followed by LF */
+};
+
+#define SMTP_DOT_FINISH_MAX 5
+
+void smtp_dot_init(struct smtp_dot *d);
+size_t smtp_dot_encode(struct smtp_dot *d, const char *in, size_t len, char *out);
+size_t smtp_dot_finish(struct smtp_dot *d, char *out);
 
 #endif
