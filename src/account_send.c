@@ -65,6 +65,7 @@ struct srun {
 	struct state *st;
 	struct outbox_item *items;
 	size_t nitems;
+	bool *removed;                     /* per item: done and gone from the outbox */
 	struct smtp *smtp;                 /* NULL until the first message to send */
 	bool smtp_done;                    /* no (more) session in this run */
 	struct sentcopy *sc;
@@ -851,6 +852,7 @@ finish_one(struct srun *r, struct maildir *md, const struct outbox_item *it)
 		note_err(r, ret, &e);
 		return ret;
 	}
+	r->removed[it - r->items] = true;
 	return record(r, it->base, STATE_SEND_QUEUED, NULL);
 }
 
@@ -908,6 +910,8 @@ count_left(struct srun *r)
 	for (size_t i = 0; i < r->nitems; i++) {
 		enum state_send st = state_send_get(r->st, r->items[i].base, NULL);
 
+		if (r->removed[i])
+			continue;
 		if (st == STATE_SEND_HELD)
 			r->stats->held++;
 		else if (st == STATE_SEND_QUEUED || st == STATE_SEND_RETRY)
@@ -969,6 +973,24 @@ data_errors(struct srun *r)
 	}
 }
 
+/*
+ * Folds the run's records into the snapshot, so the journal does not grow
+ * with every message sent. Not after an interrupted fetch: its recorded
+ * Maildir names are what its recovery needs, and compaction forgets them.
+ */
+static void
+compact(struct srun *r)
+{
+	struct mp_err e = { 0 };
+	int ret;
+
+	if (state_interrupted(r->st))
+		return;
+	ret = state_compact(r->st, &e);
+	if (ret < 0)
+		note_err(r, ret, &e);
+}
+
 static int
 run(struct srun *r)
 {
@@ -977,6 +999,11 @@ run(struct srun *r)
 
 	if (ret == 0)
 		ret = outbox_list(r->a->outbox, &r->items, &r->nitems, &e);
+	if (ret == 0) {
+		r->removed = calloc(r->nitems + 1, sizeof(*r->removed));
+		if (!r->removed)
+			ret = mp_err_oom(&e);
+	}
 	if (ret < 0) {
 		note_err(r, ret, &e);
 		return ret;
@@ -991,6 +1018,7 @@ run(struct srun *r)
 	if (ret != -ECANCELED && r->st)
 		copies(r);
 	count_left(r);
+	compact(r);
 	data_errors(r);
 	return r->ret;
 }
@@ -1010,6 +1038,7 @@ account_send(const struct mp_config *cfg, const struct mp_account *a,
 	sentcopy_close(r.sc);
 	smtp_free(r.smtp);
 	outbox_items_free(r.items, r.nitems);
+	free(r.removed);
 	state_close(r.st);
 	if (ret < 0 && err->code == 0)
 		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));
