@@ -57,6 +57,10 @@ both_failed(const struct mp_account *a, int sret, struct mp_err *serr, int fret,
 	const struct mp_err *other = send_worse ? err : serr;
 	char line[1536];
 
+	/* The same failure twice (the state locked by another run) is said once. */
+	if (serr->code == err->code && strcmp(serr->msg, err->msg) == 0)
+		return fret;
+
 	if (send_worse)
 		mp_err_line(line, sizeof(line), a->name, a->host, a->port, other);
 	else

@@ -263,6 +263,19 @@ rec_list_free(struct rec_list *l)
 	free(l->v);
 }
 
+/* Says that e is about the Sent copy, on the account's IMAP server. */
+static void
+sent_err_prefix(const struct mp_account *a, struct mp_err *e)
+{
+	char msg[sizeof(e->msg) + 320];
+	int n = snprintf(msg, sizeof(msg), "the Sent copy on %s:%u: %s", a->host, a->port,
+			 e->msg[0] ? e->msg : strerror(-e->code));
+	size_t len = n < 0 ? 0 : (size_t)n < sizeof(e->msg) ? (size_t)n : sizeof(e->msg) - 1;
+
+	memcpy(e->msg, msg, len);
+	e->msg[len] = '\0';
+}
+
 /* Opens the Sent mailbox once per run; false when it cannot be (the error noted). */
 static bool
 sent_open(struct srun *r, bool create)
@@ -277,6 +290,7 @@ sent_open(struct srun *r, bool create)
 	ret = sentcopy_open(r->a, create, &r->sc, &e);
 	if (ret < 0) {
 		r->sc_done = true;
+		sent_err_prefix(r->a, &e);
 		if (create)
 			note_err(r, ret, &e);
 		return false;
@@ -774,6 +788,7 @@ server_copy(struct srun *r, const struct outbox_item *it)
 				 sentcopy_folder(r->sc));
 		ret = record(r, it->base, STATE_SEND_COPIED, text);
 	} else {
+		sent_err_prefix(r->a, &e);
 		note_err(r, ret, &e);
 		/* A broken IMAP session is not retried for every message. */
 		if (ret != -EBADMSG && e.ex != MP_EX_IOERR) {

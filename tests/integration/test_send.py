@@ -412,3 +412,49 @@ def test_imap_save_sent_no(senders, mp):
     assert r.rc == EX_OK, str(r)
     assert "Sent" not in mp.dc.mailboxes(s.user)
     assert len(s.sent_local()) == 1
+
+
+def test_sent_copy_failure_retried(senders, mp):
+    """The Sent copy fails (sent_folder names no mailbox): the message was
+    accepted and is never sent again; it stays in the outbox, recorded
+    accepted, and the copy is made by a later run once the folder exists."""
+    s = senders(proto="imap", acct={"sent_folder": "Copies"})
+    m = send_message(1)
+    b = s.queue(m)
+    r = s.run("send")
+    assert r.rc not in (EX_OK, EX_DATAERR, EX_TEMPFAIL), str(r)
+    assert "Copies" in r.err, r.err
+    assert len(s.accepted()) == 1
+    assert s.records()[b][0] == "accepted"
+    assert s.outbox_bases() == [b]
+    r = s.run("send")
+    assert r.rc != EX_OK and len(s.transactions()) == 1, str(r)
+    mp.dc.create_mailbox(s.user, "Copies")
+    r = s.run("send")
+    assert r.rc == EX_OK, str(r)
+    assert len(s.transactions()) == 1, "an accepted message was sent again"
+    assert [x.replace(b"\r\n", b"\n") for x in mp.dc.bodies(s.user, "Copies")] == [m]
+    assert s.outbox_bases() == [] and s.records() == {}
+    assert s.sent_local() == {f"cur/{b}:2,S": m}
+
+
+def test_send_and_fetch_both_fail(senders):
+    """Sending fails (password refused) and so does fetching (nothing
+    listens): the user sees both, and the status is the more severe."""
+    s = senders(acct={"smtp_password": "wrong", "port": 1})
+    s.queue(send_message(1))
+    r = s.run()
+    assert r.rc == EX_NOPERM, str(r)
+    assert "authentication" in r.err and f"127.0.0.1:{s.srv.port}" in r.err, r.err
+    assert "127.0.0.1:1)" in r.err, r.err
+    assert r.err.count("mailpull: error:") == 2, r.err
+
+
+def test_fetch_runs_after_send_failure(senders, mp):
+    """A failed send does not keep the account from fetching."""
+    s = senders(dot_permfail=True)
+    mp.dc.add_messages(s.user, [make_message(1, tag=s.user)])
+    s.queue(send_message(1))
+    r = s.run()
+    assert r.rc == EX_DATAERR, str(r)
+    assert len(mp.messages(s.maildir)) == 1, "the fetch did not run"
