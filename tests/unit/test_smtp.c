@@ -964,6 +964,68 @@ test_send_large(void **state)
 	assert_int_equal(fake_wait(&f), 0);
 }
 
+/*
+ * Many recipients go in groups of at most 100 pipelined commands, each
+ * group's replies read before the next is written (RFC 2920 section 3.1:
+ * a client that never reads can deadlock with a server that blocks writing).
+ */
+static void
+test_send_pipelined_groups(void **state)
+{
+	enum { N = 150 };
+	static char names[N][32], lines[N][48];
+	static const char *rcpts[N];
+	static struct fake_step script[2 * N + 32];
+	struct smtp_envelope env = { .from = "me@x.test", .rcpts = rcpts, .nrcpts = N, .size = 20 };
+	static struct smtp_reply rcpt[N];
+	struct smtp_result res = { .rcpt = rcpt };
+	struct chunks ch = hello_chunks();
+	struct fake f;
+	struct smtp *s;
+	struct mp_err err;
+	size_t k = 0;
+
+	(void)state;
+	script[k++] = (struct fake_step)GREET;
+	script[k++] = (struct fake_step)EHLO;
+	script[k++] = (struct fake_step)S("250-mx.test\r\n250 PIPELINING\r\n");
+	script[k++] = (struct fake_step)C("MAIL FROM:<me@x.test>");
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "r%03d@x.test", i);
+		snprintf(lines[i], sizeof(lines[i]), "RCPT TO:<r%03d@x.test>", i);
+		rcpts[i] = names[i];
+	}
+	/* The first group: MAIL and 99 RCPTs, then their replies. */
+	for (int i = 0; i < 99; i++)
+		script[k++] = (struct fake_step)C(lines[i]);
+	script[k++] = (struct fake_step)QUIET;
+	script[k++] = (struct fake_step)S("250 Ok\r\n");
+	for (int i = 0; i < 99; i++)
+		script[k++] = (struct fake_step)S(i == 7 ? "550 5.1.1 no\r\n" : "250 Ok\r\n");
+	/* The second: the other 51 RCPTs and DATA. */
+	for (int i = 99; i < N; i++)
+		script[k++] = (struct fake_step)C(lines[i]);
+	script[k++] = (struct fake_step)C("DATA");
+	for (int i = 99; i < N; i++)
+		script[k++] = (struct fake_step)S("250 Ok\r\n");
+	script[k++] = (struct fake_step)S("354 go\r\n");
+	script[k++] = (struct fake_step)C("Subject: hi");
+	script[k++] = (struct fake_step)C("");
+	script[k++] = (struct fake_step)C("hello");
+	script[k++] = (struct fake_step)C(".");
+	script[k++] = (struct fake_step)S("250 Ok\r\n");
+	script[k] = (struct fake_step)END;
+	assert_true(k < ARRAY_SIZE(script));
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &s, &err), 0);
+	assert_int_equal(smtp_send(s, &env, chunk_read, &ch, &res, &err), 0);
+	assert_int_equal(res.naccepted, N - 1);
+	assert_int_equal(rcpt[7].code, 550);
+	assert_int_equal(rcpt[N - 1].code, 250);
+	smtp_free(s);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
 /* The connection closes after the final dot: the message may have been taken. */
 static void
 test_send_closed_after_dot(void **state)
@@ -1088,6 +1150,7 @@ main(void)
 		cmocka_unit_test(test_send_8bit_utf8),
 		cmocka_unit_test(test_send_dot_stuffing),
 		cmocka_unit_test(test_send_large),
+		cmocka_unit_test(test_send_pipelined_groups),
 		cmocka_unit_test(test_send_closed_after_dot),
 		cmocka_unit_test(test_send_421),
 		cmocka_unit_test(test_send_read_fails),
