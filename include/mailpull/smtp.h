@@ -104,7 +104,7 @@ struct smtp_result {
 	struct smtp_reply data;    /* DATA (354) */
 	struct smtp_reply final;   /* the reply to the final dot */
 	size_t naccepted;          /* recipients with a 2xx to RCPT */
-	bool dot_sent;             /* the final dot was written: from here the message may have been accepted */
+	bool dot_sent;             /* the final dot was written: the message may be accepted */
 };
 
 /*

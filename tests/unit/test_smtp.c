@@ -816,7 +816,8 @@ test_send_checks_first(void **state)
 	static const struct fake_step basic[] = { GREET, EHLO_BASIC, END };
 	static const char *const utf8rcpt[] = { "j\xc3\xb6rg@x.test" };
 	static const char *const bad[] = { "a@x.test>\r\nRSET" };
-	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1, .size = 1001 };
+	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1,
+				     .size = 1001 };
 	struct smtp_reply rcpt[1];
 	struct smtp_result res = { .rcpt = rcpt };
 	struct chunks ch = hello_chunks();
@@ -903,7 +904,8 @@ test_send_dot_stuffing(void **state)
 		C("."), S("250 Ok\r\n"),
 		END,
 	};
-	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1, .size = 100 };
+	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1,
+				     .size = 100 };
 	struct smtp_reply rcpt[1];
 	struct smtp_result res = { .rcpt = rcpt };
 	struct chunks ch = { msg, ARRAY_SIZE(msg), 0, -1 };
@@ -936,7 +938,7 @@ test_send_large(void **state)
 		C("MAIL FROM"), S("250 Ok\r\n"),
 		C("RCPT TO:<a@x.test>"), S("250 Ok\r\n"), C("DATA"), S("354 go\r\n"),
 	};
-	static const char line[] = ".line of a large message, starting with a dot.........\n";
+	static const char line[] = ".line of a large message, starting with a dot\n";
 	struct fake f;
 	struct smtp *s;
 	struct mp_err err;
@@ -948,7 +950,7 @@ test_send_large(void **state)
 	while (off + sizeof(line) - 1 <= sizeof(big) - 1) {
 		memcpy(big + off, line, sizeof(line) - 1);
 		off += sizeof(line) - 1;
-		script[k++] = (struct fake_step)C("..line of a large message, starting with a dot.........");
+		script[k++] = (struct fake_step)C("..line of a large message, starting with a dot");
 	}
 	big[off] = '\0';
 	env.size = off;
