@@ -21,8 +21,10 @@
 
 #define SMTP_CHUNK (64 * 1024)     /* message bytes encoded per conn_write */
 #define SMTP_CMD_MAX 1200          /* a command line we build, CRLF excluded */
-#define SMTP_ADDR_MAX 1000         /* a path we accept to send (RFC 5321 4.5.3.1.3 says 256; servers allow more) */
-#define SMTP_WINDOW 100            /* pipelined commands in one group (RFC 2920 section 3.1: avoid deadlock) */
+/* A path we send at most: RFC 5321 section 4.5.3.1.3 says 256 octets, servers take more. */
+#define SMTP_ADDR_MAX 1000
+/* Pipelined commands in one group: RFC 2920 section 3.1 warns of deadlock. */
+#define SMTP_WINDOW 100
 #define SMTP_MECH_MAX 20           /* RFC 4422 section 3.1 */
 
 enum smtp_state {
@@ -520,7 +522,8 @@ starttls(struct smtp *s, const char *name, struct mp_err *err)
 
 	if (!s->caps.starttls)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server does not offer STARTTLS; refusing to continue without TLS");
+				  "server does not offer STARTTLS; "
+				  "refusing to continue without TLS");
 	s->state = SMTP_ST_STARTTLS;
 	r = send_cmd(s, err, "STARTTLS");
 	if (r == 0)
@@ -688,7 +691,8 @@ auth_initial(struct smtp *s, enum sasl_mech mech, const char *user, const char *
 		return mp_err_oom(err);
 	if (r < 0)
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
-				  "cannot build the %s response from the user name and secret", name);
+				  "cannot build the %s response from the user name and secret",
+				  name);
 	bl = strlen(b64);
 	ll = 5 + nl + 1 + (bl ? bl : 1);
 	line = malloc(ll + 1);
@@ -826,7 +830,8 @@ check_envelope(struct smtp *s, const struct smtp_envelope *env, bool *ret_utf8, 
 					  "invalid recipient address (number %zu)", i + 1);
 	if (s->caps.size && s->caps.size_max > 0 && env->size > s->caps.size_max)
 		return mp_err_set(err, -EMSGSIZE, MP_EX_DATAERR,
-				  "message of %" PRIu64 " bytes over the server's limit of %" PRIu64,
+				  "message of %" PRIu64 " bytes over the server's limit of %"
+				  PRIu64,
 				  env->size, s->caps.size_max);
 	/* Addresses beyond ASCII need SMTPUTF8 whatever the caller said (RFC 6531 section 3.3). */
 	if ((env->utf8 || nonascii) && !s->caps.smtputf8)
@@ -834,7 +839,8 @@ check_envelope(struct smtp *s, const struct smtp_envelope *env, bool *ret_utf8, 
 				  "message needs SMTPUTF8, which the server does not offer");
 	if (env->eightbit && !s->caps.eightbitmime && !s->caps.smtputf8)
 		return mp_err_set(err, -EILSEQ, MP_EX_DATAERR,
-				  "8-bit message and the server offers neither 8BITMIME nor SMTPUTF8");
+				  "8-bit message and the server offers neither 8BITMIME "
+				  "nor SMTPUTF8");
 	/* A server with SMTPUTF8 takes 8-bit data under it (RFC 6531 section 3.1 item 8). */
 	*ret_utf8 = env->utf8 || nonascii || (env->eightbit && !s->caps.eightbitmime);
 	return 0;

@@ -554,12 +554,16 @@ def main(argv=None):
     ap.add_argument("--drop-after-dot", type=int, help="N: the first N messages (0: none)")
     ap.add_argument("--slow-dot", type=float)
     ap.add_argument("--reply-421-at")
+    ap.add_argument("--extensions", help="comma-separated EHLO keywords (\"\": none)")
     ap.add_argument("--host")
     a = vars(ap.parse_args(argv))
     knobs = {}
-    if a.pop("script"):
-        with open(ap.parse_args(argv).script, encoding="utf-8") as f:
+    script = a.pop("script")
+    if script:
+        with open(script, encoding="utf-8") as f:
             knobs = {k.replace("-", "_"): v for k, v in json.load(f).items()}
+    if a["extensions"] is not None:
+        a["extensions"] = [x for x in a["extensions"].split(",") if x]
     knobs.update({k: v for k, v in a.items() if v is not None})
     srv = FakeSMTP(**knobs).start()
     print(f"PORT {srv.port}", flush=True)

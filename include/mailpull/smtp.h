@@ -50,9 +50,12 @@ struct smtp;
  * conn_starttls() refuses bytes that followed the 220; every capability
  * learned before TLS is forgotten and EHLO sent again. *ret is freed with
  * smtp_free().
- * Errors: -ECONNREFUSED (MP_EX_TEMPFAIL: 4xx/5xx greeting), -EPROTO
- * (MP_EX_PROTOCOL: the STARTTLS refusals above, EHLO and HELO refused),
- * conn_starttls()'s, the engine's errors.
+ * Errors: -ECONNREFUSED (MP_EX_TEMPFAIL: 4xx/5xx greeting; QUIT is sent
+ * after a 554), -EPROTO (MP_EX_PROTOCOL: the STARTTLS refusals above, but
+ * a 421 is -ECONNRESET as anywhere; EHLO and HELO refused; a greeting
+ * that is no 220 and no refusal), -EINVAL (MP_EX_CONFIG: ehlo_name empty,
+ * over 255 bytes or holding a space or control byte), conn_starttls()'s,
+ * the engine's errors.
  */
 int smtp_open(struct conn *c, const char *ehlo_name, bool starttls, struct smtp **ret,
 	      struct mp_err *err) MP_WUR;
@@ -63,9 +66,17 @@ const struct smtp_caps *smtp_caps(const struct smtp *s);
 /*
  * AUTH with mech (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER; an initial response
  * is sent on the AUTH line, RFC 4954). The secret is never logged.
+ * LOGIN answers the two 334 prompts in order, whatever they say. A 334
+ * after an XOAUTH2/OAUTHBEARER response (a JSON error, RFC 7628) is
+ * answered ("" or "AQ==") and the final refusal reported, with the
+ * decoded error as err->srv. The session stays usable after -EACCES and
+ * -EAGAIN.
  * Errors: -EACCES (MP_EX_NOPERM: 535 and other 5xx, the server's text in
  * err->srv), -EAGAIN (MP_EX_TEMPFAIL: 454 and other 4xx), -EINVAL
- * (MP_EX_CONFIG: SASL_USER, which SMTP does not have), the engine's errors.
+ * (MP_EX_CONFIG: SASL_USER, which SMTP does not have; user or secret NULL
+ * or refused by the mechanism's encoder), -EPROTO (MP_EX_PROTOCOL: a 334
+ * after a PLAIN response or the LOGIN password, 235 before the password,
+ * another code out of place), the engine's errors.
  */
 int smtp_auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
@@ -93,7 +104,7 @@ struct smtp_result {
 	struct smtp_reply data;    /* DATA (354) */
 	struct smtp_reply final;   /* the reply to the final dot */
 	size_t naccepted;          /* recipients with a 2xx to RCPT */
-	bool dot_sent;             /* the final dot was written: from here the message may have been accepted */
+	bool dot_sent;             /* the final dot was written: the message may be accepted */
 };
 
 /*
@@ -104,7 +115,14 @@ struct smtp_result {
  * the transaction is reset (RSET) and nothing is sent.
  * Returns 0 when the server accepted the message (250 to the final dot),
  * possibly for fewer than all recipients: res->rcpt says which.
+ * res->rcpt may be NULL (then per-recipient replies are not kept). When
+ * no recipient was accepted but DATA got 354 anyway, a lone "." ends the
+ * transaction (RFC 2920 section 3.1) and res->dot_sent stays false.
+ * An address beyond ASCII needs SMTPUTF8 even without env->utf8.
  * Errors (before or after MAIL FROM; res says how far it went):
+ *   -EINVAL     (MP_EX_DATAERR: no recipient, or an address holding a
+ *                control byte, space, "<" or ">", or over 1000 bytes;
+ *                nothing sent)
  *   -EMSGSIZE   (MP_EX_DATAERR: env->size over the server's SIZE; nothing sent)
  *   -EILSEQ     (MP_EX_DATAERR: 8-bit or UTF-8 content and the server offers
  *                neither 8BITMIME nor SMTPUTF8; nothing sent)
@@ -112,6 +130,9 @@ struct smtp_result {
  *                every RCPT: permanently refused; the session stays usable)
  *   -EAGAIN     (MP_EX_TEMPFAIL: a 4xx to MAIL, DATA, the final dot or to
  *                every RCPT with none 5xx: try later; the session stays usable)
+ *               After a refused MAIL, RCPT or DATA the transaction is reset
+ *               (RSET); if that fails, the error stays the refusal but later
+ *               calls fail with -EPROTO.
  *   the read callback's errors (the session is unusable: the transaction
  *   was cut mid-DATA), the engine's errors (with res->dot_sent set: the
  *   server may have accepted the message).

@@ -816,7 +816,8 @@ test_send_checks_first(void **state)
 	static const struct fake_step basic[] = { GREET, EHLO_BASIC, END };
 	static const char *const utf8rcpt[] = { "j\xc3\xb6rg@x.test" };
 	static const char *const bad[] = { "a@x.test>\r\nRSET" };
-	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1, .size = 1001 };
+	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1,
+				     .size = 1001 };
 	struct smtp_reply rcpt[1];
 	struct smtp_result res = { .rcpt = rcpt };
 	struct chunks ch = hello_chunks();
@@ -903,7 +904,8 @@ test_send_dot_stuffing(void **state)
 		C("."), S("250 Ok\r\n"),
 		END,
 	};
-	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1, .size = 100 };
+	struct smtp_envelope env = { .from = "me@x.test", .rcpts = three, .nrcpts = 1,
+				     .size = 100 };
 	struct smtp_reply rcpt[1];
 	struct smtp_result res = { .rcpt = rcpt };
 	struct chunks ch = { msg, ARRAY_SIZE(msg), 0, -1 };
@@ -936,7 +938,7 @@ test_send_large(void **state)
 		C("MAIL FROM"), S("250 Ok\r\n"),
 		C("RCPT TO:<a@x.test>"), S("250 Ok\r\n"), C("DATA"), S("354 go\r\n"),
 	};
-	static const char line[] = ".line of a large message, starting with a dot.........\n";
+	static const char line[] = ".line of a large message, starting with a dot\n";
 	struct fake f;
 	struct smtp *s;
 	struct mp_err err;
@@ -948,7 +950,7 @@ test_send_large(void **state)
 	while (off + sizeof(line) - 1 <= sizeof(big) - 1) {
 		memcpy(big + off, line, sizeof(line) - 1);
 		off += sizeof(line) - 1;
-		script[k++] = (struct fake_step)C("..line of a large message, starting with a dot.........");
+		script[k++] = (struct fake_step)C("..line of a large message, starting with a dot");
 	}
 	big[off] = '\0';
 	env.size = off;
@@ -960,6 +962,68 @@ test_send_large(void **state)
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &s, &err), 0);
 	assert_int_equal(smtp_send(s, &env, chunk_read, &ch, &res, &err), 0);
+	smtp_free(s);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/*
+ * Many recipients go in groups of at most 100 pipelined commands, each
+ * group's replies read before the next is written (RFC 2920 section 3.1:
+ * a client that never reads can deadlock with a server that blocks writing).
+ */
+static void
+test_send_pipelined_groups(void **state)
+{
+	enum { N = 150 };
+	static char names[N][32], lines[N][48];
+	static const char *rcpts[N];
+	static struct fake_step script[2 * N + 32];
+	struct smtp_envelope env = { .from = "me@x.test", .rcpts = rcpts, .nrcpts = N, .size = 20 };
+	static struct smtp_reply rcpt[N];
+	struct smtp_result res = { .rcpt = rcpt };
+	struct chunks ch = hello_chunks();
+	struct fake f;
+	struct smtp *s;
+	struct mp_err err;
+	size_t k = 0;
+
+	(void)state;
+	script[k++] = (struct fake_step)GREET;
+	script[k++] = (struct fake_step)EHLO;
+	script[k++] = (struct fake_step)S("250-mx.test\r\n250 PIPELINING\r\n");
+	script[k++] = (struct fake_step)C("MAIL FROM:<me@x.test>");
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "r%03d@x.test", i);
+		snprintf(lines[i], sizeof(lines[i]), "RCPT TO:<r%03d@x.test>", i);
+		rcpts[i] = names[i];
+	}
+	/* The first group: MAIL and 99 RCPTs, then their replies. */
+	for (int i = 0; i < 99; i++)
+		script[k++] = (struct fake_step)C(lines[i]);
+	script[k++] = (struct fake_step)QUIET;
+	script[k++] = (struct fake_step)S("250 Ok\r\n");
+	for (int i = 0; i < 99; i++)
+		script[k++] = (struct fake_step)S(i == 7 ? "550 5.1.1 no\r\n" : "250 Ok\r\n");
+	/* The second: the other 51 RCPTs and DATA. */
+	for (int i = 99; i < N; i++)
+		script[k++] = (struct fake_step)C(lines[i]);
+	script[k++] = (struct fake_step)C("DATA");
+	for (int i = 99; i < N; i++)
+		script[k++] = (struct fake_step)S("250 Ok\r\n");
+	script[k++] = (struct fake_step)S("354 go\r\n");
+	script[k++] = (struct fake_step)C("Subject: hi");
+	script[k++] = (struct fake_step)C("");
+	script[k++] = (struct fake_step)C("hello");
+	script[k++] = (struct fake_step)C(".");
+	script[k++] = (struct fake_step)S("250 Ok\r\n");
+	script[k] = (struct fake_step)END;
+	assert_true(k < ARRAY_SIZE(script));
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &s, &err), 0);
+	assert_int_equal(smtp_send(s, &env, chunk_read, &ch, &res, &err), 0);
+	assert_int_equal(res.naccepted, N - 1);
+	assert_int_equal(rcpt[7].code, 550);
+	assert_int_equal(rcpt[N - 1].code, 250);
 	smtp_free(s);
 	assert_int_equal(fake_wait(&f), 0);
 }
@@ -1088,6 +1152,7 @@ main(void)
 		cmocka_unit_test(test_send_8bit_utf8),
 		cmocka_unit_test(test_send_dot_stuffing),
 		cmocka_unit_test(test_send_large),
+		cmocka_unit_test(test_send_pipelined_groups),
 		cmocka_unit_test(test_send_closed_after_dot),
 		cmocka_unit_test(test_send_421),
 		cmocka_unit_test(test_send_read_fails),
