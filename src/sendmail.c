@@ -261,7 +261,12 @@ sm_queue(const struct mp_config *cfg, const struct sm_opts *o)
 		log_err("sendmail: cannot read the message: %s", err.msg);
 		return err.ex ? (int)err.ex : MP_EX_DATAERR;
 	}
-	a = sm_account(cfg, o->account, h.from_addr ? h.from_addr : o->from, &ex);
+	/* Without a From field, -f's address picks the account. */
+	if (!h.from_addr && o->from && addr_parse_first(o->from, strlen(o->from), &owned) < 0)
+		owned = NULL;
+	a = sm_account(cfg, o->account, h.from_addr ? h.from_addr : owned, &ex);
+	free(owned);
+	owned = NULL;
 	if (a) {
 		struct outbox_queue_opts qo = {
 			.from = o->from,

@@ -353,3 +353,14 @@ def test_syscall_order(sm):
     j = kinds.index("rename-msg")
     assert i < j, calls
     assert "sync" in kinds[:i] and "sync" in kinds[i + 1:j] and kinds[j + 1:] == ["sync"], calls
+
+
+def test_account_by_f_without_from(sm):
+    sm.setup()
+    ok(sm.send(b"To: a@example.net\n\nno From field\n", "-t", "-f", "Me <me@home.example>"))
+    base, stored = sm.only("home")
+    assert sm.envelope("home", base) == (b"mailpull-envelope 1\nfrom me@home.example\n"
+                                         b"rcpt a@example.net\n")
+    # The Message-ID's domain comes from -f when there is no From.
+    assert re.search(rb"Message-ID: <[^@]+@home\.example>\n", stored)
+    assert sm.queued("work") == {}
