@@ -150,6 +150,10 @@ sm_parse(int argc, char **argv, int start, struct sm_opts *o)
 		}
 		if (a[0] != '-' || a[1] == '\0')
 			break;
+		if (a[1] == '-') {
+			log_err("sendmail: unknown option %s", a);
+			return -EINVAL;
+		}
 		for (const char *p = a + 1; *p; p++) {
 			const char *v;
 
