@@ -6,6 +6,7 @@ and "home") and one that only fetches ("fetchonly").
 """
 
 import os
+import shutil
 import re
 import stat
 import tempfile
@@ -14,7 +15,7 @@ import pytest
 
 import mprun
 from mprun import Raw
-from conftest import MailPull, VALGRIND, EX_OK, EX_USAGE, EX_IOERR, EX_CONFIG
+from conftest import MailPull, VALGRIND, EX_OK, EX_USAGE, EX_IOERR, EX_CONFIG, preload_lib
 
 EX_DATAERR = 65
 
@@ -366,3 +367,56 @@ def test_account_by_f_without_from(sm):
     # The Message-ID's domain comes from -f when there is no From.
     assert re.search(rb"Message-ID: <[^@]+@home\.example>\n", stored)
     assert sm.queued("work") == {}
+
+
+@pytest.mark.skipif(VALGRIND, reason="valgrind replaces the allocator")
+@pytest.mark.parametrize("var", ["FM_FAIL_AT", "FM_FAIL_FROM"])
+def test_allocation_failure(sm, var):
+    """Each allocation failing in turn: status 75 and nothing queued, or 0 and the message whole."""
+    if sm.sanitized:
+        pytest.skip("a sanitizer replaces the allocator")
+    lib = preload_lib(sm, "MAILPULL_FAILMALLOC", "failmalloc.so")
+    sm.setup()
+    log = sm.path("fm.log")
+    args = ("-t", "-f", "bounce@work.example", "extra@example.org")
+
+    def run(n):
+        if os.path.exists(log):
+            os.unlink(log)
+        env = dict(sm.env, LD_PRELOAD=lib, FM_LOG=log)
+        env[var] = str(n)
+        cmd = sm.command() + ["-c", sm.config_path, "sendmail"] + list(args)
+        with tempfile.TemporaryFile() as f:
+            f.write(MSG)
+            f.seek(0)
+            r = mprun.Proc(cmd, env=env, cwd=sm.tmp, stdin=f).finish(sm.timeout)
+        with open(log) as f:
+            fired = any(ln.split()[4] == "1" for ln in f.read().splitlines())
+        return r, fired
+
+    r, _ = run(0)
+    ok(r)
+    with open(log) as f:
+        total = int(f.read().split()[2])
+    assert total > 10, f"only {total} allocations counted: is the library working?"
+    base, good = sm.only("work")
+    good_env = sm.envelope("work", base)
+    for n in range(1, total + 1):
+        shutil.rmtree(sm.outbox("work"), ignore_errors=True)
+        r, fired = run(n)
+        when = f"allocation {n} of {total} failed"
+        assert r.rc >= 0, f"{when}: died by signal\n{r}"
+        q = sm.queued("work")
+        if r.rc == EX_OK:
+            assert len(q) == 1, f"{when}: exit 0 but {len(q)} queued\n{r}"
+            base, stored = next(iter(q.items()))
+            assert split_added(stored, MSG)[:12] == split_added(good, MSG)[:12]
+            assert sm.envelope("work", base) == good_env
+            continue
+        assert fired, f"{when}: failed though nothing failed\n{r}"
+        assert r.rc == 75 and re.search(r"out of memory|Cannot allocate memory", r.err), \
+            f"{when}\n{r}"
+        assert q == {}, f"{when}: queued and failed"
+        for sub in ("tmp", "envelopes"):
+            d = os.path.join(sm.outbox("work"), sub)
+            assert not os.path.isdir(d) or not os.listdir(d), f"{when}: left in {sub}/"
