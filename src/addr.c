@@ -185,7 +185,8 @@ qstr_put(struct abuf *a, const struct tok *t)
 			continue;
 		if (c == '\\')
 			c = (unsigned char)t->p[++i];
-		if (is_bad_ctl(c) || c == '\r' || c == '\n')
+		/* No control byte, TAB included: an address travels on one line. */
+		if (c < 0x20 || c == 0x7f)
 			return -EBADMSG;
 		abuf_put(a, (const char *)&c, 1);
 	}

@@ -11,6 +11,7 @@
 #include "mailpull/config.h"
 #include "mailpull/daemon.h"
 #include "mailpull/log.h"
+#include "mailpull/sendmail.h"
 
 static void
 print_summary(const struct mp_account *a, const struct account_stats *s)
@@ -168,6 +169,8 @@ main(int argc, char **argv)
 
 	/* A closed connection must be an error return, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
+	if (sendmail_invoked(argc, argv))
+		return sendmail_main(argc, argv);
 	if (cli_parse(argc, argv, &o) < 0)
 		return MP_EX_USAGE;
 	if (o.mode == CLI_HELP) {
