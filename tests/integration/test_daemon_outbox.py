@@ -115,3 +115,22 @@ def test_reload_watches_new_outbox(mp, daemons):
              d.proc)
     assert len(re.findall(KICK, d.log())) == kicks + 1, d.log()
     assert d.stop().rc == EX_OK
+
+
+def test_idle_account_woken(mp, daemons):
+    """An idle = yes account waits in IDLE on its first folder: a message in
+    its second folder is fetched only by a run, which the outbox write starts."""
+    user = mp.new_user("o")
+    outbox = mp.path("Outbox")
+    mp.dc.create_mailbox(user, "Lists")
+    mp.configure(account(mp, user, outbox, idle=True, folders=["INBOX", "Lists"]))
+    d = started(mp, daemons, user)
+    lists = os.path.join(mp.maildir(), ".Lists")
+
+    mp.dc.add_message(user, make_message(1, tag=user), folder="Lists")
+    time.sleep(2)
+    assert count_new(mp, lists) == 0, "fetched without a run: the test proves nothing"
+    queue(outbox, 1)
+    wait_for(lambda: count_new(mp, lists) == 1, 10, "the run after the outbox write", d.proc)
+    d.wait_log(KICK + " now")
+    assert d.stop().rc == EX_OK
