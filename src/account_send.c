@@ -677,7 +677,7 @@ submit(struct srun *r, struct sendjob *j)
 	ret = smtp_send(r->smtp, &env, outbox_reader_read, rd, &res, &e);
 	if (ret == 0) {
 		ret = accepted(r, j, &res);
-	} else if (ret == -EPERM || ret == -EMSGSIZE || ret == -EILSEQ) {
+	} else if (ret == -EPERM || ret == -EMSGSIZE || ret == -EILSEQ || ret == -EINVAL) {
 		if (e.srv[0])
 			snprintf(why, sizeof(why), "%s; the server said: %s", e.msg, e.srv);
 		else
