@@ -66,6 +66,7 @@ struct srun {
 	struct outbox_item *items;
 	size_t nitems;
 	bool *removed;                     /* per item: done and gone from the outbox */
+	bool *was_copied;                  /* per item: copied before this run (a local copy may exist) */
 	struct smtp *smtp;                 /* NULL until the first message to send */
 	bool smtp_done;                    /* no (more) session in this run */
 	struct sentcopy *sc;
@@ -846,9 +847,14 @@ finish_one(struct srun *r, struct maildir *md, const struct outbox_item *it)
 {
 	struct mp_err e = { 0 };
 	bool there = false;
-	int fd = -1;
-	int ret = maildir_has_published(md, it->base, &there, &e);
+	int fd = -1, ret = 0;
 
+	/*
+	 * Only a run interrupted after "copied" can have left a local copy:
+	 * the look (a directory scan) is for those alone.
+	 */
+	if (r->was_copied[it - r->items])
+		ret = maildir_has_published(md, it->base, &there, &e);
 	if (ret == 0 && !there) {
 		ret = open_item(r, it, &fd, &e);
 		if (ret == 0)
@@ -868,7 +874,15 @@ finish_one(struct srun *r, struct maildir *md, const struct outbox_item *it)
 		return ret;
 	}
 	r->removed[it - r->items] = true;
-	return record(r, it->base, STATE_SEND_QUEUED, NULL);
+	/*
+	 * Dropping the record need not be durable at once: a record whose
+	 * file is gone is dropped by the next run's recovery. copies() syncs
+	 * once for all of them.
+	 */
+	ret = state_send_set(r->st, it->base, STATE_SEND_QUEUED, NULL, &e);
+	if (ret < 0)
+		note_err(r, ret, &e);
+	return ret;
 }
 
 static int
@@ -910,7 +924,14 @@ copies(struct srun *r)
 		/* One that failed stays copied (the error noted) and is finished next run. */
 		(void)finish_one(r, md, &r->items[i]);
 	}
-	maildir_close(md);
+	if (md) {
+		struct mp_err e = { 0 };
+
+		maildir_close(md);
+		ret = state_sync(r->st, &e);
+		if (ret < 0)
+			note_err(r, ret, &e);
+	}
 	return ret;
 }
 
@@ -1016,7 +1037,8 @@ run(struct srun *r)
 		ret = outbox_list(r->a->outbox, &r->items, &r->nitems, &e);
 	if (ret == 0) {
 		r->removed = calloc(r->nitems + 1, sizeof(*r->removed));
-		if (!r->removed)
+		r->was_copied = calloc(r->nitems + 1, sizeof(*r->was_copied));
+		if (!r->removed || !r->was_copied)
 			ret = mp_err_oom(&e);
 	}
 	if (ret < 0) {
@@ -1024,6 +1046,9 @@ run(struct srun *r)
 		return ret;
 	}
 	outbox_tidy(r->a->outbox);
+	for (size_t i = 0; i < r->nitems; i++)
+		r->was_copied[i] = state_send_get(r->st, r->items[i].base, NULL) ==
+				   STATE_SEND_COPIED;
 	ret = recover(r);
 	if (ret == 0) {
 		remind_held(r);
@@ -1054,6 +1079,7 @@ account_send(const struct mp_config *cfg, const struct mp_account *a,
 	smtp_free(r.smtp);
 	outbox_items_free(r.items, r.nitems);
 	free(r.removed);
+	free(r.was_copied);
 	state_close(r.st);
 	if (ret < 0 && err->code == 0)
 		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));
