@@ -458,3 +458,20 @@ def test_fetch_runs_after_send_failure(senders, mp):
     r = s.run()
     assert r.rc == EX_DATAERR, str(r)
     assert len(mp.messages(s.maildir)) == 1, "the fetch did not run"
+
+
+def test_quiet_and_usage(senders):
+    """-q: a successful send prints nothing; send's options are checked."""
+    s = senders()
+    s.queue(send_message(1))
+    r = s.run("-q")
+    assert r.rc == EX_OK and r.out == "" and r.err == "", str(r)
+    assert len(s.accepted()) == 1
+    r = s.run("send", "--bogus")
+    assert r.rc == EX_USAGE and "--bogus" in r.err, str(r)
+    r = s.run("send", "-q", "-v")
+    assert r.rc == EX_USAGE, str(r)
+    r = s.run("send", "nosuch")
+    assert r.rc == EX_USAGE and "nosuch" in r.err, str(r)
+    r = s.run("send", "--quiet", "t1")
+    assert r.rc == EX_OK and r.out == "", str(r)
