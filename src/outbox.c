@@ -579,14 +579,8 @@ reader_first(struct outbox_reader *rd, const char **ret_data, size_t *ret_len, s
 
 	if ((r = head_block_read(rd->fd, false, &rd->buf, &n, &he, err)) < 0)
 		return r;
+	/* head_block_read() allocates in whole chunks: at least one, and at least n. */
 	rd->cap = n > OB_CHUNK ? n : OB_CHUNK;
-	if (n < OB_CHUNK) {
-		char *nb = realloc(rd->buf, OB_CHUNK);
-
-		if (!nb)
-			return mp_err_oom(err);
-		rd->buf = nb;
-	}
 	stripped = strip_bcc(rd->buf, he.fields_end);
 	memmove(rd->buf + stripped, rd->buf + he.fields_end, n - he.fields_end);
 	*ret_data = rd->buf;

@@ -45,15 +45,19 @@ void outbox_items_free(struct outbox_item *v, size_t n);
 
 /* What is known about a message's transmission. Strings are malloc'd. */
 struct outbox_env {
-	char *from;                /* envelope sender (-f), NULL: decided at send time */
-	char **rcpts;              /* forward paths */
+	char *from;                /* envelope sender (-f), "" the null sender, NULL: decided at send time */
+	char **rcpts;              /* forward paths, at least one, each once (addr.h's canonical form) */
 	size_t nrcpts;
 };
 
 /*
- * Reads DIR/envelopes/BASE. Returns 0 with *ret filled, or -ENOENT (not
- * recorded) when the message has no envelope. Errors: -EBADMSG (a damaged
- * envelope), open()/read() errnos, -ENOMEM.
+ * Reads DIR/envelopes/BASE: "mailpull-envelope 1", then at most one "from
+ * ADDR" line and one or more "rcpt ADDR" lines, every line ending in LF.
+ * Returns 0 with *ret filled, or -ENOENT (not recorded) when the message
+ * has no envelope. Errors: -EBADMSG (MP_EX_DATAERR: a damaged envelope:
+ * anything else, a control byte or an address over ADDR_LEN_MAX, no
+ * rcpt line, over OUTBOX_RCPT_MAX of them, a last line cut short),
+ * open()/read() errnos (MP_EX_IOERR), -ENOMEM.
  */
 int outbox_envelope_read(const char *dir, const char *base, struct outbox_env *ret,
 			 struct mp_err *err) MP_WUR;

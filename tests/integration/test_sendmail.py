@@ -420,3 +420,36 @@ def test_allocation_failure(sm, var):
         for sub in ("tmp", "envelopes"):
             d = os.path.join(sm.outbox("work"), sub)
             assert not os.path.isdir(d) or not os.listdir(d), f"{when}: left in {sub}/"
+
+
+@pytest.mark.parametrize("form", ["-c", "--config", "--config=", "-cFILE", "sendmail-argv0"])
+def test_config_spellings(sm, form):
+    sm.setup()
+    cmd = sm.command()
+    if form == "sendmail-argv0":
+        link = sm.path("sendmail")
+        os.symlink(sm.bin, link)
+        cmd[-1] = link
+        cmd += ["-C", sm.config_path]
+    elif form == "--config=":
+        cmd += ["--config=" + sm.config_path, "sendmail"]
+    elif form == "-cFILE":
+        cmd += ["-c" + sm.config_path, "sendmail"]
+    else:
+        cmd += [form, sm.config_path, "sendmail"]
+    with tempfile.TemporaryFile() as f:
+        f.write(MSG)
+        f.seek(0)
+        r = mprun.Proc(cmd + ["-t"], env=sm.env, cwd=sm.tmp, stdin=f).finish(sm.timeout)
+    ok(r)
+    assert len(sm.queued("work")) == 1
+
+
+def test_not_sendmail(sm):
+    """A configuration file named "sendmail" is not the sendmail command."""
+    sm.setup()
+    os.rename(sm.config_path, sm.path("sendmail"))
+    cmd = sm.command() + ["-c", "sendmail", "--check-config"]
+    r = mprun.Proc(cmd, env=sm.env, cwd=sm.tmp).finish(sm.timeout)
+    assert r.rc == EX_OK, str(r)
+    assert "OK, 3 accounts" in r.out

@@ -324,6 +324,33 @@ test_queue_keeps_existing(void **state)
 }
 
 static void
+test_queue_crlf_and_cut_field(void **state)
+{
+	struct fixture *fx = *state;
+	const char *msg = "To: a@x\r\nSubject: s\r\n\r\nbody\r\n";
+	struct outbox_queue_opts o = { .from_headers = true, .dot_ends = true, .domain = "d.example" };
+	char *base = queue_one(fx, msg, strlen(msg), &o, 0), *text, *date;
+	size_t len;
+
+	text = queued(fx, base, &len);
+	/* Added fields end as the message's lines do. */
+	assert_memory_equal(text, "To: a@x\r\nSubject: s\r\nMessage-ID: <", 34);
+	date = strstr(text, "@d.example>\r\nDate: ");
+	assert_non_null(date);
+	assert_string_equal(strstr(date, "\r\n\r\n"), "\r\n\r\nbody\r\n");
+	free(text);
+	free(base);
+	/* A last field cut off by the end of input gets its line end before the added ones. */
+	base = queue_one(fx, "To: a@x\nSubject: no end", 23, &o, 0);
+	text = queued(fx, base, &len);
+	assert_memory_equal(text, "To: a@x\nSubject: no end\nMessage-ID: <", 37);
+	assert_int_equal(text[len - 1], '\n');
+	assert_null(strstr(text, "\n\n"));
+	free(text);
+	free(base);
+}
+
+static void
 test_queue_dot_handling(void **state)
 {
 	struct fixture *fx = *state;
@@ -694,6 +721,7 @@ main(void)
 		cmocka_unit_test(test_head_bad),
 		cmocka_unit_test_setup_teardown(test_queue_adds_fields, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_keeps_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_crlf_and_cut_field, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_dot_handling, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_dot_across_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_no_header_block, setup, teardown),
