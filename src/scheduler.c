@@ -209,7 +209,8 @@ watch_failed(struct sched *s, struct slot *sl, const char *path, int err)
 		if (!s->watch_limit_logged)
 			log_acct(LOG_LVL_WARN, a->name, a->host, "account %s: cannot watch %s: the "
 				 "inotify watch limit (fs.inotify.max_user_watches) is reached; "
-				 "outboxes without a watch are sent at each interval", a->name, path);
+				 "outboxes without a watch are sent at each interval", a->name,
+				 path);
 		s->watch_limit_logged = true;
 	} else if (!sl->watch_failed) {
 		log_acct(LOG_LVL_WARN, a->name, a->host, "account %s: cannot watch the outbox %s: "
