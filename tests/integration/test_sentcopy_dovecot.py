@@ -1,10 +1,10 @@
-"""The Sent copy (src/sentcopy.c) against a real Dovecot (the main case
-against Cyrus too), through the small
-driver tests/unit/sentcopy_drive.c (built next to the binary under test),
-until the send run exercises it through mailpull itself: the folder chosen
-(a \\Sent special-use mailbox, else "Sent" created, else sent_folder), the
-copy stored byte for byte with \\Seen, found by its Message-ID right after
-the APPEND in the same session, never appended twice, and what is refused.
+"""The Sent copy (src/sentcopy.c) against a real Dovecot (its main case
+against Cyrus too), through the small driver tests/unit/sentcopy_drive.c
+(built next to the binary under test), until the send run exercises it
+through mailpull itself: the folder chosen (a \\Sent special-use mailbox,
+else "Sent" created, else sent_folder), the copy stored byte for byte with
+\\Seen, found by its Message-ID right after the APPEND in the same session,
+never appended twice, and what is refused.
 """
 
 import os
