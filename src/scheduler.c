@@ -43,8 +43,12 @@
  * one run, not one per message.
  */
 #define OUTBOX_DEBOUNCE_MS 700
-/* What a new outbox message looks like: renamed or linked in, or written there. */
-#define OUTBOX_EVENTS (IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE)
+/*
+ * What a new outbox message looks like: renamed or linked in, or written
+ * there. IN_MOVED_FROM pairs a rename inside the outbox with its
+ * IN_MOVED_TO: that message is no news.
+ */
+#define OUTBOX_EVENTS (IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_FROM)
 
 enum report_kind { REPORT_RUN, REPORT_IDLE_NOTSUP, REPORT_IDLE_ERR };
 
@@ -101,6 +105,8 @@ struct sched {
 	int *wds;                     /* its watch descriptors */
 	size_t nwds, wdcap;
 	bool watch_limit_logged;      /* the watch limit was hit and said so once */
+	uint32_t moved_cookie;        /* the last IN_MOVED_FROM in a watched directory */
+	int moved_wd;
 	int keep_fd;
 	bool stopping;
 	unsigned gen;                 /* configuration (re)loads so far */
@@ -209,7 +215,8 @@ watch_failed(struct sched *s, struct slot *sl, const char *path, int err)
 		if (!s->watch_limit_logged)
 			log_acct(LOG_LVL_WARN, a->name, a->host, "account %s: cannot watch %s: the "
 				 "inotify watch limit (fs.inotify.max_user_watches) is reached; "
-				 "outboxes without a watch are sent at each interval", a->name, path);
+				 "outboxes without a watch are sent at each interval", a->name,
+				 path);
 		s->watch_limit_logged = true;
 	} else if (!sl->watch_failed) {
 		log_acct(LOG_LVL_WARN, a->name, a->host, "account %s: cannot watch the outbox %s: "
@@ -294,13 +301,25 @@ watch_all(struct sched *s)
 	free(old);
 }
 
-/* One event: the accounts whose outbox it concerns run after the debounce. */
+/*
+ * One event: the accounts whose outbox it concerns run after the debounce.
+ * A message moved inside an outbox (new/ to cur/ by a mail client, or a
+ * run renaming its own messages) was news when it landed and is not
+ * again: the two halves of a rename carry one cookie (inotify(7)).
+ */
 static void
 on_outbox_event(struct sched *s, const struct inotify_event *ev, int64_t now)
 {
+	bool overflow = ev->mask & IN_Q_OVERFLOW;
+	bool inside = (ev->mask & IN_MOVED_TO) && ev->cookie && ev->cookie == s->moved_cookie;
+
+	if (ev->mask & IN_MOVED_FROM) {
+		s->moved_cookie = ev->cookie;
+		s->moved_wd = ev->wd;
+		return;
+	}
 	for (size_t i = 0; i < s->nslots; i++) {
 		struct slot *sl = &s->slots[i];
-		bool overflow = ev->mask & IN_Q_OVERFLOW;
 
 		if (!sl->a || !sl->a->smtp_host)
 			continue;
@@ -316,11 +335,7 @@ on_outbox_event(struct sched *s, const struct inotify_event *ev, int64_t now)
 		/* Directories, and names no Maildir message has (dot files), are no news. */
 		if (!overflow && ((ev->mask & IN_ISDIR) || !ev->len || ev->name[0] == '.'))
 			continue;
-		/*
-		 * A polled account's run renames its own messages in cur/: that
-		 * is no news, and must not make it run again and again.
-		 */
-		if (!overflow && sl->pid && !sl->idle_worker && ev->wd == sl->wd[1])
+		if (inside && (sl->wd[0] == s->moved_wd || sl->wd[1] == s->moved_wd))
 			continue;
 		if (!sl->kick_ms)
 			sl->kick_ms = now + OUTBOX_DEBOUNCE_MS;

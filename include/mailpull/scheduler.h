@@ -18,7 +18,8 @@
  * outbox: new/ and cur/ are watched with inotify (one descriptor for the
  * daemon; the directories are made, mode 0700, when missing), and the
  * account runs about 0.7 s after the first event, so a burst of messages
- * makes one run, plus at most one more for what lands during it. Without
+ * makes one run, plus at most one more for what lands during it (a message
+ * moved inside the outbox, new/ to cur/ or a flag change, is no news). Without
  * a watch (no inotify, the watch limit reached: logged once) the outbox is
  * sent at the account's interval. A reload watches the new outboxes.
  *

@@ -15,6 +15,8 @@ import signal
 import stat
 import time
 
+import mprun
+
 from conftest import EX_OK, Raw, make_message
 from test_daemon import count_new, daemons, start, wait_for  # noqa: F401
 
@@ -64,13 +66,27 @@ def test_outbox_message_runs_account(mp, daemons):
     t0 = time.monotonic()
     queue(outbox, 1)
     wait_for(lambda: count_new(mp) == 2, 10, "the run after the outbox write", d.proc)
-    assert time.monotonic() - t0 < 6, "the outbox write did not run the account at once"
+    assert time.monotonic() - t0 < 6 * mprun.TIME_SCALE, \
+        "the outbox write did not run the account at once"
     d.wait_log(KICK + " now")
 
     # cur/ is watched too.
     mp.dc.add_message(user, make_message(2, tag=user))
     queue(outbox, 2, "cur")
     wait_for(lambda: count_new(mp) == 3, 10, "the run after a write into cur/", d.proc)
+    d.wait_log(KICK, count=2)
+
+    # A message moved inside the outbox (new/ to cur/, or a flag change in
+    # cur/, as a mail client does) is no news.
+    time.sleep(2)
+    kicks = len(re.findall(KICK, d.log()))
+    moves = [("new", n, n + ":2,S") for n in os.listdir(os.path.join(outbox, "new"))]
+    moves += [("cur", n, n + "F") for n in os.listdir(os.path.join(outbox, "cur"))]
+    assert moves, "the outbox is empty: nothing to move"
+    sub, name, to = moves[0]
+    os.rename(os.path.join(outbox, sub, name), os.path.join(outbox, "cur", to))
+    time.sleep(2.5)
+    assert len(re.findall(KICK, d.log())) == kicks, d.log()
     assert d.stop().rc == EX_OK
 
 

@@ -66,7 +66,8 @@ step(struct sentcopy *sc, char *s, struct mp_err *err)
 		*file++ = '\0';
 		fd = open(file, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
-			return mp_err_set(err, -errno, MP_EX_IOERR, "%s: %s", file, strerror(errno));
+			return mp_err_set(err, -errno, MP_EX_IOERR, "%s: %s", file,
+					  strerror(errno));
 		r = crlf_size(fd, &size);
 		if (r == 0)
 			r = sentcopy_put(sc, id[0] ? id : NULL, fd, size, &uid, &appended, err);

@@ -1356,7 +1356,8 @@ test_list_special(void **state)
 		C("A0001 LIST \"\" \"*\" RETURN (SPECIAL-USE)"),
 		S("* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
 		  "* LIST (\\HasNoChildren \\Drafts) \"/\" Drafts\r\n"
-		  "* LIST (\\HasNoChildren \\sENT) \"/\" \"Gesendete &AMQ-\" (\"CHILDINFO\" (\"X\"))\r\n"
+		  "* LIST (\\HasNoChildren \\sENT) \"/\" \"Gesendete &AMQ-\" "
+		  "(\"CHILDINFO\" (\"X\"))\r\n"
 		  "* LIST (\\HasNoChildren) \"/\" Sent\r\n"
 		  "A0001 OK done\r\n"),
 		END,

@@ -171,7 +171,10 @@ test_create_sent(void **state)
 	assert_int_equal(fake_wait(&f), 0);
 }
 
-/* No Sent mailbox and create false; a sent_folder the server lacks: -ENOENT, a configuration error. */
+/*
+ * No Sent mailbox and create false; a sent_folder the server lacks:
+ * -ENOENT, a configuration error.
+ */
 static void
 test_missing(void **state)
 {
