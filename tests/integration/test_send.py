@@ -475,3 +475,16 @@ def test_quiet_and_usage(senders):
     assert r.rc == EX_USAGE and "nosuch" in r.err, str(r)
     r = s.run("send", "--quiet", "t1")
     assert r.rc == EX_OK and r.out == "", str(r)
+
+
+def test_shared_outbox_refused(senders, mp):
+    """Two sending accounts with one outbox would both send its messages."""
+    s = senders()
+    other = dict(s.acct)
+    mp.configure({"t1": s.acct, "t2": other}, path=s.config, state_dir=s.state)
+    r = s.run("--check-config")
+    assert r.rc == 78 and "t2" in r.err and "outbox" in r.err, str(r)
+    other["outbox"] = os.path.join(s.dir, "Outbox2")
+    mp.configure({"t1": s.acct, "t2": other}, path=s.config, state_dir=s.state)
+    r = s.run("--check-config")
+    assert r.rc == EX_OK, str(r)
