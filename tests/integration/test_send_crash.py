@@ -12,6 +12,11 @@ Each message must reach the server exactly once, or be held and reported
 retried by the user); none is lost; the server's Sent copy (IMAP) and the
 local copy in maildir/.Sent exist exactly once.
 
+Allocation failures too (tests/failmalloc.c): one allocation of the send
+run fails, at a sample of points (MAILPULL_OOM_POINTS, default 60): the run
+ends with an error line and a status, never a signal, and the runs after it
+keep the same promise.
+
 MAILPULL_KILL_RUNS sets how many random SIGKILLs (default 5);
 MAILPULL_TEST_SEED repeats the random instants (the seed is printed).
 """
@@ -25,10 +30,11 @@ import time
 
 import pytest
 
-from conftest import EX_CRASH, EX_OK, report
+from conftest import EX_CRASH, EX_OK, VALGRIND, preload_lib, report
 from test_send import EX_DATAERR, Sender, send_message
 
 KILL_RUNS = int(os.environ.get("MAILPULL_KILL_RUNS", "5"))
+OOM_POINTS = int(os.environ.get("MAILPULL_OOM_POINTS", "60"))
 MAX_STEPS = 200
 
 
@@ -57,9 +63,11 @@ class Case:
         self.ids = {b: MSGID.search(m).group(1).decode() for b, m in self.msgs.items()}
         self.errs = []
 
-    def run(self, *args, crash_at=None):
-        env = {"MAILPULL_CRASH_AT": str(crash_at)} if crash_at else None
-        r = self.s.run("send", *args, env=env)
+    def run(self, *args, crash_at=None, env=None):
+        env = dict(env or {})
+        if crash_at:
+            env["MAILPULL_CRASH_AT"] = str(crash_at)
+        r = self.s.run("send", *args, env=env or None)
         self.errs.append(r.err)
         return r
 
@@ -236,3 +244,47 @@ def test_sigkill_at_random_times(mp, rng, proto):
     report(f"send {proto} SIGKILL: {kills} of {KILL_RUNS} runs of 50 messages killed mid-way "
            f"(an uninterrupted run: {duration:.3f} s)")
     assert kills >= KILL_RUNS // 2, f"only {kills} of {KILL_RUNS} runs were killed before finishing"
+
+
+@pytest.mark.skipif(VALGRIND, reason="valgrind replaces the allocator")
+@pytest.mark.parametrize("proto", ["pop3", "imap"])
+def test_allocation_failure(mp, proto, rng):
+    """One allocation of a send run fails: an error and a status, never a
+    signal; the next runs finish the job with nothing lost or sent twice
+    unnoticed."""
+    if mp.sanitized:
+        pytest.skip("a sanitizer replaces the allocator")
+    lib = preload_lib(mp, "MAILPULL_FAILMALLOC", "failmalloc.so")
+    calib = Case(mp, f"oomcal{proto}", 2, proto=proto)
+    log = os.path.join(calib.s.dir, "fm.log")
+    try:
+        r = calib.run(env={"LD_PRELOAD": lib, "FM_LOG": log, "FM_FAIL_AT": "0"})
+        assert r.rc == EX_OK, str(r)
+        calib.check_done("the run without a failure")
+        with open(log) as f:
+            total = int(f.read().split()[2])
+    finally:
+        calib.close()
+    step = max(1.0, total / OOM_POINTS)
+    off = rng.random()
+    points = sorted({1 + int((i + off) * step) for i in range(min(total, OOM_POINTS))})
+    points = [n for n in points if n <= total]
+    failed = 0
+    for n in points:
+        c = Case(mp, f"oom{proto}{n}", 2, proto=proto)
+        try:
+            r = c.run(env={"LD_PRELOAD": lib, "FM_FAIL_AT": str(n)})
+            when = f"allocation {n} of {total} failed"
+            assert r.rc >= 0, f"{when}: mailpull died by signal {-r.rc}\n{r}"
+            assert r.rc != EX_CRASH, str(r)
+            if r.rc != EX_OK:
+                failed += 1
+                assert "mailpull: error" in r.err or "mailpull: warning" in r.err, \
+                    f"{when}: exit {r.rc} without an error line\n{r}"
+            c.drain(when)
+            c.check_done(when)
+        finally:
+            c.close()
+    report(f"send {proto} allocation failures: {len(points)} of {total} points tried, "
+           f"{failed} runs failed cleanly, nothing lost")
+    assert failed > 0, "no injected failure made a run fail"
