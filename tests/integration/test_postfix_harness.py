@@ -186,3 +186,18 @@ def test_sent_special_use(dovecot):
         assert typ == "OK"
         sent = [ln for ln in data if ln.endswith(b' "Sent"') or ln.endswith(b" Sent")]
         assert len(sent) == 1 and b"\\Sent" in sent[0], data
+
+
+def test_make_postfix_other_settings(make_postfix, dovecot):
+    """A second instance with its own main.cf settings: a small SIZE, and
+    a message over it refused for good (552 5.3.4)."""
+    pf = make_postfix(main={"message_size_limit": "20000"})
+    a, b = dovecot.new_user("a"), dovecot.new_user("b")
+    c = pf.client(starttls=True, user=a)
+    assert c.esmtp_features.get("size") == "20000", c.esmtp_features
+    big = message(pf.address(a), pf.address(b), f"big {a}") + b"x" * 76 + b"\r\n"
+    big += (b"y" * 76 + b"\r\n") * 300
+    with pytest.raises(smtplib.SMTPSenderRefused) as e:
+        c.sendmail(pf.address(a), [pf.address(b)], big)    # smtplib adds SIZE=
+    assert e.value.smtp_code == 552 and b"5.3.4" in e.value.smtp_error, e.value
+    c.close()

@@ -202,6 +202,10 @@ class Scene:
     def outbox_files(self):
         return maildir_contents(self.outbox)
 
+    def outbox_tmp(self):
+        d = os.path.join(self.outbox, "tmp")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
     def queue(self, data):
         r = self.mp.run("sendmail", "-t", stdin=data)
         show("queue one message, recipients from To/Cc/Bcc", r)
@@ -260,6 +264,7 @@ def test_send_and_receive(mp, postfix, smtp_tls):
 
     # The outbox is empty; the local and the server Sent copy hold it with its Bcc.
     assert sc.outbox_files() == {}, "outbox not emptied"
+    assert sc.outbox_tmp() == [], f"left in the outbox's tmp/: {sc.outbox_tmp()}"
     local = maildir_contents(sc.local_sent)
     assert list(local.values()) == [queued], f"{sc.local_sent}: {sorted(local)}"
     note(f"outbox empty; {os.path.relpath(list(local)[0], mp.tmp)} is the queued file")
@@ -314,6 +319,7 @@ def test_one_shot_run_sends_then_fetches(mp, postfix):
     show("one pass: send, then fetch every account", r)
     assert r.rc == EX_OK, str(r)
     assert sc.outbox_files() == {}, "outbox not emptied"
+    assert sc.outbox_tmp() == [], f"left in the outbox's tmp/: {sc.outbox_tmp()}"
     pf.wait_delivered(sc.b, 1)
     assert len(settle_log(pf, sc.a, 1)) == 1
     got_b = list(maildir_contents(sc.md["b"]).values())
