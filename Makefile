@@ -147,6 +147,7 @@ bench: $(BIN)
 install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/mailpull
+	ln -sf mailpull $(DESTDIR)$(BINDIR)/mailpull-sendmail
 	install -m 0644 man/mailpull.1 $(DESTDIR)$(MANDIR)/man1/mailpull.1
 	install -m 0644 man/mailpull.conf.5 $(DESTDIR)$(MANDIR)/man5/mailpull.conf.5
 	install -m 0644 conf/mailpull.conf $(DESTDIR)$(DOCDIR)/mailpull.conf.sample
@@ -159,7 +160,8 @@ clean:
 -include $(OBJS:.o=.d)
 
 # libFuzzer harnesses (needs clang): IMAP parser, RFC 2047, mUTF-7, folders,
-# POP3 replies and bodies, config loader, state files.
+# POP3 replies and bodies, config loader, state files, address lists and
+# outbox messages.
 #   make fuzz FUZZ_SECONDS=60      each harness in turn
 #   make fuzz-ci FUZZ_SECONDS=60   all of them, two at a time, with a summary;
 #                                  fails when any finds a crash, leak or timeout
@@ -171,7 +173,7 @@ FUZZ_JOBS ?= 2
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude -Isrc \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state
+FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state smtp addr
 FUZZ_SRCS_imap_parse = src/imap_parse.c
 FUZZ_SRCS_mimeword = src/mimeword.c src/utf8.c src/util.c src/err.c
 FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c src/util.c
@@ -179,10 +181,14 @@ FUZZ_SRCS_folder = src/folder.c src/utf8.c src/util.c
 FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/log.c \
 		 src/util.c src/err.c src/utf8.c
 FUZZ_PKGS_pop3 = openssl libsystemd
+FUZZ_SRCS_smtp = src/smtp.c src/conn.c src/tls.c src/sasl.c src/log.c src/util.c src/err.c \
+		 src/utf8.c
+FUZZ_PKGS_smtp = openssl libsystemd
 FUZZ_SRCS_config = src/config.c src/util.c src/err.c src/utf8.c
 FUZZ_PKGS_config = libconfuse
-FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c \
+FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c src/state_send.c \
 		  src/state_set.c src/util.c src/err.c src/utf8.c
+FUZZ_SRCS_addr = src/addr.c src/outbox.c src/hdr.c src/maildir.c src/util.c src/err.c src/utf8.c
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c src/*.h include/mailpull/*.h)
 	@mkdir -p $(dir $@)
@@ -224,7 +230,7 @@ install-units:
 		chmod 0644 $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/$$u; done
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/mailpull
+	rm -f $(DESTDIR)$(BINDIR)/mailpull $(DESTDIR)$(BINDIR)/mailpull-sendmail
 	rm -f $(DESTDIR)$(MANDIR)/man1/mailpull.1 $(DESTDIR)$(MANDIR)/man5/mailpull.conf.5
 	rm -f $(DESTDIR)$(DOCDIR)/mailpull.conf.sample
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null

@@ -1,34 +1,104 @@
 /*
- * One run of one account: takes the account's state lock and hands the run
- * to its protocol (account_pop3.c, account_imap.c), which share the
- * delivery sequence (deliver.c) and the session helpers (session.c).
+ * One run of one account: sends what waits in the outbox (account_send.c),
+ * then takes the account's state lock and hands the fetch to its protocol
+ * (account_pop3.c, account_imap.c), which share the delivery sequence
+ * (deliver.c) and the session helpers (session.c).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mailpull/account.h"
+#include "mailpull/log.h"
 #include "mailpull/state.h"
 #include "mailpull/util.h"
 #include "account_int.h"
+
+static int
+fetch(const struct mp_config *cfg, const struct mp_account *a, const struct account_opts *o,
+      struct account_stats *ret_stats, struct mp_err *err)
+{
+	struct state *st = NULL;
+	int ret = state_open(cfg->state_dir, a->name, o->wait, &st, err);
+
+	if (ret == 0)
+		ret = a->protocol == MP_PROTO_IMAP ?
+			account_imap_run(a, o, st, ret_stats, err) :
+			account_pop3_run(a, o, st, ret_stats, err);
+	state_close(st);
+	return ret;
+}
+
+/*
+ * A failed send's error as account_run() returns it: the caller names the
+ * account's own server, so the message names the submission server.
+ */
+static void
+send_err_prefix(const struct mp_account *a, struct mp_err *e)
+{
+	char msg[sizeof(e->msg) + 320];
+	int n = snprintf(msg, sizeof(msg), "sending through %s:%u: %s", a->smtp_host,
+			 a->smtp_port, e->msg[0] ? e->msg : strerror(-e->code));
+	size_t len = n < 0 ? 0 : (size_t)n < sizeof(e->msg) ? (size_t)n : sizeof(e->msg) - 1;
+
+	memcpy(e->msg, msg, len);
+	e->msg[len] = '\0';
+}
+
+/*
+ * Sending and fetching both failed: the more severe error is returned (the
+ * caller reports it), the other is reported here, so the user sees both.
+ */
+static int
+both_failed(const struct mp_account *a, int sret, struct mp_err *serr, int fret,
+	    struct mp_err *err)
+{
+	bool send_worse = mp_exit_worse(err->ex, serr->ex) != err->ex;
+	const struct mp_err *other = send_worse ? err : serr;
+	char line[1536];
+
+	/* The same failure twice (the state locked by another run) is said once. */
+	if (serr->code == err->code && strcmp(serr->msg, err->msg) == 0)
+		return fret;
+
+	if (send_worse)
+		mp_err_line(line, sizeof(line), a->name, a->host, a->port, other);
+	else
+		mp_err_line(line, sizeof(line), a->name, a->smtp_host, a->smtp_port, other);
+	log_acct(LOG_LVL_ERR, a->name, send_worse ? a->host : a->smtp_host, "%s", line);
+	if (!send_worse)
+		return fret;
+	send_err_prefix(a, serr);
+	*err = *serr;
+	return sret;
+}
 
 int
 account_run(const struct mp_config *cfg, const struct mp_account *a,
 	    const struct account_opts *o, struct account_stats *ret_stats, struct mp_err *err)
 {
 	int64_t start = util_now_ms();
-	struct state *st = NULL;
-	int ret;
+	struct mp_err serr = { 0 };
+	int sret = 0, ret;
 
 	memset(ret_stats, 0, sizeof(*ret_stats));
-	ret = state_open(cfg->state_dir, a->name, o->wait, &st, err);
-	if (ret == 0)
-		ret = a->protocol == MP_PROTO_IMAP ?
-			account_imap_run(a, o, st, ret_stats, err) :
-			account_pop3_run(a, o, st, ret_stats, err);
-	state_close(st);
+	/* Send first ("Send and Receive"), then fetch whatever sending did. */
+	if (!o->no_send && a->smtp_host) {
+		sret = account_send(cfg, a, o, ret_stats, &serr);
+		if (sret < 0 && serr.code == 0)
+			mp_err_set(&serr, sret, mp_exit_from_errno(sret), "%s", strerror(-sret));
+	}
+	ret = fetch(cfg, a, o, ret_stats, err);
 	ret_stats->elapsed_ms = util_now_ms() - start;
 	if (ret < 0 && err->code == 0)
 		mp_err_set(err, ret, mp_exit_from_errno(ret), "%s", strerror(-ret));
+	if (sret < 0 && ret < 0)
+		return both_failed(a, sret, &serr, ret, err);
+	if (sret < 0) {
+		send_err_prefix(a, &serr);
+		*err = serr;
+		return sret;
+	}
 	return ret;
 }
 

@@ -12,13 +12,18 @@ void
 cli_usage(void)
 {
 	fputs("usage: mailpull [-c FILE] [-q] [-v] [--wait] [ACCOUNT...]\n"
+	      "       mailpull [-c FILE] [-q] [-v] [--wait] send [--retry-held] [ACCOUNT...]\n"
 	      "       mailpull [-c FILE] preview [--json] ACCOUNT [FOLDER]\n"
 	      "       mailpull --daemon [-c FILE] [-q | -v]\n"
 	      "       mailpull --poll-now [-c FILE]\n"
 	      "       mailpull --check-config [-c FILE]\n"
 	      "\n"
-	      "Fetches mail from every account in FILE (or only those named) into\n"
-	      "their Maildirs, once, then exits.\n"
+	      "Sends what waits in the outbox of every account in FILE (or only\n"
+	      "those named), then fetches their mail into their Maildirs, once, and\n"
+	      "exits.\n"
+	      "\n"
+	      "send only sends; --retry-held also sends the messages held because\n"
+	      "they may have been sent already (check the recipient's copy first).\n"
 	      "\n"
 	      "--daemon stays in the foreground and fetches each account every\n"
 	      "`interval` (SIGUSR1: poll now, SIGHUP: reload, SIGTERM: stop);\n"
@@ -63,6 +68,40 @@ parse_preview(int argc, char **argv, struct cli_opts *o, struct cli_opts *ret)
 	o->accounts = argv + i;
 	o->naccounts = 1;
 	o->folder = argc - i == 2 ? argv[i + 1] : NULL;
+	*ret = *o;
+	return 0;
+}
+
+/* send [--retry-held] [ACCOUNT...]; -q, -v and --wait are taken here too. */
+static int
+parse_send(int argc, char **argv, struct cli_opts *o, struct cli_opts *ret)
+{
+	int i = 1;
+
+	o->mode = CLI_SEND;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--retry-held") == 0) {
+			o->retry_held = true;
+		} else if (strcmp(argv[i], "-q") == 0 || strcmp(argv[i], "--quiet") == 0) {
+			o->quiet = true;
+		} else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
+			o->verbose++;
+		} else if (strcmp(argv[i], "--wait") == 0) {
+			o->wait = true;
+		} else if (strcmp(argv[i], "--") == 0) {
+			i++;
+			break;
+		} else {
+			fprintf(stderr, "mailpull: unknown send option %s (see --help)\n", argv[i]);
+			return -EINVAL;
+		}
+	}
+	if (o->quiet && o->verbose) {
+		fputs("mailpull: -q and -v exclude each other\n", stderr);
+		return -EINVAL;
+	}
+	o->accounts = argv + i;
+	o->naccounts = argc - i;
 	*ret = *o;
 	return 0;
 }
@@ -133,6 +172,8 @@ cli_parse(int argc, char **argv, struct cli_opts *ret)
 	o.naccounts = argc - optind;
 	if (o.mode == CLI_FETCH && o.naccounts > 0 && strcmp(o.accounts[0], "preview") == 0)
 		return parse_preview(o.naccounts, o.accounts, &o, ret);
+	if (o.mode == CLI_FETCH && o.naccounts > 0 && strcmp(o.accounts[0], "send") == 0)
+		return parse_send(o.naccounts, o.accounts, &o, ret);
 	if (o.mode == CLI_CHECK_CONFIG && o.naccounts > 0) {
 		fputs("mailpull: --check-config takes no account names\n", stderr);
 		return -EINVAL;

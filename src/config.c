@@ -1263,6 +1263,29 @@ acct_send(const struct acct_src *src, struct mp_account *a)
 	return 0;
 }
 
+/*
+ * Two sending accounts with one outbox would each send every message in it
+ * (each keeps its own send records): refused.
+ */
+static int
+check_outbox_shared(struct load_ctx *ctx, const struct mp_config *c, unsigned i)
+{
+	const struct mp_account *a = &c->accounts[i];
+
+	if (!a->smtp_host)
+		return 0;
+	for (unsigned j = 0; j < i; j++) {
+		const struct mp_account *b = &c->accounts[j];
+
+		if (b->smtp_host && strcmp(a->outbox, b->outbox) == 0)
+			return ctx_error(ctx, a->line, "account \"%s\": its outbox %s is also the "
+					 "outbox of account \"%s\" (line %d): both would send "
+					 "every message in it; give each its own outbox", a->name,
+					 a->outbox, b->name, b->line);
+	}
+	return 0;
+}
+
 static int
 build_account(struct load_ctx *ctx, cfg_t *sec, cfg_t *defs, struct mp_account *a)
 {
@@ -1345,6 +1368,8 @@ build_config(struct load_ctx *ctx, cfg_t *cfg, struct mp_config *c)
 	for (unsigned i = 0; i < n; i++) {
 		c->naccounts = i + 1;
 		r = build_account(ctx, cfg_getnsec(cfg, "account", i), defs, &c->accounts[i]);
+		if (r == 0)
+			r = check_outbox_shared(ctx, c, i);
 		if (r < 0)
 			return r;
 	}

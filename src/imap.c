@@ -37,6 +37,7 @@
 #define IMAP_MAX_BREAKS 4              /* synchronizing literals in one command */
 #define IMAP_QUOTED_MAX 1024           /* longer strings go as literals */
 #define IDLE_SLICE_MS 5000             /* longest wait between looks at *stop */
+#define IMAP_APPEND_MAX ((uint64_t)1 << 30)  /* one appended message */
 #define READ_CONT 100                  /* read_until(): a continuation request came */
 
 enum imap_state {
@@ -52,6 +53,8 @@ enum imap_state {
 	IMAP_ST_SEARCH,
 	IMAP_ST_STORE,
 	IMAP_ST_EXPUNGE,
+	IMAP_ST_CREATE,
+	IMAP_ST_APPEND,
 	IMAP_ST_IDLE,
 	IMAP_ST_LOGOUT,
 	IMAP_ST_MAX
@@ -70,6 +73,8 @@ static const char *const state_names[IMAP_ST_MAX] = {
 	[IMAP_ST_SEARCH] = "SEARCH",
 	[IMAP_ST_STORE] = "STORE",
 	[IMAP_ST_EXPUNGE] = "EXPUNGE",
+	[IMAP_ST_CREATE] = "CREATE",
+	[IMAP_ST_APPEND] = "APPEND",
 	[IMAP_ST_IDLE] = "IDLE",
 	[IMAP_ST_LOGOUT] = "LOGOUT",
 };
@@ -406,6 +411,8 @@ caps_parse(struct imap_caps *caps, const struct imap_arg *a, size_t n)
 		{ "UTF8=ACCEPT", offsetof(struct imap_caps, utf8_accept) },
 		{ "MOVE", offsetof(struct imap_caps, move) },
 		{ "ESEARCH", offsetof(struct imap_caps, esearch) },
+		{ "SPECIAL-USE", offsetof(struct imap_caps, special_use) },
+		{ "LIST-EXTENDED", offsetof(struct imap_caps, list_extended) },
 	};
 
 	memset(caps, 0, sizeof(*caps));
@@ -562,9 +569,12 @@ read_until(struct imap *m, unsigned tag, bool cont_ok, resp_fn fn, literal_fn li
  * Queues the command; at each synchronizing literal flushes and waits for
  * the server's "+". Returns 0 when all is queued, or the tagged status
  * (positive) when the server refused the command before its end (*ret set).
+ * cmd_send_part() leaves out the final CRLF (a literal streamed by the
+ * caller follows).
  */
 static int
-cmd_send(struct imap *m, struct cmd *cmd, const struct imap_response **ret, struct mp_err *err)
+cmd_send_part(struct imap *m, struct cmd *cmd, const struct imap_response **ret,
+	      struct mp_err *err)
 {
 	size_t start = 0;
 	int r;
@@ -589,7 +599,15 @@ cmd_send(struct imap *m, struct cmd *cmd, const struct imap_response **ret, stru
 		if (r != READ_CONT)
 			return r;
 	}
-	return conn_write(m->c, "\r\n", 2, err);
+	return 0;
+}
+
+static int
+cmd_send(struct imap *m, struct cmd *cmd, const struct imap_response **ret, struct mp_err *err)
+{
+	int r = cmd_send_part(m, cmd, ret, err);
+
+	return r != 0 ? r : conn_write(m->c, "\r\n", 2, err);
 }
 
 /*
@@ -1273,10 +1291,14 @@ list_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 		mb.invalid = true;
 	}
 	flags = &r->args[1];
-	for (size_t i = 0; i < flags->count; i++)
+	for (size_t i = 0; i < flags->count; i++) {
 		if (imap_arg_atom_is(&flags->list[i], "\\Noselect") ||
 		    imap_arg_atom_is(&flags->list[i], "\\NonExistent"))
 			mb.noselect = true;
+		/* RFC 6154 section 2; attributes are case-insensitive (RFC 3501 9). */
+		if (imap_arg_atom_is(&flags->list[i], "\\Sent"))
+			mb.sent = true;
+	}
 	rc = grow((void **)&x->v, &x->cap, x->n, sizeof(*x->v), IMAP_MAX_MAILBOXES);
 	if (rc < 0) {
 		free(mb.name);
@@ -1289,9 +1311,10 @@ list_resp(struct imap *m, const struct imap_response *r, void *ud, struct mp_err
 	return 0;
 }
 
-int
-imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t *ret_n,
-	  struct mp_err *err)
+/* "LIST "" pattern" followed by tail (a return option, or ""). */
+static int
+list_cmd(struct imap *m, const char *pattern, const char *tail, struct imap_mailbox **ret,
+	 size_t *ret_n, struct mp_err *err)
 {
 	struct list_ctx x = { 0 };
 	struct cmd cmd;
@@ -1303,6 +1326,7 @@ imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t
 	m->state = IMAP_ST_LIST;
 	cmd_start(m, &cmd, "LIST \"\" ");
 	cmd_mailbox(m, &cmd, pattern);
+	cmd_str(&cmd, tail);
 	rc = settle(m, simple_cmd(m, &cmd, list_resp, &x, "LIST", err));
 	if (rc < 0) {
 		imap_mailboxes_free(x.v, x.n);
@@ -1311,6 +1335,28 @@ imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t
 	*ret = x.v;
 	*ret_n = x.n;
 	return 0;
+}
+
+int
+imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, size_t *ret_n,
+	  struct mp_err *err)
+{
+	return list_cmd(m, pattern, "", ret, ret_n, err);
+}
+
+/*
+ * RFC 6154 section 5.1: the SPECIAL-USE return option lists every mailbox
+ * with its special-use attributes (the SPECIAL-USE selection option would
+ * list only the special ones, and the caller also looks for plain names).
+ * A server without the capability may still give the attributes unasked
+ * (section 2), so its plain LIST is read the same way.
+ */
+int
+imap_list_special(struct imap *m, struct imap_mailbox **ret, size_t *ret_n,
+		  struct mp_err *err)
+{
+	return list_cmd(m, "*", m->caps.special_use ? " RETURN (SPECIAL-USE)" : "", ret, ret_n,
+			err);
 }
 
 struct ns_ctx {
@@ -1477,6 +1523,316 @@ imap_select(struct imap *m, const char *name, bool read_only, struct imap_folder
 	x.f.read_only = read_only || imap_response_code_is(r, "READ-ONLY");
 	*ret = x.f;
 	return 0;
+}
+
+/* ---- CREATE and APPEND --------------------------------------------------- */
+
+int
+imap_create(struct imap *m, const char *name, struct mp_err *err)
+{
+	const struct imap_response *r;
+	struct cmd cmd;
+	int rc;
+
+	rc = check_usable(m, err);
+	if (rc < 0)
+		return rc;
+	m->state = IMAP_ST_CREATE;
+	cmd_start(m, &cmd, "CREATE ");
+	cmd_mailbox(m, &cmd, name);
+	rc = run_cmd(m, &cmd, NULL, NULL, NULL, &r, err);
+	/* RFC 5530 section 3: the mailbox is there, which is all we wanted. */
+	if (rc == IMAP_STATUS_NO && imap_response_code_is(r, "ALREADYEXISTS"))
+		return 0;
+	if (rc > 0)
+		rc = refused(m, r, -EPROTO, "CREATE", err);
+	return settle(m, rc);
+}
+
+/* Message flags as an APPEND flag list (" (\\Seen)"), nothing for none. */
+static void
+append_flags(struct cmd *cmd, unsigned flags)
+{
+	static const struct {
+		unsigned flag;
+		const char *name;
+	} map[] = {
+		{ IMAP_FLAG_SEEN, "\\Seen" }, { IMAP_FLAG_ANSWERED, "\\Answered" },
+		{ IMAP_FLAG_FLAGGED, "\\Flagged" }, { IMAP_FLAG_DELETED, "\\Deleted" },
+		{ IMAP_FLAG_DRAFT, "\\Draft" },
+	};
+	bool any = false;
+
+	for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
+		if (!(flags & map[i].flag))
+			continue;
+		cmd_str(cmd, any ? " " : " (");
+		cmd_str(cmd, map[i].name);
+		any = true;
+	}
+	if (any)
+		cmd_str(cmd, ")");
+}
+
+/* Bare LFs in d[0..len) (a CR ending the previous chunk counts, *cr), counted as CRLF adds one. */
+static uint64_t
+bare_lfs(const char *d, size_t len, bool *cr)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		if (d[i] == '\n' && !(i ? d[i - 1] == '\r' : *cr))
+			n++;
+	if (len)
+		*cr = d[len - 1] == '\r';
+	return n;
+}
+
+/*
+ * The first pass over the message, before anything is sent: its size once
+ * its line ends are CRLF, and no NUL (RFC 3501 section 4.3: a literal is
+ * CHAR8, which excludes NUL; RFC 3516 binary literals would be needed).
+ */
+static int
+append_measure(imap_read_fn read, void *ud, uint64_t *ret, struct mp_err *err)
+{
+	uint64_t total = 0;
+	bool cr = false;
+
+	for (;;) {
+		const char *d;
+		size_t len;
+		int r = read(ud, &d, &len, err);
+
+		if (r < 0)
+			return r;
+		if (len == 0)
+			break;
+		if (memchr(d, '\0', len))
+			return mp_err_set(err, -EINVAL, MP_EX_DATAERR, "the message holds a NUL "
+					  "byte, which an IMAP literal cannot carry");
+		total += len + bare_lfs(d, len, &cr);
+		if (total > IMAP_APPEND_MAX)
+			break;
+	}
+	*ret = total;
+	return 0;
+}
+
+struct append_out {
+	uint64_t size;       /* announced */
+	uint64_t sent;       /* queued so far */
+	size_t out;          /* bytes waiting in m->buf */
+	bool cr;             /* the last source byte was a CR */
+};
+
+/* Queues s[0..len) of the literal, never past its announced size. */
+static int
+append_put(struct imap *m, struct append_out *o, const char *s, size_t len, struct mp_err *err)
+{
+	if (len > o->size - o->sent)
+		return mp_err_set(err, -EMSGSIZE, MP_EX_PROTOCOL, "the message grew while it was "
+				  "appended (over the %" PRIu64 " octets announced)", o->size);
+	o->sent += len;
+	while (len > 0) {
+		size_t room = IMAP_BUFSIZE - o->out, n = len < room ? len : room;
+		int r;
+
+		memcpy(m->buf + o->out, s, n);
+		o->out += n;
+		s += n;
+		len -= n;
+		if (o->out < IMAP_BUFSIZE)
+			continue;
+		r = conn_write(m->c, m->buf, o->out, err);
+		o->out = 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* One chunk of the message, bare LF turned into CRLF. */
+static int
+append_chunk(struct imap *m, struct append_out *o, const char *d, size_t len,
+	     struct mp_err *err)
+{
+	size_t i = 0;
+
+	if (memchr(d, '\0', len))
+		return mp_err_set(err, -EMSGSIZE, MP_EX_PROTOCOL, "the message changed while it "
+				  "was appended (a NUL byte appeared)");
+	while (i < len) {
+		const char *lf = memchr(d + i, '\n', len - i);
+		size_t run = lf ? (size_t)(lf - (d + i)) : len - i;
+		bool bare = lf && !(run ? d[i + run - 1] == '\r' : o->cr);
+		int r = append_put(m, o, d + i, run, err);
+
+		if (r == 0 && bare)
+			r = append_put(m, o, "\r", 1, err);
+		if (r == 0 && lf)
+			r = append_put(m, o, "\n", 1, err);
+		if (r < 0)
+			return r;
+		if (run)
+			o->cr = d[i + run - 1] == '\r';
+		if (lf)
+			o->cr = false;
+		i += run + (lf ? 1 : 0);
+	}
+	return 0;
+}
+
+/* The literal's data: exactly o->size octets, in IMAP_BUFSIZE writes. */
+static int
+append_body(struct imap *m, struct append_out *o, imap_read_fn read, void *ud,
+	    struct mp_err *err)
+{
+	char note[48];
+	int r, n;
+
+	for (;;) {
+		const char *d;
+		size_t len;
+
+		r = read(ud, &d, &len, err);
+		if (r < 0)
+			return r;
+		if (len == 0)
+			break;
+		r = append_chunk(m, o, d, len, err);
+		if (r < 0)
+			return r;
+	}
+	if (o->sent != o->size)
+		return mp_err_set(err, -EMSGSIZE, MP_EX_PROTOCOL, "the message shrank while it "
+				  "was appended (%" PRIu64 " of the %" PRIu64 " octets announced)",
+				  o->sent, o->size);
+	if (o->out) {
+		r = conn_write(m->c, m->buf, o->out, err);
+		o->out = 0;
+		if (r < 0)
+			return r;
+	}
+	n = snprintf(note, sizeof(note), "<%" PRIu64 " octets>", o->size);
+	log_trace("C", note, (size_t)n, SIZE_MAX);
+	return conn_write(m->c, "\r\n", 2, err);
+}
+
+/* The tagged end of APPEND: [APPENDUID uidvalidity uid] (RFC 4315 section 3), [TRYCREATE]. */
+static int
+append_done(struct imap *m, int rc, const struct imap_response *r, uint32_t *ret_uidvalidity,
+	    uint32_t *ret_uid, struct mp_err *err)
+{
+	uint32_t v = 0, uid = 0;
+
+	if (rc == IMAP_STATUS_NO && imap_response_code_is(r, "TRYCREATE")) {
+		m->refused = true;
+		return mp_err_set_srv(err, -ENOENT, MP_EX_PROTOCOL, r->text, r->text_len,
+				"the mailbox to append to does not exist (TRYCREATE)");
+	}
+	if (rc > 0 && rc != IMAP_STATUS_OK)
+		return refused(m, r, -EPROTO, "APPEND", err);
+	if (rc < 0)
+		return rc;
+	/* A malformed or multi-message APPENDUID is no failure: the copy is there. */
+	if (imap_response_code_is(r, "APPENDUID") && r->code_count >= 2 &&
+	    (imap_arg_u32(&r->code_args[0], &v) < 0 || imap_arg_u32(&r->code_args[1], &uid) < 0))
+		v = uid = 0;
+	if (ret_uidvalidity)
+		*ret_uidvalidity = v;
+	if (ret_uid)
+		*ret_uid = uid;
+	return 0;
+}
+
+/*
+ * APPEND mailbox (flags) {size}: the literal is synchronizing unless
+ * LITERAL+ (RFC 7888 section 4) or, up to 4096 octets, LITERAL- (section
+ * 5) lets it follow at once. A server may refuse a synchronizing literal
+ * instead of asking for it (RFC 3501 section 7.5): nothing of the message
+ * is sent then.
+ */
+static int
+append_send(struct imap *m, const char *mailbox, unsigned flags, uint64_t size,
+	    imap_read_fn read, void *ud, const struct imap_response **ret, struct mp_err *err)
+{
+	bool plus = m->caps.literal_plus || (m->caps.literal_minus && size <= 4096);
+	struct append_out o = { .size = size };
+	struct cmd cmd;
+	unsigned tag;
+	int rc;
+
+	m->state = IMAP_ST_APPEND;
+	cmd_start(m, &cmd, "APPEND ");
+	cmd_mailbox(m, &cmd, mailbox);
+	append_flags(&cmd, flags);
+	cmd_fmt(&cmd, " {%" PRIu64 "%s}", size, plus ? "+" : "");
+	tag = cmd.tag;
+	if (cmd.err) {
+		/* A mailbox name that cannot go on the wire: nothing sent. */
+		rc = cmd_send_part(m, &cmd, ret, err);
+		cmd_free(&cmd);
+		return rc;
+	}
+	rc = cmd_send_part(m, &cmd, ret, err);
+	cmd_free(&cmd);
+	if (rc == IMAP_STATUS_OK)
+		rc = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "server completed APPEND before "
+				"taking the message");
+	if (rc == 0)
+		rc = conn_write(m->c, "\r\n", 2, err);
+	if (rc == 0 && !plus) {
+		rc = conn_flush(m->c, err);
+		if (rc == 0)
+			rc = read_until(m, tag, true, NULL, NULL, NULL, ret, err);
+		if (rc == READ_CONT)
+			rc = 0;
+		else if (rc == IMAP_STATUS_OK)
+			rc = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "server completed APPEND "
+					"before taking the message");
+		else if (rc > 0)
+			return rc;
+	}
+	if (rc == 0)
+		rc = append_body(m, &o, read, ud, err);
+	if (rc == 0)
+		rc = conn_flush(m->c, err);
+	if (rc == 0)
+		rc = read_until(m, tag, false, NULL, NULL, NULL, ret, err);
+	/* Out of step once any of it went out, whatever the error (the reader's too). */
+	if (rc < 0)
+		m->broken = true;
+	return rc;
+}
+
+int
+imap_append(struct imap *m, const char *mailbox, unsigned flags, uint64_t size,
+	    imap_read_fn read, imap_rewind_fn rewind, void *ud, uint32_t *ret_uidvalidity,
+	    uint32_t *ret_uid, struct mp_err *err)
+{
+	const struct imap_response *r = NULL;
+	uint64_t have = 0;
+	int rc;
+
+	rc = check_usable(m, err);
+	if (rc < 0)
+		return rc;
+	if (size == 0 || size > IMAP_APPEND_MAX)
+		return mp_err_set(err, -EINVAL, MP_EX_DATAERR, "cannot append a message of %"
+				  PRIu64 " octets (1 to %" PRIu64 ")", size, IMAP_APPEND_MAX);
+	/* Measured before anything is sent: a wrong size or a NUL leaves the session in step. */
+	rc = append_measure(read, ud, &have, err);
+	if (rc == 0 && have != size)
+		rc = mp_err_set(err, -EMSGSIZE, MP_EX_PROTOCOL, "the message has %s%" PRIu64
+				" octets with CRLF line ends, not the %" PRIu64 " announced",
+				have > IMAP_APPEND_MAX ? "over " : "", have, size);
+	if (rc == 0)
+		rc = rewind(ud, err);
+	if (rc < 0)
+		return rc;
+	rc = append_send(m, mailbox, flags, size, read, ud, &r, err);
+	return settle(m, append_done(m, rc, r, ret_uidvalidity, ret_uid, err));
 }
 
 /* ---- UID sets and pipelined batches -------------------------------------- */

@@ -273,6 +273,40 @@ maildir_msg_new(struct maildir *md, struct maildir_msg **ret, struct mp_err *err
 	return 0;
 }
 
+int
+maildir_msg_new_named(struct maildir *md, const char *name, struct maildir_msg **ret,
+		      struct mp_err *err)
+{
+	size_t n = name ? strlen(name) : 0;
+	struct maildir_msg *m;
+
+	if (n == 0 || n >= sizeof(m->name) || name[0] == '.' || strpbrk(name, "/:"))
+		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "invalid message name '%s' for %s",
+				  name ? name : "", md->path);
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return md_fail(err, -ENOMEM, "cannot create message in", md->path, "tmp");
+	m->md = md;
+	m->buf = malloc(MD_BUF_SIZE);
+	if (!m->buf) {
+		free(m);
+		return md_fail(err, -ENOMEM, "cannot create message in", md->path, "tmp");
+	}
+	memcpy(m->name, name, n + 1);
+	/* Not O_EXCL: a leftover of an interrupted run is this very message. */
+	m->fd = openat(md->fd[MD_TMP], m->name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (m->fd < 0) {
+		int r = -errno;
+
+		md_fail(err, r, "cannot create message in", md->path, "tmp");
+		free(m->buf);
+		free(m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
 static int
 md_msg_fail(struct maildir_msg *m, int r, const char *what, struct mp_err *err)
 {
@@ -790,6 +824,25 @@ md_names_in(const char *path, const char *sub, int (*cb)(void *ud, const char *b
 	}
 	closedir(d);
 	return r;
+}
+
+static int
+md_name_is(void *ud, const char *base)
+{
+	return strcmp(base, ud) == 0 ? 1 : 0;
+}
+
+int
+maildir_has_published(struct maildir *md, const char *name, bool *ret, struct mp_err *err)
+{
+	int r = md_names_in(md->path, "new", md_name_is, (void *)name, err);
+
+	if (r == 0)
+		r = md_names_in(md->path, "cur", md_name_is, (void *)name, err);
+	if (r < 0)
+		return r;
+	*ret = r == 1;
+	return 0;
 }
 
 int

@@ -1,4 +1,4 @@
-/* Entry point: options, configuration, then one pass, preview or the daemon. */
+/* Entry point: options, configuration, then one pass, send, preview or the daemon. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include "mailpull/config.h"
 #include "mailpull/daemon.h"
 #include "mailpull/log.h"
+#include "mailpull/sendmail.h"
 
 static void
 print_summary(const struct mp_account *a, const struct account_stats *s)
@@ -26,12 +27,38 @@ print_summary(const struct mp_account *a, const struct account_stats *s)
 	fflush(stdout);
 }
 
+/* "work: 3 sent, 1 held (...), 0 failed": what sending did and what it left. */
 static void
-print_error(const struct mp_account *a, const struct mp_err *err)
+print_send_summary(const struct mp_account *a, const struct account_stats *s)
+{
+	unsigned failed = s->send_failed + s->failed_kept;
+
+	printf("%s: %u sent", a->name, s->sent);
+	if (s->held)
+		printf(", %u held (may have been sent; mailpull send --retry-held %s)", s->held,
+		       a->name);
+	printf(", %u failed%s", failed, failed ? " (kept in the outbox)" : "");
+	if (s->queued)
+		printf(", %u still queued", s->queued);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static bool
+send_happened(const struct mp_account *a, const struct account_stats *s)
+{
+	return a->smtp_host && s->sent + s->send_failed + s->failed_kept + s->held + s->queued > 0;
+}
+
+static void
+print_error(const struct mp_account *a, bool send, const struct mp_err *err)
 {
 	char line[1536];
 
-	mp_err_line(line, sizeof(line), a->name, a->host, a->port, err);
+	if (send)
+		mp_err_line(line, sizeof(line), a->name, a->smtp_host, a->smtp_port, err);
+	else
+		mp_err_line(line, sizeof(line), a->name, a->host, a->port, err);
 	log_err("%s", line);
 }
 
@@ -39,14 +66,18 @@ static enum mp_exit
 run_one(const struct mp_config *cfg, const struct mp_account *a, const struct cli_opts *o)
 {
 	struct account_opts ao = { .wait = o->wait, .progress = !o->quiet && isatty(STDERR_FILENO) };
-	struct account_stats stats;
+	struct account_stats stats = { 0 };
 	struct mp_err err = { 0 };
+	int ret;
 
 	if (a->tls == MP_TLS_NONE)
 		log_warn("account %s: tls = none: the password and all mail cross the network "
 			 "in clear", a->name);
-	if (account_run(cfg, a, &ao, &stats, &err) < 0) {
-		print_error(a, &err);
+	ret = account_run(cfg, a, &ao, &stats, &err);
+	if (!o->quiet && send_happened(a, &stats))
+		print_send_summary(a, &stats);
+	if (ret < 0) {
+		print_error(a, false, &err);
 		return err.ex ? err.ex : MP_EX_TEMPFAIL;
 	}
 	if (!o->quiet)
@@ -54,24 +85,58 @@ run_one(const struct mp_config *cfg, const struct mp_account *a, const struct cl
 	return MP_EX_OK;
 }
 
+/* `mailpull send`: the outbox only. */
+static enum mp_exit
+send_one(const struct mp_config *cfg, const struct mp_account *a, const struct cli_opts *o)
+{
+	struct account_opts ao = { .wait = o->wait, .no_send = false, .retry_held = o->retry_held,
+				   .progress = !o->quiet && isatty(STDERR_FILENO) };
+	struct account_stats stats = { 0 };
+	struct mp_err err = { 0 };
+	int ret = account_send(cfg, a, &ao, &stats, &err);
+
+	if (!o->quiet)
+		print_send_summary(a, &stats);
+	if (ret < 0) {
+		print_error(a, true, &err);
+		return err.ex ? err.ex : MP_EX_TEMPFAIL;
+	}
+	return MP_EX_OK;
+}
+
+/* One pass (or, for send, the outbox only) over the accounts named, else all. */
 static enum mp_exit
 fetch(const struct mp_config *cfg, const struct cli_opts *o)
 {
+	bool send = o->mode == CLI_SEND, any = false;
 	enum mp_exit worst = MP_EX_OK;
 
-	for (int i = 0; i < o->naccounts; i++)
-		if (!config_find(cfg, o->accounts[i])) {
+	for (int i = 0; i < o->naccounts; i++) {
+		const struct mp_account *a = config_find(cfg, o->accounts[i]);
+
+		if (!a) {
 			log_err("no account named \"%s\" in %s", o->accounts[i], cfg->path);
 			return MP_EX_USAGE;
 		}
+		if (send && !a->smtp_host) {
+			log_err("account %s does not send: it has no smtp_host in %s", a->name,
+				cfg->path);
+			return MP_EX_USAGE;
+		}
+	}
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct mp_account *a = &cfg->accounts[i];
-		bool selected = o->naccounts == 0;
+		bool selected = o->naccounts == 0 && (!send || a->smtp_host);
 
 		for (int j = 0; j < o->naccounts && !selected; j++)
 			selected = strcmp(o->accounts[j], a->name) == 0;
 		if (selected)
-			worst = mp_exit_worse(worst, run_one(cfg, a, o));
+			worst = mp_exit_worse(worst, send ? send_one(cfg, a, o) : run_one(cfg, a, o));
+		any = any || selected;
+	}
+	if (send && !any) {
+		log_err("no account in %s sends: none has smtp_host", cfg->path);
+		return MP_EX_USAGE;
 	}
 	return worst;
 }
@@ -87,7 +152,7 @@ preview(const struct mp_config *cfg, const struct cli_opts *o)
 		return MP_EX_USAGE;
 	}
 	if (account_preview(cfg, a, o->folder, o->json, o->wait, stdout, &err) < 0) {
-		print_error(a, &err);
+		print_error(a, false, &err);
 		return err.ex ? err.ex : MP_EX_TEMPFAIL;
 	}
 	return MP_EX_OK;
@@ -104,6 +169,8 @@ main(int argc, char **argv)
 
 	/* A closed connection must be an error return, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
+	if (sendmail_invoked(argc, argv))
+		return sendmail_main(argc, argv);
 	if (cli_parse(argc, argv, &o) < 0)
 		return MP_EX_USAGE;
 	if (o.mode == CLI_HELP) {

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -35,6 +37,18 @@
 /* How long stopping workers get before SIGKILL; every durable step survives it. */
 #define STOP_GRACE_MS 5000
 #define BACKOFF_MAX_FACTOR 4
+/*
+ * A message landing in an outbox runs its account this long after the
+ * first event, so that a burst (a mail client flushing its queue) makes
+ * one run, not one per message.
+ */
+#define OUTBOX_DEBOUNCE_MS 700
+/*
+ * What a new outbox message looks like: renamed or linked in, or written
+ * there. IN_MOVED_FROM pairs a rename inside the outbox with its
+ * IN_MOVED_TO: that message is no news.
+ */
+#define OUTBOX_EVENTS (IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_FROM)
 
 enum report_kind { REPORT_RUN, REPORT_IDLE_NOTSUP, REPORT_IDLE_ERR };
 
@@ -75,6 +89,9 @@ struct slot {
 	unsigned gen;                 /* sched.gen when its worker started */
 	struct filesig pw_sig;        /* its password_file when its last run started */
 	int64_t due_ms;               /* held: the next look at its files */
+	int wd[2];                    /* inotify watches on outbox new/ and cur/, -1: none */
+	bool watch_failed;            /* the failure to watch was logged */
+	int64_t kick_ms;              /* outbox news: run at this time, 0: none pending */
 	unsigned fails;
 	char last_err[1536];
 };
@@ -84,6 +101,12 @@ struct sched {
 	struct slot *slots;
 	size_t nslots;
 	int sfd;
+	int ifd;                      /* inotify, for the outboxes; -1: none */
+	int *wds;                     /* its watch descriptors */
+	size_t nwds, wdcap;
+	bool watch_limit_logged;      /* the watch limit was hit and said so once */
+	uint32_t moved_cookie;        /* the last IN_MOVED_FROM in a watched directory */
+	int moved_wd;
 	int keep_fd;
 	bool stopping;
 	unsigned gen;                 /* configuration (re)loads so far */
@@ -158,6 +181,227 @@ filesig_same(const struct filesig *a, const struct filesig *b)
 	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
 	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
 	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* ---- outboxes ----------------------------------------------------------- */
+
+/*
+ * A sending account's outbox is watched with inotify (one descriptor for
+ * the whole daemon): a message renamed, linked or written into its new/
+ * or cur/ runs the account soon after (run_kicks()), since each run sends
+ * first. The directories are made when missing so that they can be
+ * watched before the first message is queued. Without a watch (no
+ * inotify, the watch limit reached) the account is sent at its interval.
+ */
+
+/* Remembers wd as one of the daemon's watches (for watch_all() to prune). */
+static void
+wd_note(struct sched *s, int wd)
+{
+	for (size_t i = 0; i < s->nwds; i++)
+		if (s->wds[i] == wd)
+			return;
+	if (s->nwds < s->wdcap)
+		s->wds[s->nwds++] = wd;
+}
+
+static void
+watch_failed(struct sched *s, struct slot *sl, const char *path, int err)
+{
+	const struct mp_account *a = sl->a;
+
+	if (err == ENOSPC) {
+		/* inotify_add_watch(2): the per-user limit on watches. */
+		if (!s->watch_limit_logged)
+			log_acct(LOG_LVL_WARN, a->name, a->host, "account %s: cannot watch %s: the "
+				 "inotify watch limit (fs.inotify.max_user_watches) is reached; "
+				 "outboxes without a watch are sent at each interval", a->name,
+				 path);
+		s->watch_limit_logged = true;
+	} else if (!sl->watch_failed) {
+		log_acct(LOG_LVL_WARN, a->name, a->host, "account %s: cannot watch the outbox %s: "
+			 "%s; it is sent at each interval", a->name, path, strerror(err));
+	}
+	sl->watch_failed = true;
+}
+
+/* Watches what of sl's outbox is not watched yet, making DIR/{tmp,new,cur} first. */
+static void
+watch_slot(struct sched *s, struct slot *sl)
+{
+	static const char *const subs[] = { "tmp", "new", "cur" };
+	const struct mp_account *a = sl->a;
+
+	if (s->ifd < 0 || !a || !a->smtp_host || !a->outbox)
+		return;
+	for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
+		char path[PATH_MAX];
+		int n = snprintf(path, sizeof(path), "%s/%s", a->outbox, subs[i]), wd, r;
+
+		if (n < 0 || (size_t)n >= sizeof(path)) {
+			watch_failed(s, sl, a->outbox, ENAMETOOLONG);
+			return;
+		}
+		r = util_mkdir_p(path, 0700);
+		if (r < 0) {
+			watch_failed(s, sl, path, -r);
+			return;
+		}
+		if (i == 0 || sl->wd[i - 1] >= 0)
+			continue;
+		wd = inotify_add_watch(s->ifd, path, OUTBOX_EVENTS | IN_ONLYDIR);
+		if (wd < 0) {
+			watch_failed(s, sl, path, errno);
+			continue;
+		}
+		sl->wd[i - 1] = wd;
+		wd_note(s, wd);
+	}
+}
+
+static bool
+wd_listed(const int *v, size_t n, int wd)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == wd)
+			return true;
+	return false;
+}
+
+/*
+ * Every sending account's outbox watched anew (at start and after a
+ * reload); watches no account uses any more are removed. The same
+ * directory keeps its watch descriptor (inotify_add_watch(2) returns the
+ * existing one), so nothing that arrived meanwhile is lost.
+ */
+static void
+watch_all(struct sched *s)
+{
+	int *old = s->wds;
+	size_t nold = s->nwds;
+
+	if (s->ifd < 0)
+		return;
+	s->wdcap = 2 * s->nslots;
+	s->wds = calloc(s->wdcap ? s->wdcap : 1, sizeof(*s->wds));
+	s->nwds = 0;
+	if (!s->wds)
+		s->wdcap = 0;
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+
+		sl->wd[0] = sl->wd[1] = -1;
+		sl->watch_failed = false;
+		watch_slot(s, sl);
+	}
+	/* Without the new list nothing can be told stale: the old ones stay, harmless. */
+	for (size_t i = 0; s->wds && i < nold; i++)
+		if (!wd_listed(s->wds, s->nwds, old[i]))
+			(void)inotify_rm_watch(s->ifd, old[i]);
+	free(old);
+}
+
+/*
+ * One event: the accounts whose outbox it concerns run after the debounce.
+ * A message moved inside an outbox (new/ to cur/ by a mail client, or a
+ * run renaming its own messages) was news when it landed and is not
+ * again: the two halves of a rename carry one cookie (inotify(7)).
+ */
+static void
+on_outbox_event(struct sched *s, const struct inotify_event *ev, int64_t now)
+{
+	bool overflow = ev->mask & IN_Q_OVERFLOW;
+	bool inside = (ev->mask & IN_MOVED_TO) && ev->cookie && ev->cookie == s->moved_cookie;
+
+	if (ev->mask & IN_MOVED_FROM) {
+		s->moved_cookie = ev->cookie;
+		s->moved_wd = ev->wd;
+		return;
+	}
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (!sl->a || !sl->a->smtp_host)
+			continue;
+		if (!overflow && sl->wd[0] != ev->wd && sl->wd[1] != ev->wd)
+			continue;
+		if (ev->mask & IN_IGNORED) {
+			/* The directory went away: watched again when the account's run ends. */
+			for (int k = 0; k < 2; k++)
+				if (sl->wd[k] == ev->wd)
+					sl->wd[k] = -1;
+			continue;
+		}
+		/* Directories, and names no Maildir message has (dot files), are no news. */
+		if (!overflow && ((ev->mask & IN_ISDIR) || !ev->len || ev->name[0] == '.'))
+			continue;
+		if (inside && (sl->wd[0] == s->moved_wd || sl->wd[1] == s->moved_wd))
+			continue;
+		if (!sl->kick_ms)
+			sl->kick_ms = now + OUTBOX_DEBOUNCE_MS;
+	}
+}
+
+static void
+read_outbox_events(struct sched *s)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int64_t now = util_now_ms();
+
+	for (;;) {
+		ssize_t n = read(s->ifd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		for (size_t off = 0; off + sizeof(struct inotify_event) <= (size_t)n;) {
+			const struct inotify_event *ev = (const void *)(buf + off);
+
+			on_outbox_event(s, ev, now);
+			off += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
+/*
+ * Outbox news whose debounce is over: the account runs now, as a poll-now
+ * for it alone (once more after the run in progress, if one is). Returns
+ * the earliest news still waiting (INT64_MAX: none).
+ */
+static int64_t
+run_kicks(struct sched *s)
+{
+	int64_t now = util_now_ms(), next = INT64_MAX;
+
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (!sl->kick_ms)
+			continue;
+		if (!sl->a) {
+			sl->kick_ms = 0;
+			continue;
+		}
+		if (sl->kick_ms > now) {
+			next = sl->kick_ms < next ? sl->kick_ms : next;
+			continue;
+		}
+		sl->kick_ms = 0;
+		/* Held: its fix comes first (check_held); the outbox waits. */
+		if (sl->held)
+			continue;
+		log_acct(LOG_LVL_INFO, sl->name, sl->a->host, "account %s: outbox has new mail, "
+			 "running %s", sl->name, sl->pid && !sl->idle_worker ? "again after the "
+			 "current run" : "now");
+		if (!sl->pid)
+			sl->due_ms = now;
+		else if (sl->idle_worker)
+			(void)kill(sl->pid, SIGUSR1);
+		else
+			sl->again = true;
+	}
+	return next;
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -251,6 +495,8 @@ worker_main(struct sched *s, struct slot *me, int fd)
 
 	/* The parent's descriptors are not ours to keep open (locks, pipes). */
 	close(s->sfd);
+	if (s->ifd >= 0)
+		close(s->ifd);
 	if (s->keep_fd >= 0)
 		close(s->keep_fd);
 	for (size_t i = 0; i < s->nslots; i++)
@@ -580,6 +826,9 @@ on_exit_status(struct sched *s, struct slot *sl, int status)
 		sl->due_ms = now;
 	else if (sl->due_ms == INT64_MAX)
 		sl->due_ms = now + (int64_t)sl->a->interval_s * 1000;
+	/* An outbox that could not be watched (or went away) is tried again. */
+	if (sl->wd[0] < 0 || sl->wd[1] < 0)
+		watch_slot(s, sl);
 }
 
 static void
@@ -736,7 +985,8 @@ rebuild_slots(struct sched *s, const struct mp_config *cfg)
 
 		if (old)
 			continue;
-		v[k] = (struct slot){ .fd = -1, .due_ms = now, .a = &cfg->accounts[i] };
+		v[k] = (struct slot){ .fd = -1, .due_ms = now, .a = &cfg->accounts[i],
+				      .wd = { -1, -1 } };
 		v[k].name = strdup(cfg->accounts[i].name);
 		if (!v[k++].name) {
 			slots_free_new(v, k - 1, s->slots, s->nslots);
@@ -828,6 +1078,7 @@ reload(struct sched *s, const char *why)
 	} else {
 		config_free(*s->cfg);
 		*s->cfg = cfg;
+		watch_all(s);
 		log_notice("reloaded %s: %zu account%s", cfg->path, cfg->naccounts,
 			   cfg->naccounts == 1 ? "" : "s");
 	}
@@ -918,12 +1169,15 @@ loop_once(struct sched *s)
 {
 	struct pollfd *pfd = s->pfd;
 	struct slot **who = s->who;
-	int64_t next, now, wait;
-	nfds_t n = 1;
+	int64_t next, now, wait, kick;
+	nfds_t n = 2;
 	int pr;
 
 	check_held(s);
+	kick = run_kicks(s);
 	next = start_due(s);
+	if (kick < next)
+		next = kick;
 	now = util_now_ms();
 	if (s->wd_ms > 0 && s->wd_next < next)
 		next = s->wd_next;
@@ -933,6 +1187,8 @@ loop_once(struct sched *s)
 	if (wait > 60000 || wait < 0)
 		wait = 60000;
 	pfd[0] = (struct pollfd){ .fd = s->sfd, .events = POLLIN };
+	/* poll(2) passes over a negative fd. */
+	pfd[1] = (struct pollfd){ .fd = s->ifd, .events = POLLIN };
 	for (size_t i = 0; i < s->nslots; i++) {
 		if (s->slots[i].fd < 0)
 			continue;
@@ -945,8 +1201,14 @@ loop_once(struct sched *s)
 	watchdog(s, util_now_ms());
 	if (pr <= 0)
 		return 0;
-	/* Reports first: the slots may move when a signal reloads. */
-	for (nfds_t i = 1; i < n; i++)
+	/*
+	 * Outbox events first: those a run caused itself are read while its
+	 * worker still counts as running. Then reports: the slots may move
+	 * when a signal reloads.
+	 */
+	if (pfd[1].revents & POLLIN)
+		read_outbox_events(s);
+	for (nfds_t i = 2; i < n; i++)
 		if (pfd[i].revents & POLLIN)
 			drain(s, who[i]);
 	if (pfd[0].revents & POLLIN)
@@ -1010,27 +1272,35 @@ static int
 sched_init(struct sched *s, sigset_t *old)
 {
 	sigset_t set;
+	int r;
 
 	sigset_daemon(&set);
 	if (sigprocmask(SIG_BLOCK, &set, old) < 0)
 		return -errno;
 	s->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (s->sfd < 0) {
-		int r = -errno;
-
+		r = -errno;
 		sigprocmask(SIG_SETMASK, old, NULL);
 		return r;
 	}
 	s->wd_ms = svc_watchdog_ms();
 	s->wd_next = util_now_ms();
 	filesig_take(&s->cfg_sig, (*s->cfg)->path);
-	return rebuild_slots(s, *s->cfg);
+	r = rebuild_slots(s, *s->cfg);
+	if (r < 0)
+		return r;
+	s->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (s->ifd < 0)
+		log_warn("cannot watch the outboxes (inotify: %s); they are sent at each "
+			 "account's interval", strerror(errno));
+	watch_all(s);
+	return 0;
 }
 
 int
 scheduler_run(struct mp_config **cfg, int keep_fd)
 {
-	struct sched s = { .cfg = cfg, .keep_fd = keep_fd, .sfd = -1 };
+	struct sched s = { .cfg = cfg, .keep_fd = keep_fd, .sfd = -1, .ifd = -1 };
 	sigset_t old;
 	int r;
 
@@ -1044,8 +1314,8 @@ scheduler_run(struct mp_config **cfg, int keep_fd)
 		   (*cfg)->naccounts == 1 ? "" : "s", (*cfg)->path);
 	svc_ready("starting the first polls");
 	while (r == 0) {
-		if (s.nslots + 1 > s.pcap) {
-			s.pcap = s.nslots + 1;
+		if (s.nslots + 2 > s.pcap) {
+			s.pcap = s.nslots + 2;
 			free(s.pfd);
 			free(s.who);
 			s.pfd = calloc(s.pcap, sizeof(*s.pfd));
@@ -1069,6 +1339,9 @@ scheduler_run(struct mp_config **cfg, int keep_fd)
 	free(s.slots);
 	free(s.pfd);
 	free(s.who);
+	free(s.wds);
+	if (s.ifd >= 0)
+		close(s.ifd);
 	close(s.sfd);
 	/*
 	 * The signals stay blocked: a second SIGTERM must not cut short the

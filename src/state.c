@@ -68,6 +68,20 @@
  * record replaces its size. Since sizes only come with additions, a key's
  * size after a journal is the last "L" since its last "-", or what it had
  * before, which keeps a replay over a snapshot that holds it harmless.
+ *
+ * The outbox's send records (tag 'O', state_send.c) came with journal
+ * version 2 and snapshot version 2:
+ *
+ *   NAME.state    "O <base> <state> <text or ->"
+ *   NAME.journal  "O <base> <state> <text or ->"   state "queued" removes it
+ *
+ * Older mailpulls read neither, so a file gets version 2 only once it
+ * holds a send record: the snapshot's first line says 2 when it holds
+ * one, and a version 1 journal (or one without a version line) is
+ * rewritten whole as version 2 (NAME.journal.new, fsync, rename, fsync
+ * the directory) before the first send record is written into it. An
+ * account that never sends keeps files every mailpull reads; one that
+ * sent is refused by an older mailpull with a clear message.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -134,11 +148,12 @@ state_paths(struct state *s, const char *dir, const char *account)
 		s->state_path = make_path(dir, esc, ".state");
 		s->new_path = make_path(dir, esc, ".state.new");
 		s->journal_path = make_path(dir, esc, ".journal");
+		s->journal_new_path = make_path(dir, esc, ".journal.new");
 		s->lock_path = make_path(dir, esc, ".lock");
 	}
 	free(esc);
 	if (!s->dir || !s->account || !s->state_path || !s->new_path || !s->journal_path ||
-	    !s->lock_path)
+	    !s->journal_new_path || !s->lock_path)
 		return -ENOMEM;
 	return 0;
 }
@@ -169,7 +184,10 @@ load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 {
 	if (!journal) {
 		if (lineno == 1)
-			return strcmp(line, STATE_HEADER) == 0 ? 0 : -EBADMSG;
+			return strcmp(line, STATE_HEADER) == 0 ||
+			       strcmp(line, STATE_HEADER_SEND) == 0 ? 0 : -EBADMSG;
+		if (line[0] == 'O')
+			return st_send_load(s, line);
 		/* Folder records start with an upper-case tag, key records never do. */
 		if (st_imap_is_record(line[0], false))
 			return st_imap_load_snapshot(s, line);
@@ -179,6 +197,8 @@ load_line(struct state *s, bool journal, unsigned long lineno, char *line)
 		return st_imap_load_journal(s, line);
 	if (line[0] == 'G')
 		return st_name_load_flags(s, line);
+	if (line[0] == 'O')
+		return st_send_load(s, line);
 	return st_pop3_load_journal(s, line);
 }
 
@@ -189,7 +209,7 @@ load_line(struct state *s, bool journal, unsigned long lineno, char *line)
  * fetch mail twice or delete what was never stored.
  */
 static int
-load_journal_version(const char *path, const char *line, struct mp_err *err)
+load_journal_version(struct state *s, const char *path, const char *line, struct mp_err *err)
 {
 	const char *v = line + strlen(JOURNAL_MAGIC " ");
 	uint64_t version;
@@ -201,6 +221,7 @@ load_journal_version(const char *path, const char *line, struct mp_err *err)
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "%s: journal version %" PRIu64
 				  " is newer than this mailpull reads (%d): it was written by a"
 				  " newer mailpull", path, version, JOURNAL_VERSION);
+	s->journal_version = (unsigned)version;
 	return 0;
 }
 
@@ -240,7 +261,7 @@ load_file(struct state *s, const char *path, bool journal, off_t *ret_valid, str
 			r = -EBADMSG;
 		} else if (journal && lineno == 1 &&
 			   strncmp(line, JOURNAL_MAGIC " ", strlen(JOURNAL_MAGIC " ")) == 0) {
-			r = load_journal_version(path, line, err);
+			r = load_journal_version(s, path, line, err);
 			s->journal_base = n;
 		} else {
 			r = load_line(s, journal, lineno, line);
@@ -271,8 +292,11 @@ load_file(struct state *s, const char *path, bool journal, off_t *ret_valid, str
 static int
 journal_start(struct state *s, struct mp_err *err)
 {
-	static const char header[] = JOURNAL_HEADER "\n";
-	int r = util_write_all(s->journal_fd, header, sizeof(header) - 1);
+	/* Version 2 only once there is a send record: older mailpulls read 1. */
+	bool v2 = s->nsends > 0;
+	const char *header = v2 ? JOURNAL_HEADER_SEND "\n" : JOURNAL_HEADER "\n";
+	size_t len = strlen(header);
+	int r = util_write_all(s->journal_fd, header, len);
 
 	if (r < 0) {
 		/* A torn version line is cut off by the next open. */
@@ -280,7 +304,8 @@ journal_start(struct state *s, struct mp_err *err)
 	}
 	if (fsync(s->journal_fd) < 0)
 		return st_fail(err, -errno, "cannot sync", s->journal_path);
-	s->journal_base = s->journal_len = (off_t)(sizeof(header) - 1);
+	s->journal_base = s->journal_len = (off_t)len;
+	s->journal_version = v2 ? JOURNAL_VERSION_SEND : 1;
 	return 0;
 }
 
@@ -346,6 +371,7 @@ state_open(const char *dir, const char *account, bool wait, struct state **ret,
 		return mp_err_oom(err);
 	s->lock_fd = -1;
 	s->journal_fd = -1;
+	s->journal_version = 1;
 	r = state_paths(s, dir, account);
 	if (r < 0) {
 		st_fail(err, r, "cannot open state in", dir);
@@ -375,6 +401,77 @@ fail:
 
 /* ---- changes made durable ---- */
 
+/* Copies the journal's records after the version line into fd. */
+static int
+journal_copy_records(struct state *s, int fd)
+{
+	char buf[16384];
+	off_t off = s->journal_base;
+	int in = open(s->journal_path, O_RDONLY | O_NOCTTY | O_CLOEXEC), r = 0;
+
+	if (in < 0)
+		return -errno;
+	while (r == 0 && off < s->journal_len) {
+		size_t want = (size_t)(s->journal_len - off) < sizeof(buf) ?
+			      (size_t)(s->journal_len - off) : sizeof(buf);
+		ssize_t n = pread(in, buf, want, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			r = n < 0 ? -errno : -EIO;
+		else
+			r = util_write_all(fd, buf, (size_t)n);
+		off += n > 0 ? n : 0;
+	}
+	close(in);
+	return r;
+}
+
+/*
+ * Rewrites a version 1 journal as version 2 before a send record goes
+ * into it (see the head of this file): NAME.journal.new gets the new
+ * version line and the same records, is synced and renamed over the
+ * journal, then the directory is synced. Until the rename the old journal
+ * stands; once the rename may be durable, appends go to the new one, so a
+ * failed directory sync is final (MP_EX_IOERR, sticky).
+ */
+static int
+journal_upgrade(struct state *s, struct mp_err *err)
+{
+	static const char header[] = JOURNAL_HEADER_SEND "\n";
+	off_t records = s->journal_len - s->journal_base;
+	int fd, r;
+
+	fd = open(s->journal_new_path,
+		  O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOCTTY | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return st_fail(err, -errno, "cannot create", s->journal_new_path);
+	r = util_write_all(fd, header, sizeof(header) - 1);
+	if (r == 0)
+		r = journal_copy_records(s, fd);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && rename(s->journal_new_path, s->journal_path) < 0)
+		r = -errno;
+	if (r < 0) {
+		close(fd);
+		unlink(s->journal_new_path);
+		return st_fail(err, r, "cannot rewrite", s->journal_path);
+	}
+	close(s->journal_fd);
+	s->journal_fd = fd;
+	s->journal_base = (off_t)(sizeof(header) - 1);
+	s->journal_len = s->journal_base + records;
+	s->journal_version = JOURNAL_VERSION_SEND;
+	r = util_fsync_dir(s->dir);
+	if (r < 0) {
+		s->broken = r;
+		return st_fail(err, r, "cannot sync", s->dir);
+	}
+	return 0;
+}
+
 int
 state_sync(struct state *s, struct mp_err *err)
 {
@@ -382,6 +479,11 @@ state_sync(struct state *s, struct mp_err *err)
 
 	if (r < 0 || s->pending.len == 0)
 		return r;
+	if (s->send_pending && s->journal_version < JOURNAL_VERSION_SEND) {
+		r = journal_upgrade(s, err);
+		if (r < 0)
+			return r;
+	}
 	r = util_write_all(s->journal_fd, s->pending.p, s->pending.len);
 	if (r < 0) {
 		/* Take back a partial record so a retry does not follow garbage. */
@@ -399,6 +501,7 @@ state_sync(struct state *s, struct mp_err *err)
 	}
 	s->journal_len += (off_t)s->pending.len;
 	s->pending.len = 0;
+	s->send_pending = false;
 	return 0;
 }
 
@@ -428,10 +531,15 @@ write_snapshot(struct state *s, int fd)
 
 	if (r < 0)
 		return r;
-	st_dbuf_put(&w.b, STATE_HEADER "\n", sizeof(STATE_HEADER));
+	if (s->nsends > 0)
+		st_dbuf_put(&w.b, STATE_HEADER_SEND "\n", sizeof(STATE_HEADER_SEND));
+	else
+		st_dbuf_put(&w.b, STATE_HEADER "\n", sizeof(STATE_HEADER));
 	r = st_pop3_snapshot(&w, s);
 	if (r == 0)
 		r = st_imap_snapshot(&w, s);
+	if (r == 0)
+		r = st_send_snapshot(&w, s);
 	if (r == 0)
 		r = util_write_all(fd, w.b.p, w.b.len);
 	free(w.b.p);
@@ -477,6 +585,7 @@ state_compact(struct state *s, struct mp_err *err)
 		return r;
 	/* The snapshot holds every change now, buffered ones included. */
 	s->pending.len = 0;
+	s->send_pending = false;
 	/* Keep the version line; a journal from before it gets one now. */
 	if (ftruncate(s->journal_fd, s->journal_base) < 0 || fsync(s->journal_fd) < 0) {
 		s->broken = -errno;
@@ -507,12 +616,14 @@ state_close(struct state *s)
 	st_kv_free(&s->keys);
 	st_names_clear(s);
 	st_imap_free(s);
+	st_send_free(s);
 	free(s->pending.p);
 	free(s->dir);
 	free(s->account);
 	free(s->state_path);
 	free(s->new_path);
 	free(s->journal_path);
+	free(s->journal_new_path);
 	free(s->lock_path);
 	free(s);
 }

@@ -13,6 +13,7 @@
  *   state_pop3.c  POP3 keys (UIDLs) with time and size
  *   state_imap.c  IMAP folders: UIDVALIDITY, UIDNEXT, UIDs, fingerprints,
  *                 skipped UIDs
+ *   state_send.c  send records of the outbox's messages
  *     |  record their Maildir names, journal their changes
  *     v
  *   state_name.c  the Maildir names recorded since the last compaction,
@@ -39,16 +40,27 @@
 #include "mailpull/err.h"
 #include "mailpull/state.h"
 
-/* The snapshot's first line. */
+/*
+ * The snapshot's first line: version 2 when it holds send records (which
+ * version 1 readers would call damage), else version 1, which every
+ * mailpull reads. Both are read.
+ */
 #define STATE_HEADER "mailpull-state 1"
+#define STATE_HEADER_SEND "mailpull-state 2"
 /*
  * The journal's first line is JOURNAL_MAGIC, a space and a version
  * number; journals written before it existed have none and are read as
- * version 1. A higher version is refused rather than misread.
+ * version 1. A higher version is refused rather than misread. Version 2
+ * adds send records ("O"): a journal is written as version 1 until the
+ * first send record is synced into it, which rewrites it as version 2
+ * first (see state.c), so an older mailpull refuses it by its version
+ * line instead of misreading it.
  */
 #define JOURNAL_MAGIC "mailpull-journal"
-#define JOURNAL_VERSION 1
+#define JOURNAL_VERSION 2
+#define JOURNAL_VERSION_SEND 2
 #define JOURNAL_HEADER JOURNAL_MAGIC " 1"
+#define JOURNAL_HEADER_SEND JOURNAL_MAGIC " 2"
 #define STATE_FLUSH_SIZE (64 * 1024)
 /* Bytes of ranges or fingerprints on one snapshot line before the next starts. */
 #define SNAP_LINE_ITEMS 4000
@@ -190,6 +202,15 @@ int st_snap_uids(struct snap *w, const struct uid_set *set, char cont, const cha
  */
 int st_fail(struct mp_err *err, int code, const char *what, const char *path);
 
+/* ---- state_send.c: send records ---- */
+
+/* A snapshot or journal "O" line. -EBADMSG, -ENOMEM. */
+int st_send_load(struct state *s, char *line) MP_WUR;
+/* Every send record's snapshot line. Errors of st_snap_reserve(). */
+int st_send_snapshot(struct snap *w, const struct state *s) MP_WUR;
+/* Frees every send record. */
+void st_send_free(struct state *s);
+
 /* ---- the state ---- */
 
 /*
@@ -205,17 +226,26 @@ struct name_owner {
 
 struct folder;
 
+/* An outbox message's send record (state_send.c). */
+struct send_rec {
+	char *base;
+	enum state_send st;
+	char *text;                       /* "" when none */
+};
+
 struct state {
 	char *dir;
 	char *account;
 	char *state_path;
 	char *new_path;
 	char *journal_path;
+	char *journal_new_path;           /* the journal rewritten as version 2 */
 	char *lock_path;
 	int lock_fd;
 	int journal_fd;
 	off_t journal_len;                /* bytes known to be whole records */
 	off_t journal_base;               /* bytes of the version line; 0 when it has none */
+	unsigned journal_version;         /* of the open journal (1 when it has no line) */
 	int broken;                       /* sticky error after a failed fsync */
 	bool interrupted;                 /* names were loaded: no compaction since */
 	struct kv_set keys;               /* key -> first fetch time */
@@ -227,6 +257,9 @@ struct state {
 	struct dbuf pending;              /* journal lines not yet written */
 	struct folder **folders;          /* sorted by name (strcmp) */
 	size_t nfolders, fcap;
+	struct send_rec *sends;           /* sorted by base (strcmp) */
+	size_t nsends, scap;
+	bool send_pending;                /* pending holds send records */
 };
 
 /* ---- state_name.c: recorded names, and what every change passes through ---- */

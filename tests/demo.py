@@ -1,22 +1,32 @@
-"""mailpull demo: fetch sample mail from a throwaway local Dovecot.
+"""mailpull demo: fetch sample mail from a throwaway local Dovecot, and send
+one message through a throwaway local Postfix.
 
     python3 tests/demo.py BUILD/mailpull
 
-Starts a private Dovecot, puts ten sample messages into user "demo"'s
-INBOX, writes ./demo/config (POP3S, the throwaway CA, keep = no), runs
-mailpull with its output shown, then lists what landed in
-./demo/Maildir/new and shows the first message's headers. ./demo is
-removed first, so the demo can be run again and again.
+Starts a private Dovecot and, in front of it, a private Postfix submission
+server (tests/postfix.py: implicit TLS with the same throwaway CA, AUTH by
+the Dovecot, delivery into the Dovecot), puts ten sample messages into user
+"demo"'s INBOX and writes ./demo/config: one account, POP3S with keep = no
+for fetching, smtp_host/smtp_port/smtp_tls = implicit for sending. Then:
+`mailpull sendmail -t` queues a message from demo@mail.test to itself into
+./demo/Maildir/.Outbox; one `mailpull` run sends the outbox, then fetches;
+the demo lists ./demo/Maildir/new, shows the local Sent copy in
+./demo/Maildir/.Sent (a POP3 account keeps it locally only) and the
+message as it came back through Postfix and Dovecot, with their trace
+fields on top. If it arrived after the fetch of that run, a second run
+fetches it. ./demo is removed first, so the demo can be run again and again.
 """
 
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from dovecot import Dovecot  # noqa: E402
+from postfix import Postfix  # noqa: E402
 import mprun  # noqa: E402
 from mprun import Raw  # noqa: E402
 
@@ -59,6 +69,53 @@ def samples():
     return out
 
 
+SUBJECT = "Hello from mailpull sendmail"
+
+
+def outgoing(address):
+    """What a mail reader pipes into sendmail: no Message-ID or Date (mailpull adds them)."""
+    return (f"From: Demo User <{address}>\nTo: Demo User <{address}>\n"
+            f"Subject: {SUBJECT}\nMIME-Version: 1.0\n"
+            "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+            "This message went out through the local Postfix and came back.\n"
+            "Grüße!\n").encode()
+
+
+def run_mailpull(binary, args, stdin=None):
+    print(f"== mailpull {' '.join(args)}" + (" < message" if stdin is not None else ""),
+          flush=True)
+    try:
+        rc = subprocess.run([binary] + args, input=stdin, timeout=120).returncode
+    except subprocess.TimeoutExpired:
+        print("mailpull did not finish within 120 s", file=sys.stderr)
+        return 75
+    print(f"== mailpull exited with status {rc}")
+    return rc
+
+
+def listing(maildir):
+    out = []
+    for sub in ("new", "cur"):
+        d = os.path.join(maildir, sub)
+        out += [os.path.join(d, n) for n in sorted(os.listdir(d))] if os.path.isdir(d) else []
+    return out
+
+
+def show_head(path, title):
+    with open(path, "rb") as f:
+        head = f.read().split(b"\n\n", 1)[0]
+    print(f"== {title}: headers of {os.path.relpath(path)}")
+    print("   " + head.decode("utf-8", "replace").replace("\n", "\n   "))
+
+
+def came_back(maildir):
+    for p in listing(maildir):
+        with open(p, "rb") as f:
+            if f"Subject: {SUBJECT}".encode() in f.read().split(b"\n\n", 1)[0]:
+                return p
+    return None
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: demo.py MAILPULL_BINARY", file=sys.stderr)
@@ -67,37 +124,60 @@ def main():
     demo = os.path.abspath("demo")
     shutil.rmtree(demo, ignore_errors=True)
     os.makedirs(demo)
-    print(f"== starting a private Dovecot")
-    with Dovecot() as dc:
+    maildir = os.path.join(demo, "Maildir")
+    print("== starting a private Dovecot and a private Postfix")
+    with Dovecot(lmtp=True, auth_inet=True) as dc, Postfix(dc) as pf:
         msgs = samples()
         dc.add_messages(USER, msgs)
+        address = pf.address(USER)
         print(f"   POP3S on {dc.host}:{dc.pop3s_port}; {dc.count(USER)} messages for user {USER!r}")
+        print(f"   SMTP submission (implicit TLS) on {pf.host}:{pf.smtps_port}, "
+              f"delivering {address} into that INBOX")
         ca = os.path.join(demo, "ca.pem")
         shutil.copyfile(dc.ca_file, ca)
         config = os.path.join(demo, "config")
-        acct = mprun.dovecot_pop3_account(dc, USER, os.path.join(demo, "Maildir"),
-                                          tls_ca_file=ca, keep=False)
+        acct = mprun.dovecot_pop3_account(dc, USER, maildir, tls_ca_file=ca, keep=False,
+                                          smtp_host=pf.host, smtp_port=pf.smtps_port,
+                                          smtp_tls=Raw("implicit"))
         mprun.write_config(config, {"demo": acct}, state_dir=os.path.join(demo, "state"))
         print(f"== {config}:")
         with open(config) as f:
             print("   " + f.read().replace(dc.password, "***").replace("\n", "\n   ").rstrip())
-        print(f"== {binary} -c {config}", flush=True)
-        try:
-            rc = subprocess.run([binary, "-c", config], timeout=120).returncode
-        except subprocess.TimeoutExpired:
-            print("mailpull did not finish within 120 s", file=sys.stderr)
-            return 75
-        print(f"== mailpull exited with status {rc}; {dc.count(USER)} messages left on the server")
-    new = os.path.join(demo, "Maildir", "new")
+
+        rc_queue = run_mailpull(binary, ["-c", config, "sendmail", "-t"], stdin=outgoing(address))
+        queued = listing(os.path.join(maildir, ".Outbox"))
+        print(f"== {os.path.join(maildir, '.Outbox')}: {len(queued)} message(s) waiting")
+        rc = run_mailpull(binary, ["-c", config])
+        print(f"   {dc.count(USER)} messages left on the server")
+        back = came_back(maildir)
+        if rc == 0 and rc_queue == 0 and back is None:
+            # Sent, but delivered after this run's fetch: wait for it, fetch again.
+            deadline = time.monotonic() + 15
+            while dc.count(USER) == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            print("== the sent message arrived after that run's fetch: one more run")
+            rc = run_mailpull(binary, ["-c", config]) or rc
+            back = came_back(maildir)
+        if back is None and rc_queue == 0:
+            print("== Postfix log (tail):")
+            print("   " + pf.log_tail(2000).replace("\n", "\n   "))
+    new = os.path.join(maildir, "new")
     names = sorted(os.listdir(new)) if os.path.isdir(new) else []
     print(f"== {new}: {len(names)} messages")
     for n in names:
         print(f"   {os.path.getsize(os.path.join(new, n)):8d}  {n}")
     if names:
-        with open(os.path.join(new, names[0]), "rb") as f:
-            head = f.read().split(b"\n\n", 1)[0]
-        print(f"== headers of {names[0]}:")
-        print("   " + head.decode("utf-8", "replace").replace("\n", "\n   "))
+        show_head(os.path.join(new, names[0]), "the first message")
+    sent = listing(os.path.join(maildir, ".Sent"))
+    print(f"== {os.path.join(maildir, '.Sent')}: {len(sent)} message(s) (the local Sent copy)")
+    if sent:
+        show_head(sent[0], "the Sent copy")
+    if back:
+        show_head(back, "the message sent to demo, as it came back (trace fields on top)")
+    if rc_queue != 0:
+        return rc_queue
+    if rc == 0 and (back is None or not sent):
+        return 1
     return rc
 
 

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Fetches sample mail from a throwaway local Dovecot into ./demo/Maildir.
+# Sends one message through a throwaway local Postfix and fetches sample mail
+# (and that message) from a throwaway local Dovecot into ./demo/Maildir.
 set -eu
 cd "$(dirname "$0")/.."
 

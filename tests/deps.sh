@@ -1,8 +1,10 @@
 #!/bin/sh
 # Installs the Debian packages mailpull's build, tests, demo and bench need,
 # when any is missing. A policy-rc.d that refuses service starts is put in
-# place first (only if none exists) so the system-wide Dovecot stays down:
-# the tests run a private one.
+# place first (only if none exists) so the system-wide Dovecot and Postfix
+# stay down: the tests run private ones (tests/dovecot.py, tests/postfix.py),
+# and Postfix is installed with "No configuration" (its system instance is
+# never set up; /etc/postfix/main.cf is not used by the tests).
 #
 # Cyrus IMAP, the tests' second server, cannot be installed beside Dovecot
 # (both provide imap-server and pop3-server), so its packages are unpacked
@@ -11,7 +13,7 @@
 set -eu
 
 PACKAGES="build-essential pkg-config libssl-dev libconfuse-dev libsystemd-dev libcmocka-dev
-clang dovecot-core dovecot-imapd dovecot-pop3d openssl python3 python3-pytest python3-pytest-xdist mpop isync
+clang dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl python3 python3-pytest python3-pytest-xdist mpop isync msmtp
 mandoc groff systemd time valgrind
 libsasl2-modules libsasl2-modules-db libxapian30 libical3 libicu72 libjansson4 libpq5 libwrap0
 libxml2 libsqlite3-0 libeatmydata1"
@@ -44,6 +46,8 @@ if [ -n "$missing" ]; then
 		$SUDO chmod 0755 /usr/sbin/policy-rc.d
 	fi
 	export DEBIAN_FRONTEND=noninteractive
+	echo "postfix postfix/main_mailer_type select No configuration" |
+		$SUDO debconf-set-selections
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
 	# shellcheck disable=SC2086
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing

@@ -28,6 +28,13 @@ Dovecot(namespaces=True) adds the acl plugin, a public namespace
 anyone; see create_public_mailbox) and an other-users namespace
 "Shared/USER/" (a user's folder appears there for the users it is shared
 with, see share_mailbox).
+
+A folder named "Sent" is the \\Sent special-use mailbox (RFC 6154); with
+sent_auto="create" every user has one. Dovecot(lmtp=True, auth_inet=True)
+adds what a submission server in front of it needs (tests/postfix.py): LMTP
+on 127.0.0.1:lmtp_port, delivering USER@ANY.DOMAIN to USER, and the
+auth-client protocol on 127.0.0.1:auth_port. auth_delays=False answers a
+wrong password at once and keeps no penalty against the address.
 """
 
 import itertools
@@ -237,7 +244,8 @@ class Dovecot(PrivateServer):
     """A private Dovecot (POP3 + IMAP, plain and implicit TLS) on loopback."""
 
     def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False, separator="/",
-                 namespaces=False):
+                 namespaces=False, lmtp=False, auth_inet=False, sent_auto="no",
+                 auth_delays=True):
         self._own_workdir = workdir is None
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="mailpull-dovecot-")
@@ -249,6 +257,21 @@ class Dovecot(PrivateServer):
         # The IMAP hierarchy delimiter. The files stay Maildir++ (".A.B") either way.
         self.separator = separator
         self.namespaces = namespaces
+        # For a submission server in front of this one (tests/postfix.py):
+        # LMTP delivery on 127.0.0.1:lmtp_port (user@domain delivers to
+        # user), the auth-client protocol on 127.0.0.1:auth_port.
+        self.lmtp = lmtp
+        self.auth_inet = auth_inet
+        self.lmtp_port = None
+        self.auth_port = None
+        # False: a failed login is answered at once and costs later logins
+        # from the same address nothing (no auth_failure_delay, no penalty).
+        self.auth_delays = auth_delays
+        # "Sent" always carries the \Sent special-use flag; sent_auto
+        # ("no", "create", "subscribe") says whether every user has it.
+        if sent_auto not in ("no", "create", "subscribe"):
+            raise ValueError(f"sent_auto {sent_auto!r}")
+        self.sent_auto = sent_auto
         self.proc = None
         self.conf = os.path.join(self.workdir, "dovecot.conf")
         self.log_path = os.path.join(self.workdir, "dovecot.log")
@@ -289,9 +312,11 @@ class Dovecot(PrivateServer):
         self._check_traversable(self.workdir)
         used = set()
         ports = {}
-        for name in ("pop3", "pop3s", "imap", "imaps"):
+        for name in ("pop3", "pop3s", "imap", "imaps", "lmtp", "auth"):
             ports[name] = free_port(self.addrs, avoid=used)
             used.add(ports[name])
+        self.lmtp_port = ports["lmtp"] if self.lmtp else None
+        self.auth_port = ports["auth"] if self.auth_inet else None
         self.pop3_port = ports["pop3"]
         self.pop3s_port = ports["pop3s"]
         self.imap_port = ports["imap"]
@@ -306,7 +331,7 @@ state_dir = {state}
 log_path = {self.log_path}
 info_log_path = {self.log_path}
 debug_log_path = {self.log_path}
-protocols = imap pop3
+protocols = imap pop3{" lmtp" if self.lmtp else ""}
 listen = {listen}
 shutdown_clients = yes
 
@@ -336,6 +361,10 @@ namespace inbox {{
   inbox = yes
   separator = {self.separator}
   prefix =
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = {self.sent_auto}
+  }}
 }}
 mail_fsync = {"optimized" if self.fsync else "never"}
 default_vsz_limit = 1G
@@ -369,6 +398,7 @@ service imap-login {{
 service pop3 {{
   vsz_limit = 1G
 }}
+{self._submission_conf()}
 service imap {{
   vsz_limit = 1G
 }}
@@ -376,6 +406,44 @@ service imap {{
         with open(self.conf, "w") as f:
             f.write(conf)
         os.chmod(self.conf, 0o644)
+
+    def _submission_conf(self):
+        """LMTP and auth-client listeners on 127.0.0.1 for a submission
+        server. LMTP recipients are user@domain: the user is the local part
+        (the mailboxes are named by bare user names)."""
+        out = ""
+        if self.lmtp:
+            out += f"""service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.lmtp_port}
+  }}
+  vsz_limit = 1G
+}}
+protocol lmtp {{
+  auth_username_format = %n
+  mail_max_userip_connections = 1000
+}}
+"""
+        if self.auth_inet:
+            out += f"""service auth {{
+  inet_listener auth-client {{
+    address = 127.0.0.1
+    port = {self.auth_port}
+  }}
+}}
+"""
+        if not self.auth_delays:
+            # Every test logs in from 127.0.0.1: one test's wrong password
+            # would slow the next logins of every other test by up to 15 s.
+            out += """auth_failure_delay = 0
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+"""
+        return out
 
     def _namespace_conf(self, state):
         """Public and other-users namespaces with ACLs (Dovecot 2.3 acl plugin)."""
@@ -468,6 +536,9 @@ namespace shared {{
             for addr in self.addrs:
                 for port in (self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port):
                     wait_port(addr, port, timeout, self.proc)
+            for port in (self.lmtp_port, self.auth_port):
+                if port is not None:
+                    wait_port("127.0.0.1", port, timeout, self.proc)
         except Exception:
             out = self._tail()
             self.stop()

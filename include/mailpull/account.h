@@ -41,6 +41,7 @@ struct account_stats {
 	unsigned send_failed;  /* refused for good in this run (5xx) */
 	unsigned held;         /* in the outbox, held: may have been sent (send --retry-held) */
 	unsigned queued;       /* still in the outbox, to be sent later (4xx, network) */
+	unsigned failed_kept;  /* in the outbox, refused for good in an earlier run */
 };
 
 /*

@@ -5,7 +5,8 @@
 #include "mailpull/common.h"
 
 enum cli_mode {
-	CLI_FETCH, CLI_CHECK_CONFIG, CLI_PREVIEW, CLI_DAEMON, CLI_POLL_NOW, CLI_HELP, CLI_VERSION
+	CLI_FETCH, CLI_CHECK_CONFIG, CLI_PREVIEW, CLI_DAEMON, CLI_POLL_NOW, CLI_HELP, CLI_VERSION,
+	CLI_SEND
 };
 
 struct cli_opts {
@@ -18,6 +19,7 @@ struct cli_opts {
 	int naccounts;
 	bool json;               /* preview --json */
 	const char *folder;      /* preview FOLDER, or NULL */
+	bool retry_held;         /* send --retry-held */
 };
 
 /*

@@ -122,10 +122,11 @@ int imap_list(struct imap *m, const char *pattern, struct imap_mailbox **ret, si
 	      struct mp_err *err) MP_WUR;
 
 /*
- * Every mailbox with its special-use attributes: LIST (SPECIAL-USE) "" "*"
- * when the server offers SPECIAL-USE, else LIST "" "*" RETURN (SPECIAL-USE)
- * with LIST-EXTENDED, else plain LIST "" "*" (attributes as the server
- * gives them). As imap_list() otherwise.
+ * Every mailbox with its special-use attributes: LIST "" "*" RETURN
+ * (SPECIAL-USE) when the server offers SPECIAL-USE (RFC 6154 section 5.1;
+ * the SPECIAL-USE selection option would leave out the other mailboxes),
+ * else plain LIST "" "*" (attributes as the server gives them unasked).
+ * As imap_list() otherwise.
  */
 int imap_list_special(struct imap *m, struct imap_mailbox **ret, size_t *ret_n,
 		      struct mp_err *err) MP_WUR;
@@ -140,26 +141,37 @@ int imap_create(struct imap *m, const char *name, struct mp_err *err) MP_WUR;
 /*
  * Supplies a message for imap_append(): the next bytes into *ret_data and
  * *ret_len (0 at the end), LF or CRLF line ends; returns 0 or a negative
- * errno recorded in err. Same shape as smtp_read_fn.
+ * errno recorded in err. Same shape as smtp_read_fn. The data stays valid
+ * until the next call.
  */
 typedef int (*imap_read_fn)(void *ud, const char **ret_data, size_t *ret_len, struct mp_err *err);
+
+/* Goes back to the message's first byte; 0 or a negative errno recorded in err. */
+typedef int (*imap_rewind_fn)(void *ud, struct mp_err *err);
 
 /*
  * APPEND to mailbox (UTF-8) with the flags (IMAP_FLAG_*) of a message of
  * exactly size octets once its line ends are CRLF: the engine turns bare
- * LF into CRLF as it sends. A synchronizing literal waits for the
- * continuation; LITERAL+ (or LITERAL- under 4 KiB) does not. With UIDPLUS
- * the APPENDUID goes to *ret_uidvalidity and *ret_uid (both 0 when the
- * server gives none; either pointer may be NULL).
- * Errors: -EINVAL (nothing sent: size 0 or over 1 GiB), -ENOENT
- * (MP_EX_PROTOCOL: [TRYCREATE], the mailbox does not exist; the session
- * stays usable), -EPROTO (refused), -EMSGSIZE (MP_EX_PROTOCOL: the reader
- * gave another size than announced; the session is unusable), the read
- * callback's errors (the session is unusable), the engine's errors.
+ * LF into CRLF as it sends (a CRLF stays as it is, a bare CR too). The
+ * message is read twice: once, before anything is sent, to check its size
+ * and that it holds no NUL byte (an IMAP literal cannot carry one, RFC
+ * 3501 section 4.3), then, after rewind, to send it in large writes. A
+ * synchronizing literal waits for the continuation; LITERAL+ (or LITERAL-
+ * up to 4096 octets) does not. With UIDPLUS the APPENDUID goes to
+ * *ret_uidvalidity and *ret_uid (both 0 when the server gives none;
+ * either pointer may be NULL).
+ * Errors: -EINVAL (MP_EX_DATAERR: size 0 or over 1 GiB, or a NUL byte in
+ * the message; MP_EX_CONFIG: a mailbox name that cannot be sent; nothing
+ * sent), -EMSGSIZE (MP_EX_PROTOCOL: the message has another size than
+ * announced: nothing sent, the session usable; or it changed between the
+ * two reads: the session is unusable), -ENOENT (MP_EX_PROTOCOL:
+ * [TRYCREATE], the mailbox does not exist; the session stays usable),
+ * -EPROTO (refused), the callbacks' errors (the session is unusable when
+ * sending had begun), the engine's errors.
  */
 int imap_append(struct imap *m, const char *mailbox, unsigned flags, uint64_t size,
-		imap_read_fn read, void *ud, uint32_t *ret_uidvalidity, uint32_t *ret_uid,
-		struct mp_err *err) MP_WUR;
+		imap_read_fn read, imap_rewind_fn rewind, void *ud, uint32_t *ret_uidvalidity,
+		uint32_t *ret_uid, struct mp_err *err) MP_WUR;
 
 /* Frees the n mailboxes of v and v. */
 void imap_mailboxes_free(struct imap_mailbox *v, size_t n);

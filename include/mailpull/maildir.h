@@ -73,6 +73,24 @@ int maildir_msg_flush(struct maildir_msg *m, struct mp_err *err) MP_WUR;
 int maildir_msg_sync(struct maildir_msg *m, struct mp_err *err) MP_WUR;
 
 /*
+ * Creates tmp/NAME for a message whose name the caller chose (the Sent
+ * copy of an outbox message keeps the outbox's name, so a rerun after a
+ * crash finds it instead of storing it twice). A tmp/NAME left by an
+ * interrupted run is replaced. Then as maildir_msg_new().
+ * Errors: -EINVAL (a name that is empty, holds '/' or ':', or starts with
+ * '.'), -ENOMEM, the call's errno (openat).
+ */
+int maildir_msg_new_named(struct maildir *md, const char *name, struct maildir_msg **ret,
+			  struct mp_err *err) MP_WUR;
+
+/*
+ * Whether a message with base name (before any ":2,") is in new/ or cur/.
+ * Errors: the call's errno (opendir, readdir), -ENOMEM.
+ */
+int maildir_has_published(struct maildir *md, const char *name, bool *ret,
+			  struct mp_err *err) MP_WUR;
+
+/*
  * Syncs and closes a batch of messages (group commit: one syncfs() of the
  * Maildir's file system for two or more, fdatasync() for one). fdatasync()
  * per file instead when the kernel is older than Linux 5.8 (its syncfs()

@@ -45,21 +45,29 @@ void outbox_items_free(struct outbox_item *v, size_t n);
 
 /* What is known about a message's transmission. Strings are malloc'd. */
 struct outbox_env {
-	char *from;                /* envelope sender (-f), NULL: decided at send time */
-	char **rcpts;              /* forward paths */
+	char *from;                /* envelope sender (-f), "" the null sender, NULL: decided at send time */
+	char **rcpts;              /* forward paths, at least one, each once (addr.h's canonical form) */
 	size_t nrcpts;
 };
 
 /*
- * Reads DIR/envelopes/BASE. Returns 0 with *ret filled, or -ENOENT (not
- * recorded) when the message has no envelope. Errors: -EBADMSG (a damaged
- * envelope), open()/read() errnos, -ENOMEM.
+ * Reads DIR/envelopes/BASE: "mailpull-envelope 1", then at most one "from
+ * ADDR" line and one or more "rcpt ADDR" lines, every line ending in LF.
+ * Returns 0 with *ret filled, or -ENOENT (not recorded) when the message
+ * has no envelope. Errors: -EBADMSG (MP_EX_DATAERR: a damaged envelope:
+ * anything else, a control byte or an address over ADDR_LEN_MAX, no
+ * rcpt line, over OUTBOX_RCPT_MAX of them, a last line cut short),
+ * open()/read() errnos (MP_EX_IOERR), -ENOMEM.
  */
 int outbox_envelope_read(const char *dir, const char *base, struct outbox_env *ret,
 			 struct mp_err *err) MP_WUR;
 void outbox_env_free(struct outbox_env *e);
 
-/* A message's header facts, from one pass over the file. */
+/*
+ * A message's header facts, from one pass over the file. The header block
+ * is the lines up to the first empty line, or up to the first line that is
+ * neither a header field nor a field's continuation, or the whole file.
+ */
 struct outbox_scan {
 	char *from_addr;           /* first address of From, NULL: none */
 	char *message_id;          /* Message-ID's "<...>", NULL: none */
@@ -76,8 +84,16 @@ struct outbox_scan {
 
 /*
  * Scans the message in fd from its start (fd's offset is left at the end).
- * A header block over OUTBOX_HEAD_MAX or a message over OUTBOX_MSG_MAX is
- * -EBADMSG. Errors: read() errnos, -EBADMSG, -ENOMEM.
+ * The sizes are exact: crlf_size counts each LF not preceded by CR as two
+ * bytes and, for a non-empty file whose last byte is not LF, two more for
+ * the CRLF the smtp engine (and an APPEND) adds at the end; wire_size is
+ * the same count over what outbox_reader_read() gives without Bcc (whose
+ * last byte is the file's, unless a Bcc field was the end of the file).
+ * -EBADMSG for a header block over OUTBOX_HEAD_MAX, a message over
+ * OUTBOX_MSG_MAX, a From, To, Cc or Bcc field that is not an address list
+ * (addr.h), more than OUTBOX_RCPT_MAX addresses.
+ * Errors: read() errnos (MP_EX_IOERR), -EBADMSG (MP_EX_DATAERR), -ENOMEM
+ * (MP_EX_TEMPFAIL).
  */
 int outbox_scan_fd(int fd, struct outbox_scan *ret, struct mp_err *err) MP_WUR;
 void outbox_scan_free(struct outbox_scan *s);
@@ -95,44 +111,63 @@ void outbox_reader_free(struct outbox_reader *r);
 
 /* The header block read from standard input by `mailpull sendmail`, and what it says. */
 struct outbox_head {
-	char *text;                /* the header block, up to and including the empty line (or all of a body-less message) */
+	char *text;                /* the header block: its fields, then the empty line when there is one */
 	size_t len;
+	size_t fields_len;         /* text[0..fields_len) are the fields, text[fields_len..len) the empty line */
 	char *from_addr;           /* first address of From, NULL: none */
 	char **rcpts;              /* To, Cc and Bcc addresses, each once */
 	size_t nrcpts;
 	bool has_message_id, has_date, has_from;
+	bool crlf;                 /* the first line ends in CRLF: fields added end so too */
+	/*
+	 * What was read past the header block: the first bytes of the body,
+	 * and whether the input ended there (end of file, or a lone "."). With
+	 * no empty line (fields_len == len) and !ended, the body starts with a
+	 * line that is not a header field: outbox_queue() puts an empty line
+	 * before it.
+	 */
+	char *rest;
+	size_t restlen;
+	bool ended;
 };
 
 /*
- * Reads the header block from fd (up to the first empty line, or the end;
- * CRLF or LF). dot_ends: a line holding a lone "." ends the message (the
- * sendmail default; -i and -oi turn it off). Errors: -EBADMSG (over
- * OUTBOX_HEAD_MAX, a NUL byte, not a header block), read() errnos,
- * -ENOMEM.
+ * Reads the header block (as outbox_scan_fd() defines it; CRLF or LF) from
+ * fd, in 64 KiB reads. dot_ends: a line holding a lone "." ends the
+ * message (the sendmail default; -i and -oi turn it off).
+ * Errors: -EBADMSG (MP_EX_DATAERR: over OUTBOX_HEAD_MAX, a NUL byte in
+ * it, a From, To, Cc or Bcc field that is not an address list, more than
+ * OUTBOX_RCPT_MAX addresses), read() errnos (MP_EX_IOERR), -ENOMEM.
  */
 int outbox_head_read(int fd, bool dot_ends, struct outbox_head *ret, struct mp_err *err) MP_WUR;
 void outbox_head_free(struct outbox_head *h);
 
 struct outbox_queue_opts {
 	const char *from;          /* -f, NULL: none (decided at send time) */
-	const char *const *rcpts;  /* the arguments; with none and from_headers, the header's */
+	const char *const *rcpts;  /* the arguments, each an address list */
 	size_t nrcpts;
-	bool from_headers;         /* -t: the To, Cc and Bcc addresses are the recipients */
+	bool from_headers;         /* -t: the To, Cc and Bcc addresses are recipients too */
 	bool dot_ends;             /* as outbox_head_read() */
 	const char *domain;        /* for a Message-ID it adds: the From address's domain, else the host name */
 };
 
 /*
  * Queues one message into the outbox DIR (created when missing): the
- * header block h (plus Message-ID and Date when missing), then the rest of
- * fd. The envelope (when there are arguments or -f) is written and synced
- * first; the message is written to tmp/, fsynced, renamed into new/, and
- * new/ fsynced before this returns: once it returns 0 the message is
- * durable. Line ends are kept as they came. *ret_base (may be NULL) gets
- * the message's name. Errors: -EBADMSG (no recipient at all, a message
- * over OUTBOX_MSG_MAX, over OUTBOX_RCPT_MAX recipients, an address with
- * control bytes or spaces), file system errnos, -ENOMEM; nothing is left
- * behind on error.
+ * header block h (plus Message-ID and Date when missing, at the end of its
+ * fields), then h->rest and the rest of fd (unless h->ended). The
+ * recipients are the addresses of the arguments plus, with from_headers,
+ * h's. The envelope, when there are arguments or -f, is DIR/envelopes/BASE:
+ * "mailpull-envelope 1", "from ADDR" when -f was given (ADDR empty for the
+ * null sender "<>"), a "rcpt ADDR" line each; it is written to BASE.tmp,
+ * fsynced, renamed, and envelopes/ fsynced first; then the message is
+ * written to tmp/, fsynced, renamed into new/, and new/ fsynced before
+ * this returns: once it returns 0 the message is durable. Line ends are
+ * kept as they came. *ret_base (may be NULL) gets the message's name.
+ * Nothing is left behind on error.
+ * Errors: -EBADMSG (MP_EX_DATAERR: no recipient at all, a message over
+ * OUTBOX_MSG_MAX, over OUTBOX_RCPT_MAX recipients, an argument or -f that
+ * is not an address), file system errnos (MP_EX_IOERR, the path named),
+ * -ENOMEM (MP_EX_TEMPFAIL).
  */
 int outbox_queue(const char *dir, const struct outbox_head *h, int fd,
 		 const struct outbox_queue_opts *o, char **ret_base, struct mp_err *err) MP_WUR;

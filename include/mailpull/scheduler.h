@@ -14,6 +14,15 @@
  * failing and when it works again, not at every retry; a held account is
  * logged once, and named apart in the STATUS line.
  *
+ * A sending account (smtp_host) also runs when a message lands in its
+ * outbox: new/ and cur/ are watched with inotify (one descriptor for the
+ * daemon; the directories are made, mode 0700, when missing), and the
+ * account runs about 0.7 s after the first event, so a burst of messages
+ * makes one run, plus at most one more for what lands during it (a message
+ * moved inside the outbox, new/ to cur/ or a flag change, is no news). Without
+ * a watch (no inotify, the watch limit reached: logged once) the outbox is
+ * sent at the account's interval. A reload watches the new outboxes.
+ *
  * Signals: SIGUSR1 polls every account now, held ones excepted; SIGHUP
  * re-reads the configuration (keeping the old one when the new one is
  * invalid) and releases every held account; SIGTERM and SIGINT stop the

@@ -50,9 +50,12 @@ struct smtp;
  * conn_starttls() refuses bytes that followed the 220; every capability
  * learned before TLS is forgotten and EHLO sent again. *ret is freed with
  * smtp_free().
- * Errors: -ECONNREFUSED (MP_EX_TEMPFAIL: 4xx/5xx greeting), -EPROTO
- * (MP_EX_PROTOCOL: the STARTTLS refusals above, EHLO and HELO refused),
- * conn_starttls()'s, the engine's errors.
+ * Errors: -ECONNREFUSED (MP_EX_TEMPFAIL: 4xx/5xx greeting; QUIT is sent
+ * after a 554), -EPROTO (MP_EX_PROTOCOL: the STARTTLS refusals above, but
+ * a 421 is -ECONNRESET as anywhere; EHLO and HELO refused; a greeting
+ * that is no 220 and no refusal), -EINVAL (MP_EX_CONFIG: ehlo_name empty,
+ * over 255 bytes or holding a space or control byte), conn_starttls()'s,
+ * the engine's errors.
  */
 int smtp_open(struct conn *c, const char *ehlo_name, bool starttls, struct smtp **ret,
 	      struct mp_err *err) MP_WUR;
@@ -63,15 +66,23 @@ const struct smtp_caps *smtp_caps(const struct smtp *s);
 /*
  * AUTH with mech (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER; an initial response
  * is sent on the AUTH line, RFC 4954). The secret is never logged.
+ * LOGIN answers the two 334 prompts in order, whatever they say. A 334
+ * after an XOAUTH2/OAUTHBEARER response (a JSON error, RFC 7628) is
+ * answered ("" or "AQ==") and the final refusal reported, with the
+ * decoded error as err->srv. The session stays usable after -EACCES and
+ * -EAGAIN.
  * Errors: -EACCES (MP_EX_NOPERM: 535 and other 5xx, the server's text in
  * err->srv), -EAGAIN (MP_EX_TEMPFAIL: 454 and other 4xx), -EINVAL
- * (MP_EX_CONFIG: SASL_USER, which SMTP does not have), the engine's errors.
+ * (MP_EX_CONFIG: SASL_USER, which SMTP does not have; user or secret NULL
+ * or refused by the mechanism's encoder), -EPROTO (MP_EX_PROTOCOL: a 334
+ * after a PLAIN response or the LOGIN password, 235 before the password,
+ * another code out of place), the engine's errors.
  */
 int smtp_auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 /*
- * Supplies the message: sets *ret_data/*ret_len to the next bytes (borrowed
+ * Supplies the message: sets *ret_data and *ret_len to the next bytes (borrowed
  * until the next call), *ret_len 0 at the end. Returns 0 or a negative
  * errno already recorded in err (the engine stops and passes it up).
  */
@@ -93,7 +104,7 @@ struct smtp_result {
 	struct smtp_reply data;    /* DATA (354) */
 	struct smtp_reply final;   /* the reply to the final dot */
 	size_t naccepted;          /* recipients with a 2xx to RCPT */
-	bool dot_sent;             /* the final dot was written: from here the message may have been accepted */
+	bool dot_sent;             /* the final dot was written: the message may be accepted */
 };
 
 /*
@@ -104,7 +115,14 @@ struct smtp_result {
  * the transaction is reset (RSET) and nothing is sent.
  * Returns 0 when the server accepted the message (250 to the final dot),
  * possibly for fewer than all recipients: res->rcpt says which.
+ * res->rcpt may be NULL (then per-recipient replies are not kept). When
+ * no recipient was accepted but DATA got 354 anyway, a lone "." ends the
+ * transaction (RFC 2920 section 3.1) and res->dot_sent stays false.
+ * An address beyond ASCII needs SMTPUTF8 even without env->utf8.
  * Errors (before or after MAIL FROM; res says how far it went):
+ *   -EINVAL     (MP_EX_DATAERR: no recipient, or an address holding a
+ *                control byte, space, "<" or ">", or over 1000 bytes;
+ *                nothing sent)
  *   -EMSGSIZE   (MP_EX_DATAERR: env->size over the server's SIZE; nothing sent)
  *   -EILSEQ     (MP_EX_DATAERR: 8-bit or UTF-8 content and the server offers
  *                neither 8BITMIME nor SMTPUTF8; nothing sent)
@@ -112,6 +130,9 @@ struct smtp_result {
  *                every RCPT: permanently refused; the session stays usable)
  *   -EAGAIN     (MP_EX_TEMPFAIL: a 4xx to MAIL, DATA, the final dot or to
  *                every RCPT with none 5xx: try later; the session stays usable)
+ *               After a refused MAIL, RCPT or DATA the transaction is reset
+ *               (RSET); if that fails, the error stays the refusal but later
+ *               calls fail with -EPROTO.
  *   the read callback's errors (the session is unusable: the transaction
  *   was cut mid-DATA), the engine's errors (with res->dot_sent set: the
  *   server may have accepted the message).
@@ -124,5 +145,59 @@ int smtp_quit(struct smtp *s, struct mp_err *err) MP_WUR;
 
 /* Closes the connection and frees. */
 void smtp_free(struct smtp *s);
+
+/*
+ * The pure pieces of the engine, for the tests and the fuzz harness. None
+ * does I/O or takes a struct mp_err.
+ *
+ * Reply lines (RFC 5321 section 4.2): smtp_reply_init(), then
+ * smtp_reply_feed() with each line as read (without CRLF). Returns 1 when
+ * the line was the last of the reply (p->rep is then complete), 0 when
+ * more lines follow; *ret_text and *ret_len (may be NULL) point at the line's
+ * text after "NNN-" or "NNN " in line (for EHLO keywords). Errors: -EPROTO
+ * (not "NNN", "NNN text" or "NNN-text"; a code unlike the first line's;
+ * a line fed after the last), -E2BIG (a line over SMTP_LINE_MAX, or more
+ * than SMTP_REPLY_LINES lines).
+ */
+#define SMTP_LINE_MAX 2048
+#define SMTP_REPLY_LINES 128
+
+struct smtp_reply_parser {
+	struct smtp_reply rep;
+	unsigned nlines;
+	size_t textlen;
+	bool done;
+};
+
+void smtp_reply_init(struct smtp_reply_parser *p);
+int smtp_reply_feed(struct smtp_reply_parser *p, const char *line, size_t len,
+		    const char **ret_text, size_t *ret_len) MP_WUR;
+
+/*
+ * One EHLO keyword line (RFC 5321 section 4.1.1.1, the text after
+ * "250-"), case-insensitive, into caps: PIPELINING, STARTTLS, 8BITMIME,
+ * SMTPUTF8, ENHANCEDSTATUSCODES, SIZE [n], AUTH mechs and the older
+ * "AUTH=mechs". Unknown keywords are ignored. Cannot fail.
+ */
+void smtp_ehlo_line(struct smtp_caps *caps, const char *text, size_t len);
+
+/*
+ * The DATA encoder (RFC 5321 sections 2.3.8 and 4.5.2): LF becomes CRLF
+ * (a CRLF is kept, a bare CR is kept as it is), a "." starting a line is
+ * doubled; the state carries over from one chunk to the next. encode
+ * writes at most 2 * len bytes to out and returns how many; finish writes
+ * the end (CRLF when the data did not end a line, then ".\r\n"), at most
+ * SMTP_DOT_FINISH_MAX bytes, and returns how many. Cannot fail.
+ */
+struct smtp_dot {
+	bool bol;   /* at the start of a line */
+	bool cr;    /* the last byte was a CR not yet followed by LF */
+};
+
+#define SMTP_DOT_FINISH_MAX 5
+
+void smtp_dot_init(struct smtp_dot *d);
+size_t smtp_dot_encode(struct smtp_dot *d, const char *in, size_t len, char *out);
+size_t smtp_dot_finish(struct smtp_dot *d, char *out);
 
 #endif

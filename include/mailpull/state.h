@@ -80,10 +80,13 @@ int state_remove(struct state *s, const char *key, struct mp_err *err) MP_WUR;
 
 /*
  * Writes buffered changes to the journal and fdatasyncs it; nothing to
- * write costs nothing. Errors: -EIO, -ENOSPC, -EDQUOT or another errno of
- * write() or fdatasync(), MP_EX_IOERR (a failed write is taken back and
- * may be retried; a failed fdatasync is final, see above); an earlier
- * failed sync's error.
+ * write costs nothing. The first send record written into a journal of
+ * version 1 rewrites the journal as version 2 first (state.c says why).
+ * Errors: -EIO, -ENOSPC, -EDQUOT or another errno of write(), fdatasync(),
+ * or of the rewrite (open(), rename(), the directory's fsync), MP_EX_IOERR
+ * (a failed write is taken back and may be retried, as may a rewrite that
+ * failed before its rename; a failed fdatasync, or directory sync after
+ * the rename, is final, see above); an earlier failed sync's error.
  */
 int state_sync(struct state *s, struct mp_err *err) MP_WUR;
 

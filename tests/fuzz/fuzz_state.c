@@ -78,7 +78,10 @@ write_file(const char *path, const uint8_t *p, size_t len)
 	close(fd);
 }
 
-/* What compaction leaves in the journal: its version line alone. */
+/*
+ * What compaction leaves in the journal: its version line alone (version
+ * 2 once it held send records, else 1).
+ */
 static void
 check_empty_journal(void)
 {
@@ -91,6 +94,8 @@ check_empty_journal(void)
 		abort();
 	n = read(fd, buf, sizeof(buf));
 	close(fd);
+	if (n == (ssize_t)sizeof(header) - 1 && buf[sizeof(header) - 3] == '2')
+		buf[sizeof(header) - 3] = '1';
 	if (n != (ssize_t)sizeof(header) - 1 || memcmp(buf, header, sizeof(header) - 1) != 0) {
 		fprintf(stderr, "the journal after compaction is not its version line alone\n");
 		abort();

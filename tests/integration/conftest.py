@@ -25,6 +25,7 @@ sys.path.insert(0, TESTS)
 
 from dovecot import Dovecot  # noqa: E402
 import cyrus as cyrus_mod  # noqa: E402
+import postfix as postfix_mod  # noqa: E402
 import mprun  # noqa: E402
 from mprun import Raw  # noqa: E402
 
@@ -108,8 +109,11 @@ def binary_is_sanitized(path):
 @pytest.fixture(scope="session")
 def dovecot():
     # Its own directory under /tmp: pytest's tmp dirs are 0700, and the mail
-    # user must reach the mail.
-    dc = Dovecot()
+    # user must reach the mail. The LMTP and auth listeners serve the
+    # worker's Postfix (the postfix fixture), started only when a test asks.
+    # Every test logs in from 127.0.0.1: no login is slowed down by another
+    # test's wrong password (auth_delays).
+    dc = Dovecot(lmtp=True, auth_inet=True, auth_delays=False)
     dc.start()
     yield dc
     if os.environ.get("MAILPULL_KEEP_DOVECOT"):
@@ -140,6 +144,50 @@ def cyrus():
         print(f"\nCyrus files kept in {cy.workdir}")
     else:
         cy.cleanup()
+
+
+def _start_postfix(dc, **kw):
+    why = postfix_mod.unavailable()
+    if why:
+        pytest.fail(why)
+    return postfix_mod.Postfix(dc, **kw).start()
+
+
+def _end_postfix(pf):
+    if os.environ.get("MAILPULL_KEEP_DOVECOT"):
+        pf.stop()
+        print(f"\nPostfix files kept in {pf.workdir}")
+    else:
+        pf.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postfix(dovecot):
+    """The worker's private Postfix: submission with implicit TLS on
+    postfix.smtps_port and mandatory STARTTLS on postfix.submission_port,
+    AUTH by the session Dovecot (any user, dovecot.password), delivering
+    USER@mail.test into USER's INBOX of that Dovecot (tests/postfix.py).
+    A missing Postfix is a failure, not a skip: tests/deps.sh installs it."""
+    pf = _start_postfix(dovecot)
+    report(f"Postfix ({postfix_mod.version()}) started in {pf.start_seconds:.2f} s")
+    yield pf
+    _end_postfix(pf)
+
+
+@pytest.fixture
+def make_postfix(dovecot):
+    """Starts further private Postfix instances with other main.cf settings
+    (make_postfix(main={"message_size_limit": "20000"})), each stopped at
+    the end of the test."""
+    started = []
+
+    def make(**kw):
+        pf = _start_postfix(dovecot, **kw)
+        started.append(pf)
+        return pf
+    yield make
+    for pf in started:
+        _end_postfix(pf)
 
 
 @pytest.fixture
@@ -220,6 +268,18 @@ class MailPull:
     def imap_account(self, user, maildir=None, **over):
         return mprun.dovecot_imap_account(self.dc, user, maildir or self.maildir(), **over)
 
+    def sending_account(self, user, pf, maildir=None, smtp_tls="implicit", **over):
+        """An IMAPS account of the Dovecot that also sends through the
+        Postfix pf: implicit TLS on pf.smtps_port or STARTTLS on
+        pf.submission_port; smtp_user and the password default to the
+        account's, tls_ca_file (the test CA) serves both servers."""
+        a = self.imap_account(user, maildir, **over)
+        a.setdefault("smtp_host", pf.host)
+        a.setdefault("smtp_port",
+                     pf.smtps_port if smtp_tls == "implicit" else pf.submission_port)
+        a.setdefault("smtp_tls", Raw(smtp_tls))
+        return a
+
     def configure(self, accounts, path=None, mode=0o600, state_dir=True, extra=""):
         """accounts: one account's settings (named "t1") or {name: settings}."""
         if "protocol" in accounts or "host" in accounts:
@@ -250,7 +310,8 @@ class MailPull:
                     found.append(f"{name}:\n{text}")
         return found
 
-    def start(self, *args, config=None, env=None, measure_rss=False):
+    def start(self, *args, config=None, env=None, measure_rss=False, stdin=None):
+        """stdin: bytes fed to the program (through a file), else /dev/null."""
         e = dict(self.env)
         if env:
             e.update(env)
@@ -260,7 +321,13 @@ class MailPull:
         if config is not False:
             cmd += ["-c", config or self.config_path]
         cmd += list(args)
-        return mprun.Proc(cmd, env=e, cwd=self.tmp, measure_rss=measure_rss)
+        if stdin is None:
+            return mprun.Proc(cmd, env=e, cwd=self.tmp, measure_rss=measure_rss)
+        fd, path = tempfile.mkstemp(prefix="stdin-", dir=self.tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(stdin)
+        with open(path, "rb") as f:
+            return mprun.Proc(cmd, env=e, cwd=self.tmp, measure_rss=measure_rss, stdin=f)
 
     def run(self, *args, timeout=None, **kw):
         r = self.start(*args, **kw).finish(timeout or self.timeout)

@@ -1291,6 +1291,368 @@ test_caps(void **state)
 	}
 }
 
+/* ---- special-use, CREATE, APPEND ------------------------------------------- */
+
+/* A message handed over in chunks of at most step bytes; pass 2 may differ from pass 1. */
+struct msg_src {
+	const char *data[2];       /* the first read pass, then every later one */
+	size_t step;
+	size_t pos;
+	unsigned pass;
+	unsigned rewinds;
+	int fail;                  /* errno for the read in pass 2, or 0 */
+};
+
+static int
+src_read(void *ud, const char **ret_data, size_t *ret_len, struct mp_err *err)
+{
+	struct msg_src *s = ud;
+	const char *d = s->data[s->pass ? 1 : 0] ? s->data[s->pass ? 1 : 0] : s->data[0];
+	size_t left = strlen(d) - s->pos;
+
+	if (s->pass && s->fail)
+		return mp_err_set(err, -s->fail, MP_EX_IOERR, "read failed");
+	*ret_data = d + s->pos;
+	*ret_len = s->step && left > s->step ? s->step : left;
+	s->pos += *ret_len;
+	return 0;
+}
+
+static int
+src_rewind(void *ud, struct mp_err *err)
+{
+	struct msg_src *s = ud;
+
+	(void)err;
+	s->pos = 0;
+	s->pass++;
+	s->rewinds++;
+	return 0;
+}
+
+static void
+test_caps_special_use(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET_CAPS("SPECIAL-USE LIST-EXTENDED LITERAL-"), END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_true(imap_caps(m)->special_use);
+	assert_true(imap_caps(m)->list_extended);
+	assert_true(imap_caps(m)->literal_minus);
+	assert_false(imap_caps(m)->literal_plus);
+	finish(&f, m);
+}
+
+static void
+test_list_special(void **state)
+{
+	static const struct fake_step s1[] = {
+		GREET_CAPS("SPECIAL-USE LIST-EXTENDED"),
+		C("A0001 LIST \"\" \"*\" RETURN (SPECIAL-USE)"),
+		S("* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
+		  "* LIST (\\HasNoChildren \\Drafts) \"/\" Drafts\r\n"
+		  "* LIST (\\HasNoChildren \\sENT) \"/\" \"Gesendete &AMQ-\" "
+		  "(\"CHILDINFO\" (\"X\"))\r\n"
+		  "* LIST (\\HasNoChildren) \"/\" Sent\r\n"
+		  "A0001 OK done\r\n"),
+		END,
+	};
+	/* Without the capability: plain LIST, attributes as given unasked. */
+	static const struct fake_step s2[] = {
+		LOGGED_IN,
+		C("A0001 LIST \"\" \"*\""),
+		S("* LIST (\\Sent \\HasNoChildren) \".\" \"INBOX.Sent Items\"\r\n"
+		  "A0001 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap_mailbox *v = NULL;
+	size_t n = 0;
+	struct imap *m = open_ok(&f, s1, &err);
+
+	(void)state;
+	assert_int_equal(imap_list_special(m, &v, &n, &err), 0);
+	assert_int_equal(n, 4);
+	assert_false(v[0].sent);
+	assert_false(v[1].sent);
+	assert_true(v[2].sent);
+	assert_string_equal(v[2].name, "Gesendete \xc3\x84");
+	assert_false(v[3].sent);
+	imap_mailboxes_free(v, n);
+	finish(&f, m);
+
+	m = open_ok(&f, s2, &err);
+	assert_int_equal(imap_list_special(m, &v, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_true(v[0].sent);
+	assert_string_equal(v[0].name, "INBOX.Sent Items");
+	imap_mailboxes_free(v, n);
+	finish(&f, m);
+}
+
+static void
+test_create(void **state)
+{
+	static const struct fake_step script[] = {
+		LOGGED_IN,
+		C("A0001 CREATE \"Sent\""), S("A0001 OK created\r\n"),
+		C("A0002 CREATE \"Gesendete &AMQ-\""),
+		S("A0002 NO [ALREADYEXISTS] Mailbox already exists\r\n"),
+		C("A0003 CREATE \"Sent\""), S("A0003 NO [NOPERM] not allowed\r\n"),
+		C("A0004 CREATE \"x\""), S("A0004 OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+
+	(void)state;
+	assert_int_equal(imap_create(m, "Sent", &err), 0);
+	assert_int_equal(imap_create(m, "Gesendete \xc3\x84", &err), 0);
+	assert_int_equal(imap_create(m, "Sent", &err), -EPROTO);
+	assert_string_equal(err.srv, "not allowed");
+	/* a refusal leaves the session usable */
+	mp_err_clear(&err);
+	assert_int_equal(imap_create(m, "x", &err), 0);
+	finish(&f, m);
+}
+
+/* 23 octets with CRLF line ends: two bare LFs become CRLF, the CRLF stays. */
+#define MSG "Subject: x\nHi\r\nthere\n"
+#define MSG_LINES C("Subject: x"), C("Hi"), C("there"), C("")
+
+/* A synchronizing literal: nothing of the message before the "+". */
+static void
+test_append_sync(void **state)
+{
+	static const struct fake_step script[] = {
+		LOGGED_IN,
+		C("A0001 APPEND \"Sent\" (\\Seen) {23}"), QUIET,
+		S("* 3 EXISTS\r\n+ go ahead\r\n"), MSG_LINES,
+		S("A0001 OK [APPENDUID 38505 3955] APPEND completed\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct msg_src src = { .data = { MSG }, .step = 3 };
+	uint32_t v = 1, uid = 1;
+
+	(void)state;
+	assert_int_equal(imap_append(m, "Sent", IMAP_FLAG_SEEN, 23, src_read, src_rewind, &src,
+				     &v, &uid, &err), 0);
+	assert_int_equal(v, 38505);
+	assert_int_equal(uid, 3955);
+	assert_int_equal(src.rewinds, 1);
+	finish(&f, m);
+}
+
+/* LITERAL+: the message follows the command at once; no APPENDUID gives 0. */
+static void
+test_append_literal_plus(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET_CAPS("LITERAL+ UIDPLUS"),
+		C("A0001 APPEND \"Entw&APw-rfe\" (\\Seen \\Draft) {23+}"), MSG_LINES,
+		S("A0001 OK done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct msg_src src = { .data = { MSG }, .step = 1 };
+	uint32_t v = 1, uid = 1;
+
+	(void)state;
+	assert_int_equal(imap_append(m, "Entw\xc3\xbcrfe", IMAP_FLAG_SEEN | IMAP_FLAG_DRAFT, 23,
+				     src_read, src_rewind, &src, &v, &uid, &err), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(uid, 0);
+	finish(&f, m);
+}
+
+/* LITERAL-: non-synchronizing up to 4096 octets, synchronizing above. */
+static void
+test_append_literal_minus(void **state)
+{
+	static char big[5001];
+	static const struct fake_step script[] = {
+		GREET_CAPS("LITERAL-"),
+		C("A0001 APPEND \"Sent\" {5+}"), C("a\rb"), C(""), S("A0001 OK\r\n"),
+		C("A0002 APPEND \"Sent\" (\\Seen) {5001}"), QUIET, S("+ \r\n"), C(NULL), C(""),
+		S("A0002 OK [APPENDUID 7 8] done\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct msg_src s1 = { .data = { "a\rb\n" } }, s2 = { .data = { big }, .step = 1000 };
+	uint32_t uid = 0;
+
+	(void)state;
+	memset(big, 'x', 4999);
+	big[4999] = '\n';
+	/* a bare CR is kept as it is, the bare LF becomes CRLF */
+	assert_int_equal(imap_append(m, "Sent", 0, 5, src_read, src_rewind, &s1, NULL, &uid,
+				     &err), 0);
+	assert_int_equal(imap_append(m, "Sent", IMAP_FLAG_SEEN, 5001, src_read, src_rewind, &s2,
+				     NULL, &uid, &err), 0);
+	assert_int_equal(uid, 8);
+	finish(&f, m);
+}
+
+/*
+ * [TRYCREATE] instead of the continuation: -ENOENT, nothing of the message
+ * sent, the session usable (CREATE, then APPEND again).
+ */
+static void
+test_append_trycreate(void **state)
+{
+	static const struct fake_step script[] = {
+		LOGGED_IN,
+		C("A0001 APPEND \"Sent\" (\\Seen) {23}"),
+		S("A0001 NO [TRYCREATE] Mailbox doesn't exist: Sent\r\n"),
+		C("A0002 CREATE \"Sent\""), S("A0002 OK\r\n"),
+		C("A0003 APPEND \"Sent\" (\\Seen) {23}"), S("+ OK\r\n"), MSG_LINES,
+		S("A0003 NO [TRYCREATE] gone again\r\n"),
+		C("A0004 APPEND \"Sent\" (\\Seen) {23}"), S("+ OK\r\n"), MSG_LINES,
+		S("A0004 NO [OVERQUOTA] full\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct msg_src src = { .data = { MSG } };
+
+	(void)state;
+	assert_int_equal(imap_append(m, "Sent", IMAP_FLAG_SEEN, 23, src_read, src_rewind, &src,
+				     NULL, NULL, &err), -ENOENT);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_string_equal(err.srv, "Mailbox doesn't exist: Sent");
+	mp_err_clear(&err);
+	assert_int_equal(imap_create(m, "Sent", &err), 0);
+	src = (struct msg_src){ .data = { MSG } };
+	assert_int_equal(imap_append(m, "Sent", IMAP_FLAG_SEEN, 23, src_read, src_rewind, &src,
+				     NULL, NULL, &err), -ENOENT);
+	mp_err_clear(&err);
+	src = (struct msg_src){ .data = { MSG } };
+	assert_int_equal(imap_append(m, "Sent", IMAP_FLAG_SEEN, 23, src_read, src_rewind, &src,
+				     NULL, NULL, &err), -EPROTO);
+	assert_string_equal(err.srv, "full");
+	finish(&f, m);
+}
+
+/* What cannot be sent is refused before anything goes out; the session stays usable. */
+static void
+test_append_refused_before(void **state)
+{
+	static const struct fake_step script[] = {
+		LOGGED_IN, C("A0001 CREATE \"ok\""), S("A0001 OK\r\n"), END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	struct msg_src src = { .data = { MSG } };
+
+	(void)state;
+	assert_int_equal(imap_append(m, "Sent", 0, 0, src_read, src_rewind, &src, NULL, NULL,
+				     &err), -EINVAL);
+	assert_int_equal(imap_append(m, "Sent", 0, (uint64_t)2 << 30, src_read, src_rewind,
+				     &src, NULL, NULL, &err), -EINVAL);
+	mp_err_clear(&err);
+	assert_int_equal(imap_append(m, "Sent", 0, 22, src_read, src_rewind, &src, NULL, NULL,
+				     &err), -EMSGSIZE);
+	assert_int_equal(src.rewinds, 0);
+	assert_int_equal(imap_create(m, "ok", &err), 0);
+	finish(&f, m);
+}
+
+/* A reader that hands over a NUL: refused before sending. */
+static int
+nul_read(void *ud, const char **ret_data, size_t *ret_len, struct mp_err *err)
+{
+	bool *done = ud;
+
+	(void)err;
+	*ret_data = "a\0b\n";
+	*ret_len = *done ? 0 : 4;
+	*done = !*done;
+	return 0;
+}
+
+static int
+nul_rewind(void *ud, struct mp_err *err)
+{
+	(void)ud;
+	(void)err;
+	fail();
+	return 0;
+}
+
+static void
+test_append_nul(void **state)
+{
+	static const struct fake_step script[] = {
+		LOGGED_IN, C("A0001 CREATE \"ok\""), S("A0001 OK\r\n"), END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m = open_ok(&f, script, &err);
+	bool done = false;
+
+	(void)state;
+	assert_int_equal(imap_append(m, "Sent", 0, 5, nul_read, nul_rewind, &done, NULL, NULL,
+				     &err), -EINVAL);
+	assert_int_equal(err.ex, MP_EX_DATAERR);
+	assert_int_equal(imap_create(m, "ok", &err), 0);
+	finish(&f, m);
+}
+
+/*
+ * The message changed between the two reads: -EMSGSIZE once sending has
+ * begun, and the session is unusable (its literal cannot be completed).
+ */
+static void
+test_append_changed(void **state)
+{
+	static const struct fake_step s1[] = {
+		LOGGED_IN, C("A0001 APPEND \"Sent\" {5}"), S("+ go\r\n"), END,
+	};
+	static const struct fake_step s2[] = {
+		LOGGED_IN, C("A0001 APPEND \"Sent\" {5}"), S("+ go\r\n"), END,
+	};
+	static const struct fake_step s3[] = {
+		LOGGED_IN, C("A0001 APPEND \"Sent\" {5}"), S("+ go\r\n"), END,
+	};
+	const struct fake_step *scripts[] = { s1, s2, s3 };
+	struct msg_src srcs[] = {
+		{ .data = { "abc\n", "abcd\n" } },      /* grew */
+		{ .data = { "abc\n", "ab\n" } },        /* shrank */
+		{ .data = { "abc\n" }, .fail = EIO },   /* the reader fails */
+	};
+	const int want[] = { -EMSGSIZE, -EMSGSIZE, -EIO };
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(scripts); i++) {
+		struct fake f;
+		struct mp_err err;
+		struct imap *m = open_ok(&f, scripts[i], &err);
+
+		assert_int_equal(imap_append(m, "Sent", 0, 5, src_read, src_rewind, &srcs[i],
+					     NULL, NULL, &err), want[i]);
+		mp_err_clear(&err);
+		assert_int_equal(imap_create(m, "x", &err), -EPROTO);
+		assert_non_null(strstr(err.msg, "unusable"));
+		finish(&f, m);
+	}
+}
+
 /* ---- traces -------------------------------------------------------------- */
 
 /* With -v, no secret reaches the trace: only "***". */
@@ -1643,6 +2005,16 @@ main(void)
 		cmocka_unit_test(test_uid_expunge_without_uidplus),
 		cmocka_unit_test(test_logout_close_after_bye),
 		cmocka_unit_test(test_caps),
+		cmocka_unit_test(test_caps_special_use),
+		cmocka_unit_test(test_list_special),
+		cmocka_unit_test(test_create),
+		cmocka_unit_test(test_append_sync),
+		cmocka_unit_test(test_append_literal_plus),
+		cmocka_unit_test(test_append_literal_minus),
+		cmocka_unit_test(test_append_trycreate),
+		cmocka_unit_test(test_append_refused_before),
+		cmocka_unit_test(test_append_nul),
+		cmocka_unit_test(test_append_changed),
 		cmocka_unit_test(test_trace_redacts),
 		cmocka_unit_test(test_idle_new_mail),
 		cmocka_unit_test(test_idle_timeout),

@@ -498,6 +498,59 @@ test_recover(void **state)
 	maildir_close(a);
 }
 
+/*
+ * A message stored under a name the caller chose (the Sent copy keeps the
+ * outbox name): a leftover tmp/ file of that name is replaced, the
+ * published copy is found in new/ or cur/ by its base name, and a name
+ * that is not one file name is refused.
+ */
+static void
+test_named(void **state)
+{
+	static const char *const bad[] = { "", ".hidden", "a/b", "a:2,S" };
+	struct fixture *fx = *state;
+	struct maildir *md = NULL;
+	struct maildir_msg *m = NULL;
+	struct mp_err err = { 0 };
+	bool found = true;
+	char p[512];
+	size_t len;
+	char *got;
+	int fd;
+
+	assert_int_equal(maildir_open(fx->md, "t", &md, &err), 0);
+	assert_int_equal(maildir_has_published(md, "123.M1.host", &found, &err), 0);
+	assert_false(found);
+	/* What an interrupted run left in tmp/ is replaced, not added to. */
+	pathf(p, sizeof(p), "%s/tmp/123.M1.host", fx->md);
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "partial and longer", 18), 18);
+	close(fd);
+	assert_int_equal(maildir_has_published(md, "123.M1.host", &found, &err), 0);
+	assert_false(found);
+	assert_int_equal(maildir_msg_new_named(md, "123.M1.host", &m, &err), 0);
+	assert_string_equal(maildir_msg_name(m), "123.M1.host");
+	assert_int_equal(maildir_msg_write(m, "sent\n", 5, &err), 0);
+	assert_int_equal(maildir_msg_sync(m, &err), 0);
+	assert_int_equal(maildir_msg_publish(m, "S", &err), 0);
+	assert_int_equal(maildir_sync_new(md, &err), 0);
+	pathf(p, sizeof(p), "%s/cur/123.M1.host:2,S", fx->md);
+	got = slurp(p, &len);
+	assert_int_equal(len, 5);
+	assert_string_equal(got, "sent\n");
+	free(got);
+	assert_int_equal(maildir_has_published(md, "123.M1.host", &found, &err), 0);
+	assert_true(found);
+	assert_int_equal(maildir_has_published(md, "123.M1", &found, &err), 0);
+	assert_false(found);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		mp_err_clear(&err);
+		assert_int_equal(maildir_msg_new_named(md, bad[i], &m, &err), -EINVAL);
+	}
+	maildir_close(md);
+}
+
 int
 main(void)
 {
@@ -511,6 +564,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_names_unique, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover_flags, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_named, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -542,7 +542,7 @@ test_corrupt_lines(void **state)
 		expect_bad(fx, "c.journal", "1");
 	}
 	put_file(j, "", false);
-	put_file(sn, "mailpull-state 2\n", false);
+	put_file(sn, "mailpull-state 3\n", false);
 	expect_bad(fx, "c.state", "1");
 	put_file(sn, "", false);
 	expect_bad(fx, "c.state", "1");
@@ -1956,7 +1956,7 @@ test_journal_version(void **state)
 static void
 test_journal_version_refused(void **state)
 {
-	static const char future[] = "mailpull-journal 2\n+ 1 a na\nQ what this cannot read\n";
+	static const char future[] = "mailpull-journal 3\n+ 1 a na\nQ what this cannot read\n";
 	struct fixture *fx = *state;
 	struct mp_err err = { 0 };
 	struct state *s = open_ok(fx, "c");
@@ -1971,7 +1971,7 @@ test_journal_version_refused(void **state)
 	assert_null(s);
 	assert_int_equal(err.code, -EINVAL);
 	assert_int_equal(err.ex, MP_EX_CONFIG);
-	pathf(want, sizeof(want), "%s: journal version 2 is newer", j);
+	pathf(want, sizeof(want), "%s: journal version 3 is newer", j);
 	if (!strstr(err.msg, want))
 		fail_msg("'%s' does not say '%s'", err.msg, want);
 	text = slurp(j, NULL);
@@ -1992,6 +1992,183 @@ test_journal_version_refused(void **state)
 	expect_bad(fx, "c.journal", "2");
 	put_file(j, JHDR JHDR, false);
 	expect_bad(fx, "c.journal", "2");
+}
+
+struct send_seen {
+	char list[512];
+};
+
+static int
+send_list_cb(void *ud, const char *base, enum state_send st, const char *text)
+{
+	struct send_seen *seen = ud;
+	size_t n = strlen(seen->list);
+
+	snprintf(seen->list + n, sizeof(seen->list) - n, "%s=%s(%s);", base,
+		 state_send_to_string(st), text);
+	return 0;
+}
+
+static void
+expect_sends(const struct state *s, const char *want)
+{
+	struct send_seen seen = { "" };
+
+	assert_int_equal(state_send_foreach(s, send_list_cb, &seen), 0);
+	assert_string_equal(seen.list, want);
+}
+
+/*
+ * Send records: set, replaced, removed (queued), kept across a reopen and
+ * a compaction, in strcmp() order; their texts capped and cleaned.
+ */
+static void
+test_send_records(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s = open_ok(fx, "snd");
+	char long_text[600], j[256], sn[256];
+	const char *text;
+	char *file;
+
+	pathf(j, sizeof(j), "%s/snd.journal", fx->sdir);
+	pathf(sn, sizeof(sn), "%s/snd.state", fx->sdir);
+	assert_int_equal(state_send_get(s, "m1", &text), STATE_SEND_QUEUED);
+	assert_string_equal(text, "");
+	assert_int_equal(state_send_set(s, "m2", STATE_SEND_SUBMITTING, NULL, &err), 0);
+	assert_int_equal(state_send_set(s, "m1", STATE_SEND_FAILED, "550 5.7.1 no\tway", &err), 0);
+	assert_int_equal(state_send_set(s, "m3", STATE_SEND_COPIED, "-", &err), 0);
+	assert_int_equal(state_send_set(s, "m4", STATE_SEND_ACCEPTED, "b\xc3\xa9 %x y", &err), 0);
+	assert_int_equal(state_send_set(s, "m2", STATE_SEND_HELD, "crash", &err), 0);
+	/* Queued with no record changes nothing. */
+	assert_int_equal(state_send_set(s, "m9", STATE_SEND_QUEUED, "ignored", &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	expect_sends(s, "m1=failed(550 5.7.1 no?way);m2=held(crash);m3=copied(-);"
+		     "m4=accepted(b\xc3\xa9 %x y);");
+	state_close(s);
+	file = slurp(j, NULL);
+	assert_true(strncmp(file, "mailpull-journal 2\n", 19) == 0);
+	free(file);
+	s = open_ok(fx, "snd");
+	expect_sends(s, "m1=failed(550 5.7.1 no?way);m2=held(crash);m3=copied(-);"
+		     "m4=accepted(b\xc3\xa9 %x y);");
+	assert_int_equal(state_send_set(s, "m3", STATE_SEND_QUEUED, NULL, &err), 0);
+	assert_int_equal(state_send_set(s, "m2", STATE_SEND_RETRY, NULL, &err), 0);
+	assert_int_equal(state_compact(s, &err), 0);
+	file = slurp(sn, NULL);
+	assert_true(strncmp(file, "mailpull-state 2\n", 17) == 0);
+	assert_non_null(strstr(file, "\nO m2 retry -\n"));
+	free(file);
+	assert_int_equal(size_of(j), (off_t)strlen("mailpull-journal 2\n"));
+	state_close(s);
+	s = open_ok(fx, "snd");
+	expect_sends(s, "m1=failed(550 5.7.1 no?way);m2=retry();m4=accepted(b\xc3\xa9 %x y);");
+	assert_int_equal(state_send_get(s, "m1", &text), STATE_SEND_FAILED);
+	assert_string_equal(text, "550 5.7.1 no?way");
+	/* A long text is cut to 400 bytes, never inside a UTF-8 sequence. */
+	memset(long_text, 'a', sizeof(long_text));
+	memcpy(long_text + 399, "\xc3\xa9", 2);
+	long_text[sizeof(long_text) - 1] = '\0';
+	assert_int_equal(state_send_set(s, "m5", STATE_SEND_FAILED, long_text, &err), 0);
+	state_send_get(s, "m5", &text);
+	assert_int_equal(strlen(text), 399);
+	/* Invalid bases and states. */
+	assert_int_equal(state_send_set(s, "", STATE_SEND_HELD, NULL, &err), -EINVAL);
+	assert_int_equal(state_send_set(s, "a/b", STATE_SEND_HELD, NULL, &err), -EINVAL);
+	assert_int_equal(state_send_set(s, "..", STATE_SEND_HELD, NULL, &err), -EINVAL);
+	assert_int_equal(state_send_set(s, "x", STATE_SEND_MAX, NULL, &err), -EINVAL);
+	assert_string_equal(state_send_to_string(STATE_SEND_MAX), "?");
+	/* Every record gone: the snapshot is version 1 again. */
+	for (const char *b = "1245"; *b; b++) {
+		char base[3] = { 'm', *b, '\0' };
+
+		assert_int_equal(state_send_set(s, base, STATE_SEND_QUEUED, NULL, &err), 0);
+	}
+	assert_int_equal(state_compact(s, &err), 0);
+	file = slurp(sn, NULL);
+	assert_string_equal(file, "mailpull-state 1\n");
+	free(file);
+	state_close(s);
+}
+
+/*
+ * A journal of version 1 (or one without a version line) keeps its
+ * records and its version until the first send record, which rewrites it
+ * as version 2 first; an account that never sends keeps version 1.
+ */
+static void
+test_send_journal_upgrade(void **state)
+{
+	static const char *const old[] = { JHDR "+ 1 a na\n", "+ 1 a na\n" };
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	struct state *s;
+	char j[256];
+	char *file;
+
+	pathf(j, sizeof(j), "%s/u.journal", fx->sdir);
+	for (size_t i = 0; i < 2; i++) {
+		s = open_ok(fx, "u");
+		state_close(s);
+		put_file(j, old[i], false);
+		s = open_ok(fx, "u");
+		assert_int_equal(state_add(s, "b", 2, NULL, &err), 0);
+		assert_int_equal(state_sync(s, &err), 0);
+		file = slurp(j, NULL);
+		/* Not sending yet: the journal keeps its version. */
+		assert_true(strncmp(file, old[i], strlen(old[i])) == 0);
+		assert_string_equal(file + strlen(old[i]), "+ 2 b -\n");
+		free(file);
+		assert_int_equal(state_send_set(s, "q1", STATE_SEND_SUBMITTING, NULL, &err), 0);
+		assert_int_equal(state_sync(s, &err), 0);
+		state_close(s);
+		file = slurp(j, NULL);
+		assert_string_equal(file, "mailpull-journal 2\n+ 1 a na\n+ 2 b -\n"
+				    "O q1 submitting -\n");
+		free(file);
+		s = open_ok(fx, "u");
+		assert_true(state_has(s, "a", NULL));
+		assert_true(state_has(s, "b", NULL));
+		assert_true(state_name_recorded(s, "na"));
+		assert_int_equal(state_send_get(s, "q1", NULL), STATE_SEND_SUBMITTING);
+		state_close(s);
+		unlink(j);
+	}
+	/* Never sending: version 1 stays. */
+	s = open_ok(fx, "never");
+	assert_int_equal(state_add(s, "k", 1, "n", &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	assert_int_equal(state_compact(s, &err), 0);
+	state_close(s);
+	pathf(j, sizeof(j), "%s/never.journal", fx->sdir);
+	file = slurp(j, NULL);
+	assert_string_equal(file, JHDR);
+	free(file);
+}
+
+static void
+test_send_bad_lines(void **state)
+{
+	static const char *const bad[] = {
+		"O m1 bogus -\n", "O m1 held\n", "O  held -\n", "O m1 held - x\n",
+		"O m%zz held -\n", "O m1 held a b\n",
+	};
+	struct fixture *fx = *state;
+	struct state *s = open_ok(fx, "c");
+	char j[256], text[128];
+
+	state_close(s);
+	pathf(j, sizeof(j), "%s/c.journal", fx->sdir);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		pathf(text, sizeof(text), "mailpull-journal 2\n%s", bad[i]);
+		put_file(j, text, false);
+		expect_bad(fx, "c.journal", "2");
+	}
+	put_file(j, "mailpull-journal 2\nO m1 held -\nO m1 queued -\nO m2 failed a%20b\n", false);
+	s = open_ok(fx, "c");
+	expect_sends(s, "m2=failed(a b);");
+	state_close(s);
 }
 
 int
@@ -2036,6 +2213,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_skipped_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_version_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_journal_upgrade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_bad_lines, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

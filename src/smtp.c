@@ -1,0 +1,1105 @@
+/*
+ * SMTP submission engine: RFC 5321 and RFC 6409, STARTTLS (RFC 3207),
+ * AUTH (RFC 4954), PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME
+ * (RFC 6152), SMTPUTF8 (RFC 6531), enhanced status codes (RFC 2034,
+ * RFC 3463). A state enum names what the session is doing for traces and
+ * errors; each step queues its command, flushes, and handles the reply,
+ * sequentially over the blocking conn. The reply parser and the DATA
+ * encoder are pure functions (smtp.h) so they can be fed bytes directly.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mailpull/log.h"
+#include "mailpull/smtp.h"
+#include "mailpull/util.h"
+
+#define SMTP_CHUNK (64 * 1024)     /* message bytes encoded per conn_write */
+#define SMTP_CMD_MAX 1200          /* a command line we build, CRLF excluded */
+/* A path we send at most: RFC 5321 section 4.5.3.1.3 says 256 octets, servers take more. */
+#define SMTP_ADDR_MAX 1000
+/* Pipelined commands in one group: RFC 2920 section 3.1 warns of deadlock. */
+#define SMTP_WINDOW 100
+#define SMTP_MECH_MAX 20           /* RFC 4422 section 3.1 */
+
+enum smtp_state {
+	SMTP_ST_GREETING,
+	SMTP_ST_EHLO,
+	SMTP_ST_HELO,
+	SMTP_ST_STARTTLS,
+	SMTP_ST_AUTH,
+	SMTP_ST_MAIL,
+	SMTP_ST_RCPT,
+	SMTP_ST_DATA,
+	SMTP_ST_BODY,
+	SMTP_ST_DOT,
+	SMTP_ST_RSET,
+	SMTP_ST_QUIT,
+	SMTP_ST_MAX
+};
+
+static const char *const state_names[SMTP_ST_MAX] = {
+	[SMTP_ST_GREETING] = "greeting",
+	[SMTP_ST_EHLO] = "EHLO",
+	[SMTP_ST_HELO] = "HELO",
+	[SMTP_ST_STARTTLS] = "STARTTLS",
+	[SMTP_ST_AUTH] = "AUTH",
+	[SMTP_ST_MAIL] = "MAIL",
+	[SMTP_ST_RCPT] = "RCPT",
+	[SMTP_ST_DATA] = "DATA",
+	[SMTP_ST_BODY] = "message",
+	[SMTP_ST_DOT] = "end of data",
+	[SMTP_ST_RSET] = "RSET",
+	[SMTP_ST_QUIT] = "QUIT",
+};
+
+struct smtp {
+	struct conn *c;
+	struct smtp_caps caps;
+	bool broken;         /* out of step with the server: refuse further use */
+	enum smtp_state state;
+	char *obuf;          /* 2 * SMTP_CHUNK encoded message bytes, allocated by the first send */
+};
+
+static const char *
+smtp_state_to_string(enum smtp_state st)
+{
+	return MP_ENUM_NAME(state_names, st);
+}
+
+/* ---- the reply parser ---------------------------------------------------- */
+
+static bool
+is_digit(char ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+/*
+ * An enhanced status code (RFC 3463 section 2: class "." subject "."
+ * detail, 1 to 3 digits each) at the start of text, followed by a space or
+ * the end, whose class matches the reply's first digit (RFC 2034 section
+ * 4). Returns its length, 0 when there is none.
+ */
+static size_t
+enh_code(const char *text, size_t len, int code)
+{
+	size_t i = 0;
+
+	if (len < 5 || text[0] != (char)('0' + code / 100) ||
+	    (text[0] != '2' && text[0] != '4' && text[0] != '5') || text[1] != '.')
+		return 0;
+	i = 2;
+	for (int part = 0; part < 2; part++) {
+		size_t start = i;
+
+		while (i < len && is_digit(text[i]) && i - start < 4)
+			i++;
+		if (i == start || i - start > 3)
+			return 0;
+		if (part == 0) {
+			if (i >= len || text[i] != '.')
+				return 0;
+			i++;
+		}
+	}
+	if (i < len && text[i] != ' ')
+		return 0;
+	return i;
+}
+
+void
+smtp_reply_init(struct smtp_reply_parser *p)
+{
+	memset(p, 0, sizeof(*p));
+}
+
+/* Appends a line's text to the reply's, joined by "; ", sanitized and truncated. */
+static void
+reply_add_text(struct smtp_reply_parser *p, const char *text, size_t len)
+{
+	struct smtp_reply *rep = &p->rep;
+	size_t room;
+
+	if (len == 0)
+		return;
+	if (p->textlen > 0) {
+		if (p->textlen + 3 >= sizeof(rep->text))
+			return;
+		memcpy(rep->text + p->textlen, "; ", 3);
+		p->textlen += 2;
+	}
+	room = sizeof(rep->text) - p->textlen;
+	p->textlen += util_sanitize(rep->text + p->textlen, room, text, len);
+}
+
+int
+smtp_reply_feed(struct smtp_reply_parser *p, const char *line, size_t len,
+		const char **ret_text, size_t *ret_len)
+{
+	const char *text;
+	size_t tlen, el;
+	bool last;
+	int code;
+
+	if (p->done)
+		return -EPROTO;
+	if (len > SMTP_LINE_MAX || p->nlines >= SMTP_REPLY_LINES)
+		return -E2BIG;
+	/* RFC 5321 section 4.2: the first digit 2-5, the second 0-5. */
+	if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '5' ||
+	    !is_digit(line[2]) || (len > 3 && line[3] != ' ' && line[3] != '-'))
+		return -EPROTO;
+	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+	if (p->nlines > 0 && code != p->rep.code)
+		return -EPROTO;
+	p->rep.code = code;
+	last = len == 3 || line[3] == ' ';
+	text = len > 3 ? line + 4 : line + 3;
+	tlen = len > 3 ? len - 4 : 0;
+	if (ret_text)
+		*ret_text = text;
+	if (ret_len)
+		*ret_len = tlen;
+	/* Each line repeats the enhanced code (RFC 2034 section 4): kept once. */
+	el = enh_code(text, tlen, code);
+	if (el > 0 && p->nlines == 0) {
+		memcpy(p->rep.enh, text, el);
+		p->rep.enh[el] = '\0';
+	}
+	if (el > 0 && strlen(p->rep.enh) == el && memcmp(p->rep.enh, text, el) == 0) {
+		text += el;
+		tlen -= el;
+		while (tlen > 0 && *text == ' ') {
+			text++;
+			tlen--;
+		}
+	}
+	reply_add_text(p, text, tlen);
+	p->nlines++;
+	p->done = last;
+	return last ? 1 : 0;
+}
+
+/* ---- EHLO keywords -------------------------------------------------------- */
+
+/* Adds one SASL mechanism name (RFC 4422 section 3.1 characters only), upper-cased, once. */
+static void
+caps_add_mech(struct smtp_caps *caps, const char *name, size_t n)
+{
+	char up[SMTP_MECH_MAX + 1];
+	size_t used = strlen(caps->sasl);
+	const char *p;
+
+	if (n == 0 || n > SMTP_MECH_MAX)
+		return;
+	for (size_t k = 0; k < n; k++) {
+		char ch = name[k];
+
+		if (ch >= 'a' && ch <= 'z')
+			ch = (char)(ch - 'a' + 'A');
+		if (!((ch >= 'A' && ch <= 'Z') || is_digit(ch) || ch == '-' || ch == '_'))
+			return;
+		up[k] = ch;
+	}
+	up[n] = '\0';
+	for (p = caps->sasl; (p = strstr(p, up)) != NULL; p++)
+		if ((p == caps->sasl || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return;
+	if (used + n + 2 > sizeof(caps->sasl))
+		return;
+	if (used > 0)
+		caps->sasl[used++] = ' ';
+	memcpy(caps->sasl + used, up, n + 1);
+}
+
+static void
+caps_add_mechs(struct smtp_caps *caps, const char *args, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t start;
+
+		while (i < len && args[i] == ' ')
+			i++;
+		start = i;
+		while (i < len && args[i] != ' ')
+			i++;
+		caps_add_mech(caps, args + start, i - start);
+	}
+}
+
+/* SIZE's argument (RFC 1870 section 4): decimal octets; anything else counts as none. */
+static uint64_t
+size_arg(const char *args, size_t len)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	while (i < len && args[i] == ' ')
+		i++;
+	if (i == len)
+		return 0;
+	for (; i < len && args[i] != ' '; i++) {
+		if (!is_digit(args[i]) || v > (UINT64_MAX - 9) / 10)
+			return 0;
+		v = v * 10 + (uint64_t)(args[i] - '0');
+	}
+	return v;
+}
+
+void
+smtp_ehlo_line(struct smtp_caps *caps, const char *text, size_t len)
+{
+	static const struct {
+		const char *kw;
+		size_t off;
+	} flags[] = {
+		{ "PIPELINING", offsetof(struct smtp_caps, pipelining) },
+		{ "STARTTLS", offsetof(struct smtp_caps, starttls) },
+		{ "8BITMIME", offsetof(struct smtp_caps, eightbitmime) },
+		{ "SMTPUTF8", offsetof(struct smtp_caps, smtputf8) },
+		{ "ENHANCEDSTATUSCODES", offsetof(struct smtp_caps, enhancedstatuscodes) },
+	};
+	const char *sp = memchr(text, ' ', len);
+	size_t kl = sp ? (size_t)(sp - text) : len;
+
+	/* The pre-RFC 2554 form some servers still send: "AUTH=LOGIN PLAIN". */
+	if (kl > 5 && strncasecmp(text, "AUTH=", 5) == 0) {
+		caps_add_mechs(caps, text + 5, len - 5);
+		return;
+	}
+	if (kl == 4 && strncasecmp(text, "AUTH", 4) == 0) {
+		caps_add_mechs(caps, text + kl, len - kl);
+		return;
+	}
+	if (kl == 4 && strncasecmp(text, "SIZE", 4) == 0) {
+		caps->size = true;
+		caps->size_max = size_arg(text + kl, len - kl);
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
+		if (strlen(flags[i].kw) == kl && strncasecmp(text, flags[i].kw, kl) == 0)
+			*(bool *)((char *)caps + flags[i].off) = true;
+}
+
+/* ---- the DATA encoder ------------------------------------------------------ */
+
+void
+smtp_dot_init(struct smtp_dot *d)
+{
+	d->bol = true;
+	d->cr = false;
+}
+
+size_t
+smtp_dot_encode(struct smtp_dot *d, const char *in, size_t len, char *out)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = in[i];
+
+		if (ch == '\n') {
+			/* A CR already written makes this a CRLF; else one is added. */
+			if (!d->cr)
+				out[o++] = '\r';
+			out[o++] = '\n';
+			d->bol = true;
+			d->cr = false;
+			continue;
+		}
+		/* RFC 5321 section 4.5.2: a line starting with "." gets another. */
+		if (d->bol && ch == '.')
+			out[o++] = '.';
+		out[o++] = ch;
+		d->bol = false;
+		d->cr = ch == '\r';
+	}
+	return o;
+}
+
+size_t
+smtp_dot_finish(struct smtp_dot *d, char *out)
+{
+	size_t o = 0;
+
+	/* A last line without its end gets one, so the dot stands on its own line. */
+	if (!d->bol) {
+		out[o++] = '\r';
+		out[o++] = '\n';
+	}
+	memcpy(out + o, ".\r\n", 3);
+	d->bol = true;
+	d->cr = false;
+	return o + 3;
+}
+
+/* ---- commands and replies ------------------------------------------------- */
+
+/* Queues one command line; the trace shows "***" from redact_from on. */
+static int
+send_line(struct smtp *s, const char *line, size_t len, size_t redact_from, struct mp_err *err)
+{
+	int r;
+
+	log_trace("C", line, len, redact_from);
+	r = conn_write(s->c, line, len, err);
+	if (r < 0)
+		return r;
+	return conn_write(s->c, "\r\n", 2, err);
+}
+
+/* Queues a command without a secret. */
+static int MP_PRINTF(3, 4)
+send_cmd(struct smtp *s, struct mp_err *err, const char *fmt, ...)
+{
+	char line[SMTP_CMD_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return mp_err_set(err, -EINVAL, MP_EX_DATAERR, "SMTP command too long");
+	return send_line(s, line, (size_t)n, SIZE_MAX, err);
+}
+
+/* The server's words for err->srv: the enhanced code first, then the text. */
+static int
+reply_srv(const struct smtp_reply *rep, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%s%s%s", rep->enh, rep->enh[0] ? " " : "", rep->text);
+
+	return n < 0 ? 0 : (size_t)n >= size ? (int)size - 1 : n;
+}
+
+/*
+ * Records an error with the reply's text; a failed session step also
+ * marks the session unusable (done by the callers through settle()).
+ */
+static int MP_PRINTF(5, 6)
+reply_error(const struct smtp_reply *rep, int code, enum mp_exit ex, struct mp_err *err,
+	    const char *fmt, ...)
+{
+	char srv[sizeof(rep->enh) + sizeof(rep->text) + 2];
+	char msg[400];
+	int n = reply_srv(rep, srv, sizeof(srv));
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return mp_err_set_srv(err, code, ex, srv, (size_t)n, "%s (%d)", msg, rep->code);
+}
+
+/*
+ * Reads one whole reply into *rep; with caps, every line after the first
+ * is an EHLO keyword line. Returns the reply code. A 421 (RFC 5321
+ * section 3.8: the server is closing) is -ECONNRESET, except for the
+ * greeting, which the caller judges.
+ */
+static int
+read_reply(struct smtp *s, struct smtp_reply *rep, struct smtp_caps *caps, struct mp_err *err)
+{
+	struct smtp_reply_parser p;
+	const char *line, *text;
+	size_t len, tlen;
+	int r;
+
+	smtp_reply_init(&p);
+	do {
+		r = conn_read_line(s->c, &line, &len, err);
+		if (r < 0)
+			return r;
+		log_trace("S", line, len, SIZE_MAX);
+		r = smtp_reply_feed(&p, line, len, &text, &tlen);
+		if (r == -E2BIG)
+			return mp_err_set(err, r, MP_EX_PROTOCOL,
+					  "SMTP reply in %s state over %d lines or %d bytes a line",
+					  smtp_state_to_string(s->state), SMTP_REPLY_LINES,
+					  SMTP_LINE_MAX);
+		if (r < 0)
+			return mp_err_set_srv(err, r, MP_EX_PROTOCOL, line, len,
+					      "malformed SMTP reply in %s state",
+					      smtp_state_to_string(s->state));
+		if (caps && p.nlines > 1)
+			smtp_ehlo_line(caps, text, tlen);
+	} while (r == 0);
+	*rep = p.rep;
+	if (rep->code == 421 && s->state != SMTP_ST_GREETING)
+		return reply_error(rep, -ECONNRESET, MP_EX_TEMPFAIL, err,
+				   "server closing the connection in %s state",
+				   smtp_state_to_string(s->state));
+	return rep->code;
+}
+
+/* Sends what is queued and reads the reply. */
+static int
+flush_reply(struct smtp *s, struct smtp_reply *rep, struct smtp_caps *caps, struct mp_err *err)
+{
+	int r = conn_flush(s->c, err);
+
+	return r < 0 ? r : read_reply(s, rep, caps, err);
+}
+
+/*
+ * After a transport or protocol error the replies can no longer be
+ * trusted to line up with our commands. A refusal (-EACCES, -EAGAIN,
+ * -EPERM and the checks done before sending) leaves the session in step.
+ */
+static int
+settle(struct smtp *s, int r)
+{
+	if (r < 0 && r != -EACCES && r != -EAGAIN && r != -EPERM && r != -EINVAL &&
+	    r != -EMSGSIZE && r != -EILSEQ)
+		s->broken = true;
+	return r;
+}
+
+static int
+check_usable(struct smtp *s, struct mp_err *err)
+{
+	if (s->broken)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "SMTP session unusable after an earlier error");
+	return 0;
+}
+
+/* ---- opening ---------------------------------------------------------------- */
+
+/*
+ * EHLO (RFC 5321 section 4.1.1.1), what was known before forgotten first;
+ * HELO only when EHLO is not known (500/502), and then no extension.
+ */
+static int
+hello(struct smtp *s, const char *name, struct mp_err *err)
+{
+	struct smtp_reply rep;
+	int r;
+
+	memset(&s->caps, 0, sizeof(s->caps));
+	s->state = SMTP_ST_EHLO;
+	r = send_cmd(s, err, "EHLO %s", name);
+	if (r == 0)
+		r = flush_reply(s, &rep, &s->caps, err);
+	if (r < 0)
+		return r;
+	if (r / 100 == 2)
+		return 0;
+	memset(&s->caps, 0, sizeof(s->caps));
+	if (r != 500 && r != 502)
+		return reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err, "server refused EHLO");
+	s->state = SMTP_ST_HELO;
+	r = send_cmd(s, err, "HELO %s", name);
+	if (r == 0)
+		r = flush_reply(s, &rep, NULL, err);
+	if (r < 0)
+		return r;
+	if (r / 100 != 2)
+		return reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err, "server refused HELO");
+	return 0;
+}
+
+/*
+ * STARTTLS (RFC 3207 section 4). Mandatory once asked for: any outcome but
+ * 220 ends the session before a credential is sent. conn_starttls()
+ * refuses bytes that followed the reply: they came before the handshake.
+ * Then EHLO again, trusting nothing learned in clear (section 4.2).
+ */
+static int
+starttls(struct smtp *s, const char *name, struct mp_err *err)
+{
+	struct smtp_reply rep;
+	int r;
+
+	if (!s->caps.starttls)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server does not offer STARTTLS; "
+				  "refusing to continue without TLS");
+	s->state = SMTP_ST_STARTTLS;
+	r = send_cmd(s, err, "STARTTLS");
+	if (r == 0)
+		r = flush_reply(s, &rep, NULL, err);
+	if (r < 0)
+		return r;
+	if (r != 220)
+		return reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err,
+				   "server refused STARTTLS; refusing to continue without TLS");
+	r = conn_starttls(s->c, err);
+	if (r < 0)
+		return r;
+	return hello(s, name, err);
+}
+
+/* A host name or address literal, sent on the EHLO line: nothing that could end or split it. */
+static bool
+ehlo_name_ok(const char *name)
+{
+	if (!name || !name[0] || strlen(name) > 255)
+		return false;
+	for (const char *p = name; *p; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+static int
+greeting(struct smtp *s, struct mp_err *err)
+{
+	struct smtp_reply rep;
+	int r;
+
+	s->state = SMTP_ST_GREETING;
+	r = read_reply(s, &rep, NULL, err);
+	if (r < 0)
+		return r;
+	if (r == 220)
+		return 0;
+	if (r / 100 == 4 || r / 100 == 5) {
+		/* RFC 5321 section 3.1: after a 554 greeting the server waits for QUIT. */
+		if (r == 554 && send_cmd(s, NULL, "QUIT") == 0 && conn_flush(s->c, NULL) < 0)
+			log_debug("QUIT after the 554 greeting not sent");
+		return reply_error(&rep, -ECONNREFUSED, MP_EX_TEMPFAIL, err,
+				   "server refused the session");
+	}
+	return reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err, "unexpected SMTP greeting");
+}
+
+int
+smtp_open(struct conn *c, const char *ehlo_name, bool tls, struct smtp **ret, struct mp_err *err)
+{
+	struct smtp *s;
+	int r;
+
+	if (!ehlo_name_ok(ehlo_name)) {
+		conn_close(c);
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "invalid EHLO name");
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		conn_close(c);
+		return mp_err_oom(err);
+	}
+	s->c = c;
+	r = greeting(s, err);
+	if (r == 0)
+		r = hello(s, ehlo_name, err);
+	if (r == 0 && tls)
+		r = starttls(s, ehlo_name, err);
+	if (r < 0) {
+		smtp_free(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+const struct smtp_caps *
+smtp_caps(const struct smtp *s)
+{
+	return &s->caps;
+}
+
+void
+smtp_free(struct smtp *s)
+{
+	if (!s)
+		return;
+	conn_close(s->c);
+	free(s->obuf);
+	free(s);
+}
+
+/* ---- authentication --------------------------------------------------------- */
+
+/* The reply that ends an exchange (RFC 4954 section 6): 235, else refused or out of step. */
+static int
+auth_result(const struct smtp_reply *rep, struct mp_err *err)
+{
+	if (rep->code == 235)
+		return 0;
+	if (rep->code / 100 == 5)
+		return reply_error(rep, -EACCES, MP_EX_NOPERM, err, "authentication refused");
+	if (rep->code / 100 == 4)
+		return reply_error(rep, -EAGAIN, MP_EX_TEMPFAIL, err,
+				   "authentication failed for now; will retry");
+	return reply_error(rep, -EPROTO, MP_EX_PROTOCOL, err, "unexpected reply to AUTH");
+}
+
+/*
+ * A 334 after the response. For the OAuth mechanisms it carries an error
+ * report (RFC 7628 section 3.2.2) the client must answer (a dummy ^A,
+ * section 3.2.3; an empty line for XOAUTH2) to get the final reply; the
+ * report, decoded and sanitized, names the failure when the reply says
+ * little. For PLAIN it is out of place: cancel with "*" (RFC 4954 section 4).
+ */
+static int
+auth_challenge(struct smtp *s, enum sasl_mech mech, const struct smtp_reply *chal,
+	       struct mp_err *err)
+{
+	char detail[256] = "", *json = NULL;
+	struct smtp_reply rep;
+	size_t jlen;
+	const char *answer;
+	bool oauth = mech == SASL_XOAUTH2 || mech == SASL_OAUTHBEARER;
+	int r;
+
+	if (oauth && sasl_base64_decode(chal->text, strlen(chal->text), &json, &jlen) == 0) {
+		util_sanitize(detail, sizeof(detail), json, jlen);
+		free(json);
+	}
+	answer = mech == SASL_OAUTHBEARER ? "AQ==" : mech == SASL_XOAUTH2 ? "" : "*";
+	r = send_line(s, answer, strlen(answer), SIZE_MAX, err);
+	if (r == 0)
+		r = flush_reply(s, &rep, NULL, err);
+	if (r < 0)
+		return r;
+	if (r == 235)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server accepted a cancelled authentication");
+	if (!oauth && r / 100 != 4)
+		return reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err,
+				   "server asked for more after the %s response",
+				   sasl_mech_to_string(mech));
+	if (r / 100 == 5 && detail[0])
+		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
+				      "authentication refused (%d)", r);
+	return auth_result(&rep, err);
+}
+
+/* PLAIN, XOAUTH2, OAUTHBEARER: the response on the AUTH line (RFC 4954 section 4). */
+static int
+auth_initial(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
+	     struct mp_err *err)
+{
+	const char *name = sasl_mech_to_string(mech);
+	struct smtp_reply rep;
+	char *b64 = NULL, *line;
+	size_t nl = strlen(name), bl, ll;
+	int r;
+
+	r = sasl_initial(mech, user, secret, conn_host(s->c), conn_port(s->c), &b64);
+	if (r == -ENOMEM)
+		return mp_err_oom(err);
+	if (r < 0)
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "cannot build the %s response from the user name and secret",
+				  name);
+	bl = strlen(b64);
+	ll = 5 + nl + 1 + (bl ? bl : 1);
+	line = malloc(ll + 1);
+	if (!line) {
+		sasl_free(b64);
+		return mp_err_oom(err);
+	}
+	/* An empty initial response is sent as "=" (RFC 4954 section 4). */
+	snprintf(line, ll + 1, "AUTH %s %s", name, bl ? b64 : "=");
+	sasl_free(b64);
+	r = send_line(s, line, ll, 6 + nl, err);
+	explicit_bzero(line, ll);
+	free(line);
+	if (r == 0)
+		r = flush_reply(s, &rep, NULL, err);
+	if (r < 0)
+		return r;
+	if (r == 334)
+		return auth_challenge(s, mech, &rep, err);
+	return auth_result(&rep, err);
+}
+
+/*
+ * LOGIN: two 334 challenges, answered in order with the base64 user name
+ * and password, whatever the prompts say (servers word them differently).
+ */
+static int
+auth_login(struct smtp *s, const char *user, const char *secret, struct mp_err *err)
+{
+	const char *answers[2] = { NULL, NULL };
+	char *u64 = NULL, *p64 = NULL;
+	struct smtp_reply rep;
+	int r;
+
+	if (sasl_base64_encode(user, strlen(user), &u64) < 0 ||
+	    sasl_base64_encode(secret, strlen(secret), &p64) < 0) {
+		r = mp_err_oom(err);
+		goto out;
+	}
+	answers[0] = u64;
+	answers[1] = p64;
+	r = send_cmd(s, err, "AUTH LOGIN");
+	for (size_t i = 0; r == 0 && i < 2; i++) {
+		r = flush_reply(s, &rep, NULL, err);
+		if (r < 0)
+			break;
+		if (r != 334) {
+			r = auth_result(&rep, err);
+			if (r == 0)
+				r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+					       "server accepted LOGIN without a password");
+			goto out;
+		}
+		/* The password never reaches the trace; the user name may. */
+		r = send_line(s, answers[i], strlen(answers[i]), i == 1 ? 0 : SIZE_MAX, err);
+	}
+	if (r == 0)
+		r = flush_reply(s, &rep, NULL, err);
+	if (r >= 0)
+		r = r == 334 ? reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err,
+					   "server asked for more after the LOGIN password")
+			     : auth_result(&rep, err);
+out:
+	sasl_free(u64);
+	sasl_free(p64);
+	return r;
+}
+
+int
+smtp_auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
+	  struct mp_err *err)
+{
+	int r = check_usable(s, err);
+
+	if (r < 0)
+		return r;
+	if (!user || !secret)
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "no user name or secret for AUTH");
+	s->state = SMTP_ST_AUTH;
+	switch (mech) {
+	case SASL_PLAIN:
+	case SASL_XOAUTH2:
+	case SASL_OAUTHBEARER:
+		r = auth_initial(s, mech, user, secret, err);
+		break;
+	case SASL_LOGIN:
+		r = auth_login(s, user, secret, err);
+		break;
+	default:
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "SMTP has no %s login; use a SASL mechanism",
+				  sasl_mech_to_string(mech));
+	}
+	return settle(s, r);
+}
+
+/* ---- one transaction ---------------------------------------------------------- */
+
+/* A path we can put between <> on a command line: no control byte, space, <, > or overlong. */
+static bool
+path_ok(const char *a, bool *nonascii)
+{
+	size_t n = 0;
+
+	if (!a)
+		return false;
+	for (; a[n]; n++) {
+		unsigned char ch = (unsigned char)a[n];
+
+		if (ch < 0x21 || ch == 0x7f || ch == '<' || ch == '>')
+			return false;
+		if (ch >= 0x80)
+			*nonascii = true;
+	}
+	return n <= SMTP_ADDR_MAX;
+}
+
+/*
+ * The checks made before anything is sent: the envelope is well formed,
+ * the message fits SIZE (RFC 1870 section 6.1) and the server can carry
+ * its 8-bit or UTF-8 content. *ret_utf8: the SMTPUTF8 parameter is needed.
+ */
+static int
+check_envelope(struct smtp *s, const struct smtp_envelope *env, bool *ret_utf8, struct mp_err *err)
+{
+	bool nonascii = false;
+
+	if (!env->rcpts || env->nrcpts == 0)
+		return mp_err_set(err, -EINVAL, MP_EX_DATAERR, "no recipient");
+	if (!path_ok(env->from, &nonascii))
+		return mp_err_set(err, -EINVAL, MP_EX_DATAERR, "invalid sender address");
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (!path_ok(env->rcpts[i], &nonascii) || !env->rcpts[i][0])
+			return mp_err_set(err, -EINVAL, MP_EX_DATAERR,
+					  "invalid recipient address (number %zu)", i + 1);
+	if (s->caps.size && s->caps.size_max > 0 && env->size > s->caps.size_max)
+		return mp_err_set(err, -EMSGSIZE, MP_EX_DATAERR,
+				  "message of %" PRIu64 " bytes over the server's limit of %"
+				  PRIu64,
+				  env->size, s->caps.size_max);
+	/* Addresses beyond ASCII need SMTPUTF8 whatever the caller said (RFC 6531 section 3.3). */
+	if ((env->utf8 || nonascii) && !s->caps.smtputf8)
+		return mp_err_set(err, -EILSEQ, MP_EX_DATAERR,
+				  "message needs SMTPUTF8, which the server does not offer");
+	if (env->eightbit && !s->caps.eightbitmime && !s->caps.smtputf8)
+		return mp_err_set(err, -EILSEQ, MP_EX_DATAERR,
+				  "8-bit message and the server offers neither 8BITMIME "
+				  "nor SMTPUTF8");
+	/* A server with SMTPUTF8 takes 8-bit data under it (RFC 6531 section 3.1 item 8). */
+	*ret_utf8 = env->utf8 || nonascii || (env->eightbit && !s->caps.eightbitmime);
+	return 0;
+}
+
+/* Queues command k of the transaction: 0 MAIL, 1..nrcpts RCPT, nrcpts + 1 DATA. */
+static int
+queue_step(struct smtp *s, const struct smtp_envelope *env, bool utf8, size_t k,
+	   struct mp_err *err)
+{
+	char size[32] = "";
+
+	if (k == 0) {
+		if (s->caps.size)
+			snprintf(size, sizeof(size), " SIZE=%" PRIu64, env->size);
+		return send_cmd(s, err, "MAIL FROM:<%s>%s%s%s", env->from, size,
+				env->eightbit && s->caps.eightbitmime ? " BODY=8BITMIME" : "",
+				utf8 ? " SMTPUTF8" : "");
+	}
+	if (k <= env->nrcpts)
+		return send_cmd(s, err, "RCPT TO:<%s>", env->rcpts[k - 1]);
+	return send_cmd(s, err, "DATA");
+}
+
+/* Where the reply to command k goes, and the state it is read in. */
+static struct smtp_reply *
+step_reply(struct smtp *s, const struct smtp_envelope *env, struct smtp_result *res, size_t k,
+	   struct smtp_reply *scratch)
+{
+	if (k == 0) {
+		s->state = SMTP_ST_MAIL;
+		return &res->mail;
+	}
+	if (k <= env->nrcpts) {
+		s->state = SMTP_ST_RCPT;
+		return res->rcpt ? &res->rcpt[k - 1] : scratch;
+	}
+	s->state = SMTP_ST_DATA;
+	return &res->data;
+}
+
+/*
+ * MAIL, the RCPTs and DATA, with their replies. With PIPELINING they go in
+ * groups of SMTP_WINDOW commands, one write each, and every reply of a
+ * group is read in order (RFC 2920 section 3.1: all of them must be
+ * checked); without, one at a time, stopping at a refused MAIL or before
+ * DATA when no recipient was accepted.
+ */
+static int
+envelope(struct smtp *s, const struct smtp_envelope *env, bool utf8, struct smtp_result *res,
+	 struct mp_err *err)
+{
+	size_t total = env->nrcpts + 2, window = s->caps.pipelining ? SMTP_WINDOW : 1;
+	size_t sent = 0, got = 0;
+	struct smtp_reply scratch;
+	bool stop = false;
+	int r;
+
+	while (got < sent || (!stop && sent < total)) {
+		struct smtp_reply *rep;
+
+		while (!stop && sent < total && sent - got < window) {
+			r = queue_step(s, env, utf8, sent, err);
+			if (r < 0)
+				return r;
+			sent++;
+		}
+		rep = step_reply(s, env, res, got, &scratch);
+		r = flush_reply(s, rep, NULL, err);
+		if (r < 0)
+			return r;
+		if (got >= 1 && got <= env->nrcpts && r / 100 == 2)
+			res->naccepted++;
+		/* Nothing more is sent once the outcome is known to be a refusal. */
+		if ((got == 0 && r / 100 != 2) || (got == env->nrcpts && res->naccepted == 0))
+			stop = true;
+		got++;
+	}
+	return 0;
+}
+
+static int
+rset(struct smtp *s, struct mp_err *err)
+{
+	struct smtp_reply rep;
+	int r;
+
+	s->state = SMTP_ST_RSET;
+	r = send_cmd(s, err, "RSET");
+	if (r == 0)
+		r = flush_reply(s, &rep, NULL, err);
+	if (r >= 0 && r / 100 != 2)
+		r = reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err, "server refused RSET");
+	return r < 0 ? r : 0;
+}
+
+/* The class of a refusal: 5xx permanent, 4xx for later, anything else out of step. */
+static int
+refusal(const struct smtp_reply *rep, struct mp_err *err, const char *what)
+{
+	if (rep->code / 100 == 5)
+		return reply_error(rep, -EPERM, MP_EX_DATAERR, err, "server refused %s", what);
+	if (rep->code / 100 == 4)
+		return reply_error(rep, -EAGAIN, MP_EX_TEMPFAIL, err,
+				   "server refused %s for now; will retry", what);
+	return reply_error(rep, -EPROTO, MP_EX_PROTOCOL, err, "unexpected reply to %s", what);
+}
+
+/* Every recipient refused: temporary only when none was refused for good. */
+static int
+all_refused(const struct smtp_envelope *env, const struct smtp_result *res, struct mp_err *err)
+{
+	const struct smtp_reply *last = NULL;
+	bool perm = false;
+
+	for (size_t i = 0; res->rcpt && i < env->nrcpts; i++) {
+		if (res->rcpt[i].code / 100 == 5)
+			perm = true;
+		if (res->rcpt[i].code && (!last || res->rcpt[i].code / 100 == 5))
+			last = &res->rcpt[i];
+	}
+	if (!last)
+		return mp_err_set(err, -EPERM, MP_EX_DATAERR, "server refused every recipient");
+	if (perm)
+		return reply_error(last, -EPERM, MP_EX_DATAERR, err,
+				   "server refused every recipient");
+	return reply_error(last, -EAGAIN, MP_EX_TEMPFAIL, err,
+			   "server refused every recipient for now; will retry");
+}
+
+/*
+ * After a refused envelope: the transaction is ended, so the session
+ * stays usable. A DATA that got 354 anyway is answered with the lone dot
+ * RFC 2920 section 3.1 asks for (no recipient can receive it), else RSET.
+ * The refusal, already recorded, is what the caller learns; a failed
+ * clean-up only makes the session unusable.
+ */
+static int
+end_refused(struct smtp *s, struct smtp_result *res, int refused, struct mp_err *err)
+{
+	struct smtp_reply rep;
+	int r;
+
+	if (res->data.code == 354) {
+		s->state = SMTP_ST_DOT;
+		r = send_line(s, ".", 1, SIZE_MAX, err);
+		if (r == 0)
+			r = flush_reply(s, &rep, NULL, err);
+	} else {
+		r = rset(s, err);
+	}
+	if (r < 0)
+		s->broken = true;
+	return settle(s, refused);
+}
+
+/* Streams the message from read, encoded, in large writes; then the final dot. */
+static int
+body(struct smtp *s, smtp_read_fn read, void *ud, struct smtp_result *res, struct mp_err *err)
+{
+	struct smtp_dot d;
+	size_t n;
+	int r;
+
+	if (!s->obuf) {
+		s->obuf = malloc(2 * SMTP_CHUNK);
+		if (!s->obuf)
+			return mp_err_oom(err);
+	}
+	s->state = SMTP_ST_BODY;
+	smtp_dot_init(&d);
+	for (;;) {
+		const char *data;
+		size_t len;
+
+		r = read(ud, &data, &len, err);
+		if (r < 0)
+			return r;
+		if (len == 0)
+			break;
+		while (len > 0) {
+			size_t part = len < SMTP_CHUNK ? len : SMTP_CHUNK;
+
+			n = smtp_dot_encode(&d, data, part, s->obuf);
+			r = conn_write(s->c, s->obuf, n, err);
+			if (r < 0)
+				return r;
+			data += part;
+			len -= part;
+		}
+	}
+	log_trace("C", "[message]", 9, SIZE_MAX);
+	n = smtp_dot_finish(&d, s->obuf);
+	s->state = SMTP_ST_DOT;
+	/* From here the server may take the message, whatever we learn next. */
+	res->dot_sent = true;
+	r = conn_write(s->c, s->obuf, n, err);
+	if (r == 0)
+		r = flush_reply(s, &res->final, NULL, err);
+	if (r < 0)
+		return r;
+	if (r / 100 == 2)
+		return 0;
+	return refusal(&res->final, err, "the message");
+}
+
+static void
+result_clear(const struct smtp_envelope *env, struct smtp_result *res)
+{
+	struct smtp_reply *rcpt = res->rcpt;
+
+	memset(res, 0, sizeof(*res));
+	res->rcpt = rcpt;
+	if (rcpt)
+		memset(rcpt, 0, env->nrcpts * sizeof(*rcpt));
+}
+
+int
+smtp_send(struct smtp *s, const struct smtp_envelope *env, smtp_read_fn read, void *ud,
+	  struct smtp_result *res, struct mp_err *err)
+{
+	bool utf8 = false;
+	int r;
+
+	result_clear(env, res);
+	r = check_usable(s, err);
+	if (r == 0)
+		r = check_envelope(s, env, &utf8, err);
+	if (r < 0)
+		return r;
+	r = envelope(s, env, utf8, res, err);
+	if (r < 0)
+		return settle(s, r);
+	if (res->mail.code / 100 != 2)
+		return end_refused(s, res, refusal(&res->mail, err, "the sender (MAIL FROM)"), err);
+	if (res->naccepted == 0)
+		return end_refused(s, res, all_refused(env, res, err), err);
+	if (res->data.code != 354)
+		return end_refused(s, res, refusal(&res->data, err, "DATA"), err);
+	r = body(s, read, ud, res, err);
+	/* The read callback failing mid-DATA leaves the transaction cut: unusable. */
+	if (r < 0 && s->state == SMTP_ST_BODY)
+		s->broken = true;
+	return settle(s, r);
+}
+
+int
+smtp_quit(struct smtp *s, struct mp_err *err)
+{
+	struct smtp_reply rep;
+	int r = check_usable(s, err);
+
+	if (r < 0)
+		return r;
+	s->state = SMTP_ST_QUIT;
+	r = send_cmd(s, err, "QUIT");
+	if (r == 0)
+		r = flush_reply(s, &rep, NULL, err);
+	/* Whatever the reply, the session is over. */
+	s->broken = true;
+	return r < 0 ? r : 0;
+}
