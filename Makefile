@@ -101,7 +101,10 @@ unit: $(UNIT_BINS)
 PYTEST_JOBS ?= 3
 # Where tests/deps.sh unpacks Cyrus IMAP, the second real server.
 CYRUS_ROOT ?= /var/cache/mailpull-test/cyrus
-integration: $(BIN) $(FAULTINJECT) $(FAILMALLOC)
+# A driver of the Sent-copy module against the real servers (built here, so
+# the tests never run make themselves while the binary is in use).
+SENTCOPY_DRIVE = $(BUILDDIR)/tests/sentcopy_drive
+integration: $(BIN) $(FAULTINJECT) $(FAILMALLOC) $(SENTCOPY_DRIVE)
 	MAILPULL_BIN=$(abspath $(BIN)) MAILPULL_FAULTINJECT=$(abspath $(FAULTINJECT)) \
 	MAILPULL_CYRUS_ROOT=$(CYRUS_ROOT) \
 	MAILPULL_FAILMALLOC=$(abspath $(FAILMALLOC)) $(PYTHON) -m pytest -q -p no:cacheprovider \
