@@ -57,11 +57,15 @@ def render_config(accounts, state_dir=None, extra=""):
 
 
 def write_config(path, accounts, state_dir=None, mode=0o600, extra=""):
+    # Written beside and renamed over, as editors do: a daemon that notices
+    # the change must never read a half-written file.
     text = render_config(accounts, state_dir, extra)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = f"{path}.new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(path, mode)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
     return path
 
 
