@@ -13,6 +13,7 @@ cli_usage(void)
 {
 	fputs("usage: mailpull [-c FILE] [-q] [-v] [--wait] [ACCOUNT...]\n"
 	      "       mailpull [-c FILE] [-q] [-v] [--wait] send [--retry-held] [ACCOUNT...]\n"
+	      "       mailpull [-c FILE] sendmail [-t] [-i] [-f ADDR] [-a ACCOUNT] [RCPT...]\n"
 	      "       mailpull [-c FILE] preview [--json] ACCOUNT [FOLDER]\n"
 	      "       mailpull --daemon [-c FILE] [-q | -v]\n"
 	      "       mailpull --poll-now [-c FILE]\n"
@@ -24,6 +25,9 @@ cli_usage(void)
 	      "\n"
 	      "send only sends; --retry-held also sends the messages held because\n"
 	      "they may have been sent already (check the recipient's copy first).\n"
+	      "sendmail queues the message on standard input in an account's outbox,\n"
+	      "as sendmail(8) does for mutt, git send-email or cron (also as\n"
+	      "mailpull-sendmail); it is sent by the next run.\n"
 	      "\n"
 	      "--daemon stays in the foreground and fetches each account every\n"
 	      "`interval` (SIGUSR1: poll now, SIGHUP: reload, SIGTERM: stop);\n"
