@@ -240,20 +240,32 @@ md_make_name(struct maildir *md, char *name, size_t len)
 	return 0;
 }
 
-int
-maildir_msg_new(struct maildir *md, struct maildir_msg **ret, struct mp_err *err)
+/* A message of md with its write buffer, not yet named or opened. */
+static int
+md_msg_alloc(struct maildir *md, struct maildir_msg **ret, struct mp_err *err)
 {
 	struct maildir_msg *m = calloc(1, sizeof(*m));
-	int r = -EEXIST;
 
-	if (!m)
-		return md_fail(err, -ENOMEM, "cannot create message in", md->path, "tmp");
-	m->md = md;
-	m->buf = malloc(MD_BUF_SIZE);
-	if (!m->buf) {
+	if (m)
+		m->buf = malloc(MD_BUF_SIZE);
+	if (!m || !m->buf) {
 		free(m);
 		return md_fail(err, -ENOMEM, "cannot create message in", md->path, "tmp");
 	}
+	m->md = md;
+	*ret = m;
+	return 0;
+}
+
+int
+maildir_msg_new(struct maildir *md, struct maildir_msg **ret, struct mp_err *err)
+{
+	struct maildir_msg *m;
+	int r = md_msg_alloc(md, &m, err);
+
+	if (r < 0)
+		return r;
+	r = -EEXIST;
 	/* EEXIST only when a name repeats (clock stepped back, pid reused). */
 	for (int i = 0; i < MD_CREATE_TRIES && r == -EEXIST; i++) {
 		r = md_make_name(md, m->name, sizeof(m->name));
@@ -283,15 +295,8 @@ maildir_msg_new_named(struct maildir *md, const char *name, struct maildir_msg *
 	if (n == 0 || n >= sizeof(m->name) || name[0] == '.' || strpbrk(name, "/:"))
 		return mp_err_set(err, -EINVAL, MP_EX_IOERR, "invalid message name '%s' for %s",
 				  name ? name : "", md->path);
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return md_fail(err, -ENOMEM, "cannot create message in", md->path, "tmp");
-	m->md = md;
-	m->buf = malloc(MD_BUF_SIZE);
-	if (!m->buf) {
-		free(m);
-		return md_fail(err, -ENOMEM, "cannot create message in", md->path, "tmp");
-	}
+	if (md_msg_alloc(md, &m, err) < 0)
+		return -ENOMEM;
 	memcpy(m->name, name, n + 1);
 	/* Not O_EXCL: a leftover of an interrupted run is this very message. */
 	m->fd = openat(md->fd[MD_TMP], m->name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

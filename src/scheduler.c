@@ -365,6 +365,21 @@ read_outbox_events(struct sched *s)
 }
 
 /*
+ * Runs sl as soon as possible: now when no worker runs it, by waking its
+ * IDLE worker, or right after the run in progress.
+ */
+static void
+slot_run_soon(struct slot *sl, int64_t now)
+{
+	if (!sl->pid)
+		sl->due_ms = now;
+	else if (sl->idle_worker)
+		(void)kill(sl->pid, SIGUSR1);
+	else
+		sl->again = true;
+}
+
+/*
  * Outbox news whose debounce is over: the account runs now, as a poll-now
  * for it alone (once more after the run in progress, if one is). Returns
  * the earliest news still waiting (INT64_MAX: none).
@@ -394,12 +409,7 @@ run_kicks(struct sched *s)
 		log_acct(LOG_LVL_INFO, sl->name, sl->a->host, "account %s: outbox has new mail, "
 			 "running %s", sl->name, sl->pid && !sl->idle_worker ? "again after the "
 			 "current run" : "now");
-		if (!sl->pid)
-			sl->due_ms = now;
-		else if (sl->idle_worker)
-			(void)kill(sl->pid, SIGUSR1);
-		else
-			sl->again = true;
+		slot_run_soon(sl, now);
 	}
 	return next;
 }
@@ -916,12 +926,7 @@ poll_now(struct sched *s)
 		/* A held account waits for its fix; a poll would only be refused again. */
 		if (!sl->a || sl->held)
 			continue;
-		if (!sl->pid)
-			sl->due_ms = now;
-		else if (sl->idle_worker)
-			(void)kill(sl->pid, SIGUSR1);
-		else
-			sl->again = true;
+		slot_run_soon(sl, now);
 	}
 }
 
