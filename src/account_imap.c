@@ -192,14 +192,6 @@ record_cb(void *ud, const struct deliver_msg *m, const char *name)
 
 static const struct deliver_ops imap_ops = { fetch_cb, record_cb };
 
-/* The engine behind session_login(). */
-static int
-imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
-	     struct mp_err *err)
-{
-	return imap_auth(engine, mech, user, secret, err);
-}
-
 /* The first problem that leaves the run partial is kept in r->perr; r->err is cleared. */
 static void
 note_partial(struct irun *r)
@@ -832,20 +824,7 @@ logout(struct irun *r)
 static int
 open_session(struct irun *r)
 {
-	const struct mp_account *a = r->a;
-	const struct imap_caps *caps;
-	struct conn *c = NULL;
-	int ret = session_connect(a, &c, r->err);
-
-	if (ret == 0)
-		ret = imap_open(c, a->tls == MP_TLS_STARTTLS, &r->im, r->err);
-	if (ret < 0)
-		return ret;
-	if (imap_preauthenticated(r->im))
-		return 0;
-	caps = imap_caps(r->im);
-	return session_login(a, caps->sasl, !caps->logindisabled, "LOGIN", imap_auth_cb, r->im,
-			     r->err);
+	return session_imap_open(r->a, &r->im, r->err);
 }
 
 static int

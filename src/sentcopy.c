@@ -80,31 +80,11 @@ sentcopy_folder(const struct sentcopy *sc)
 	return sc->folder;
 }
 
-/* The engine behind session_login(). */
-static int
-auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
-	struct mp_err *err)
-{
-	return imap_auth(engine, mech, user, secret, err);
-}
-
-/* Connects and logs in as account_imap.c does (STARTTLS per tls, PREAUTH as is). */
+/* Connects and logs in as a fetch run does. */
 static int
 login(struct sentcopy *sc, struct mp_err *err)
 {
-	const struct mp_account *a = sc->a;
-	const struct imap_caps *caps;
-	struct conn *c = NULL;
-	int r = session_connect(a, &c, err);
-
-	if (r == 0)
-		r = imap_open(c, a->tls == MP_TLS_STARTTLS, &sc->m, err);
-	if (r < 0)
-		return r;
-	if (imap_preauthenticated(sc->m))
-		return 0;
-	caps = imap_caps(sc->m);
-	return session_login(a, caps->sasl, !caps->logindisabled, "LOGIN", auth_cb, sc->m, err);
+	return session_imap_open(sc->a, &sc->m, err);
 }
 
 static const struct imap_mailbox *

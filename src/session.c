@@ -94,3 +94,27 @@ session_connect(const struct mp_account *a, struct conn **ret, struct mp_err *er
 
 	return conn_open(&co, a->tls == MP_TLS_IMPLICIT, ret, err);
 }
+
+/* The engine behind session_login() for IMAP. */
+static int
+imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+	     struct mp_err *err)
+{
+	return imap_auth(engine, mech, user, secret, err);
+}
+
+int
+session_imap_open(const struct mp_account *a, struct imap **ret, struct mp_err *err)
+{
+	const struct imap_caps *caps;
+	struct conn *c = NULL;
+	int r = session_connect(a, &c, err);
+
+	*ret = NULL;
+	if (r == 0)
+		r = imap_open(c, a->tls == MP_TLS_STARTTLS, ret, err);
+	if (r < 0 || imap_preauthenticated(*ret))
+		return r;
+	caps = imap_caps(*ret);
+	return session_login(a, caps->sasl, !caps->logindisabled, "LOGIN", imap_auth_cb, *ret, err);
+}

@@ -10,6 +10,7 @@
 
 #include "mailpull/account.h"
 #include "mailpull/conn.h"
+#include "mailpull/imap.h"
 #include "mailpull/sasl.h"
 
 /*
@@ -26,6 +27,14 @@ typedef int (*session_auth_fn)(void *engine, enum sasl_mech mech, const char *us
 			       const char *secret, struct mp_err *err);
 int session_login(const struct mp_account *a, const char *sasl, bool user_ok, const char *plain,
 		  session_auth_fn auth, void *engine, struct mp_err *err) MP_WUR;
+
+/*
+ * An IMAP session with a's server, logged in: session_connect(),
+ * imap_open() (STARTTLS when tls = starttls) and session_login() unless
+ * the greeting was PREAUTH. *ret is the caller's (imap_free()), NULL on
+ * error. Errors: those three's.
+ */
+int session_imap_open(const struct mp_account *a, struct imap **ret, struct mp_err *err) MP_WUR;
 
 /*
  * The hard cap on one message, whatever max_size says: no server can make
