@@ -30,22 +30,6 @@ fetch(const struct mp_config *cfg, const struct mp_account *a, const struct acco
 }
 
 /*
- * A failed send's error as account_run() returns it: the caller names the
- * account's own server, so the message names the submission server.
- */
-static void
-send_err_prefix(const struct mp_account *a, struct mp_err *e)
-{
-	char msg[sizeof(e->msg) + 320];
-	int n = snprintf(msg, sizeof(msg), "sending through %s:%u: %s", a->smtp_host,
-			 a->smtp_port, e->msg[0] ? e->msg : strerror(-e->code));
-	size_t len = n < 0 ? 0 : (size_t)n < sizeof(e->msg) ? (size_t)n : sizeof(e->msg) - 1;
-
-	memcpy(e->msg, msg, len);
-	e->msg[len] = '\0';
-}
-
-/*
  * Sending and fetching both failed: the more severe error is returned (the
  * caller reports it), the other is reported here, so the user sees both.
  */
@@ -68,7 +52,7 @@ both_failed(const struct mp_account *a, int sret, struct mp_err *serr, int fret,
 	log_acct(LOG_LVL_ERR, a->name, send_worse ? a->host : a->smtp_host, "%s", line);
 	if (!send_worse)
 		return fret;
-	send_err_prefix(a, serr);
+	mp_err_prefix(serr, "sending through %s:%u", a->smtp_host, a->smtp_port);
 	*err = *serr;
 	return sret;
 }
@@ -85,8 +69,6 @@ account_run(const struct mp_config *cfg, const struct mp_account *a,
 	/* Send first ("Send and Receive"), then fetch whatever sending did. */
 	if (!o->no_send && a->smtp_host) {
 		sret = account_send(cfg, a, o, ret_stats, &serr);
-		if (sret < 0 && serr.code == 0)
-			mp_err_set(&serr, sret, mp_exit_from_errno(sret), "%s", strerror(-sret));
 	}
 	ret = fetch(cfg, a, o, ret_stats, err);
 	ret_stats->elapsed_ms = util_now_ms() - start;
@@ -95,7 +77,7 @@ account_run(const struct mp_config *cfg, const struct mp_account *a,
 	if (sret < 0 && ret < 0)
 		return both_failed(a, sret, &serr, ret, err);
 	if (sret < 0) {
-		send_err_prefix(a, &serr);
+		mp_err_prefix(&serr, "sending through %s:%u", a->smtp_host, a->smtp_port);
 		*err = serr;
 		return sret;
 	}

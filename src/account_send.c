@@ -57,6 +57,7 @@
 #define SEND_SUBJECT_SHOW 60
 
 struct srun {
+	bool wrote;                 /* a send record changed in this run: compact at the end */
 	const struct mp_config *cfg;
 	const struct mp_account *a;
 	struct mp_account sub;             /* the account as its submission server sees it */
@@ -206,6 +207,7 @@ record(struct srun *r, const char *base, enum state_send st, const char *text)
 	struct mp_err e = { 0 };
 	int ret = state_send_set(r->st, base, st, text, &e);
 
+	r->wrote = true;
 	if (ret == 0)
 		ret = state_sync(r->st, &e);
 	if (ret < 0)
@@ -264,19 +266,6 @@ rec_list_free(struct rec_list *l)
 	free(l->v);
 }
 
-/* Says that e is about the Sent copy, on the account's IMAP server. */
-static void
-sent_err_prefix(const struct mp_account *a, struct mp_err *e)
-{
-	char msg[sizeof(e->msg) + 320];
-	int n = snprintf(msg, sizeof(msg), "the Sent copy on %s:%u: %s", a->host, a->port,
-			 e->msg[0] ? e->msg : strerror(-e->code));
-	size_t len = n < 0 ? 0 : (size_t)n < sizeof(e->msg) ? (size_t)n : sizeof(e->msg) - 1;
-
-	memcpy(e->msg, msg, len);
-	e->msg[len] = '\0';
-}
-
 /* Opens the Sent mailbox once per run; false when it cannot be (the error noted). */
 static bool
 sent_open(struct srun *r, bool create)
@@ -291,7 +280,7 @@ sent_open(struct srun *r, bool create)
 	ret = sentcopy_open(r->a, create, &r->sc, &e);
 	if (ret < 0) {
 		r->sc_done = true;
-		sent_err_prefix(r->a, &e);
+		mp_err_prefix(&e, "the Sent copy on %s:%u", r->a->host, r->a->port);
 		if (create)
 			note_err(r, ret, &e);
 		return false;
@@ -789,7 +778,7 @@ server_copy(struct srun *r, const struct outbox_item *it)
 				 sentcopy_folder(r->sc));
 		ret = record(r, it->base, STATE_SEND_COPIED, text);
 	} else {
-		sent_err_prefix(r->a, &e);
+		mp_err_prefix(&e, "the Sent copy on %s:%u", r->a->host, r->a->port);
 		note_err(r, ret, &e);
 		/* A broken IMAP session is not retried for every message. */
 		if (ret != -EBADMSG && e.ex != MP_EX_IOERR) {
@@ -879,6 +868,7 @@ finish_one(struct srun *r, struct maildir *md, const struct outbox_item *it)
 	 * file is gone is dropped by the next run's recovery. copies() syncs
 	 * once for all of them.
 	 */
+	r->wrote = true;
 	ret = state_send_set(r->st, it->base, STATE_SEND_QUEUED, NULL, &e);
 	if (ret < 0)
 		note_err(r, ret, &e);
@@ -1020,7 +1010,8 @@ compact(struct srun *r)
 	struct mp_err e = { 0 };
 	int ret;
 
-	if (state_interrupted(r->st))
+	/* an empty or unchanged outbox costs no rewrite of the whole state */
+	if (!r->wrote || state_interrupted(r->st))
 		return;
 	ret = state_compact(r->st, &e);
 	if (ret < 0)

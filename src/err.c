@@ -40,6 +40,23 @@ mp_err_record(struct mp_err *err, enum mp_err_how how, int code, enum mp_exit ex
 	return code;
 }
 
+void
+mp_err_prefix(struct mp_err *err, const char *fmt, ...)
+{
+	char prefix[sizeof(err->msg)], msg[sizeof(err->msg)];
+	va_list ap;
+
+	if (!err)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	snprintf(msg, sizeof(msg), "%s", err->msg[0] || !err->code ? err->msg : strerror(-err->code));
+	/* truncation is what "to fit" means here */
+	if (snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, msg) < 0)
+		err->msg[0] = '\0';
+}
+
 int
 mp_err_oom(struct mp_err *err)
 {

@@ -815,13 +815,18 @@ env_parse(const char *t, size_t len, struct outbox_env *ret)
 static int
 read_small(int fd, size_t max, char **ret, size_t *ret_n)
 {
-	char *buf = malloc(max + 1);
-	size_t n = 0;
+	struct stat st;
+	size_t n = 0, cap;
+	char *buf;
 
+	/* room for what the file holds now (one byte more shows it grew past max) */
+	cap = fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size < max ?
+	      (size_t)st.st_size : max;
+	buf = malloc(cap + 1);
 	if (!buf)
 		return -ENOMEM;
-	while (n <= max) {
-		ssize_t got = read(fd, buf + n, max + 1 - n);
+	while (n <= cap) {
+		ssize_t got = read(fd, buf + n, cap + 1 - n);
 
 		if (got < 0 && errno == EINTR)
 			continue;

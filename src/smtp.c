@@ -239,19 +239,14 @@ caps_add_mechs(struct smtp_caps *caps, const char *args, size_t len)
 static uint64_t
 size_arg(const char *args, size_t len)
 {
-	uint64_t v = 0;
-	size_t i = 0;
+	size_t i = 0, end;
+	uint64_t v;
 
 	while (i < len && args[i] == ' ')
 		i++;
-	if (i == len)
-		return 0;
-	for (; i < len && args[i] != ' '; i++) {
-		if (!is_digit(args[i]) || v > (UINT64_MAX - 9) / 10)
-			return 0;
-		v = v * 10 + (uint64_t)(args[i] - '0');
-	}
-	return v;
+	for (end = i; end < len && args[end] != ' '; end++)
+		;
+	return util_parse_u64(args + i, end - i, &v) == 0 ? v : 0;
 }
 
 void

@@ -93,6 +93,13 @@ void mp_err_server(struct mp_err *err, const char *text, size_t len);
 #define mp_err_set_srv(err, code, ex, text, len, ...) \
 	mp_err_record((err), MP_ERR_FIRST, (code), (ex), (text), (len), __VA_ARGS__)
 
+/*
+ * Puts "PREFIX: " (from fmt) before err->msg (or before strerror of its
+ * code when the message is empty), truncated to fit: for a caller that
+ * knows where an error from below happened. NULL-safe. Cannot fail.
+ */
+void mp_err_prefix(struct mp_err *err, const char *fmt, ...) MP_PRINTF(2, 3);
+
 /* Records "out of memory" (class MP_EX_TEMPFAIL) unless an error is recorded. Returns -ENOMEM. */
 int mp_err_oom(struct mp_err *err);
 
