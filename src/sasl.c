@@ -18,6 +18,11 @@ static const char *const mech_names[SASL_MECH_MAX] = {
 	[SASL_XOAUTH2] = "XOAUTH2",
 	[SASL_OAUTHBEARER] = "OAUTHBEARER",
 	[SASL_USER] = "USER",
+	[SASL_SCRAM_SHA_1] = "SCRAM-SHA-1",
+	[SASL_SCRAM_SHA_256] = "SCRAM-SHA-256",
+	[SASL_SCRAM_SHA_1_PLUS] = "SCRAM-SHA-1-PLUS",
+	[SASL_SCRAM_SHA_256_PLUS] = "SCRAM-SHA-256-PLUS",
+	[SASL_EXTERNAL] = "EXTERNAL",
 };
 
 const char *
@@ -83,13 +88,15 @@ mech_fits(const char *server_mechs, bool user_ok, enum sasl_mech m)
 }
 
 int
-sasl_choose(const char *server_mechs, bool user_ok, const char *wanted, enum sasl_mech *ret)
+sasl_choose(const char *server_mechs, bool user_ok, bool cb_ok, const char *wanted,
+	    enum sasl_mech *ret)
 {
 	static const enum sasl_mech automatic[] = { SASL_PLAIN, SASL_LOGIN, SASL_USER };
 	const char *pos, *tok;
 	enum sasl_mech m;
 	size_t len;
 
+	(void)cb_ok;
 	if (!wanted) {
 		for (size_t i = 0; i < ARRAY_SIZE(automatic); i++) {
 			if (mech_fits(server_mechs, user_ok, automatic[i])) {

@@ -34,7 +34,7 @@ session_login(const struct mp_account *a, const char *sasl, bool user_ok, const 
 {
 	enum sasl_mech mech;
 	char *secret = NULL;
-	int ret = sasl_choose(sasl, user_ok, a->auth, &mech);
+	int ret = sasl_choose(sasl, user_ok, false, a->auth, &mech);
 
 	if (ret < 0)
 		return mp_err_set(err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,

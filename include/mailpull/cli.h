@@ -6,7 +6,7 @@
 
 enum cli_mode {
 	CLI_FETCH, CLI_CHECK_CONFIG, CLI_PREVIEW, CLI_DAEMON, CLI_POLL_NOW, CLI_HELP, CLI_VERSION,
-	CLI_SEND
+	CLI_SEND, CLI_AUTHORIZE   /* authorize ACCOUNT: accounts[0] */
 };
 
 struct cli_opts {

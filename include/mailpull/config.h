@@ -21,11 +21,20 @@ enum mp_log { MP_LOG_AUTO, MP_LOG_STDERR, MP_LOG_JOURNAL, MP_LOG_SYSLOG, MP_LOG_
  */
 enum mp_save_sent { MP_SAVE_SENT_AUTO, MP_SAVE_SENT_YES, MP_SAVE_SENT_NO, MP_SAVE_SENT_MAX };
 
+/*
+ * oauth2: where the account's OAuth2 tokens come from. none: the secret is
+ * a password (or a token from password_command); the others: built in,
+ * granted once by `mailpull authorize` (oauth2.h).
+ */
+enum mp_oauth2 { MP_OAUTH2_NONE, MP_OAUTH2_GOOGLE, MP_OAUTH2_MICROSOFT, MP_OAUTH2_CUSTOM,
+		 MP_OAUTH2_MAX };
+
 /* The configuration words for each value ("?" out of range). Cannot fail. */
 const char *mp_proto_to_string(enum mp_proto p);
 const char *mp_tls_to_string(enum mp_tls t);
 const char *mp_log_to_string(enum mp_log l);
 const char *mp_save_sent_to_string(enum mp_save_sent s);
+const char *mp_oauth2_to_string(enum mp_oauth2 o);
 
 struct mp_account {
 	char *name;
@@ -36,11 +45,27 @@ struct mp_account {
 	bool allow_plaintext;
 	char *tls_ca_file;         /* NULL: system store */
 	char *tls_fingerprint;     /* SHA-256, 64 upper-case hex digits; NULL: no pin */
+	char *tls_cert;            /* PEM client certificate for mail and submission; NULL: none */
+	char *tls_key;             /* its key, mode 0600; NULL: in tls_cert. Both "~" expanded */
 	char *user;
-	char *password;            /* exactly one of the three is set */
+	char *password;            /* exactly one of the three is set, unless oauth2 or auth = external */
 	char *password_file;       /* "~" expanded */
 	char *password_command;
 	char *auth;                /* mechanism list as written, NULL: automatic */
+	/*
+	 * Built-in OAuth2 (auth must then name xoauth2 and/or oauthbearer).
+	 * google and microsoft are defaulted from the presets in oauth2.h
+	 * (the URLs and scope; client_id is always the user's own); custom
+	 * needs token_url and auth_url or device_url. All https:// URLs.
+	 */
+	enum mp_oauth2 oauth2;     /* default none */
+	char *oauth2_token_url;
+	char *oauth2_auth_url;     /* authorization endpoint (loopback redirect + PKCE) */
+	char *oauth2_device_url;   /* device authorization endpoint (RFC 8628) */
+	char *oauth2_client_id;
+	char *oauth2_client_secret; /* optional (Google's "installed app" secret) */
+	char *oauth2_scope;
+	char *oauth2_token_file;   /* not a key: STATE_DIR/NAME.oauth2, NAME escaped as state files are */
 	char *maildir;             /* "~" expanded */
 	bool keep;                 /* defaulted: no (pop3), yes (imap) */
 	int64_t keep_days;         /* -1: unset */

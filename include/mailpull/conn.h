@@ -15,6 +15,8 @@ struct conn_opts {
 	const char *ca_file;      /* NULL: the system CA store */
 	const char *fingerprint;  /* SHA-256 pin (hex, colons optional) or NULL */
 	unsigned timeout_ms;      /* every wait: connect, handshake, a whole line */
+	const char *cert_file;    /* PEM client certificate (chain) for TLS, or NULL */
+	const char *key_file;     /* its PEM private key (mode 0600), NULL: in cert_file */
 	size_t max_line;          /* cap on a response line, excluding CRLF */
 };
 
@@ -38,7 +40,10 @@ struct conn;
  * trusted; err->msg says why and shows the certificate's SHA-256
  * fingerprint), -ECONNRESET (MP_EX_TEMPFAIL: closed during the handshake),
  * -ETIMEDOUT (MP_EX_TEMPFAIL), -EIO (MP_EX_CONFIG: the system CA store
- * cannot be loaded).
+ * cannot be loaded), -EACCES (MP_EX_CONFIG: the client key file is
+ * readable by group or others; the message says chmod 600), -EINVAL
+ * (MP_EX_CONFIG: the client certificate or key cannot be loaded, or they
+ * do not match; the message names the file).
  */
 int conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err *err) MP_WUR;
 
@@ -53,6 +58,18 @@ int conn_starttls(struct conn *c, struct mp_err *err) MP_WUR;
 
 /* Whether TLS is on. Cannot fail. */
 bool conn_is_tls(const struct conn *c);
+
+/*
+ * The channel binding of the TLS session (RFC 5056) for SCRAM-*-PLUS:
+ * "tls-exporter" (RFC 9266: 32 bytes exported with the label
+ * "EXPORTER-Channel-Binding", no context) on TLS 1.3, else
+ * "tls-server-end-point" (RFC 5929: the server certificate's hash, SHA-256
+ * for MD5 and SHA-1 signatures). *ret_type is static; buf holds
+ * CONN_CB_MAX bytes. Returns the length, or -ENOTSUP (no TLS, or no data
+ * can be had). Cannot fail otherwise.
+ */
+#define CONN_CB_MAX 64
+ssize_t conn_channel_binding(const struct conn *c, const char **ret_type, unsigned char *buf);
 
 /* Bytes received and buffered but not consumed yet. Cannot fail. */
 size_t conn_buffered(const struct conn *c);

@@ -16,10 +16,19 @@ enum sasl_mech {
 	SASL_XOAUTH2,      /* Google/Microsoft XOAUTH2 */
 	SASL_OAUTHBEARER,  /* RFC 7628 */
 	SASL_USER,         /* POP3 USER/PASS, IMAP LOGIN: not SASL, the last resort */
+	SASL_SCRAM_SHA_1,  /* RFC 5802 */
+	SASL_SCRAM_SHA_256, /* RFC 7677 */
+	SASL_SCRAM_SHA_1_PLUS,   /* with channel binding (RFC 5802 section 6, RFC 9266) */
+	SASL_SCRAM_SHA_256_PLUS,
+	SASL_EXTERNAL,     /* RFC 4422 appendix A: the TLS client certificate */
 	SASL_MECH_MAX
 };
 
-/* "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "USER"; "?" out of range. Cannot fail. */
+/*
+ * "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "USER", "SCRAM-SHA-1",
+ * "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS", "EXTERNAL";
+ * "?" out of range. Cannot fail.
+ */
 const char *sasl_mech_to_string(enum sasl_mech m);
 
 /* Case-insensitive name to mech; -EINVAL when unknown. */
@@ -28,13 +37,21 @@ int sasl_mech_from_string(const char *s, enum sasl_mech *ret);
 /*
  * Chooses the mechanism. server_mechs: space-separated SASL list the server
  * offered (may be NULL or empty). user_ok: the server accepts USER/PASS
- * (POP3) or LOGIN (IMAP, no LOGINDISABLED). wanted: the account's `auth`
- * list, space- or comma-separated, in preference order, or NULL for
- * automatic (PLAIN, then LOGIN, then USER; the OAuth mechanisms are used
- * only when named). Returns 0 and *ret, or -ENOENT when nothing fits,
- * -EINVAL when wanted names an unknown mechanism.
+ * (POP3) or LOGIN (IMAP, no LOGINDISABLED). cb_ok: the connection can give
+ * channel binding data (TLS is on): without it no -PLUS mechanism is
+ * chosen, even when named. wanted: the account's `auth` list, space- or
+ * comma-separated, in preference order, or NULL for automatic
+ * (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1, PLAIN,
+ * LOGIN, then USER; the OAuth mechanisms and EXTERNAL only when named).
+ * "scram" in wanted stands for the four SCRAM mechanisms in that order.
+ * Returns 0 and *ret, or -ENOENT when nothing fits, -EINVAL when wanted
+ * names an unknown mechanism.
  */
-int sasl_choose(const char *server_mechs, bool user_ok, const char *wanted, enum sasl_mech *ret);
+int sasl_choose(const char *server_mechs, bool user_ok, bool cb_ok, const char *wanted,
+		enum sasl_mech *ret);
+
+/* Whether server_mechs (as for sasl_choose()) names m. Cannot fail. */
+bool sasl_offered(const char *server_mechs, enum sasl_mech m);
 
 /* base64 (RFC 4648, padded) of data[0..len). Errors: -ENOMEM. */
 int sasl_base64_encode(const void *data, size_t len, char **ret);
@@ -66,5 +83,98 @@ int sasl_initial(enum sasl_mech m, const char *user, const char *secret, const c
 
 /* Wipes and frees a string that held a secret (util_free_secret()). */
 void sasl_free(char *s);
+
+/*
+ * A client side of one SASL exchange, for every mechanism but SASL_USER:
+ * the engines (pop3, imap, smtp) carry base64 lines between it and the
+ * server, and know nothing of any mechanism.
+ *
+ * The engine sends the initial response on the AUTH line when the
+ * protocol allows one (SASL-IR) and it fits, else sends the bare command
+ * and answers the server's first (empty) challenge with sasl_client_step():
+ * a client that has not given its initial response gives it then. Each
+ * further challenge goes to sasl_client_step(); a step that fails means
+ * cancel ("*"), read the server's final reply, and report the step's
+ * error. When the server says OK, sasl_client_finish() decides: SCRAM
+ * fails there unless the server proved it knows the password (a verified
+ * v=). When the server refuses, sasl_client_detail() holds what the
+ * server's error challenge said (RFC 7628 JSON), to quote.
+ */
+struct sasl_client;
+
+struct sasl_params {
+	enum sasl_mech mech;
+	const char *user;          /* authentication identity; "" for EXTERNAL */
+	const char *secret;        /* password or OAuth token; NULL for EXTERNAL */
+	const char *host;          /* the server's, for OAUTHBEARER's kvpairs */
+	unsigned port;
+	/*
+	 * Channel binding (RFC 5056): cb_type "tls-exporter" (RFC 9266, TLS
+	 * 1.3) or "tls-server-end-point" (RFC 5929), and its data; NULL/0 when
+	 * the connection has none (no TLS). Required by the -PLUS mechanisms;
+	 * for plain SCRAM it sets the GS2 flag: "y" when the client could bind
+	 * but server_plus is false, else "n".
+	 */
+	const char *cb_type;
+	const unsigned char *cb_data;
+	size_t cb_len;
+	bool server_plus;          /* the server advertised a SCRAM-*-PLUS mechanism */
+	/*
+	 * SASLprep (RFC 4013) the password before SCRAM hashes it; false for a
+	 * server known to hash the raw bytes. A password SASLprep refuses is
+	 * used as it is.
+	 */
+	bool saslprep;
+};
+
+/*
+ * A client for p (its strings are copied; secrets wiped on free). *ret is
+ * freed with sasl_client_free(). Errors: -EINVAL (SASL_USER, a missing
+ * user or secret, a -PLUS mechanism without channel binding data, a value
+ * the mechanism cannot carry), -ENOMEM.
+ */
+int sasl_client_new(const struct sasl_params *p, struct sasl_client **ret) MP_WUR;
+
+/* The mechanism. Cannot fail. */
+enum sasl_mech sasl_client_mech(const struct sasl_client *c);
+
+/*
+ * The initial response, base64 ("" for an empty one), or NULL when the
+ * mechanism waits for the server (LOGIN). Once asked, it counts as given.
+ * *ret is freed with sasl_free(). Errors: -ENOMEM.
+ */
+int sasl_client_initial(struct sasl_client *c, char **ret_b64) MP_WUR;
+
+/*
+ * Answers one challenge (base64, as the server sent it, len bytes, may be
+ * empty). *ret_b64 is the response to send ("" for an empty line), freed
+ * with sasl_free(). Errors: -EBADMSG (the challenge is not base64, or not
+ * what the mechanism allows), -EPROTO (the server broke the mechanism: a
+ * nonce that does not extend ours, a wrong server signature, a challenge
+ * after the exchange ended), -ERANGE (SCRAM iteration count below 4096 or
+ * above 10 000 000), -EACCES (the server reported an error, e=...),
+ * -ENOMEM. After an error, sasl_client_error() says what, for the user.
+ */
+int sasl_client_step(struct sasl_client *c, const char *chal_b64, size_t len,
+		     char **ret_b64) MP_WUR;
+
+/*
+ * The server said the exchange succeeded. 0, or -EPROTO when the mechanism
+ * requires the server's proof and none was verified (SCRAM without a
+ * valid v=); sasl_client_error() says so.
+ */
+int sasl_client_finish(struct sasl_client *c) MP_WUR;
+
+/* Why the last call failed ("" when none did). Valid while c lives. Cannot fail. */
+const char *sasl_client_error(const struct sasl_client *c);
+
+/*
+ * The server's error report carried in a challenge (RFC 7628 section
+ * 3.2.2 JSON, sanitized), "" when none. Valid while c lives. Cannot fail.
+ */
+const char *sasl_client_detail(const struct sasl_client *c);
+
+/* Wipes and frees; NULL is allowed. */
+void sasl_client_free(struct sasl_client *c);
 
 #endif

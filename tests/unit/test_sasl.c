@@ -162,30 +162,30 @@ test_choose(void **state)
 
 	(void)state;
 	/* automatic: PLAIN, then LOGIN, then USER; never OAuth by itself */
-	assert_int_equal(sasl_choose("LOGIN PLAIN", true, NULL, &m), 0);
+	assert_int_equal(sasl_choose("LOGIN PLAIN", true, false, NULL, &m), 0);
 	assert_int_equal(m, SASL_PLAIN);
-	assert_int_equal(sasl_choose("login xoauth2", true, NULL, &m), 0);
+	assert_int_equal(sasl_choose("login xoauth2", true, false, NULL, &m), 0);
 	assert_int_equal(m, SASL_LOGIN);
-	assert_int_equal(sasl_choose("XOAUTH2 OAUTHBEARER", true, NULL, &m), 0);
+	assert_int_equal(sasl_choose("XOAUTH2 OAUTHBEARER", true, false, NULL, &m), 0);
 	assert_int_equal(m, SASL_USER);
-	assert_int_equal(sasl_choose("XOAUTH2 OAUTHBEARER", false, NULL, &m), -ENOENT);
-	assert_int_equal(sasl_choose(NULL, false, NULL, &m), -ENOENT);
-	assert_int_equal(sasl_choose("", true, NULL, &m), 0);
+	assert_int_equal(sasl_choose("XOAUTH2 OAUTHBEARER", false, false, NULL, &m), -ENOENT);
+	assert_int_equal(sasl_choose(NULL, false, false, NULL, &m), -ENOENT);
+	assert_int_equal(sasl_choose("", true, false, NULL, &m), 0);
 	assert_int_equal(m, SASL_USER);
 	/* PLAINX is not PLAIN */
-	assert_int_equal(sasl_choose("PLAINX", false, NULL, &m), -ENOENT);
+	assert_int_equal(sasl_choose("PLAINX", false, false, NULL, &m), -ENOENT);
 	/* wanted order wins over the server's order */
-	assert_int_equal(sasl_choose("PLAIN XOAUTH2", true, "xoauth2, plain", &m), 0);
+	assert_int_equal(sasl_choose("PLAIN XOAUTH2", true, false, "xoauth2, plain", &m), 0);
 	assert_int_equal(m, SASL_XOAUTH2);
-	assert_int_equal(sasl_choose("PLAIN", true, "oauthbearer,plain", &m), 0);
+	assert_int_equal(sasl_choose("PLAIN", true, false, "oauthbearer,plain", &m), 0);
 	assert_int_equal(m, SASL_PLAIN);
-	assert_int_equal(sasl_choose("PLAIN", true, "user", &m), 0);
+	assert_int_equal(sasl_choose("PLAIN", true, false, "user", &m), 0);
 	assert_int_equal(m, SASL_USER);
-	assert_int_equal(sasl_choose("PLAIN", false, "user", &m), -ENOENT);
-	assert_int_equal(sasl_choose("PLAIN", true, "login", &m), -ENOENT);
+	assert_int_equal(sasl_choose("PLAIN", false, false, "user", &m), -ENOENT);
+	assert_int_equal(sasl_choose("PLAIN", true, false, "login", &m), -ENOENT);
 	/* an unknown name is a configuration error, even after one that fits */
-	assert_int_equal(sasl_choose("PLAIN", true, "plain cram-md5", &m), -EINVAL);
-	assert_int_equal(sasl_choose("PLAIN", true, "", &m), -ENOENT);
+	assert_int_equal(sasl_choose("PLAIN", true, false, "plain cram-md5", &m), -EINVAL);
+	assert_int_equal(sasl_choose("PLAIN", true, false, "", &m), -ENOENT);
 }
 
 int

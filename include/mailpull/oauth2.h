@@ -1,0 +1,74 @@
+/*
+ * Built-in OAuth2 (RFC 6749) for accounts with `oauth2` set: the first
+ * grant on a terminal (`mailpull authorize`), then access tokens on demand.
+ * Tokens live in a->oauth2_token_file: mode 0600, replaced atomically (tmp,
+ * fsync, rename, directory fsync), so a rotated refresh token is durable
+ * before the old one is gone, and a crash at any instant leaves the old or
+ * the new file whole. HTTPS goes through libcurl with the same verification
+ * as mail (system store, or the account's tls_ca_file). Token strings are
+ * secrets: wiped when freed, never logged. Callers hold the account lock.
+ */
+#ifndef MAILPULL_OAUTH2_H
+#define MAILPULL_OAUTH2_H
+
+#include <stdio.h>
+
+#include "mailpull/common.h"
+#include "mailpull/config.h"
+#include "mailpull/err.h"
+
+/* A provider's endpoints and scope, for the config's defaults. */
+struct oauth2_preset {
+	const char *token_url, *auth_url, *device_url, *scope;
+};
+
+/* The preset of google or microsoft; NULL for none and custom. Cannot fail. */
+const struct oauth2_preset *oauth2_preset(enum mp_oauth2 o);
+
+/*
+ * An access token for a (secret: free with util_free_secret()): the cached
+ * one while it has more than a minute left, else a refresh-token grant,
+ * whose answer (a new access token, maybe a rotated refresh token) is
+ * saved before it is returned.
+ * Errors: -ENOENT (MP_EX_NOPERM: never authorized: "run mailpull authorize
+ * NAME"), -EACCES (MP_EX_NOPERM: invalid_grant or another refusal of the
+ * refresh token: "run mailpull authorize NAME again", with the provider's
+ * error_description), -EPROTO (MP_EX_PROTOCOL: an answer that is not a
+ * token response), -ETIMEDOUT, -ECONNREFUSED, -EIO (MP_EX_TEMPFAIL: the
+ * endpoint could not be reached, or answered 5xx), -EINVAL (MP_EX_CONFIG:
+ * TLS verification of the endpoint failed, a bad URL), -ENOMEM.
+ */
+int oauth2_access_token(const struct mp_account *a, char **ret, struct mp_err *err) MP_WUR;
+
+/*
+ * The first grant, talking to the user on in/out (a terminal): the device
+ * authorization grant (RFC 8628) when the account has a device URL (the
+ * code and URL are printed, the token endpoint polled as the provider
+ * says), else the authorization code grant with PKCE S256 (RFC 7636) and a
+ * loopback redirect (RFC 8252: http://127.0.0.1:PORT/ on a port of our
+ * own; the URL to open is printed, the state parameter checked). The
+ * tokens are saved as for oauth2_access_token(). Errors: -EACCES
+ * (MP_EX_NOPERM: the user or provider refused, the code expired), -EPROTO,
+ * -ETIMEDOUT (nobody answered within the provider's expiry, or 10 minutes
+ * for the redirect), the errors of oauth2_access_token().
+ */
+int oauth2_authorize(const struct mp_account *a, FILE *in, FILE *out, struct mp_err *err) MP_WUR;
+
+/*
+ * A token endpoint's JSON answer (RFC 6749 sections 5.1 and 5.2; RFC 8628
+ * section 3.5's errors), parsed: pure, for tests and fuzzing. Strings are
+ * malloc'd (free with oauth2_token_clear()). Returns 0 for a token, or
+ * -EACCES with error/error_description set for an error answer; -EPROTO
+ * for anything else (not JSON, no access_token, a token holding a control
+ * byte, a token_type other than Bearer); -ENOMEM.
+ */
+struct oauth2_token {
+	char *access_token, *refresh_token;
+	int64_t expires_in;        /* seconds; -1: not given */
+	char *error, *error_description;
+	int64_t interval;          /* device grant's slow_down: seconds; -1: not given */
+};
+int oauth2_parse_token(const char *json, size_t len, struct oauth2_token *ret) MP_WUR;
+void oauth2_token_clear(struct oauth2_token *t);
+
+#endif
