@@ -18,7 +18,7 @@ PYTHON ?= /usr/bin/python3
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS = openssl libconfuse libsystemd
+PKGS = openssl libconfuse libsystemd libcurl jansson libidn
 
 BUILDDIR ?= build
 SAN ?=

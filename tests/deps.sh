@@ -13,6 +13,7 @@
 set -eu
 
 PACKAGES="build-essential pkg-config libssl-dev libconfuse-dev libsystemd-dev libcmocka-dev
+libcurl4-openssl-dev libjansson-dev libidn-dev
 clang dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl python3 python3-pytest python3-pytest-xdist mpop isync msmtp
 mandoc groff systemd time valgrind
 libsasl2-modules libsasl2-modules-db libxapian30 libical3 libicu72 libjansson4 libpq5 libwrap0
