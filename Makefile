@@ -104,6 +104,13 @@ CYRUS_ROOT ?= /var/cache/mailpull-test/cyrus
 # A driver of the Sent-copy module against the real servers (built here, so
 # the tests never run make themselves while the binary is in use).
 SENTCOPY_DRIVE = $(BUILDDIR)/tests/sentcopy_drive
+# A TLS 1.3 IMAP server checking SCRAM-SHA-256-PLUS with tls-exporter (the
+# scripted Python servers cannot export keying material); OpenSSL only.
+CBSERVER = $(BUILDDIR)/tests/cbserver
+$(CBSERVER): tests/unit/cbserver.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(shell $(PKG_CONFIG) --libs openssl)
+integration: $(CBSERVER)
 integration: $(BIN) $(FAULTINJECT) $(FAILMALLOC) $(SENTCOPY_DRIVE)
 	MAILPULL_BIN=$(abspath $(BIN)) MAILPULL_FAULTINJECT=$(abspath $(FAULTINJECT)) \
 	MAILPULL_CYRUS_ROOT=$(CYRUS_ROOT) \
