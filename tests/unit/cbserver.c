@@ -8,7 +8,8 @@
  *
  * listens on 127.0.0.1:PORT (0: any free port), prints "READY <port>", serves
  * one connection (greeting, CAPABILITY, AUTHENTICATE SCRAM-SHA-256-PLUS or
- * SCRAM-SHA-256, SELECT INBOX with no messages, LOGOUT) and exits 0 after
+ * SCRAM-SHA-256, LIST (INBOX alone), SELECT or EXAMINE INBOX with no
+ * messages, UID SEARCH and FETCH finding nothing, LOGOUT) and exits 0 after
  * it. What it saw goes to stdout, one fact a line:
  *   cmd VERB            each command's name (the tag and arguments left out)
  *   mech MECH           the mechanism of an AUTHENTICATE
@@ -362,6 +363,14 @@ session(struct client *c, const char *user, const char *pass)
 			send_line(c, "* OK [UIDVALIDITY 1] UIDs valid");
 			send_line(c, "* OK [UIDNEXT 1] predicted next UID");
 			snprintf(reply, sizeof(reply), "%s OK [READ-WRITE] SELECT completed", tag);
+		} else if (strcasecmp(verb, "LIST") == 0) {
+			send_line(c, "* LIST (\\HasNoChildren) \"/\" INBOX");
+			snprintf(reply, sizeof(reply), "%s OK LIST completed", tag);
+		} else if (strcasecmp(verb, "UID") == 0 && args) {
+			/* The empty INBOX: nothing to search or fetch. */
+			if (strncasecmp(args, "SEARCH", 6) == 0)
+				send_line(c, "* SEARCH");
+			snprintf(reply, sizeof(reply), "%s OK UID completed", tag);
 		} else if (strcasecmp(verb, "NOOP") == 0 || strcasecmp(verb, "ENABLE") == 0
 			   || strcasecmp(verb, "ID") == 0) {
 			snprintf(reply, sizeof(reply), "%s OK %s completed", tag, verb);
