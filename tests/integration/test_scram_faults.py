@@ -334,9 +334,10 @@ def test_correct_scram_logs_in(cases, proto, mech):
     c.check_done()
 
 
-def test_user_name_is_escaped(cases):
+@pytest.mark.parametrize("proto", PROTOS)
+def test_user_name_is_escaped(cases, proto):
     """',' and '=' in the user name go as =2C and =3D (RFC 5802 section 5.1)."""
-    c = cases("imap", user="we,ird=name")
+    c = cases(proto, user="we,ird=name")
     r = c.run()
     assert r.rc == EX_OK, str(r)
     assert c.auth()["user"] == "we,ird=name"
@@ -404,28 +405,44 @@ def test_iteration_count_below_4096(cases, proto, scenario):
     then_recovers(c, r)
 
 
-def test_server_final_without_v(cases):
+# What a client that took a login without a server proof for good would do
+# next (for SMTP, check_nothing_done() looks for MAIL, RCPT and DATA).
+USE_VERBS = {"imap": ("SELECT", "EXAMINE", "UID", "LIST"), "pop3": ("STAT", "UIDL", "LIST", "RETR"),
+             "smtp": ("MAIL",)}
+
+
+def used_mailbox(c):
+    verbs = [x.split(" ", 1)[1] if c.proto == "imap" and " " in x else x
+             for x in c.srv.commands]
+    return [v for v in verbs if v.upper().startswith(USE_VERBS[c.proto])]
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_server_final_without_v(cases, proto):
     """A server-final with no v=: the server proved nothing."""
-    c, r = fault_case(cases, "imap", "no_v")
+    c, r = fault_case(cases, proto, "no_v")
     assert c.auth()["final_answer"] != "", "the client accepted a server-final without v="
+    assert used_mailbox(c) == []
     then_recovers(c, r)
 
 
-def test_ok_without_server_final(cases):
-    """OK right after the client-final, no server-final at all: the server
-    never proved it knows the password, so the login counts for nothing."""
-    c, r = fault_case(cases, "imap", "early_ok")
+@pytest.mark.parametrize("proto", PROTOS)
+def test_ok_without_server_final(cases, proto):
+    """Success right after the client-final, no server-final at all: the
+    server never proved it knows the password, so the login counts for
+    nothing and the mailbox is not touched."""
+    c, r = fault_case(cases, proto, "early_ok")
     a = c.auth()
     assert a["client_final"] and a["result"] == "ok", a
-    assert not any(v.upper().startswith(("SELECT", "EXAMINE", "UID"))
-                   for v in [x.split(" ", 1)[-1] for x in c.srv.commands]), c.srv.commands
+    assert used_mailbox(c) == [], "the client used a login the server never proved"
     then_recovers(c, r)
 
 
-def test_server_error_invalid_proof(cases):
+@pytest.mark.parametrize("proto", PROTOS)
+def test_server_error_invalid_proof(cases, proto):
     """e=invalid-proof in the server-final: an authentication failure
     (MP_EX_NOPERM), the server's reason quoted."""
-    c, r = fault_case(cases, "imap", "e_invalid_proof")
+    c, r = fault_case(cases, proto, "e_invalid_proof")
     assert c.auth()["result"] != "ok"
     then_recovers(c, r)
 
@@ -481,31 +498,59 @@ def test_plus_named_but_not_offered(cases):
     assert c.srv.auths == [], c.srv.auths
 
 
+@pytest.mark.parametrize("proto", PROTOS)
 @pytest.mark.parametrize("reply", ["no", "e"])
-def test_stripped_plus_is_noticed(cases, reply):
+def test_stripped_plus_is_noticed(cases, proto, reply):
     """A server that can bind but whose -PLUS mechanisms were stripped from
     the list (a downgrade): the client says "y" (it could bind), so the
     server refuses it (RFC 5802 section 6), at once or with
-    e=server-does-support-channel-binding; the login fails clearly."""
-    c = cases("imap", auth=None, mechs=("SCRAM-SHA-256", "SCRAM-SHA-1"), plus=True,
+    e=server-does-support-channel-binding; the login fails clearly, and
+    works again once nothing strips the list."""
+    c = cases(proto, auth=None, mechs=("SCRAM-SHA-256", "SCRAM-SHA-1"), plus=True,
               stripped_reply=reply)
     r = c.run()
     a = c.auth()
-    assert a["gs2"] == "y,,", a
+    assert a["gs2"] == "y,," and a["mech"] == "SCRAM-SHA-256", a
     assert a["result"] != "ok", a
     want = "downgrade" if reply == "no" else "server-does-support-channel-binding"
     assert_fault(c, r, EX_NOPERM, want)
     c.check_nothing_done()
+    c.srv.mechs = list(PLUS_MECHS)
+    r = c.run()
+    assert r.rc == EX_OK, str(r)
+    assert c.auth()["gs2"] == "p=tls-server-end-point,,"
+    c.check_done()
 
 
-def test_server_without_binding_accepts_y(cases):
+@pytest.mark.parametrize("proto", PROTOS)
+def test_server_without_binding_accepts_y(cases, proto):
     """A server with plain SCRAM only and no channel binding at all: the
     client over TLS says "y", and the server, unable to bind, accepts it."""
-    c = cases("imap", auth=None, mechs=("SCRAM-SHA-256",), plus=False)
+    c = cases(proto, auth=None, mechs=("SCRAM-SHA-256",), plus=False)
     r = c.run()
     assert r.rc == EX_OK, str(r)
     a = c.auth()
     assert a["mech"] == "SCRAM-SHA-256" and a["gs2"] == "y,," and a["result"] == "ok", a
+    c.check_done()
+
+
+def test_plain_scram_named_where_plus_is_offered(mp, tmp_path):
+    """auth = scram-sha-256 on TLS 1.3 where the server offers -PLUS too:
+    GS2 "n" (the server offered binding, the user chose not to use it; "y"
+    would tell this server of a downgrade that is none), checked by
+    cbserver, which refuses "y"."""
+    srv = CBServer(mp)
+    try:
+        a = mp.imap_account(USER, str(tmp_path / "Maildir"), host="127.0.0.1", port=srv.port,
+                            password=PASSWORD, auth="scram-sha-256")
+        mp.configure(a)
+        r = mp.run()
+        seen, err = srv.finish()
+    finally:
+        srv.close()
+    assert r.rc == EX_OK, f"{r}\ncbserver saw: {seen}\n{err}"
+    for w in ("mech SCRAM-SHA-256", "gs2 n,,", "cb ok", "proof ok", "auth ok"):
+        assert w in seen, (w, seen)
 
 
 # ---- secrets in traces ---------------------------------------------------------
