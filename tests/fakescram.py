@@ -62,6 +62,7 @@ Auth record (srv.auths, one dict per AUTH command):
     user                the user name (unescaped)
     client_final        whether the client sent a client-final message
     c                   the c= attribute, decoded (bytes as latin-1)
+    proof               the p= attribute (base64), as sent
     cb_ok               c= is the GS2 header plus, for p=, the right
                         channel binding data
     nonce_ok            r= of the client-final is the server's nonce
@@ -200,7 +201,7 @@ class ScramExchange:
             proof_ok = hashlib.new(self.hname, ckey).digest() == stored
         except ValueError:
             proof_ok = False
-        self.rec.update(c=c.decode("latin-1"), cb_ok=c == want,
+        self.rec.update(c=c.decode("latin-1"), proof=proof, cb_ok=c == want,
                         nonce_ok=attrs.get("r") == self.nonce, proof_ok=proof_ok)
         if not (c == want and attrs.get("r") == self.nonce and proof_ok
                 and self.rec["user"] == self.srv.user):

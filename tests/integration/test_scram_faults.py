@@ -558,11 +558,14 @@ def test_plain_scram_named_where_plus_is_offered(mp, tmp_path):
 @pytest.mark.parametrize("proto", PROTOS)
 @pytest.mark.parametrize("scenario", ["ok", "bad_signature"])
 def test_password_not_in_trace(cases, proto, scenario):
-    """-v shows the exchange but never the password, as it is or in base64."""
+    """-v shows the exchange but never the password, nor the client proof
+    derived from it; nor does the password cross the wire."""
     c = cases(proto, scenario=scenario)
     r = c.run("-v")
     assert r.rc == (EX_OK if scenario == "ok" else EX_PROTOCOL), str(r)
     text = r.out + r.err
     assert "AUTH" in text.upper(), f"no protocol trace with -v:\n{r}"
     assert PASSWORD not in text
+    proof = c.auth()["proof"]
+    assert proof and proof not in text, "the client proof is in the trace"
     assert not c.srv.secret_seen(PASSWORD), "the password crossed the wire"
