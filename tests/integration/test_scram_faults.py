@@ -279,12 +279,15 @@ class CBServer:
         self.port = int(line.split()[1])
 
     def finish(self):
-        """What the server saw (its stdout lines), once its one connection ended."""
+        """What the server saw (its stdout lines) and its stderr, once its one
+        connection ended (self.rc: its exit status, which must be 0: a
+        sanitizer report makes it another)."""
         try:
-            out, err = self.p.communicate(timeout=30)
+            out, err = self.p.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.p.kill()
             out, err = self.p.communicate()
+        self.rc = self.p.returncode
         return out.splitlines(), err
 
     def close(self):
@@ -303,9 +306,10 @@ def test_cbserver_checks_the_binding(mp):
         try:
             mech = "SCRAM-SHA-256-PLUS" if cb else "SCRAM-SHA-256"
             scram_client(srv.port, mp.dc.ca_file, mech, PASSWORD, cbflag=flag, cb=cb)
-            seen, _ = srv.finish()
+            seen, err = srv.finish()
         finally:
             srv.close()
+        assert srv.rc == 0, f"cbserver exit {srv.rc}: {err}"
         assert "tls TLSv1.3" in seen, seen
         assert f"gs2 {flag},," in seen, seen
         for w in want:
@@ -481,6 +485,7 @@ def test_plus_with_tls_exporter(mp, tmp_path, auth):
     finally:
         srv.close()
     assert r.rc == EX_OK, f"{r}\ncbserver saw: {seen}\n{err}"
+    assert srv.rc == 0, f"cbserver exit {srv.rc}: {err}"
     assert "tls TLSv1.3" in seen
     assert "mech SCRAM-SHA-256-PLUS" in seen, seen
     assert "gs2 p=tls-exporter,," in seen, seen
@@ -549,6 +554,7 @@ def test_plain_scram_named_where_plus_is_offered(mp, tmp_path):
     finally:
         srv.close()
     assert r.rc == EX_OK, f"{r}\ncbserver saw: {seen}\n{err}"
+    assert srv.rc == 0, f"cbserver exit {srv.rc}: {err}"
     for w in ("mech SCRAM-SHA-256", "gs2 n,,", "cb ok", "proof ok", "auth ok"):
         assert w in seen, (w, seen)
 
