@@ -5,6 +5,7 @@
  * expected server signature lives until the exchange ends.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -359,18 +360,24 @@ why_set(char *why, size_t whylen, int code, const char *fmt, ...)
 	return code;
 }
 
-/* RFC 5802 section 7 posit-number, at most 10 digits. */
+/*
+ * RFC 5802 section 7 posit-number, at most SCRAM_COUNT_DIGITS digits; a
+ * value past ULONG_MAX is ULONG_MAX, out of range all the same.
+ */
 static int
 parse_count(const char *p, size_t len, unsigned long *ret)
 {
 	unsigned long v = 0;
 
-	if (len == 0 || len > 10 || p[0] == '0')
+	if (len == 0 || len > SCRAM_COUNT_DIGITS || p[0] == '0')
 		return -EBADMSG;
 	for (size_t i = 0; i < len; i++) {
+		unsigned long d;
+
 		if (p[i] < '0' || p[i] > '9')
 			return -EBADMSG;
-		v = v * 10 + (unsigned long)(p[i] - '0');
+		d = (unsigned long)(p[i] - '0');
+		v = v > (ULONG_MAX - d) / 10 ? ULONG_MAX : v * 10 + d;
 	}
 	*ret = v;
 	return 0;
@@ -431,6 +438,8 @@ scram_parse_first(const char *msg, size_t len, struct scram_first *ret, char *wh
 	    parse_count(f + 2, flen - 2, &sf.iter) < 0)
 		return why_set(why, whylen, -EBADMSG,
 			       "the server's SCRAM message has no valid iteration count (i=) after the salt");
+	sf.iter_text = f + 2;
+	sf.iter_len = flen - 2;
 	/* RFC 5802 section 7: extensions may follow; unknown ones are ignored. */
 	while (next_field(&fs, &f, &flen))
 		if (!any_attr(f, flen))
@@ -551,8 +560,8 @@ check_first(struct scram *s, const char *msg, size_t len, struct scram_first *sf
 		return fail(s, -EPROTO, "the server's SCRAM nonce does not extend ours");
 	if (sf->iter < SCRAM_ITER_MIN || sf->iter > SCRAM_ITER_MAX)
 		return fail(s, -ERANGE,
-			    "the server asks for a SCRAM iteration count of %lu; mailpull accepts "
-			    "%u to %u", sf->iter, SCRAM_ITER_MIN, SCRAM_ITER_MAX);
+			    "the server asks for a SCRAM iteration count of %.*s; mailpull accepts "
+			    "%u to %u", (int)sf->iter_len, sf->iter_text, SCRAM_ITER_MIN, SCRAM_ITER_MAX);
 	return 0;
 }
 
