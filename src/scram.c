@@ -220,12 +220,14 @@ check_params(const struct scram_params *p)
 	if (!p->user || !p->password || !*p->user || strlen(p->user) > USER_MAX ||
 	    strlen(p->password) > PASSWORD_MAX)
 		return -EINVAL;
-	if (p->nonce && (strlen(p->nonce) > NONCE_GIVEN_MAX || !printable(p->nonce, strlen(p->nonce))))
+	if (p->nonce &&
+	    (strlen(p->nonce) > NONCE_GIVEN_MAX || !printable(p->nonce, strlen(p->nonce))))
 		return -EINVAL;
 	if (p->gs2 == SCRAM_GS2_P &&
 	    (!cb_name_ok(p->cb_type) || !p->cb_data || p->cb_len == 0 || p->cb_len > CB_DATA_MAX))
 		return -EINVAL;
-	if (p->hash != SCRAM_SHA_1 && p->hash != SCRAM_SHA_256)
+	if ((p->hash != SCRAM_SHA_1 && p->hash != SCRAM_SHA_256) ||
+	    (p->gs2 != SCRAM_GS2_N && p->gs2 != SCRAM_GS2_Y && p->gs2 != SCRAM_GS2_P))
 		return -EINVAL;
 	return 0;
 }
@@ -388,10 +390,11 @@ static int
 check_message(const char *msg, size_t len, char *why, size_t whylen)
 {
 	if (len > SCRAM_MSG_MAX)
-		return why_set(why, whylen, -EBADMSG, "the server's SCRAM message is longer than %u bytes",
-			       SCRAM_MSG_MAX);
+		return why_set(why, whylen, -EBADMSG,
+			       "the server's SCRAM message is longer than %u bytes", SCRAM_MSG_MAX);
 	if (memchr(msg, '\0', len))
-		return why_set(why, whylen, -EBADMSG, "the server's SCRAM message holds a NUL byte");
+		return why_set(why, whylen, -EBADMSG,
+			       "the server's SCRAM message holds a NUL byte");
 	return 0;
 }
 
@@ -437,7 +440,8 @@ scram_parse_first(const char *msg, size_t len, struct scram_first *ret, char *wh
 	if (!next_field(&fs, &f, &flen) || !is_attr(f, flen, 'i') ||
 	    parse_count(f + 2, flen - 2, &sf.iter) < 0)
 		return why_set(why, whylen, -EBADMSG,
-			       "the server's SCRAM message has no valid iteration count (i=) after the salt");
+			       "the server's SCRAM message has no valid iteration count (i=) "
+			       "after the salt");
 	sf.iter_text = f + 2;
 	sf.iter_len = flen - 2;
 	/* RFC 5802 section 7: extensions may follow; unknown ones are ignored. */
@@ -561,7 +565,8 @@ check_first(struct scram *s, const char *msg, size_t len, struct scram_first *sf
 	if (sf->iter < SCRAM_ITER_MIN || sf->iter > SCRAM_ITER_MAX)
 		return fail(s, -ERANGE,
 			    "the server asks for a SCRAM iteration count of %.*s; mailpull accepts "
-			    "%u to %u", (int)sf->iter_len, sf->iter_text, SCRAM_ITER_MIN, SCRAM_ITER_MAX);
+			    "%u to %u", (int)sf->iter_len, sf->iter_text, SCRAM_ITER_MIN,
+			    SCRAM_ITER_MAX);
 	return 0;
 }
 

@@ -218,11 +218,15 @@ static void
 test_choose_order(void **state)
 {
 	(void)state;
-	/* automatic: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1, PLAIN, LOGIN, USER */
-	assert_int_equal(choose("PLAIN LOGIN " ALL_SCRAM, true, true, NULL), SASL_SCRAM_SHA_256_PLUS);
+	/*
+	 * automatic: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1,
+	 * PLAIN, LOGIN, USER
+	 */
+	assert_int_equal(choose("PLAIN LOGIN " ALL_SCRAM, true, true, NULL),
+			 SASL_SCRAM_SHA_256_PLUS);
 	assert_int_equal(choose("PLAIN LOGIN " ALL_SCRAM, true, false, NULL), SASL_SCRAM_SHA_256);
-	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS SCRAM-SHA-256", true, true, NULL),
-			 SASL_SCRAM_SHA_256);
+	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS SCRAM-SHA-256", true, true,
+				NULL), SASL_SCRAM_SHA_256);
 	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS", true, true, NULL),
 			 SASL_SCRAM_SHA_1_PLUS);
 	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS", true, false, NULL),
@@ -249,7 +253,8 @@ test_choose_wanted(void **state)
 	assert_int_equal(choose("PLAIN", true, true, "scram"), NOTHING);
 	assert_int_equal(choose("PLAIN", true, true, "scrams"), UNKNOWN);
 	/* the list's order wins */
-	assert_int_equal(choose(ALL_SCRAM " PLAIN", true, true, "scram-sha-1 scram"), SASL_SCRAM_SHA_1);
+	assert_int_equal(choose(ALL_SCRAM " PLAIN", true, true, "scram-sha-1 scram"),
+			 SASL_SCRAM_SHA_1);
 	assert_int_equal(choose(ALL_SCRAM, true, true, "scram-sha-1-plus"), SASL_SCRAM_SHA_1_PLUS);
 	/* a -PLUS named but impossible without TLS: the next one */
 	assert_int_equal(choose(ALL_SCRAM, true, false, "scram-sha-256-plus scram-sha-1"),
@@ -511,8 +516,8 @@ scram_client(const struct sasl_params *p, struct server *srv, const char *want_g
 	sasl_free(ir);
 	srv->md = sha1_mech(p->mech) ? EVP_sha1() : EVP_sha256();
 	srv->hl = (unsigned)EVP_MD_get_size(srv->md);
-	snprintf(srv->server_first, sizeof(srv->server_first), "r=%s3rfcNHYJY1ZVvWVs7j,s=" SALT ",i=%u",
-		 srv->nonce, srv->iter);
+	snprintf(srv->server_first, sizeof(srv->server_first),
+		 "r=%s3rfcNHYJY1ZVvWVs7j,s=" SALT ",i=%u", srv->nonce, srv->iter);
 	return c;
 }
 
@@ -564,7 +569,8 @@ server_first_step(struct sasl_client *c, struct server *srv, const unsigned char
 {
 	char *sf64 = NULL, *resp = NULL, *final = NULL;
 
-	assert_int_equal(sasl_base64_encode(srv->server_first, strlen(srv->server_first), &sf64), 0);
+	assert_int_equal(sasl_base64_encode(srv->server_first, strlen(srv->server_first), &sf64),
+			 0);
 	assert_int_equal(sasl_client_step(c, sf64, strlen(sf64), &resp), 0);
 	assert_int_equal(sasl_base64_decode(resp, strlen(resp), &final, NULL), 0);
 	server_check_final(srv, final, cbind, cbind_len);

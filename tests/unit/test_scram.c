@@ -20,7 +20,8 @@
 
 #define SHA1_NONCE "fyko+d2lbbFgONRv9qkxdawL"
 #define SHA1_FIRST "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
-#define SHA1_FINAL "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+#define SHA1_FINAL "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j," \
+		   "p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
 #define SHA1_V "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="
 
 #define SHA256_NONCE "rOprNGfwEbeRWgbNEkqO"
@@ -57,7 +58,8 @@ after_first(const struct scram_params *p, const char *server_first, char **ret_f
 	char *final = NULL;
 	size_t len = 0;
 
-	assert_int_equal(scram_server_first(s, server_first, strlen(server_first), &final, &len), 0);
+	assert_int_equal(scram_server_first(s, server_first, strlen(server_first), &final, &len),
+			 0);
 	assert_int_equal(len, strlen(final));
 	if (ret_final)
 		*ret_final = final;
@@ -209,7 +211,8 @@ test_iterations(void **state)
 		{ "1", -ERANGE }, { "4095", -ERANGE }, { "10000001", -ERANGE },
 		{ "4294967296", -ERANGE }, { "99999999999999999999", -ERANGE },
 		{ "999999999999999999999", -EBADMSG }, { "04096", -EBADMSG }, { "0", -EBADMSG },
-		{ "-4096", -EBADMSG }, { "4096x", -EBADMSG }, { "", -EBADMSG }, { " 4096", -EBADMSG },
+		{ "-4096", -EBADMSG }, { "4096x", -EBADMSG }, { "", -EBADMSG },
+		{ " 4096", -EBADMSG },
 	};
 
 	(void)state;
@@ -321,8 +324,11 @@ test_server_errors(void **state)
 static void
 test_malformed_signature(void **state)
 {
-	static const char *const bad[] = { "v=rmF9pqV8S7suAoZWja4dJRkFsKQ", "v=rmF9pqV8S7s!AoZWja4dJRkFsKQ=",
-					   "v=rmF9pqV8S7suAoZWja4dJRkFsKR=" };
+	static const char *const bad[] = {
+		"v=rmF9pqV8S7suAoZWja4dJRkFsKQ",   /* not whole quanta */
+		"v=rmF9pqV8S7s!AoZWja4dJRkFsKQ=",  /* not the alphabet */
+		"v=rmF9pqV8S7suAoZWja4dJRkFsKR=",  /* pad bits set */
+	};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -343,7 +349,8 @@ test_out_of_order(void **state)
 
 	(void)state;
 	assert_int_equal(scram_new(&sha1_params, &s), 0);
-	assert_int_equal(scram_server_first(s, SHA1_FIRST, strlen(SHA1_FIRST), &out, &len), -EPROTO);
+	assert_int_equal(scram_server_first(s, SHA1_FIRST, strlen(SHA1_FIRST), &out, &len),
+			 -EPROTO);
 	scram_free(s);
 	s = new_client(&sha1_params);
 	assert_int_equal(scram_client_first(s, &out, &len), -EPROTO);
