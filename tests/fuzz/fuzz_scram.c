@@ -157,7 +157,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const unsigned char cb[32] = { 1, 2, 3 };
 	static const enum sasl_mech others[] = { SASL_LOGIN, SASL_XOAUTH2, SASL_OAUTHBEARER,
 						 SASL_PLAIN };
-	struct scram_params sp = { .user = "user,=x", .nonce = NONCE, .cb_type = "tls-exporter",
+	struct scram_params sp = { .user = "user", .nonce = NONCE, .cb_type = "tls-exporter",
 				   .cb_data = cb, .cb_len = sizeof(cb) };
 	struct sasl_params p = { .user = "user", .secret = "pencil", .host = "h", .port = 110,
 				 .cb_type = "tls-exporter", .cb_data = cb, .cb_len = sizeof(cb) };
