@@ -574,7 +574,8 @@ sasl_client_initial(struct sasl_client *c, char **ret_b64)
 	if (r == -ENOMEM)
 		return client_fail(c, r, "out of memory");
 	if (r < 0)
-		return r;
+		return c->failed ? r : client_fail(c, r, "cannot build the %s initial response",
+						    sasl_mech_to_string(c->mech));
 	*ret_b64 = out;
 	return 0;
 }
