@@ -78,6 +78,13 @@ const struct imap_caps *imap_caps(const struct imap *m);
 /* True once the server enabled UTF8=ACCEPT (see imap_auth()). Cannot fail. */
 bool imap_utf8_enabled(const struct imap *m);
 
+/*
+ * The text of the server's greeting (after any response code), sanitized:
+ * it names the server software, whose quirks the login may have to
+ * follow. Valid while m lives. Cannot fail.
+ */
+const char *imap_greeting(const struct imap *m);
+
 /* True when the greeting was PREAUTH (allowed on implicit TLS only). Cannot fail. */
 bool imap_preauthenticated(const struct imap *m);
 
@@ -97,8 +104,17 @@ bool imap_preauthenticated(const struct imap *m);
  * challenge out of place), -EINVAL (MP_EX_CONFIG: user or secret missing,
  * or the mechanism's response cannot be built from them), the engine's
  * errors.
+ *
+ * SASL (every mechanism but SASL_USER) runs through cl, which this engine
+ * only carries lines for (see struct sasl_client in sasl.h): a failed
+ * sasl_client_step() cancels with "*" and is reported as that step's error
+ * (-EPROTO, -EBADMSG, -ERANGE: MP_EX_PROTOCOL; -EACCES: MP_EX_NOPERM); an
+ * OK that sasl_client_finish() refuses is -EPROTO (MP_EX_PROTOCOL, "the
+ * server did not prove it knows the password"); a refusal quotes
+ * sasl_client_detail() when the final reply has no text. cl NULL: the
+ * plain login (LOGIN) with user and secret.
  */
-int imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
+int imap_auth(struct imap *m, struct sasl_client *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 struct imap_mailbox {

@@ -49,6 +49,13 @@ int pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err) 
 /* What CAPA offered, borrowed: valid while p lives. Cannot fail. */
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
 
+/*
+ * The text of the server's greeting after "+OK", sanitized (it names the
+ * server software, whose quirks the login may have to follow). Valid while
+ * p lives. Cannot fail.
+ */
+const char *pop3_greeting(const struct pop3 *p);
+
 /* Whether the server accepted UTF8 in pop3_open(). Cannot fail. */
 bool pop3_utf8_mode(const struct pop3 *p);
 
@@ -60,8 +67,17 @@ bool pop3_utf8_mode(const struct pop3 *p);
  * in them for USER/PASS, or the mechanism cannot be built from them),
  * -EPROTO (MP_EX_PROTOCOL: AUTH answered neither "+ " nor -ERR, a LOGIN
  * challenge out of place), -ENOMEM (MP_EX_TEMPFAIL), conn's.
+ *
+ * SASL (every mechanism but SASL_USER) runs through cl, which this engine
+ * only carries lines for (see struct sasl_client in sasl.h): a failed
+ * sasl_client_step() cancels with "*" and is reported as that step's error
+ * (-EPROTO, -EBADMSG, -ERANGE: MP_EX_PROTOCOL; -EACCES: MP_EX_NOPERM); an
+ * OK that sasl_client_finish() refuses is -EPROTO (MP_EX_PROTOCOL, "the
+ * server did not prove it knows the password"); a refusal quotes
+ * sasl_client_detail() when the final reply has no text. cl NULL: the
+ * plain login (USER/PASS) with user and secret.
  */
-int pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+int pop3_auth(struct pop3 *p, struct sasl_client *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 /*

@@ -60,6 +60,12 @@ struct smtp;
 int smtp_open(struct conn *c, const char *ehlo_name, bool starttls, struct smtp **ret,
 	      struct mp_err *err) MP_WUR;
 
+/*
+ * The text of the 220 greeting, sanitized (it names the server software).
+ * Valid while s lives. Cannot fail.
+ */
+const char *smtp_greeting(const struct smtp *s);
+
 /* What the last EHLO announced. Valid while s lives. Cannot fail. */
 const struct smtp_caps *smtp_caps(const struct smtp *s);
 
@@ -77,8 +83,17 @@ const struct smtp_caps *smtp_caps(const struct smtp *s);
  * or refused by the mechanism's encoder), -EPROTO (MP_EX_PROTOCOL: a 334
  * after a PLAIN response or the LOGIN password, 235 before the password,
  * another code out of place), the engine's errors.
+ *
+ * SASL (every mechanism but SASL_USER) runs through cl, which this engine
+ * only carries lines for (see struct sasl_client in sasl.h): a failed
+ * sasl_client_step() cancels with "*" and is reported as that step's error
+ * (-EPROTO, -EBADMSG, -ERANGE: MP_EX_PROTOCOL; -EACCES: MP_EX_NOPERM); an
+ * OK that sasl_client_finish() refuses is -EPROTO (MP_EX_PROTOCOL, "the
+ * server did not prove it knows the password"); a refusal quotes
+ * sasl_client_detail() when the final reply has no text. cl NULL: the
+ * plain login (none: cl NULL is -EINVAL) with user and secret.
  */
-int smtp_auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
+int smtp_auth(struct smtp *s, struct sasl_client *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 /*
