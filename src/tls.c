@@ -229,9 +229,10 @@ no_passphrase(char *buf, int size, int rwflag, void *ud)
  * (fstat), not on the name, so the file judged is the file read.
  */
 static int
-load_client_key(struct tls *t, const char *path, struct mp_err *err)
+load_client_key(struct tls *t, const char *path, const char *cert, struct mp_err *err)
 {
 	char why[256];
+	int r;
 	struct stat st;
 	EVP_PKEY *key = NULL;
 	BIO *bio;
@@ -258,13 +259,19 @@ load_client_key(struct tls *t, const char *path, struct mp_err *err)
 	}
 	key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
 	BIO_free(bio);
-	if (!key || SSL_CTX_use_PrivateKey(t->ctx, key) != 1) {
+	if (!key) {
 		ssl_reason(why, sizeof(why));
-		EVP_PKEY_free(key);
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
 				  "cannot load the client key %s (PEM, not encrypted): %s", path, why);
 	}
+	/* OpenSSL checks here that the key is the certificate's. */
+	r = SSL_CTX_use_PrivateKey(t->ctx, key);
 	EVP_PKEY_free(key);
+	if (r != 1) {
+		ERR_clear_error();
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "the client key %s does not match the certificate %s", path, cert);
+	}
 	return 0;
 }
 
@@ -282,7 +289,7 @@ load_client_cert(struct tls *t, const char *cert_file, const char *key_file,
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
 				  "cannot load the client certificate %s: %s", cert_file, why);
 	}
-	r = load_client_key(t, kf, err);
+	r = load_client_key(t, kf, cert_file, err);
 	if (r < 0)
 		return r;
 	if (SSL_CTX_check_private_key(t->ctx) != 1) {
