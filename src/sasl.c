@@ -1,9 +1,11 @@
 /*
- * SASL initial responses as pure functions, and the choice of mechanism.
+ * SASL initial responses as pure functions, the choice of mechanism, and
+ * the client side of a whole exchange (SCRAM itself is in scram.c).
  * Every buffer that held a secret, encoded or not, is wiped before it is
  * freed: the caller's copy with sasl_free(), ours before returning.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 
 #include "mailpull/sasl.h"
 #include "mailpull/util.h"
+#include "scram.h"
 
 static const char *const mech_names[SASL_MECH_MAX] = {
 	[SASL_PLAIN] = "PLAIN",
@@ -66,8 +69,8 @@ next_token(const char **pos, const char **ret_tok)
 }
 
 /* Whether the server's list holds mechanism m (names are case-insensitive, RFC 4422 3.1). */
-static bool
-server_offers(const char *server_mechs, enum sasl_mech m)
+bool
+sasl_offered(const char *server_mechs, enum sasl_mech m)
 {
 	const char *pos = server_mechs ? server_mechs : "", *tok;
 	size_t len;
@@ -80,40 +83,81 @@ server_offers(const char *server_mechs, enum sasl_mech m)
 }
 
 static bool
-mech_fits(const char *server_mechs, bool user_ok, enum sasl_mech m)
+is_plus(enum sasl_mech m)
+{
+	return m == SASL_SCRAM_SHA_1_PLUS || m == SASL_SCRAM_SHA_256_PLUS;
+}
+
+static bool
+is_scram(enum sasl_mech m)
+{
+	return m == SASL_SCRAM_SHA_1 || m == SASL_SCRAM_SHA_256 || is_plus(m);
+}
+
+/* A -PLUS mechanism needs channel binding data, which only TLS gives. */
+static bool
+mech_fits(const char *server_mechs, bool user_ok, bool cb_ok, enum sasl_mech m)
 {
 	if (m == SASL_USER)
 		return user_ok;
-	return server_offers(server_mechs, m);
+	if (is_plus(m) && !cb_ok)
+		return false;
+	return sasl_offered(server_mechs, m);
+}
+
+/* Strongest first: SCRAM with channel binding, SCRAM, then what sends the password. */
+static const enum sasl_mech scram_order[] = {
+	SASL_SCRAM_SHA_256_PLUS, SASL_SCRAM_SHA_256, SASL_SCRAM_SHA_1_PLUS, SASL_SCRAM_SHA_1,
+};
+
+static bool
+is_scram_word(const char *tok, size_t len)
+{
+	return len == 5 && strncasecmp(tok, "scram", 5) == 0;
+}
+
+/* The first of list[0..n) that fits. */
+static bool
+first_fit(const char *server_mechs, bool user_ok, bool cb_ok, const enum sasl_mech *list, size_t n,
+	  enum sasl_mech *ret)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (mech_fits(server_mechs, user_ok, cb_ok, list[i])) {
+			*ret = list[i];
+			return true;
+		}
+	}
+	return false;
 }
 
 int
 sasl_choose(const char *server_mechs, bool user_ok, bool cb_ok, const char *wanted,
 	    enum sasl_mech *ret)
 {
-	static const enum sasl_mech automatic[] = { SASL_PLAIN, SASL_LOGIN, SASL_USER };
+	static const enum sasl_mech password[] = { SASL_PLAIN, SASL_LOGIN, SASL_USER };
 	const char *pos, *tok;
 	enum sasl_mech m;
 	size_t len;
 
-	(void)cb_ok;
 	if (!wanted) {
-		for (size_t i = 0; i < ARRAY_SIZE(automatic); i++) {
-			if (mech_fits(server_mechs, user_ok, automatic[i])) {
-				*ret = automatic[i];
-				return 0;
-			}
-		}
+		if (first_fit(server_mechs, user_ok, cb_ok, scram_order, ARRAY_SIZE(scram_order), ret) ||
+		    first_fit(server_mechs, user_ok, cb_ok, password, ARRAY_SIZE(password), ret))
+			return 0;
 		return -ENOENT;
 	}
 	/* A typo in the configuration is reported even when an earlier name fits. */
 	pos = wanted;
 	while ((len = next_token(&pos, &tok)) > 0)
-		if (mech_from_token(tok, len, &m) < 0)
+		if (!is_scram_word(tok, len) && mech_from_token(tok, len, &m) < 0)
 			return -EINVAL;
 	pos = wanted;
 	while ((len = next_token(&pos, &tok)) > 0) {
-		if (mech_from_token(tok, len, &m) == 0 && mech_fits(server_mechs, user_ok, m)) {
+		if (is_scram_word(tok, len)) {
+			if (first_fit(server_mechs, user_ok, cb_ok, scram_order, ARRAY_SIZE(scram_order),
+				      ret))
+				return 0;
+		} else if (mech_from_token(tok, len, &m) == 0 &&
+			   mech_fits(server_mechs, user_ok, cb_ok, m)) {
 			*ret = m;
 			return 0;
 		}
@@ -349,4 +393,344 @@ sasl_initial(enum sasl_mech m, const char *user, const char *secret, const char 
 	default:
 		return -EINVAL;
 	}
+}
+
+/* ---- the client side of one exchange -------------------------------------- */
+
+/* Longest challenge taken, base64: more than any mechanism here needs. */
+#define CHALLENGE_MAX 16384u
+
+struct sasl_client {
+	enum sasl_mech mech;
+	char *user;             /* PLAIN, LOGIN, OAuth, EXTERNAL */
+	char *secret;           /* PLAIN, LOGIN, OAuth: wiped on free */
+	char *host;             /* OAUTHBEARER */
+	unsigned port;
+	struct scram *scram;    /* SCRAM: holds its own copies */
+	bool initial_given;
+	bool failed;
+	unsigned challenges;    /* answered after the initial response */
+	char error[256];
+	char detail[512];
+};
+
+static int MP_PRINTF(3, 4)
+client_fail(struct sasl_client *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->error, sizeof(c->error), fmt, ap);
+	va_end(ap);
+	c->failed = true;
+	return code;
+}
+
+/* What each mechanism needs of p, checked before anything is copied. */
+static int
+check_params(const struct sasl_params *p)
+{
+	enum sasl_mech m = p->mech;
+
+	if ((unsigned)m >= SASL_MECH_MAX || m == SASL_USER)
+		return -EINVAL;
+	if (m == SASL_EXTERNAL)
+		return 0;
+	if (!p->user || !*p->user || !p->secret)
+		return -EINVAL;
+	if ((m == SASL_XOAUTH2 || m == SASL_OAUTHBEARER) &&
+	    (strchr(p->user, '\001') || strchr(p->secret, '\001')))
+		return -EINVAL;
+	if (m == SASL_OAUTHBEARER && (p->port > 65535 || (p->host && strchr(p->host, '\001'))))
+		return -EINVAL;
+	if (is_plus(m) && (!p->cb_type || !p->cb_data || p->cb_len == 0))
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * RFC 5802 section 6: "p" binds; "y" tells a server that offered no -PLUS
+ * that we could have, so a server that did offer one (and lost it to an
+ * attacker stripping the list) refuses; "n" when we cannot bind at all.
+ */
+static int
+client_scram(struct sasl_client *c, const struct sasl_params *p)
+{
+	bool can_bind = p->cb_data && p->cb_len > 0;
+	struct scram_params sp = {
+		.hash = (p->mech == SASL_SCRAM_SHA_1 || p->mech == SASL_SCRAM_SHA_1_PLUS) ?
+			SCRAM_SHA_1 : SCRAM_SHA_256,
+		.user = p->user,
+		.password = p->secret,
+		.saslprep = p->saslprep,
+		.gs2 = is_plus(p->mech) ? SCRAM_GS2_P :
+		       (can_bind && !p->server_plus) ? SCRAM_GS2_Y : SCRAM_GS2_N,
+		.cb_type = p->cb_type,
+		.cb_data = p->cb_data,
+		.cb_len = p->cb_len,
+	};
+
+	return scram_new(&sp, &c->scram);
+}
+
+static int
+client_copy(struct sasl_client *c, const struct sasl_params *p)
+{
+	c->user = strdup(p->user ? p->user : "");
+	if (!c->user)
+		return -ENOMEM;
+	if (p->secret) {
+		c->secret = strdup(p->secret);
+		if (!c->secret)
+			return -ENOMEM;
+	}
+	if (p->host) {
+		c->host = strdup(p->host);
+		if (!c->host)
+			return -ENOMEM;
+	}
+	c->port = p->port;
+	return 0;
+}
+
+int
+sasl_client_new(const struct sasl_params *p, struct sasl_client **ret)
+{
+	struct sasl_client *c;
+	int r;
+
+	r = check_params(p);
+	if (r < 0)
+		return r;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->mech = p->mech;
+	r = is_scram(p->mech) ? client_scram(c, p) : client_copy(c, p);
+	if (r < 0) {
+		sasl_client_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+enum sasl_mech
+sasl_client_mech(const struct sasl_client *c)
+{
+	return c->mech;
+}
+
+static int
+scram_initial(struct sasl_client *c, char **ret_b64)
+{
+	char *raw;
+	size_t len;
+	int r;
+
+	r = scram_client_first(c->scram, &raw, &len);
+	if (r < 0)
+		return client_fail(c, r, "%s", scram_error(c->scram));
+	r = sasl_base64_encode(raw, len, ret_b64);
+	free(raw);
+	return r;
+}
+
+/* RFC 4422 appendix A: empty asks for the certificate's identity. */
+static int
+external_initial(const struct sasl_client *c, char **ret_b64)
+{
+	if (!*c->user) {
+		*ret_b64 = strdup("");
+		return *ret_b64 ? 0 : -ENOMEM;
+	}
+	return sasl_base64_encode(c->user, strlen(c->user), ret_b64);
+}
+
+int
+sasl_client_initial(struct sasl_client *c, char **ret_b64)
+{
+	char *out = NULL;
+	int r;
+
+	c->initial_given = true;
+	switch (c->mech) {
+	case SASL_LOGIN:
+		*ret_b64 = NULL;
+		return 0;
+	case SASL_PLAIN:
+	case SASL_XOAUTH2:
+	case SASL_OAUTHBEARER:
+		r = sasl_initial(c->mech, c->user, c->secret, c->host, c->port, &out);
+		break;
+	case SASL_EXTERNAL:
+		r = external_initial(c, &out);
+		break;
+	default:
+		r = scram_initial(c, &out);
+		break;
+	}
+	if (r == -ENOMEM)
+		return client_fail(c, r, "out of memory");
+	if (r < 0)
+		return r;
+	*ret_b64 = out;
+	return 0;
+}
+
+/* "" as a malloc'd string: an empty response line. */
+static int
+empty_response(struct sasl_client *c, char **ret_b64)
+{
+	*ret_b64 = strdup("");
+	return *ret_b64 ? 0 : client_fail(c, -ENOMEM, "out of memory");
+}
+
+/* draft-murchison-sasl-login: the user, then the password, whatever the prompts say. */
+static int
+login_step(struct sasl_client *c, char **ret_b64)
+{
+	const char *v;
+	int r;
+
+	if (c->challenges >= 2)
+		return client_fail(c, -EPROTO, "a third LOGIN challenge, after the password");
+	v = c->challenges == 0 ? c->user : c->secret;
+	r = sasl_base64_encode(v, strlen(v), ret_b64);
+	return r < 0 ? client_fail(c, r, "out of memory") : 0;
+}
+
+/*
+ * RFC 7628 section 3.2.2: a challenge after the token is the server's
+ * error report (JSON); kept, sanitized, for the user, and answered with
+ * the dummy response (%x01 for OAUTHBEARER; XOAUTH2 takes an empty one)
+ * so the server ends the exchange with its failure.
+ */
+static int
+oauth_step(struct sasl_client *c, const char *chal, size_t len, char **ret_b64)
+{
+	char *json = NULL;
+	size_t jlen = 0;
+	int r;
+
+	if (c->challenges > 0)
+		return client_fail(c, -EPROTO, "a second %s challenge, after its error report",
+				   sasl_mech_to_string(c->mech));
+	r = sasl_base64_decode(chal, len, &json, &jlen);
+	if (r == -ENOMEM)
+		return client_fail(c, r, "out of memory");
+	if (r < 0)
+		return client_fail(c, r, "the server's %s error report is not base64",
+				   sasl_mech_to_string(c->mech));
+	util_sanitize(c->detail, sizeof(c->detail), json, jlen);
+	free(json);
+	if (c->mech == SASL_OAUTHBEARER) {
+		*ret_b64 = strdup("AQ==");
+		return *ret_b64 ? 0 : client_fail(c, -ENOMEM, "out of memory");
+	}
+	return empty_response(c, ret_b64);
+}
+
+/* server-first, then server-final (answered with an empty response). */
+static int
+scram_step(struct sasl_client *c, const char *chal, size_t len, char **ret_b64)
+{
+	char *raw = NULL, *out = NULL;
+	size_t rlen = 0, olen = 0;
+	int r;
+
+	r = sasl_base64_decode(chal, len, &raw, &rlen);
+	if (r == -ENOMEM)
+		return client_fail(c, r, "out of memory");
+	if (r < 0)
+		return client_fail(c, r, "the server's SCRAM challenge is not base64");
+	if (c->challenges == 0)
+		r = scram_server_first(c->scram, raw, rlen, &out, &olen);
+	else
+		r = scram_server_final(c->scram, raw, rlen);
+	free(raw);
+	if (r < 0) {
+		snprintf(c->detail, sizeof(c->detail), "%s", scram_server_error(c->scram));
+		return client_fail(c, r, "%s", scram_error(c->scram));
+	}
+	if (!out)
+		return empty_response(c, ret_b64);
+	r = sasl_base64_encode(out, olen, ret_b64);
+	util_free_secret(out);
+	return r < 0 ? client_fail(c, r, "out of memory") : 0;
+}
+
+int
+sasl_client_step(struct sasl_client *c, const char *chal_b64, size_t len, char **ret_b64)
+{
+	int r;
+
+	if (c->failed)
+		return client_fail(c, -EPROTO, "a challenge after the exchange failed");
+	if (len > CHALLENGE_MAX)
+		return client_fail(c, -EBADMSG, "the server's %s challenge is longer than %u bytes",
+				   sasl_mech_to_string(c->mech), CHALLENGE_MAX);
+	/*
+	 * RFC 4422 section 5: without an initial response on the command the
+	 * server's first challenge is empty; what it holds says nothing, and
+	 * the answer is the initial response.
+	 */
+	if (!c->initial_given && c->mech != SASL_LOGIN)
+		return sasl_client_initial(c, ret_b64);
+	switch (c->mech) {
+	case SASL_LOGIN:
+		r = login_step(c, ret_b64);
+		break;
+	case SASL_XOAUTH2:
+	case SASL_OAUTHBEARER:
+		r = oauth_step(c, chal_b64, len, ret_b64);
+		break;
+	case SASL_PLAIN:
+	case SASL_EXTERNAL:
+		r = client_fail(c, -EPROTO, "a challenge after the %s response",
+				sasl_mech_to_string(c->mech));
+		break;
+	default:
+		r = scram_step(c, chal_b64, len, ret_b64);
+		break;
+	}
+	if (r == 0)
+		c->challenges++;
+	return r;
+}
+
+int
+sasl_client_finish(struct sasl_client *c)
+{
+	if (c->failed)
+		return client_fail(c, -EPROTO, "the server accepted an exchange that had failed");
+	if (c->scram && !scram_verified(c->scram))
+		return client_fail(c, -EPROTO, "the server said the login succeeded without proving "
+				   "it knows the password (no valid SCRAM signature)");
+	return 0;
+}
+
+const char *
+sasl_client_error(const struct sasl_client *c)
+{
+	return c->error;
+}
+
+const char *
+sasl_client_detail(const struct sasl_client *c)
+{
+	return c->detail;
+}
+
+void
+sasl_client_free(struct sasl_client *c)
+{
+	if (!c)
+		return;
+	free(c->user);
+	util_free_secret(c->secret);
+	free(c->host);
+	scram_free(c->scram);
+	explicit_bzero(c, sizeof(*c));
+	free(c);
 }
