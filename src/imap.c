@@ -951,7 +951,8 @@ auth_cancel(struct imap *m, unsigned tag, struct sasl_client *cl, int step,
 		return mp_err_oom(err);
 	/* In step again: a NO or BAD after "*" is the expected end. */
 	m->refused = rc != IMAP_STATUS_OK;
-	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM : MP_EX_PROTOCOL,
+	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
+			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 			  "%s authentication failed: %s",
 			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
 }
@@ -967,9 +968,19 @@ auth_sasl_ok(struct sasl_client *cl, bool answered, struct mp_err *err)
 				  "server accepted AUTHENTICATE %s without a response", name);
 	if (sasl_client_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "%s: the server did not prove it knows the password (%s)", name,
-				  sasl_client_error(cl));
+				  "%s: the server did not prove it knows the password", name);
 	return 0;
+}
+
+/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+static int
+initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+{
+	if (r == -ENOMEM)
+		return mp_err_oom(err);
+	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)),
+			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
 }
 
 /*
@@ -998,7 +1009,7 @@ auth_sasl(struct imap *m, struct sasl_client *cl, const struct imap_response **r
 		rc = sasl_client_initial(cl, &resp);
 		if (rc < 0) {
 			cmd_free(&cmd);
-			return mp_err_oom(err);
+			return initial_failed(cl, rc, err);
 		}
 		if (resp) {
 			cmd_str(&cmd, " ");

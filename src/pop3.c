@@ -588,7 +588,8 @@ auth_cancel(struct pop3 *p, struct sasl_client *cl, int step, struct mp_err *err
 	if (step == -ENOMEM)
 		return mp_err_oom(err);
 	/* The session stays in step after the cancel: -EACCES keeps it usable. */
-	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM : MP_EX_PROTOCOL,
+	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
+			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 			  "%s authentication failed: %s",
 			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
 }
@@ -617,9 +618,19 @@ auth_sasl_ok(struct sasl_client *cl, bool answered, struct mp_err *err)
 				  "server accepted AUTH %s without a response", name);
 	if (sasl_client_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "%s: the server did not prove it knows the password (%s)", name,
-				  sasl_client_error(cl));
+				  "%s: the server did not prove it knows the password", name);
 	return 0;
+}
+
+/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+static int
+initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+{
+	if (r == -ENOMEM)
+		return mp_err_oom(err);
+	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)),
+			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
 }
 
 /*
@@ -639,7 +650,7 @@ auth_sasl(struct pop3 *p, struct sasl_client *cl, struct mp_err *err)
 
 	r = sasl_client_initial(cl, &pending);
 	if (r < 0)
-		return mp_err_oom(err);
+		return initial_failed(cl, r, err);
 	r = auth_command(p, name, pending, &answered, err);
 	if (answered) {
 		sasl_free(pending);

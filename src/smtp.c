@@ -672,7 +672,8 @@ auth_cancel(struct smtp *s, struct sasl_client *cl, int step, struct mp_err *err
 	/* A 334 to the cancel leaves us out of step: settle() marks the session. */
 	if (r == 334)
 		step = -EPROTO;
-	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM : MP_EX_PROTOCOL,
+	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
+			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 			  "%s authentication failed: %s",
 			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
 }
@@ -695,8 +696,7 @@ auth_end(struct sasl_client *cl, const struct smtp_reply *rep, bool answered,
 				  "server accepted AUTH %s without a response", name);
 	if (rep->code == 235 && sasl_client_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "%s: the server did not prove it knows the password (%s)", name,
-				  sasl_client_error(cl));
+				  "%s: the server did not prove it knows the password", name);
 	if (rep->code / 100 == 5 && detail[0])
 		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
 				      "authentication refused (%d)", rep->code);
@@ -730,6 +730,17 @@ auth_command(struct smtp *s, const char *name, const char *ir, bool *ret_sent,
 	return r;
 }
 
+/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+static int
+initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+{
+	if (r == -ENOMEM)
+		return mp_err_oom(err);
+	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)),
+			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
+}
+
 /*
  * The SASL exchange (RFC 4954): the engine only carries base64 lines
  * between cl and the server. An initial response too long for the AUTH
@@ -747,9 +758,12 @@ auth_sasl(struct smtp *s, struct sasl_client *cl, struct mp_err *err)
 	int r, rounds = 0;
 
 	chal = malloc(SMTP_LINE_MAX + 1);
-	if (!chal || sasl_client_initial(cl, &pending) < 0) {
-		free(chal);
+	if (!chal)
 		return mp_err_oom(err);
+	r = sasl_client_initial(cl, &pending);
+	if (r < 0) {
+		free(chal);
+		return initial_failed(cl, r, err);
 	}
 	r = auth_command(s, name, pending, &answered, err);
 	if (answered) {
