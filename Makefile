@@ -176,21 +176,23 @@ FUZZ_JOBS ?= 2
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude -Isrc \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state smtp addr
+FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state smtp addr scram
 FUZZ_SRCS_imap_parse = src/imap_parse.c
 FUZZ_SRCS_mimeword = src/mimeword.c src/utf8.c src/util.c src/err.c
 FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c src/util.c
 FUZZ_SRCS_folder = src/folder.c src/utf8.c src/util.c
-FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/log.c \
-		 src/util.c src/err.c src/utf8.c
-FUZZ_PKGS_pop3 = openssl libsystemd
-FUZZ_SRCS_smtp = src/smtp.c src/conn.c src/tls.c src/sasl.c src/log.c src/util.c src/err.c \
-		 src/utf8.c
-FUZZ_PKGS_smtp = openssl libsystemd
+FUZZ_SRCS_pop3 = src/pop3.c src/pop3_body.c src/conn.c src/tls.c src/sasl.c src/scram.c \
+		 src/log.c src/util.c src/err.c src/utf8.c
+FUZZ_PKGS_pop3 = openssl libsystemd libidn
+FUZZ_SRCS_smtp = src/smtp.c src/conn.c src/tls.c src/sasl.c src/scram.c src/log.c src/util.c \
+		 src/err.c src/utf8.c
+FUZZ_PKGS_smtp = openssl libsystemd libidn
 FUZZ_SRCS_config = src/config.c src/util.c src/err.c src/utf8.c
 FUZZ_PKGS_config = libconfuse
 FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c src/state_send.c \
 		  src/state_set.c src/util.c src/err.c src/utf8.c
+FUZZ_SRCS_scram = src/scram.c src/sasl.c src/util.c src/utf8.c
+FUZZ_PKGS_scram = openssl libidn
 FUZZ_SRCS_addr = src/addr.c src/outbox.c src/hdr.c src/maildir.c src/util.c src/err.c src/utf8.c
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c src/*.h include/mailpull/*.h)

@@ -140,7 +140,8 @@ sasl_choose(const char *server_mechs, bool user_ok, bool cb_ok, const char *want
 	size_t len;
 
 	if (!wanted) {
-		if (first_fit(server_mechs, user_ok, cb_ok, scram_order, ARRAY_SIZE(scram_order), ret) ||
+		if (first_fit(server_mechs, user_ok, cb_ok, scram_order, ARRAY_SIZE(scram_order),
+			      ret) ||
 		    first_fit(server_mechs, user_ok, cb_ok, password, ARRAY_SIZE(password), ret))
 			return 0;
 		return -ENOENT;
@@ -153,8 +154,8 @@ sasl_choose(const char *server_mechs, bool user_ok, bool cb_ok, const char *want
 	pos = wanted;
 	while ((len = next_token(&pos, &tok)) > 0) {
 		if (is_scram_word(tok, len)) {
-			if (first_fit(server_mechs, user_ok, cb_ok, scram_order, ARRAY_SIZE(scram_order),
-				      ret))
+			if (first_fit(server_mechs, user_ok, cb_ok, scram_order,
+				      ARRAY_SIZE(scram_order), ret))
 				return 0;
 		} else if (mech_from_token(tok, len, &m) == 0 &&
 			   mech_fits(server_mechs, user_ok, cb_ok, m)) {
@@ -705,8 +706,9 @@ sasl_client_finish(struct sasl_client *c)
 	if (c->failed)
 		return client_fail(c, -EPROTO, "the server accepted an exchange that had failed");
 	if (c->scram && !scram_verified(c->scram))
-		return client_fail(c, -EPROTO, "the server said the login succeeded without proving "
-				   "it knows the password (no valid SCRAM signature)");
+		return client_fail(c, -EPROTO,
+				   "the server said the login succeeded without proving it knows "
+				   "the password (no valid SCRAM signature)");
 	return 0;
 }
 

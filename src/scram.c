@@ -5,6 +5,7 @@
  * expected server signature lives until the exchange ends.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,12 +220,14 @@ check_params(const struct scram_params *p)
 	if (!p->user || !p->password || !*p->user || strlen(p->user) > USER_MAX ||
 	    strlen(p->password) > PASSWORD_MAX)
 		return -EINVAL;
-	if (p->nonce && (strlen(p->nonce) > NONCE_GIVEN_MAX || !printable(p->nonce, strlen(p->nonce))))
+	if (p->nonce &&
+	    (strlen(p->nonce) > NONCE_GIVEN_MAX || !printable(p->nonce, strlen(p->nonce))))
 		return -EINVAL;
 	if (p->gs2 == SCRAM_GS2_P &&
 	    (!cb_name_ok(p->cb_type) || !p->cb_data || p->cb_len == 0 || p->cb_len > CB_DATA_MAX))
 		return -EINVAL;
-	if (p->hash != SCRAM_SHA_1 && p->hash != SCRAM_SHA_256)
+	if ((p->hash != SCRAM_SHA_1 && p->hash != SCRAM_SHA_256) ||
+	    (p->gs2 != SCRAM_GS2_N && p->gs2 != SCRAM_GS2_Y && p->gs2 != SCRAM_GS2_P))
 		return -EINVAL;
 	return 0;
 }
@@ -359,18 +362,24 @@ why_set(char *why, size_t whylen, int code, const char *fmt, ...)
 	return code;
 }
 
-/* RFC 5802 section 7 posit-number, at most 10 digits. */
+/*
+ * RFC 5802 section 7 posit-number, at most SCRAM_COUNT_DIGITS digits; a
+ * value past ULONG_MAX is ULONG_MAX, out of range all the same.
+ */
 static int
 parse_count(const char *p, size_t len, unsigned long *ret)
 {
 	unsigned long v = 0;
 
-	if (len == 0 || len > 10 || p[0] == '0')
+	if (len == 0 || len > SCRAM_COUNT_DIGITS || p[0] == '0')
 		return -EBADMSG;
 	for (size_t i = 0; i < len; i++) {
+		unsigned long d;
+
 		if (p[i] < '0' || p[i] > '9')
 			return -EBADMSG;
-		v = v * 10 + (unsigned long)(p[i] - '0');
+		d = (unsigned long)(p[i] - '0');
+		v = v > (ULONG_MAX - d) / 10 ? ULONG_MAX : v * 10 + d;
 	}
 	*ret = v;
 	return 0;
@@ -381,10 +390,11 @@ static int
 check_message(const char *msg, size_t len, char *why, size_t whylen)
 {
 	if (len > SCRAM_MSG_MAX)
-		return why_set(why, whylen, -EBADMSG, "the server's SCRAM message is longer than %u bytes",
-			       SCRAM_MSG_MAX);
+		return why_set(why, whylen, -EBADMSG,
+			       "the server's SCRAM message is longer than %u bytes", SCRAM_MSG_MAX);
 	if (memchr(msg, '\0', len))
-		return why_set(why, whylen, -EBADMSG, "the server's SCRAM message holds a NUL byte");
+		return why_set(why, whylen, -EBADMSG,
+			       "the server's SCRAM message holds a NUL byte");
 	return 0;
 }
 
@@ -430,7 +440,10 @@ scram_parse_first(const char *msg, size_t len, struct scram_first *ret, char *wh
 	if (!next_field(&fs, &f, &flen) || !is_attr(f, flen, 'i') ||
 	    parse_count(f + 2, flen - 2, &sf.iter) < 0)
 		return why_set(why, whylen, -EBADMSG,
-			       "the server's SCRAM message has no valid iteration count (i=) after the salt");
+			       "the server's SCRAM message has no valid iteration count (i=) "
+			       "after the salt");
+	sf.iter_text = f + 2;
+	sf.iter_len = flen - 2;
 	/* RFC 5802 section 7: extensions may follow; unknown ones are ignored. */
 	while (next_field(&fs, &f, &flen))
 		if (!any_attr(f, flen))
@@ -551,8 +564,9 @@ check_first(struct scram *s, const char *msg, size_t len, struct scram_first *sf
 		return fail(s, -EPROTO, "the server's SCRAM nonce does not extend ours");
 	if (sf->iter < SCRAM_ITER_MIN || sf->iter > SCRAM_ITER_MAX)
 		return fail(s, -ERANGE,
-			    "the server asks for a SCRAM iteration count of %lu; mailpull accepts "
-			    "%u to %u", sf->iter, SCRAM_ITER_MIN, SCRAM_ITER_MAX);
+			    "the server asks for a SCRAM iteration count of %.*s; mailpull accepts "
+			    "%u to %u", (int)sf->iter_len, sf->iter_text, SCRAM_ITER_MIN,
+			    SCRAM_ITER_MAX);
 	return 0;
 }
 

@@ -18,6 +18,7 @@
 #define SCRAM_MSG_MAX 4096u
 #define SCRAM_NONCE_MAX 512u
 #define SCRAM_SALT_B64_MAX 512u
+#define SCRAM_COUNT_DIGITS 20u
 
 enum scram_hash {
 	SCRAM_SHA_1,
@@ -97,13 +98,15 @@ struct scram_first {
 	size_t nonce_len;
 	const char *salt;       /* s=, base64 as sent */
 	size_t salt_len;
-	unsigned long iter;     /* i= */
+	unsigned long iter;     /* i=, ULONG_MAX when larger */
+	const char *iter_text;  /* i= as sent (digits only) */
+	size_t iter_len;
 };
 
 /*
  * Parses a server-first-message (RFC 5802 section 7): [m=...,] r=, s=,
  * i= and tolerated extensions. Pure: checks syntax and caps, not the
- * nonce, nor the range of i= (up to 10 digits). Writes why into
+ * nonce, nor the range of i= (up to SCRAM_COUNT_DIGITS digits). Writes why into
  * why[0..whylen) on failure. Errors: -EBADMSG, -EPROTO (m=), -EACCES (e=,
  * its value, sanitized, in why).
  */

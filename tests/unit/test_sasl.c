@@ -1,12 +1,20 @@
-/* SASL encoders against published vectors, base64 both ways, mechanism choice. */
+/*
+ * SASL encoders against published vectors, base64 both ways, mechanism
+ * choice, and the client side of whole exchanges for every mechanism,
+ * SCRAM against a server written here from RFC 5802 section 3.
+ */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "mailpull/sasl.h"
 
@@ -188,6 +196,576 @@ test_choose(void **state)
 	assert_int_equal(sasl_choose("PLAIN", true, false, "", &m), -ENOENT);
 }
 
+/* ---- sasl_choose() with channel binding, sasl_offered() ------------------------ */
+
+#define ALL_SCRAM "SCRAM-SHA-1 SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-256-PLUS"
+
+static enum sasl_mech
+choose(const char *server, bool user_ok, bool cb_ok, const char *wanted)
+{
+	enum sasl_mech m = SASL_MECH_MAX;
+	int r = sasl_choose(server, user_ok, cb_ok, wanted, &m);
+
+	if (r < 0)
+		return (enum sasl_mech)(SASL_MECH_MAX + 1 + (r == -EINVAL));
+	return m;
+}
+
+#define NOTHING ((enum sasl_mech)(SASL_MECH_MAX + 1))
+#define UNKNOWN ((enum sasl_mech)(SASL_MECH_MAX + 2))
+
+static void
+test_choose_order(void **state)
+{
+	(void)state;
+	/*
+	 * automatic: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1,
+	 * PLAIN, LOGIN, USER
+	 */
+	assert_int_equal(choose("PLAIN LOGIN " ALL_SCRAM, true, true, NULL),
+			 SASL_SCRAM_SHA_256_PLUS);
+	assert_int_equal(choose("PLAIN LOGIN " ALL_SCRAM, true, false, NULL), SASL_SCRAM_SHA_256);
+	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS SCRAM-SHA-256", true, true,
+				NULL), SASL_SCRAM_SHA_256);
+	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS", true, true, NULL),
+			 SASL_SCRAM_SHA_1_PLUS);
+	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS", true, false, NULL),
+			 SASL_SCRAM_SHA_1);
+	assert_int_equal(choose("plain scram-sha-1", true, true, NULL), SASL_SCRAM_SHA_1);
+	/* a -PLUS alone, without binding data, is never chosen */
+	assert_int_equal(choose("SCRAM-SHA-256-PLUS LOGIN", true, false, NULL), SASL_LOGIN);
+	assert_int_equal(choose("SCRAM-SHA-256-PLUS", false, false, NULL), NOTHING);
+	/* EXTERNAL and the OAuth mechanisms only when named */
+	assert_int_equal(choose("EXTERNAL XOAUTH2 OAUTHBEARER", true, true, NULL), SASL_USER);
+	assert_int_equal(choose("EXTERNAL PLAIN", true, true, "external"), SASL_EXTERNAL);
+	assert_int_equal(choose("PLAIN", true, true, "external"), NOTHING);
+}
+
+static void
+test_choose_wanted(void **state)
+{
+	(void)state;
+	/* "scram" stands for the four, strongest first */
+	assert_int_equal(choose(ALL_SCRAM " PLAIN", true, true, "scram"), SASL_SCRAM_SHA_256_PLUS);
+	assert_int_equal(choose(ALL_SCRAM " PLAIN", true, false, "SCRAM"), SASL_SCRAM_SHA_256);
+	assert_int_equal(choose("SCRAM-SHA-1 PLAIN", true, true, "scram, plain"), SASL_SCRAM_SHA_1);
+	assert_int_equal(choose("PLAIN", true, true, "scram plain"), SASL_PLAIN);
+	assert_int_equal(choose("PLAIN", true, true, "scram"), NOTHING);
+	assert_int_equal(choose("PLAIN", true, true, "scrams"), UNKNOWN);
+	/* the list's order wins */
+	assert_int_equal(choose(ALL_SCRAM " PLAIN", true, true, "scram-sha-1 scram"),
+			 SASL_SCRAM_SHA_1);
+	assert_int_equal(choose(ALL_SCRAM, true, true, "scram-sha-1-plus"), SASL_SCRAM_SHA_1_PLUS);
+	/* a -PLUS named but impossible without TLS: the next one */
+	assert_int_equal(choose(ALL_SCRAM, true, false, "scram-sha-256-plus scram-sha-1"),
+			 SASL_SCRAM_SHA_1);
+	assert_int_equal(choose(ALL_SCRAM, true, false, "scram-sha-256-plus"), NOTHING);
+	assert_int_equal(choose(ALL_SCRAM, true, true, "plain scram-sha-512"), UNKNOWN);
+}
+
+static void
+test_offered(void **state)
+{
+	(void)state;
+	assert_true(sasl_offered("PLAIN SCRAM-SHA-256-PLUS", SASL_SCRAM_SHA_256_PLUS));
+	assert_true(sasl_offered("plain,scram-sha-256", SASL_SCRAM_SHA_256));
+	assert_false(sasl_offered("SCRAM-SHA-256-PLUS", SASL_SCRAM_SHA_256));
+	assert_false(sasl_offered("SCRAM-SHA-256", SASL_SCRAM_SHA_256_PLUS));
+	assert_false(sasl_offered(NULL, SASL_PLAIN));
+	assert_false(sasl_offered("", SASL_PLAIN));
+	assert_false(sasl_offered("PLAIN", SASL_USER));
+}
+
+/* ---- sasl_client: the simple mechanisms ------------------------------------ */
+
+static struct sasl_client *
+client(enum sasl_mech mech, const char *user, const char *secret)
+{
+	struct sasl_params p = { .mech = mech, .user = user, .secret = secret,
+				 .host = "mail.example.org", .port = 993 };
+	struct sasl_client *c = NULL;
+
+	assert_int_equal(sasl_client_new(&p, &c), 0);
+	assert_int_equal(sasl_client_mech(c), mech);
+	assert_string_equal(sasl_client_error(c), "");
+	assert_string_equal(sasl_client_detail(c), "");
+	return c;
+}
+
+/* Answers chal (plain text, base64'd here) and checks the decoded answer. */
+static void
+step_expect(struct sasl_client *c, const char *chal, const char *want, size_t want_len)
+{
+	char *c64 = NULL, *resp = NULL, *raw = NULL;
+	size_t len = 0;
+
+	assert_int_equal(sasl_base64_encode(chal, strlen(chal), &c64), 0);
+	assert_int_equal(sasl_client_step(c, c64, strlen(c64), &resp), 0);
+	assert_int_equal(sasl_base64_decode(resp, strlen(resp), &raw, &len), 0);
+	assert_int_equal(len, want_len);
+	assert_memory_equal(raw, want, len);
+	sasl_free(raw);
+	sasl_free(resp);
+	free(c64);
+}
+
+static void
+step_fails(struct sasl_client *c, const char *chal_b64, int code)
+{
+	char *resp = NULL;
+
+	assert_int_equal(sasl_client_step(c, chal_b64, strlen(chal_b64), &resp), code);
+	assert_null(resp);
+	assert_string_not_equal(sasl_client_error(c), "");
+}
+
+static void
+test_client_plain(void **state)
+{
+	struct sasl_client *c;
+	char *ir = NULL;
+
+	(void)state;
+	c = client(SASL_PLAIN, "tim", "tanstaaftanstaaf");
+	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_string_equal(ir, "AHRpbQB0YW5zdGFhZnRhbnN0YWFm");
+	sasl_free(ir);
+	step_fails(c, "", -EPROTO);
+	assert_int_equal(sasl_client_finish(c), -EPROTO);
+	sasl_client_free(c);
+
+	/* without SASL-IR: the initial response answers the empty challenge */
+	c = client(SASL_PLAIN, "tim", "tanstaaftanstaaf");
+	step_expect(c, "", "\0tim\0tanstaaftanstaaf", 21);
+	assert_int_equal(sasl_client_finish(c), 0);
+	sasl_client_free(c);
+}
+
+static void
+test_client_login(void **state)
+{
+	struct sasl_client *c = client(SASL_LOGIN, "tim", "secret");
+	char *ir = (char *)"x";
+
+	(void)state;
+	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_null(ir);
+	/* whatever the prompts say */
+	step_expect(c, "Password:", "tim", 3);
+	step_expect(c, "Username:", "secret", 6);
+	step_fails(c, "", -EPROTO);
+	sasl_client_free(c);
+
+	c = client(SASL_LOGIN, "tim", "secret");
+	step_expect(c, "", "tim", 3);
+	step_expect(c, "", "secret", 6);
+	assert_int_equal(sasl_client_finish(c), 0);
+	sasl_client_free(c);
+}
+
+static void
+test_client_oauth(void **state)
+{
+	const char json[] = "{\"status\":\"invalid_token\",\"scope\":\"x\x1b[2J\"}";
+	struct sasl_client *c;
+	char *ir = NULL, *j64 = NULL, *resp = NULL;
+
+	(void)state;
+	assert_int_equal(sasl_base64_encode(json, strlen(json), &j64), 0);
+	c = client(SASL_OAUTHBEARER, "user@example.com", "tok");
+	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	sasl_free(ir);
+	/* RFC 7628 section 3.2.3: the error report, answered with %x01 */
+	assert_int_equal(sasl_client_step(c, j64, strlen(j64), &resp), 0);
+	assert_string_equal(resp, "AQ==");
+	sasl_free(resp);
+	assert_string_equal(sasl_client_detail(c),
+			    "{\"status\":\"invalid_token\",\"scope\":\"x\\x1b[2J\"}");
+	step_fails(c, j64, -EPROTO);
+	sasl_client_free(c);
+
+	c = client(SASL_XOAUTH2, "user@example.com", "tok");
+	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	sasl_free(ir);
+	assert_int_equal(sasl_client_step(c, j64, strlen(j64), &resp), 0);
+	assert_string_equal(resp, "");
+	sasl_free(resp);
+	assert_non_null(strstr(sasl_client_detail(c), "invalid_token"));
+	sasl_client_free(c);
+
+	/* the initial response through the first challenge, then a report not in base64 */
+	c = client(SASL_XOAUTH2, "u", "t");
+	step_expect(c, "", "user=u\001auth=Bearer t\001\001", 22);
+	step_fails(c, "{not base64}", -EBADMSG);
+	sasl_client_free(c);
+	free(j64);
+}
+
+static void
+test_client_external(void **state)
+{
+	struct sasl_params p = { .mech = SASL_EXTERNAL, .user = "" };
+	struct sasl_client *c = NULL;
+	char *ir = NULL;
+
+	(void)state;
+	assert_int_equal(sasl_client_new(&p, &c), 0);
+	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_string_equal(ir, "");
+	sasl_free(ir);
+	step_fails(c, "", -EPROTO);
+	sasl_client_free(c);
+
+	p.user = NULL;
+	assert_int_equal(sasl_client_new(&p, &c), 0);
+	step_expect(c, "", "", 0);
+	assert_int_equal(sasl_client_finish(c), 0);
+	sasl_client_free(c);
+
+	/* RFC 4422 appendix A: an authorization identity when a user is named */
+	p.user = "fred@example.org";
+	assert_int_equal(sasl_client_new(&p, &c), 0);
+	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_string_equal(ir, "ZnJlZEBleGFtcGxlLm9yZw==");
+	sasl_free(ir);
+	sasl_client_free(c);
+}
+
+static void
+test_client_new_bad(void **state)
+{
+	static const unsigned char cb[32] = { 1 };
+	struct sasl_params p = { .mech = SASL_USER, .user = "u", .secret = "s" };
+	struct sasl_client *c = NULL;
+
+	(void)state;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.mech = SASL_MECH_MAX;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.mech = SASL_PLAIN;
+	p.secret = NULL;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.secret = "s";
+	p.user = NULL;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.user = "";
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.user = "u\001";
+	p.mech = SASL_XOAUTH2;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.user = "u";
+	p.mech = SASL_OAUTHBEARER;
+	p.port = 65536;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.port = 0;
+	/* -PLUS needs channel binding data */
+	p.mech = SASL_SCRAM_SHA_256_PLUS;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.cb_type = "tls-exporter";
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.cb_data = cb;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.cb_type = NULL;
+	p.cb_len = sizeof(cb);
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.mech = SASL_SCRAM_SHA_1_PLUS;
+	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	p.cb_type = "tls-server-end-point";
+	assert_int_equal(sasl_client_new(&p, &c), 0);
+	sasl_client_free(c);
+	sasl_client_free(NULL);
+}
+
+/* ---- sasl_client: SCRAM against a server written from RFC 5802 section 3 ------ */
+
+#define SALT "QSXCR+Q6sek8bf92"
+
+struct server {
+	const EVP_MD *md;
+	unsigned hl;
+	const char *password;      /* as the server stored it */
+	unsigned iter;
+	char first_bare[512];      /* client-first-message-bare */
+	char nonce[256];
+	char server_first[1024];
+	unsigned char server_sig[EVP_MAX_MD_SIZE];
+};
+
+static bool
+sha1_mech(enum sasl_mech m)
+{
+	return m == SASL_SCRAM_SHA_1 || m == SASL_SCRAM_SHA_1_PLUS;
+}
+
+static struct sasl_client *
+scram_client(const struct sasl_params *p, struct server *srv, const char *want_gs2)
+{
+	struct sasl_client *c = NULL;
+	char *ir = NULL, *raw = NULL;
+	size_t len = 0, glen = strlen(want_gs2);
+
+	assert_int_equal(sasl_client_new(p, &c), 0);
+	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_base64_decode(ir, strlen(ir), &raw, &len), 0);
+	if (strncmp(raw, want_gs2, glen) != 0)
+		fail_msg("client-first \"%s\" does not start with \"%s\"", raw, want_gs2);
+	snprintf(srv->first_bare, sizeof(srv->first_bare), "%s", raw + glen);
+	assert_non_null(strstr(srv->first_bare, ",r="));
+	snprintf(srv->nonce, sizeof(srv->nonce), "%s", strstr(srv->first_bare, ",r=") + 3);
+	sasl_free(raw);
+	sasl_free(ir);
+	srv->md = sha1_mech(p->mech) ? EVP_sha1() : EVP_sha256();
+	srv->hl = (unsigned)EVP_MD_get_size(srv->md);
+	snprintf(srv->server_first, sizeof(srv->server_first),
+		 "r=%s3rfcNHYJY1ZVvWVs7j,s=" SALT ",i=%u", srv->nonce, srv->iter);
+	return c;
+}
+
+/*
+ * Checks the client's final message (c= against want_cbind, the nonce,
+ * the proof) and computes the server signature.
+ */
+static void
+server_check_final(struct server *srv, const char *final, const unsigned char *want_cbind,
+		   size_t want_cbind_len)
+{
+	unsigned char salt[16], salted[EVP_MAX_MD_SIZE], ck[EVP_MAX_MD_SIZE], sk[EVP_MAX_MD_SIZE];
+	unsigned char cs[EVP_MAX_MD_SIZE], svk[EVP_MAX_MD_SIZE];
+	char am[2048], *proof = NULL, *want_c64 = NULL;
+	const char *p = strstr(final, ",p=");
+	size_t plen = 0, clen = 0;
+	unsigned int n;
+
+	assert_non_null(p);
+	assert_int_equal(EVP_DecodeBlock(salt, (const unsigned char *)SALT, 16), 12);
+	assert_int_equal(PKCS5_PBKDF2_HMAC(srv->password, (int)strlen(srv->password), salt, 12,
+					   (int)srv->iter, srv->md, (int)srv->hl, salted), 1);
+	HMAC(srv->md, salted, (int)srv->hl, (const unsigned char *)"Client Key", 10, ck, &n);
+	EVP_Digest(ck, srv->hl, sk, &n, srv->md, NULL);
+	snprintf(am, sizeof(am), "%s,%s,%.*s", srv->first_bare, srv->server_first, (int)(p - final),
+		 final);
+	HMAC(srv->md, sk, (int)srv->hl, (unsigned char *)am, strlen(am), cs, &n);
+	assert_int_equal(sasl_base64_decode(p + 3, strlen(p + 3), &proof, &plen), 0);
+	assert_int_equal(plen, srv->hl);
+	for (unsigned i = 0; i < srv->hl; i++)
+		if (((unsigned char)proof[i] ^ cs[i]) != ck[i])
+			fail_msg("the client's proof is wrong");
+	HMAC(srv->md, salted, (int)srv->hl, (const unsigned char *)"Server Key", 10, svk, &n);
+	HMAC(srv->md, svk, (int)srv->hl, (unsigned char *)am, strlen(am), srv->server_sig, &n);
+	/* c= carries the GS2 header and, for "p", the binding data */
+	assert_int_equal(sasl_base64_encode(want_cbind, want_cbind_len, &want_c64), 0);
+	assert_memory_equal(final, "c=", 2);
+	clen = strlen(want_c64);
+	assert_memory_equal(final + 2, want_c64, clen);
+	assert_memory_equal(final + 2 + clen, ",r=", 3);
+	free(want_c64);
+	sasl_free(proof);
+}
+
+/* The server's step: server-first in, client-final out, checked. */
+static void
+server_first_step(struct sasl_client *c, struct server *srv, const unsigned char *cbind,
+		  size_t cbind_len)
+{
+	char *sf64 = NULL, *resp = NULL, *final = NULL;
+
+	assert_int_equal(sasl_base64_encode(srv->server_first, strlen(srv->server_first), &sf64),
+			 0);
+	assert_int_equal(sasl_client_step(c, sf64, strlen(sf64), &resp), 0);
+	assert_int_equal(sasl_base64_decode(resp, strlen(resp), &final, NULL), 0);
+	server_check_final(srv, final, cbind, cbind_len);
+	sasl_free(final);
+	sasl_free(resp);
+	free(sf64);
+}
+
+/* "v=" base64(sig), base64'd as a challenge; sig altered when wrong. */
+static char *
+server_final_b64(const struct server *srv, bool wrong)
+{
+	unsigned char sig[EVP_MAX_MD_SIZE];
+	char msg[256], *v64 = NULL, *out = NULL;
+
+	memcpy(sig, srv->server_sig, srv->hl);
+	if (wrong)
+		sig[srv->hl - 1] ^= 1;
+	assert_int_equal(sasl_base64_encode(sig, srv->hl, &v64), 0);
+	snprintf(msg, sizeof(msg), "v=%s", v64);
+	assert_int_equal(sasl_base64_encode(msg, strlen(msg), &out), 0);
+	free(v64);
+	return out;
+}
+
+static void
+scram_full(enum sasl_mech mech, const char *password, bool saslprep, const char *stored)
+{
+	struct sasl_params p = { .mech = mech, .user = "user", .secret = password,
+				 .saslprep = saslprep };
+	struct server srv = { .password = stored, .iter = 4096 };
+	struct sasl_client *c = scram_client(&p, &srv, "n,,");
+	char *v = NULL, *resp = NULL;
+
+	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
+	/* before the signature, success is refused */
+	v = server_final_b64(&srv, false);
+	assert_int_equal(sasl_client_step(c, v, strlen(v), &resp), 0);
+	assert_string_equal(resp, "");
+	sasl_free(resp);
+	assert_int_equal(sasl_client_finish(c), 0);
+	assert_string_equal(sasl_client_error(c), "");
+	/* a step after the verified signature */
+	step_fails(c, v, -EPROTO);
+	free(v);
+	sasl_client_free(c);
+}
+
+static void
+test_client_scram_flows(void **state)
+{
+	(void)state;
+	scram_full(SASL_SCRAM_SHA_256, "pencil", true, "pencil");
+	scram_full(SASL_SCRAM_SHA_1, "pencil", true, "pencil");
+	/* SASLprep: U+00A0 is a space; raw bytes when told so */
+	scram_full(SASL_SCRAM_SHA_256, "pen\xc2\xa0" "cil", true, "pen cil");
+	scram_full(SASL_SCRAM_SHA_256, "pen\xc2\xa0" "cil", false, "pen\xc2\xa0" "cil");
+	scram_full(SASL_SCRAM_SHA_1, "I\xc2\xad" "X", true, "IX");
+}
+
+static void
+test_client_scram_gs2(void **state)
+{
+	static const unsigned char cb[32] = { 0xde, 0xad, 0xbe, 0xef, ',', '=' };
+	struct sasl_params p = { .mech = SASL_SCRAM_SHA_256, .user = "a,b=c", .secret = "pencil",
+				 .cb_type = "tls-exporter", .cb_data = cb, .cb_len = sizeof(cb) };
+	struct server srv = { .password = "pencil", .iter = 4096 };
+	unsigned char cbind[64];
+	struct sasl_client *c;
+
+	(void)state;
+	/* could bind, server offered no -PLUS: "y" */
+	c = scram_client(&p, &srv, "y,,");
+	assert_memory_equal(srv.first_bare, "n=a=2Cb=3Dc,r=", 14);
+	server_first_step(c, &srv, (const unsigned char *)"y,,", 3);
+	sasl_client_free(c);
+	/* the server offers -PLUS, yet plain SCRAM was chosen: "n" */
+	p.server_plus = true;
+	c = scram_client(&p, &srv, "n,,");
+	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
+	sasl_client_free(c);
+	/* -PLUS: "p=tls-exporter", and c= binds the data */
+	p.mech = SASL_SCRAM_SHA_256_PLUS;
+	c = scram_client(&p, &srv, "p=tls-exporter,,");
+	memcpy(cbind, "p=tls-exporter,,", 16);
+	memcpy(cbind + 16, cb, sizeof(cb));
+	server_first_step(c, &srv, cbind, 16 + sizeof(cb));
+	sasl_client_free(c);
+	p.mech = SASL_SCRAM_SHA_1_PLUS;
+	p.cb_type = "tls-server-end-point";
+	c = scram_client(&p, &srv, "p=tls-server-end-point,,");
+	sasl_client_free(c);
+	/* no TLS: "n" */
+	p.mech = SASL_SCRAM_SHA_1;
+	p.cb_type = NULL;
+	p.cb_data = NULL;
+	p.cb_len = 0;
+	p.server_plus = false;
+	c = scram_client(&p, &srv, "n,,");
+	sasl_client_free(c);
+}
+
+static void
+test_client_scram_faults(void **state)
+{
+	struct sasl_params p = { .mech = SASL_SCRAM_SHA_256, .user = "user", .secret = "pencil" };
+	struct server srv = { .password = "pencil", .iter = 4096 };
+	struct sasl_client *c;
+	char *v, *e64 = NULL;
+
+	(void)state;
+	/* a wrong signature */
+	c = scram_client(&p, &srv, "n,,");
+	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
+	v = server_final_b64(&srv, true);
+	step_fails(c, v, -EPROTO);
+	assert_non_null(strstr(sasl_client_error(c), "signature is wrong"));
+	assert_int_equal(sasl_client_finish(c), -EPROTO);
+	free(v);
+	sasl_client_free(c);
+
+	/* OK without v=: the server proved nothing */
+	c = scram_client(&p, &srv, "n,,");
+	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
+	assert_int_equal(sasl_client_finish(c), -EPROTO);
+	assert_non_null(strstr(sasl_client_error(c), "without proving"));
+	sasl_client_free(c);
+
+	/* an empty final challenge is no signature either */
+	c = scram_client(&p, &srv, "n,,");
+	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
+	step_fails(c, "", -EPROTO);
+	sasl_client_free(c);
+
+	/* i=4095 */
+	srv.iter = 4095;
+	c = scram_client(&p, &srv, "n,,");
+	assert_int_equal(sasl_base64_encode(srv.server_first, strlen(srv.server_first), &e64), 0);
+	step_fails(c, e64, -ERANGE);
+	assert_non_null(strstr(sasl_client_error(c), "4095"));
+	free(e64);
+	sasl_client_free(c);
+	srv.iter = 4096;
+
+	/* e= from the server */
+	c = scram_client(&p, &srv, "n,,");
+	assert_int_equal(sasl_base64_encode("e=unknown-user", 14, &e64), 0);
+	step_fails(c, e64, -EACCES);
+	assert_non_null(strstr(sasl_client_error(c), "unknown-user"));
+	assert_string_equal(sasl_client_detail(c), "unknown-user");
+	free(e64);
+	sasl_client_free(c);
+
+	/* not base64, and an empty server-first */
+	c = scram_client(&p, &srv, "n,,");
+	step_fails(c, "cj1hYmM", -EBADMSG);
+	step_fails(c, "cj1hYmM=", -EPROTO);   /* the exchange failed already */
+	sasl_client_free(c);
+	c = scram_client(&p, &srv, "n,,");
+	step_fails(c, "", -EBADMSG);
+	sasl_client_free(c);
+
+	/* the initial response through the first challenge */
+	{
+		struct sasl_client *c2 = NULL;
+		char *resp = NULL, *raw = NULL;
+
+		assert_int_equal(sasl_client_new(&p, &c2), 0);
+		assert_int_equal(sasl_client_step(c2, "", 0, &resp), 0);
+		assert_int_equal(sasl_base64_decode(resp, strlen(resp), &raw, NULL), 0);
+		assert_memory_equal(raw, "n,,n=user,r=", 12);
+		sasl_free(raw);
+		sasl_free(resp);
+		sasl_client_free(c2);
+	}
+}
+
+static void
+test_client_scram_oversize(void **state)
+{
+	struct sasl_params p = { .mech = SASL_SCRAM_SHA_1, .user = "user", .secret = "pencil" };
+	struct server srv = { .password = "pencil", .iter = 4096 };
+	struct sasl_client *c = scram_client(&p, &srv, "n,,");
+	size_t n = 20000;
+	char *big = malloc(n + 1);
+
+	(void)state;
+	assert_non_null(big);
+	memset(big, 'A', n);
+	big[n] = '\0';
+	step_fails(c, big, -EBADMSG);
+	free(big);
+	sasl_client_free(c);
+}
+
 int
 main(void)
 {
@@ -201,6 +779,18 @@ main(void)
 		cmocka_unit_test(test_base64_bad),
 		cmocka_unit_test(test_mech_names),
 		cmocka_unit_test(test_choose),
+		cmocka_unit_test(test_choose_order),
+		cmocka_unit_test(test_choose_wanted),
+		cmocka_unit_test(test_offered),
+		cmocka_unit_test(test_client_plain),
+		cmocka_unit_test(test_client_login),
+		cmocka_unit_test(test_client_oauth),
+		cmocka_unit_test(test_client_external),
+		cmocka_unit_test(test_client_new_bad),
+		cmocka_unit_test(test_client_scram_flows),
+		cmocka_unit_test(test_client_scram_gs2),
+		cmocka_unit_test(test_client_scram_faults),
+		cmocka_unit_test(test_client_scram_oversize),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
