@@ -172,10 +172,10 @@ static const struct deliver_ops pop3_ops = { fetch_cb, record_cb };
 
 /* The engine behind session_login(). */
 static int
-pop3_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+pop3_auth_cb(void *engine, struct sasl_client *cl, const char *user, const char *secret,
 	     struct mp_err *err)
 {
-	return pop3_auth(engine, mech, user, secret, err);
+	return pop3_auth(engine, cl, user, secret, err);
 }
 
 static bool
@@ -327,6 +327,7 @@ static int
 open_session(struct run *r)
 {
 	const struct mp_account *a = r->a;
+	struct session_server srv;
 	struct conn *c = NULL;
 	int ret = session_connect(a, &c, r->err);
 
@@ -334,8 +335,13 @@ open_session(struct run *r)
 		ret = pop3_open(c, a->tls == MP_TLS_STARTTLS, &r->pop, r->err);
 	if (ret < 0)
 		return ret;
-	return session_login(a, pop3_caps(r->pop)->sasl, pop3_caps(r->pop)->user, "USER",
-			     pop3_auth_cb, r->pop, r->err);
+	/* c now belongs to r->pop, and lives as long. */
+	srv = (struct session_server){
+		.c = c, .sasl = pop3_caps(r->pop)->sasl, .user_ok = pop3_caps(r->pop)->user,
+		.plain = "USER", .greeting = pop3_greeting(r->pop), .auth = pop3_auth_cb,
+		.engine = r->pop,
+	};
+	return session_login(a, &srv, r->err);
 }
 
 static int

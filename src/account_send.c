@@ -397,10 +397,10 @@ submission_view(struct srun *r)
 }
 
 static int
-smtp_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+smtp_auth_cb(void *engine, struct sasl_client *cl, const char *user, const char *secret,
 	     struct mp_err *err)
 {
-	return smtp_auth(engine, mech, user, secret, err);
+	return smtp_auth(engine, cl, user, secret, err);
 }
 
 static void
@@ -428,9 +428,15 @@ session_open(struct srun *r)
 	ret = session_connect(&r->sub, &c, &e);
 	if (ret == 0)
 		ret = smtp_open(c, ehlo, r->a->smtp_tls == MP_TLS_STARTTLS, &r->smtp, &e);
-	if (ret == 0)
-		ret = session_login(&r->sub, smtp_caps(r->smtp)->sasl, false, "USER", smtp_auth_cb,
-				    r->smtp, &e);
+	if (ret == 0) {
+		/* c now belongs to r->smtp, and lives as long. */
+		const struct session_server srv = {
+			.c = c, .sasl = smtp_caps(r->smtp)->sasl, .user_ok = false, .plain = "USER",
+			.greeting = smtp_greeting(r->smtp), .auth = smtp_auth_cb, .engine = r->smtp,
+		};
+
+		ret = session_login(&r->sub, &srv, &e);
+	}
 	if (ret < 0) {
 		smtp_free(r->smtp);
 		r->smtp = NULL;

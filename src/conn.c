@@ -2,6 +2,7 @@
  * One server connection: TCP with deadlines, optional TLS, buffered line
  * reading with a cap, and a pipelining write queue.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -28,6 +29,8 @@ struct conn {
 	char *host;
 	char *ca_file;
 	char *fingerprint;
+	char *cert_file;
+	char *key_file;
 	unsigned port;
 	unsigned timeout_ms;
 	size_t max_line;
@@ -131,6 +134,18 @@ dup_or_null(const char *s, bool *oom)
 	return d;
 }
 
+/* The handshake on c's socket, with what c was opened with. */
+static int
+start_tls(struct conn *c, struct mp_err *err)
+{
+	const struct tls_opts to = {
+		.host = c->host, .ca_file = c->ca_file, .fingerprint = c->fingerprint,
+		.cert_file = c->cert_file, .key_file = c->key_file,
+	};
+
+	return tls_start(c->fd, &to, util_now_ms() + c->timeout_ms, &c->tls, err);
+}
+
 int
 conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err *err)
 {
@@ -152,6 +167,8 @@ conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err 
 	c->host = dup_or_null(o->host, &oom);
 	c->ca_file = dup_or_null(o->ca_file, &oom);
 	c->fingerprint = dup_or_null(o->fingerprint, &oom);
+	c->cert_file = dup_or_null(o->cert_file, &oom);
+	c->key_file = dup_or_null(o->key_file, &oom);
 	c->in = malloc(CONN_INBUF);
 	if (oom || !c->in) {
 		conn_close(c);
@@ -160,8 +177,7 @@ conn_open(const struct conn_opts *o, bool tls, struct conn **ret, struct mp_err 
 	snprintf(c->peer, sizeof(c->peer), strchr(o->host, ':') ? "[%s]:%u" : "%s:%u", o->host, o->port);
 	r = tcp_connect(c, err);
 	if (r == 0 && tls)
-		r = tls_start(c->fd, c->host, c->ca_file, c->fingerprint,
-			      util_now_ms() + c->timeout_ms, &c->tls, err);
+		r = start_tls(c, err);
 	if (r < 0) {
 		conn_close(c);
 		return r;
@@ -184,14 +200,23 @@ conn_starttls(struct conn *c, struct mp_err *err)
 				  "data after STARTTLS response from %s (possible injection); refusing",
 				  c->peer);
 	c->in_start = c->in_end = 0;
-	return tls_start(c->fd, c->host, c->ca_file, c->fingerprint, util_now_ms() + c->timeout_ms,
-			 &c->tls, err);
+	return start_tls(c, err);
 }
 
 bool
 conn_is_tls(const struct conn *c)
 {
 	return c->tls != NULL;
+}
+
+static_assert(CONN_CB_MAX >= TLS_CB_MAX, "channel binding buffer too small");
+
+ssize_t
+conn_channel_binding(const struct conn *c, const char **ret_type, unsigned char *buf)
+{
+	if (!c->tls)
+		return -ENOTSUP;
+	return tls_channel_binding(c->tls, ret_type, buf);
 }
 
 size_t
@@ -536,5 +561,7 @@ conn_close(struct conn *c)
 	free(c->host);
 	free(c->ca_file);
 	free(c->fingerprint);
+	free(c->cert_file);
+	free(c->key_file);
 	free(c);
 }

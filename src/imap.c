@@ -96,6 +96,7 @@ struct imap {
 	uint32_t exists;
 	unsigned bad_uids;   /* FETCH responses without a valid UID, since imap_take_bad_uids() */
 	char *buf;           /* IMAP_BUFSIZE decoded body bytes */
+	char greeting[256];  /* the greeting's text, sanitized */
 };
 
 /*
@@ -811,6 +812,7 @@ read_greeting(struct imap *m, bool starttls, struct mp_err *err)
 		return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, r->text, r->text_len,
 				"server greeting is not OK");
 	}
+	util_sanitize(m->greeting, sizeof(m->greeting), r->text, r->text_len);
 	code_caps(m, r);
 	return 0;
 }
@@ -858,6 +860,12 @@ const struct imap_caps *
 imap_caps(const struct imap *m)
 {
 	return &m->caps;
+}
+
+const char *
+imap_greeting(const struct imap *m)
+{
+	return m->greeting;
 }
 
 bool
@@ -925,117 +933,121 @@ send_auth_line(struct imap *m, const char *s, bool secret, struct mp_err *err)
 }
 
 /*
- * The challenge after our last response. For the OAuth mechanisms it is an
- * error report (RFC 7628 section 3.2.2) to be answered with a dummy ^A
- * (section 3.2.3; an empty line for XOAUTH2) to get the final NO; for the
- * others it is unexpected, and "*" cancels (RFC 3501 section 6.2.2).
+ * A step failed: cancel with "*" (RFC 3501 section 6.2.2), read the tagged
+ * reply, and report the step's error, whatever that reply says.
  */
 static int
-auth_extra_challenge(struct imap *m, enum sasl_mech mech, const struct imap_response *r,
-		     char *detail, size_t dlen, struct mp_err *err)
+auth_cancel(struct imap *m, unsigned tag, struct sasl_client *cl, int step,
+	    struct mp_err *err)
 {
-	char *json = NULL;
-	size_t jlen;
+	const struct imap_response *r;
+	int rc = send_auth_line(m, "*", false, err);
 
-	if (sasl_base64_decode(r->text, r->text_len, &json, &jlen) == 0) {
-		util_sanitize(detail, dlen, json, jlen);
-		free(json);
-	}
-	return send_auth_line(m, mech == SASL_OAUTHBEARER ? "AQ==" : mech == SASL_XOAUTH2 ? ""
-				 : "*", false, err);
+	if (rc == 0)
+		rc = read_until(m, tag, false, NULL, NULL, NULL, &r, err);
+	if (rc < 0)
+		return rc;
+	if (step == -ENOMEM)
+		return mp_err_oom(err);
+	/* In step again: a NO or BAD after "*" is the expected end. */
+	m->refused = rc != IMAP_STATUS_OK;
+	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
+			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
+			  "%s authentication failed: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
+}
+
+/* The tagged OK: the mechanism decides whether the server proved itself. */
+static int
+auth_sasl_ok(struct sasl_client *cl, bool answered, struct mp_err *err)
+{
+	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
+
+	if (!answered)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server accepted AUTHENTICATE %s without a response", name);
+	if (sasl_client_finish(cl) < 0)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "%s: the server did not prove it knows the password", name);
+	return 0;
+}
+
+/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+static int
+initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+{
+	if (r == -ENOMEM)
+		return mp_err_oom(err);
+	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)),
+			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
 }
 
 /*
- * Runs AUTHENTICATE (RFC 3501 section 6.2.2): answers[] go one per
- * continuation request, then one further challenge is handled as an error
- * report. Returns 0 on OK (*ret_ok the tagged response), or an error.
+ * AUTHENTICATE (RFC 3501 section 6.2.2): the engine only carries base64
+ * lines between cl and the server. With SASL-IR (RFC 4959) the initial
+ * response goes on the command line ("=" when empty); else the first
+ * (empty) challenge goes to sasl_client_step(), which gives it. Returns 0
+ * on OK (*ret_ok the tagged response), or an error.
  */
 static int
-auth_exchange(struct imap *m, struct cmd *cmd, enum sasl_mech mech, char *const *answers,
-	      size_t n_ans, const struct imap_response **ret_ok, struct mp_err *err)
+auth_sasl(struct imap *m, struct sasl_client *cl, const struct imap_response **ret_ok,
+	  struct mp_err *err)
 {
+	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
 	const struct imap_response *r = NULL;
-	char detail[256] = "";
-	unsigned tag = cmd->tag;
-	size_t next = 0;
-	bool extra = false;
-	int rc;
+	char *resp = NULL;
+	struct cmd cmd;
+	unsigned tag;
+	bool answered = false;
+	int rc, rounds = 0;
 
-	rc = cmd_send(m, cmd, &r, err);
+	cmd_start(m, &cmd, "AUTHENTICATE ");
+	cmd_str(&cmd, name);
+	tag = cmd.tag;
+	if (m->caps.sasl_ir) {
+		rc = sasl_client_initial(cl, &resp);
+		if (rc < 0) {
+			cmd_free(&cmd);
+			return initial_failed(cl, rc, err);
+		}
+		if (resp) {
+			cmd_str(&cmd, " ");
+			cmd.secret = cmd.len;
+			cmd_str(&cmd, resp[0] ? resp : "=");
+			answered = true;
+		}
+		sasl_free(resp);
+		resp = NULL;
+	}
+	rc = cmd_send(m, &cmd, &r, err);
 	if (rc == 0)
 		rc = conn_flush(m->c, err);
-	cmd_free(cmd);
+	cmd_free(&cmd);
 	while (rc == 0) {
 		rc = read_until(m, tag, true, NULL, NULL, NULL, &r, err);
 		if (rc != READ_CONT)
 			break;
-		if (next < n_ans) {
-			rc = send_auth_line(m, answers[next++], true, err);
-		} else if (!extra) {
-			extra = true;
-			rc = auth_extra_challenge(m, mech, r, detail, sizeof(detail), err);
-		} else {
-			rc = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-					"server kept challenging a cancelled authentication");
-		}
+		/* RFC 4422 section 3: no mechanism needs this many rounds. */
+		if (++rounds > 16)
+			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+					  "server kept challenging AUTHENTICATE %s", name);
+		rc = sasl_client_step(cl, r->text, r->text_len, &resp);
+		if (rc < 0)
+			return auth_cancel(m, tag, cl, rc, err);
+		rc = send_auth_line(m, resp, true, err);
+		sasl_free(resp);
+		resp = NULL;
+		answered = true;
 	}
 	if (rc < 0)
 		return rc;
 	if (rc != IMAP_STATUS_OK)
-		return auth_refused(m, r, detail, err);
-	if (extra || next < n_ans)
-		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server accepted an unfinished or cancelled authentication");
-	*ret_ok = r;
-	return 0;
-}
-
-/*
- * AUTHENTICATE with one client response (PLAIN, XOAUTH2, OAUTHBEARER): on
- * the command line with SASL-IR (RFC 4959), else after the server's empty
- * challenge.
- */
-static int
-auth_one(struct imap *m, enum sasl_mech mech, const char *resp,
-	 const struct imap_response **ret_ok, struct mp_err *err)
-{
-	char *answers[1] = { (char *)resp };
-	struct cmd cmd;
-
-	cmd_start(m, &cmd, "AUTHENTICATE ");
-	cmd_str(&cmd, sasl_mech_to_string(mech));
-	if (m->caps.sasl_ir) {
-		cmd_str(&cmd, " ");
-		cmd.secret = cmd.len;
-		/* RFC 4959 section 3: an empty initial response is "=". */
-		cmd_str(&cmd, resp[0] ? resp : "=");
-		return auth_exchange(m, &cmd, mech, NULL, 0, ret_ok, err);
-	}
-	return auth_exchange(m, &cmd, mech, answers, 1, ret_ok, err);
-}
-
-/* AUTHENTICATE LOGIN: the base64 user name, then the password. */
-static int
-auth_login_sasl(struct imap *m, const char *user, const char *pass,
-		const struct imap_response **ret_ok, struct mp_err *err)
-{
-	char *answers[2] = { NULL, NULL };
-	struct cmd cmd;
-	int r;
-
-	r = sasl_base64_encode(user, strlen(user), &answers[0]);
-	if (r == 0)
-		r = sasl_base64_encode(pass, strlen(pass), &answers[1]);
-	if (r < 0) {
-		r = mp_err_oom(err);
-		goto out;
-	}
-	cmd_start(m, &cmd, "AUTHENTICATE LOGIN");
-	r = auth_exchange(m, &cmd, SASL_LOGIN, answers, 2, ret_ok, err);
-out:
-	sasl_free(answers[0]);
-	sasl_free(answers[1]);
-	return r;
+		return auth_refused(m, r, sasl_client_detail(cl), err);
+	rc = auth_sasl_ok(cl, answered, err);
+	if (rc == 0)
+		*ret_ok = r;
+	return rc;
 }
 
 /*
@@ -1069,20 +1081,6 @@ auth_login_cmd(struct imap *m, const char *user, const char *pass,
 	if (rc > 0)
 		return auth_refused(m, r, NULL, err);
 	*ret_ok = r;
-	return 0;
-}
-
-/* The SASL response of mech, or an error (-EINVAL: cannot carry these). */
-static int
-sasl_response(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
-	      char **ret, struct mp_err *err)
-{
-	int r = sasl_initial(mech, user, secret, conn_host(m->c), conn_port(m->c), ret);
-
-	if (r < 0)
-		return mp_err_set(err, r, r == -ENOMEM ? MP_EX_TEMPFAIL : MP_EX_CONFIG,
-				  "cannot build the %s response: %s", sasl_mech_to_string(mech),
-				  strerror(-r));
 	return 0;
 }
 
@@ -1137,33 +1135,26 @@ imap_utf8_enabled(const struct imap *m)
 }
 
 int
-imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
+imap_auth(struct imap *m, struct sasl_client *cl, const char *user, const char *secret,
 	  struct mp_err *err)
 {
 	const struct imap_response *ok = NULL;
-	char *resp = NULL;
 	int r;
 
 	r = check_usable(m, err);
 	if (r < 0)
 		return r;
-	if (!user || !secret)
+	if (!cl && (!user || !secret))
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "user name or secret is missing");
 	/* RFC 3501 section 7.1.4: PREAUTH already is the authenticated state. */
 	if (m->preauth)
 		return settle(m, enable_utf8(m, err));
 	m->state = IMAP_ST_AUTH;
 	m->caps_seen = false;
-	if (mech == SASL_USER) {
+	if (cl)
+		r = auth_sasl(m, cl, &ok, err);
+	else
 		r = auth_login_cmd(m, user, secret, &ok, err);
-	} else if (mech == SASL_LOGIN) {
-		r = auth_login_sasl(m, user, secret, &ok, err);
-	} else {
-		r = sasl_response(m, mech, user, secret, &resp, err);
-		if (r == 0)
-			r = auth_one(m, mech, resp, &ok, err);
-		sasl_free(resp);
-	}
 	if (r < 0)
 		return settle(m, r);
 	/*

@@ -73,6 +73,7 @@ struct pop3 {
 	bool utf8;           /* the server accepted UTF8 (RFC 6856) */
 	enum pop3_state state;
 	char *buf;           /* POP3_BUFSIZE + 1 decoded body bytes */
+	char greeting[256];  /* the greeting's text, sanitized */
 };
 
 static const char *
@@ -431,6 +432,7 @@ pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err)
 		r = mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len, "server greeting is not +OK");
 		goto fail;
 	}
+	util_sanitize(p->greeting, sizeof(p->greeting), text, len);
 	r = pop3_capa(p, err);
 	if (r == 0 && stls)
 		r = pop3_stls(p, err);
@@ -449,6 +451,12 @@ const struct pop3_caps *
 pop3_caps(const struct pop3 *p)
 {
 	return &p->caps;
+}
+
+const char *
+pop3_greeting(const struct pop3 *p)
+{
+	return p->greeting;
 }
 
 bool
@@ -512,36 +520,22 @@ auth_refused(struct pop3 *p, const char *text, size_t len, struct mp_err *err)
 	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
 }
 
-/*
- * Sends what is queued and reads the server's answer to an authentication
- * step: REPLY_OK, or (when cont_ok) REPLY_CONT with its text; -ERR is the
- * refusal auth_refused() words.
- */
-static int
-auth_reply(struct pop3 *p, bool cont_ok, const char **ret_text, size_t *ret_len,
-	   struct mp_err *err)
-{
-	int r = conn_flush(p->c, err);
-
-	if (r == 0)
-		r = read_reply(p, cont_ok, ret_text, ret_len, err);
-	if (r == REPLY_ERR)
-		return auth_refused(p, *ret_text, *ret_len, err);
-	return r;
-}
-
-/* Reads the reply that ends an authentication exchange. */
+/* Reads the reply that ends an authentication exchange: 0 for +OK. */
 static int
 auth_final(struct pop3 *p, struct mp_err *err)
 {
 	const char *text;
 	size_t len;
-	int r = auth_reply(p, false, &text, &len, err);
+	int r = conn_flush(p->c, err);
 
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
+	if (r == REPLY_ERR)
+		return auth_refused(p, text, len, err);
 	return r < 0 ? r : 0;
 }
 
-/* Queues a whole-line secret (a SASL response), traced as "***". */
+/* Queues a whole-line SASL response, traced as "***". */
 static int
 send_secret(struct pop3 *p, const char *s, struct mp_err *err)
 {
@@ -549,131 +543,153 @@ send_secret(struct pop3 *p, const char *s, struct mp_err *err)
 }
 
 /*
- * Sends "AUTH mech", then waits for the "+ " challenge. 1 when it came,
- * 0 after a refusal (recorded in err as -EACCES and returned negative).
+ * Queues "AUTH mech", with the initial response when there is one and
+ * the line fits in 255 octets (RFC 5034 section 4; an empty one is "=").
+ * Sets *ret_sent when it went on the line.
  */
 static int
-auth_start(struct pop3 *p, const char *mech, struct mp_err *err)
+auth_command(struct pop3 *p, const char *name, const char *ir, bool *ret_sent,
+	     struct mp_err *err)
 {
-	const char *text;
-	size_t len;
+	size_t nl = strlen(name), rl = ir ? strlen(ir) : 0;
+	char line[POP3_CMD_MAX];
 	int r;
 
-	r = command(p, true, &text, &len, err, "AUTH %s", mech);
-	if (r < 0)
-		return r;
-	if (r == REPLY_ERR)
-		return auth_refused(p, text, len, err);
-	if (r == REPLY_OK)
-		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server accepted AUTH %s without checking credentials", mech);
-	return 0;
+	*ret_sent = false;
+	if (!ir || 5 + nl + 1 + (rl ? rl : 1) + 2 > POP3_CMD_MAX)
+		return send_cmd(p, err, "AUTH %s", name);
+	memcpy(line, "AUTH ", 5);
+	memcpy(line + 5, name, nl);
+	line[5 + nl] = ' ';
+	memcpy(line + 6 + nl, rl ? ir : "=", rl ? rl : 1);
+	r = send_line(p, line, 6 + nl + (rl ? rl : 1), 6 + nl, err);
+	explicit_bzero(line, sizeof(line));
+	*ret_sent = true;
+	return r;
 }
 
 /*
- * The server answered the response with another challenge. For the OAuth
- * mechanisms that is an error report (RFC 7628 section 3.2.2); the client
- * must answer it (a dummy ^A, RFC 7628 section 3.2.3; an empty line for
- * XOAUTH2) to get the final -ERR. For PLAIN it is unexpected: cancel with
- * "*" (RFC 5034 section 4).
+ * A step failed: cancel with "*" (RFC 5034 section 4), read the server's
+ * final reply, and report the step's error, whatever that reply says.
  */
 static int
-auth_error_challenge(struct pop3 *p, enum sasl_mech mech, const char *chal, size_t chlen,
-		     struct mp_err *err)
+auth_cancel(struct pop3 *p, struct sasl_client *cl, int step, struct mp_err *err)
 {
-	char detail[256] = "", *json = NULL;
-	const char *text, *answer;
-	size_t len, jlen;
-	int r;
+	const char *text;
+	size_t len;
+	int r = send_cmd(p, err, "*");
 
-	if (sasl_base64_decode(chal, chlen, &json, &jlen) == 0) {
-		util_sanitize(detail, sizeof(detail), json, jlen);
-		free(json);
-	}
-	answer = mech == SASL_OAUTHBEARER ? "AQ==" : mech == SASL_XOAUTH2 ? "" : "*";
-	r = command(p, false, &text, &len, err, "%s", answer);
+	if (r == 0)
+		r = conn_flush(p->c, err);
+	if (r == 0)
+		r = read_reply(p, false, &text, &len, err);
 	if (r < 0)
 		return r;
-	if (r == REPLY_OK)
-		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server accepted a cancelled authentication");
+	if (step == -ENOMEM)
+		return mp_err_oom(err);
+	/* The session stays in step after the cancel: -EACCES keeps it usable. */
+	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
+			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
+			  "%s authentication failed: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
+}
+
+/* The server's -ERR ending an exchange: its text, or what the client heard before. */
+static int
+auth_sasl_refused(struct pop3 *p, struct sasl_client *cl, const char *text, size_t len,
+		  struct mp_err *err)
+{
+	const char *detail = sasl_client_detail(cl);
+
 	if (len == 0 && detail[0])
 		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
 				"authentication refused");
 	return auth_refused(p, text, len, err);
 }
 
-/*
- * PLAIN, XOAUTH2, OAUTHBEARER: one client response. It goes on the AUTH
- * line when that fits in 255 octets (RFC 5034 section 4), else after the
- * server's empty challenge.
- */
+/* +OK ends the exchange: the mechanism decides whether the server proved itself. */
 static int
-auth_sasl_ir(struct pop3 *p, enum sasl_mech mech, const char *resp, struct mp_err *err)
+auth_sasl_ok(struct sasl_client *cl, bool answered, struct mp_err *err)
 {
-	const char *name = sasl_mech_to_string(mech), *text;
-	size_t nl = strlen(name), rl = strlen(resp), len;
-	int r;
+	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
 
-	if (5 + nl + 1 + rl + 2 <= POP3_CMD_MAX) {
-		char line[POP3_CMD_MAX];
-
-		memcpy(line, "AUTH ", 5);
-		memcpy(line + 5, name, nl);
-		line[5 + nl] = ' ';
-		memcpy(line + 6 + nl, resp, rl);
-		r = send_line(p, line, 6 + nl + rl, 6 + nl, err);
-		explicit_bzero(line, sizeof(line));
-	} else {
-		r = auth_start(p, name, err);
-		if (r == 0)
-			r = send_secret(p, resp, err);
-	}
-	if (r == 0)
-		r = auth_reply(p, true, &text, &len, err);
-	if (r < 0)
-		return r;
-	if (r == REPLY_CONT)
-		return auth_error_challenge(p, mech, text, len, err);
+	if (!answered)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server accepted AUTH %s without a response", name);
+	if (sasl_client_finish(cl) < 0)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "%s: the server did not prove it knows the password", name);
 	return 0;
 }
 
-/* LOGIN: two challenges, answered with the base64 user name, then password. */
+/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
 static int
-auth_login(struct pop3 *p, const char *user, const char *pass, struct mp_err *err)
+initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
 {
-	char *u64 = NULL, *p64 = NULL;
-	const char *text;
-	size_t len;
-	int r;
+	if (r == -ENOMEM)
+		return mp_err_oom(err);
+	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)),
+			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
+}
 
-	r = sasl_base64_encode(user, strlen(user), &u64);
-	if (r == 0)
-		r = sasl_base64_encode(pass, strlen(pass), &p64);
-	if (r < 0) {
-		r = mp_err_oom(err);
-		goto out;
-	}
-	r = auth_start(p, "LOGIN", err);
-	if (r == 0)
-		r = send_line(p, u64, strlen(u64), SIZE_MAX, err);
-	if (r == 0)
-		r = conn_flush(p->c, err);
-	if (r == 0)
-		r = read_reply(p, true, &text, &len, err);
-	if (r == REPLY_ERR)
-		r = auth_refused(p, text, len, err);
-	else if (r == REPLY_OK)
-		r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-			       "server accepted LOGIN without a password");
+/*
+ * The SASL exchange (RFC 5034): the engine only carries base64 lines
+ * between cl and the server. An initial response too long for the AUTH
+ * line answers the server's first (empty) challenge; every other
+ * challenge goes to sasl_client_step().
+ */
+static int
+auth_sasl(struct pop3 *p, struct sasl_client *cl, struct mp_err *err)
+{
+	const char *name = sasl_mech_to_string(sasl_client_mech(cl)), *text;
+	char *pending = NULL, *resp = NULL;
+	size_t len;
+	bool answered;
+	int r, rounds = 0;
+
+	r = sasl_client_initial(cl, &pending);
 	if (r < 0)
-		goto out;
-	r = send_secret(p, p64, err);
-	if (r == 0)
-		r = auth_final(p, err);
-out:
-	sasl_free(u64);
-	sasl_free(p64);
+		return initial_failed(cl, r, err);
+	r = auth_command(p, name, pending, &answered, err);
+	if (answered) {
+		sasl_free(pending);
+		pending = NULL;
+	}
+	while (r == 0) {
+		r = conn_flush(p->c, err);
+		if (r == 0)
+			r = read_reply(p, true, &text, &len, err);
+		if (r < 0)
+			break;
+		if (r == REPLY_OK) {
+			r = auth_sasl_ok(cl, answered, err);
+			break;
+		}
+		if (r == REPLY_ERR) {
+			r = auth_sasl_refused(p, cl, text, len, err);
+			break;
+		}
+		/* RFC 4422 section 3: no mechanism needs this many rounds. */
+		if (++rounds > 16) {
+			r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				       "server kept challenging AUTH %s", name);
+			break;
+		}
+		if (!pending) {
+			r = sasl_client_step(cl, text, len, &resp);
+			if (r < 0) {
+				r = auth_cancel(p, cl, r, err);
+				break;
+			}
+		}
+		r = send_secret(p, pending ? pending : resp, err);
+		sasl_free(pending);
+		sasl_free(resp);
+		pending = resp = NULL;
+		answered = true;
+	}
+	sasl_free(pending);
 	return r;
 }
 
@@ -711,35 +727,25 @@ line_safe(const char *s)
 }
 
 int
-pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+pop3_auth(struct pop3 *p, struct sasl_client *cl, const char *user, const char *secret,
 	  struct mp_err *err)
 {
-	char *resp = NULL;
 	int r;
 
 	r = check_usable(p, err);
 	if (r < 0)
 		return r;
+	p->state = POP3_ST_AUTH;
+	if (cl)
+		return settle(p, auth_sasl(p, cl, err));
 	if (!user || !secret)
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "user name or secret is missing");
-	/* The SASL mechanisms send base64; only USER/PASS put them on the line as is. */
-	if (mech == SASL_USER && (!line_safe(user) || !line_safe(secret)))
+	/* Only USER/PASS put them on the line as they are. */
+	if (!line_safe(user) || !line_safe(secret))
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
 				  "user name or password holds a line break, which USER/PASS "
 				  "cannot carry");
-	p->state = POP3_ST_AUTH;
-	if (mech == SASL_LOGIN)
-		return settle(p, auth_login(p, user, secret, err));
-	if (mech == SASL_USER)
-		return settle(p, auth_user(p, user, secret, err));
-	r = sasl_initial(mech, user, secret, conn_host(p->c), conn_port(p->c), &resp);
-	if (r < 0)
-		return mp_err_set(err, r, r == -ENOMEM ? MP_EX_TEMPFAIL : MP_EX_CONFIG,
-				  "cannot build the %s response: %s", sasl_mech_to_string(mech),
-				  strerror(-r));
-	r = auth_sasl_ir(p, mech, resp, err);
-	sasl_free(resp);
-	return settle(p, r);
+	return settle(p, auth_user(p, user, secret, err));
 }
 
 /* ---- listing ------------------------------------------------------------ */

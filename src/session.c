@@ -28,25 +28,100 @@ session_progress(struct session_progress *p, const struct account_stats *s, bool
 	fflush(stderr);
 }
 
-int
-session_login(const struct mp_account *a, const char *sasl, bool user_ok, const char *plain,
-	      session_auth_fn auth, void *engine, struct mp_err *err)
+/*
+ * The secret the mechanism carries, fetched only now: after TLS is
+ * verified, right before use.
+ */
+static int
+login_secret(const struct mp_account *a, char **ret, struct mp_err *err)
 {
+	/*
+	 * OAuth2 access token: an account with built-in OAuth2 logs in with a
+	 * token instead of the password. Its place is here:
+	 * oauth2_access_token(a, ret, err) (oauth2.h), once that module is
+	 * part of the build.
+	 */
+	if (a->oauth2 != MP_OAUTH2_NONE)
+		return mp_err_set(err, -ENOTSUP, MP_EX_CONFIG,
+				  "built-in OAuth2 cannot fetch tokens in this build");
+	return secret_get(a, a->timeout_s * 1000, ret, err);
+}
+
+/*
+ * Dovecot hashes the password's raw bytes for SCRAM, without SASLprep
+ * (RFC 4013): a prepared password would not match it. Its greetings say
+ * "Dovecot ready." unless the administrator changed them.
+ */
+static bool
+greeting_is_dovecot(const char *greeting)
+{
+	return greeting && strcasestr(greeting, "dovecot") != NULL;
+}
+
+/* The connection's channel binding (RFC 5056), when it has one. */
+struct login_cb {
+	const char *type;
+	unsigned char data[CONN_CB_MAX];
+	size_t len;                /* 0: none (no TLS) */
+};
+
+/* Runs the engine's SASL exchange for mech with a client built from a, srv and secret. */
+static int
+login_sasl(const struct mp_account *a, const struct session_server *srv, enum sasl_mech mech,
+	   const struct login_cb *cb, const char *secret, struct mp_err *err)
+{
+	const struct sasl_params sp = {
+		.mech = mech,
+		.user = mech == SASL_EXTERNAL ? "" : a->user,
+		.secret = secret,
+		.host = conn_host(srv->c),
+		.port = conn_port(srv->c),
+		.cb_type = cb->len ? cb->type : NULL,
+		.cb_data = cb->len ? cb->data : NULL,
+		.cb_len = cb->len,
+		.server_plus = sasl_offered(srv->sasl, SASL_SCRAM_SHA_256_PLUS) ||
+			       sasl_offered(srv->sasl, SASL_SCRAM_SHA_1_PLUS),
+		.saslprep = !greeting_is_dovecot(srv->greeting),
+	};
+	struct sasl_client *cl = NULL;
+	int ret = sasl_client_new(&sp, &cl);
+
+	if (ret == -ENOMEM)
+		return mp_err_oom(err);
+	if (ret < 0)
+		return mp_err_set(err, ret, MP_EX_CONFIG,
+				  "cannot log in with %s: the user name or secret is missing or "
+				  "cannot be carried by it", sasl_mech_to_string(mech));
+	ret = srv->auth(srv->engine, cl, NULL, NULL, err);
+	sasl_client_free(cl);
+	return ret;
+}
+
+int
+session_login(const struct mp_account *a, const struct session_server *srv, struct mp_err *err)
+{
+	struct login_cb cb = { 0 };
+	ssize_t n = conn_channel_binding(srv->c, &cb.type, cb.data);
 	enum sasl_mech mech;
 	char *secret = NULL;
-	int ret = sasl_choose(sasl, user_ok, false, a->auth, &mech);
+	int ret;
 
+	cb.len = n > 0 ? (size_t)n : 0;
+	ret = sasl_choose(srv->sasl, srv->user_ok, cb.len > 0, a->auth, &mech);
 	if (ret < 0)
 		return mp_err_set(err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 				  "no usable authentication mechanism (server offers \"%s\"%s%s; "
-				  "auth = %s)", sasl, user_ok ? " and " : ", no ", plain,
-				  a->auth ? a->auth : "automatic");
-	/* The secret is fetched only now: after TLS is verified, right before use. */
-	ret = secret_get(a, a->timeout_s * 1000, &secret, err);
-	if (ret < 0)
-		return ret;
-	ret = auth(engine, mech, a->user, secret, err);
+				  "auth = %s)", srv->sasl, srv->user_ok ? " and " : ", no ",
+				  srv->plain, a->auth ? a->auth : "automatic");
+	/* EXTERNAL: the TLS client certificate is the credential. */
+	if (mech != SASL_EXTERNAL)
+		ret = login_secret(a, &secret, err);
+	if (ret == 0 && mech == SASL_USER)
+		ret = srv->auth(srv->engine, NULL, a->user, secret, err);
+	else if (ret == 0)
+		ret = login_sasl(a, srv, mech, &cb, secret, err);
 	secret_free(secret);
+	explicit_bzero(cb.data, sizeof(cb.data));
 	return ret;
 }
 
@@ -89,7 +164,7 @@ session_connect(const struct mp_account *a, struct conn **ret, struct mp_err *er
 	const struct conn_opts co = {
 		.host = a->host, .port = a->port, .ca_file = a->tls_ca_file,
 		.fingerprint = a->tls_fingerprint, .timeout_ms = a->timeout_s * 1000,
-		.max_line = 8192,
+		.cert_file = a->tls_cert, .key_file = a->tls_key, .max_line = 8192,
 	};
 
 	return conn_open(&co, a->tls == MP_TLS_IMPLICIT, ret, err);
@@ -97,16 +172,17 @@ session_connect(const struct mp_account *a, struct conn **ret, struct mp_err *er
 
 /* The engine behind session_login() for IMAP. */
 static int
-imap_auth_cb(void *engine, enum sasl_mech mech, const char *user, const char *secret,
+imap_auth_cb(void *engine, struct sasl_client *cl, const char *user, const char *secret,
 	     struct mp_err *err)
 {
-	return imap_auth(engine, mech, user, secret, err);
+	return imap_auth(engine, cl, user, secret, err);
 }
 
 int
 session_imap_open(const struct mp_account *a, struct imap **ret, struct mp_err *err)
 {
 	const struct imap_caps *caps;
+	struct session_server srv;
 	struct conn *c = NULL;
 	int r = session_connect(a, &c, err);
 
@@ -116,5 +192,9 @@ session_imap_open(const struct mp_account *a, struct imap **ret, struct mp_err *
 	if (r < 0 || imap_preauthenticated(*ret))
 		return r;
 	caps = imap_caps(*ret);
-	return session_login(a, caps->sasl, !caps->logindisabled, "LOGIN", imap_auth_cb, *ret, err);
+	srv = (struct session_server){
+		.c = c, .sasl = caps->sasl, .user_ok = !caps->logindisabled, .plain = "LOGIN",
+		.greeting = imap_greeting(*ret), .auth = imap_auth_cb, .engine = *ret,
+	};
+	return session_login(a, &srv, err);
 }

@@ -14,19 +14,44 @@
 #include "mailpull/sasl.h"
 
 /*
- * Chooses the mechanism among what the server offers (sasl, and the plain
- * login when user_ok; plain names it in the error), then, only now that TLS
- * is verified, fetches the secret, hands it to auth and wipes it. Errors:
- * -EINVAL (MP_EX_CONFIG: auth names an unknown mechanism), -ENOENT
+ * An engine's login, for session_login(): cl NULL is the plain login (POP3
+ * USER/PASS, IMAP LOGIN) with user and secret, else the SASL exchange cl
+ * drives (pop3_auth(), imap_auth(), smtp_auth()).
+ */
+typedef int (*session_auth_fn)(void *engine, struct sasl_client *cl, const char *user,
+			       const char *secret, struct mp_err *err);
+
+/* What session_login() needs to know of the session it logs in; all borrowed. */
+struct session_server {
+	struct conn *c;            /* the engine's connection, for channel binding */
+	const char *sasl;          /* the SASL mechanisms offered, space-separated */
+	bool user_ok;              /* the plain login is offered */
+	const char *plain;         /* its name in messages ("USER", "LOGIN") */
+	const char *greeting;      /* the greeting's text: it names the server software */
+	session_auth_fn auth;
+	void *engine;
+};
+
+/*
+ * Chooses the mechanism among what the server offers (the -PLUS ones only
+ * when the connection has channel binding), then, only now that TLS is
+ * verified, fetches the secret (none for EXTERNAL, whose authorization
+ * identity is left empty: the server takes the certificate's), builds the
+ * SASL client (channel binding, whether the server offers a -PLUS
+ * mechanism, SASLprep unless the greeting names Dovecot, which hashes the
+ * password as it is) and runs the engine's login with it. The secret and
+ * the client are wiped afterwards.
+ * Errors: -EINVAL (MP_EX_CONFIG: auth names an unknown mechanism, or the
+ * mechanism cannot carry the user name or secret), -ENOENT
  * (MP_EX_PROTOCOL: nothing the server offers fits), those of secret_get()
  * (-ENOENT, -EACCES, -ECHILD, -ENODATA, -E2BIG, -EBADMSG: MP_EX_CONFIG;
- * -ETIMEDOUT, -ENOMEM, -EIO: MP_EX_TEMPFAIL), and auth's (pop3_auth(),
- * imap_auth(): -EACCES when refused, -EPROTO, conn's).
+ * -ETIMEDOUT, -ENOMEM, -EIO: MP_EX_TEMPFAIL), -ENOTSUP (MP_EX_CONFIG: an
+ * account with built-in OAuth2, whose tokens this build cannot fetch yet),
+ * -ENOMEM (MP_EX_TEMPFAIL), and auth's (pop3_auth(), imap_auth(),
+ * smtp_auth(): -EACCES when refused, -EPROTO, conn's).
  */
-typedef int (*session_auth_fn)(void *engine, enum sasl_mech mech, const char *user,
-			       const char *secret, struct mp_err *err);
-int session_login(const struct mp_account *a, const char *sasl, bool user_ok, const char *plain,
-		  session_auth_fn auth, void *engine, struct mp_err *err) MP_WUR;
+int session_login(const struct mp_account *a, const struct session_server *srv,
+		  struct mp_err *err) MP_WUR;
 
 /*
  * An IMAP session with a's server, logged in: session_connect(),

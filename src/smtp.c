@@ -26,6 +26,7 @@
 /* Pipelined commands in one group: RFC 2920 section 3.1 warns of deadlock. */
 #define SMTP_WINDOW 100
 #define SMTP_MECH_MAX 20           /* RFC 4422 section 3.1 */
+#define SMTP_AUTH_LINE 512         /* RFC 4954 section 4: the AUTH line, CRLF included */
 
 enum smtp_state {
 	SMTP_ST_GREETING,
@@ -64,6 +65,7 @@ struct smtp {
 	bool broken;         /* out of step with the server: refuse further use */
 	enum smtp_state state;
 	char *obuf;          /* 2 * SMTP_CHUNK encoded message bytes, allocated by the first send */
+	char greeting[sizeof(((struct smtp_reply *)0)->text)]; /* the 220's text, sanitized */
 };
 
 static const char *
@@ -397,12 +399,15 @@ reply_error(const struct smtp_reply *rep, int code, enum mp_exit ex, struct mp_e
 
 /*
  * Reads one whole reply into *rep; with caps, every line after the first
- * is an EHLO keyword line. Returns the reply code. A 421 (RFC 5321
- * section 3.8: the server is closing) is -ECONNRESET, except for the
- * greeting, which the caller judges.
+ * is an EHLO keyword line; with raw (SMTP_LINE_MAX + 1 bytes), the last
+ * line's text is copied there as it came (a SASL challenge, which rep's
+ * sanitized and truncated text cannot carry). Returns the reply code. A
+ * 421 (RFC 5321 section 3.8: the server is closing) is -ECONNRESET,
+ * except for the greeting, which the caller judges.
  */
 static int
-read_reply(struct smtp *s, struct smtp_reply *rep, struct smtp_caps *caps, struct mp_err *err)
+read_reply_raw(struct smtp *s, struct smtp_reply *rep, struct smtp_caps *caps, char *raw,
+	       size_t *raw_len, struct mp_err *err)
 {
 	struct smtp_reply_parser p;
 	const char *line, *text;
@@ -427,6 +432,11 @@ read_reply(struct smtp *s, struct smtp_reply *rep, struct smtp_caps *caps, struc
 					      smtp_state_to_string(s->state));
 		if (caps && p.nlines > 1)
 			smtp_ehlo_line(caps, text, tlen);
+		if (raw) {
+			memcpy(raw, text, tlen);
+			raw[tlen] = '\0';
+			*raw_len = tlen;
+		}
 	} while (r == 0);
 	*rep = p.rep;
 	if (rep->code == 421 && s->state != SMTP_ST_GREETING)
@@ -434,6 +444,12 @@ read_reply(struct smtp *s, struct smtp_reply *rep, struct smtp_caps *caps, struc
 				   "server closing the connection in %s state",
 				   smtp_state_to_string(s->state));
 	return rep->code;
+}
+
+static int
+read_reply(struct smtp *s, struct smtp_reply *rep, struct smtp_caps *caps, struct mp_err *err)
+{
+	return read_reply_raw(s, rep, caps, NULL, NULL, err);
 }
 
 /* Sends what is queued and reads the reply. */
@@ -556,8 +572,10 @@ greeting(struct smtp *s, struct mp_err *err)
 	r = read_reply(s, &rep, NULL, err);
 	if (r < 0)
 		return r;
-	if (r == 220)
+	if (r == 220) {
+		memcpy(s->greeting, rep.text, sizeof(s->greeting));
 		return 0;
+	}
 	if (r / 100 == 4 || r / 100 == 5) {
 		/* RFC 5321 section 3.1: after a 554 greeting the server waits for QUIT. */
 		if (r == 554 && send_cmd(s, NULL, "QUIT") == 0 && conn_flush(s->c, NULL) < 0)
@@ -603,6 +621,12 @@ smtp_caps(const struct smtp *s)
 	return &s->caps;
 }
 
+const char *
+smtp_greeting(const struct smtp *s)
+{
+	return s->greeting;
+}
+
 void
 smtp_free(struct smtp *s)
 {
@@ -630,158 +654,171 @@ auth_result(const struct smtp_reply *rep, struct mp_err *err)
 }
 
 /*
- * A 334 after the response. For the OAuth mechanisms it carries an error
- * report (RFC 7628 section 3.2.2) the client must answer (a dummy ^A,
- * section 3.2.3; an empty line for XOAUTH2) to get the final reply; the
- * report, decoded and sanitized, names the failure when the reply says
- * little. For PLAIN it is out of place: cancel with "*" (RFC 4954 section 4).
+ * A step failed: cancel with "*" (RFC 4954 section 4), read the final
+ * reply, and report the step's error, whatever that reply says.
  */
 static int
-auth_challenge(struct smtp *s, enum sasl_mech mech, const struct smtp_reply *chal,
-	       struct mp_err *err)
+auth_cancel(struct smtp *s, struct sasl_client *cl, int step, struct mp_err *err)
 {
-	char detail[256] = "", *json = NULL;
 	struct smtp_reply rep;
-	size_t jlen;
-	const char *answer;
-	bool oauth = mech == SASL_XOAUTH2 || mech == SASL_OAUTHBEARER;
-	int r;
+	int r = send_line(s, "*", 1, SIZE_MAX, err);
 
-	if (oauth && sasl_base64_decode(chal->text, strlen(chal->text), &json, &jlen) == 0) {
-		util_sanitize(detail, sizeof(detail), json, jlen);
-		free(json);
-	}
-	answer = mech == SASL_OAUTHBEARER ? "AQ==" : mech == SASL_XOAUTH2 ? "" : "*";
-	r = send_line(s, answer, strlen(answer), SIZE_MAX, err);
 	if (r == 0)
 		r = flush_reply(s, &rep, NULL, err);
 	if (r < 0)
 		return r;
-	if (r == 235)
-		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "server accepted a cancelled authentication");
-	if (!oauth && r / 100 != 4)
-		return reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err,
-				   "server asked for more after the %s response",
-				   sasl_mech_to_string(mech));
-	if (r / 100 == 5 && detail[0])
-		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
-				      "authentication refused (%d)", r);
-	return auth_result(&rep, err);
-}
-
-/* PLAIN, XOAUTH2, OAUTHBEARER: the response on the AUTH line (RFC 4954 section 4). */
-static int
-auth_initial(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
-	     struct mp_err *err)
-{
-	const char *name = sasl_mech_to_string(mech);
-	struct smtp_reply rep;
-	char *b64 = NULL, *line;
-	size_t nl = strlen(name), bl, ll;
-	int r;
-
-	r = sasl_initial(mech, user, secret, conn_host(s->c), conn_port(s->c), &b64);
-	if (r == -ENOMEM)
+	if (step == -ENOMEM)
 		return mp_err_oom(err);
-	if (r < 0)
-		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
-				  "cannot build the %s response from the user name and secret",
-				  name);
-	bl = strlen(b64);
-	ll = 5 + nl + 1 + (bl ? bl : 1);
-	line = malloc(ll + 1);
-	if (!line) {
-		sasl_free(b64);
-		return mp_err_oom(err);
-	}
-	/* An empty initial response is sent as "=" (RFC 4954 section 4). */
-	snprintf(line, ll + 1, "AUTH %s %s", name, bl ? b64 : "=");
-	sasl_free(b64);
-	r = send_line(s, line, ll, 6 + nl, err);
-	explicit_bzero(line, ll);
-	free(line);
-	if (r == 0)
-		r = flush_reply(s, &rep, NULL, err);
-	if (r < 0)
-		return r;
+	/* A 334 to the cancel leaves us out of step: settle() marks the session. */
 	if (r == 334)
-		return auth_challenge(s, mech, &rep, err);
-	return auth_result(&rep, err);
+		step = -EPROTO;
+	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
+			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
+			  "%s authentication failed: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
 }
 
 /*
- * LOGIN: two 334 challenges, answered in order with the base64 user name
- * and password, whatever the prompts say (servers word them differently).
+ * The reply that ends the exchange. 235: the mechanism decides whether
+ * the server proved itself. A 5xx quotes the error report the server
+ * sent in a challenge (RFC 7628 section 3.2.2), which names the failure
+ * where the reply says little.
  */
 static int
-auth_login(struct smtp *s, const char *user, const char *secret, struct mp_err *err)
+auth_end(struct sasl_client *cl, const struct smtp_reply *rep, bool answered,
+	 struct mp_err *err)
 {
-	const char *answers[2] = { NULL, NULL };
-	char *u64 = NULL, *p64 = NULL;
-	struct smtp_reply rep;
+	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
+	const char *detail = sasl_client_detail(cl);
+
+	if (rep->code == 235 && !answered)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "server accepted AUTH %s without a response", name);
+	if (rep->code == 235 && sasl_client_finish(cl) < 0)
+		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				  "%s: the server did not prove it knows the password", name);
+	if (rep->code / 100 == 5 && detail[0])
+		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
+				      "authentication refused (%d)", rep->code);
+	return auth_result(rep, err);
+}
+
+/*
+ * Queues "AUTH mech", with the initial response when there is one and the
+ * line fits in 512 octets (RFC 4954 section 4, RFC 5321 section 4.5.3.1.4;
+ * an empty one is "="). Sets *ret_sent when it went on the line.
+ */
+static int
+auth_command(struct smtp *s, const char *name, const char *ir, bool *ret_sent,
+	     struct mp_err *err)
+{
+	size_t nl = strlen(name), rl = ir ? strlen(ir) : 0, ll = 5 + nl + 1 + (rl ? rl : 1);
+	char *line;
 	int r;
 
-	if (sasl_base64_encode(user, strlen(user), &u64) < 0 ||
-	    sasl_base64_encode(secret, strlen(secret), &p64) < 0) {
-		r = mp_err_oom(err);
-		goto out;
+	*ret_sent = false;
+	if (!ir || ll + 2 > SMTP_AUTH_LINE)
+		return send_cmd(s, err, "AUTH %s", name);
+	line = malloc(ll + 1);
+	if (!line)
+		return mp_err_oom(err);
+	snprintf(line, ll + 1, "AUTH %s %s", name, rl ? ir : "=");
+	r = send_line(s, line, ll, 6 + nl, err);
+	explicit_bzero(line, ll);
+	free(line);
+	*ret_sent = true;
+	return r;
+}
+
+/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+static int
+initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+{
+	if (r == -ENOMEM)
+		return mp_err_oom(err);
+	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
+			  sasl_mech_to_string(sasl_client_mech(cl)),
+			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
+}
+
+/*
+ * The SASL exchange (RFC 4954): the engine only carries base64 lines
+ * between cl and the server. An initial response too long for the AUTH
+ * line answers the server's first (empty) 334; every other 334 goes to
+ * sasl_client_step().
+ */
+static int
+auth_sasl(struct smtp *s, struct sasl_client *cl, struct mp_err *err)
+{
+	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
+	char *pending = NULL, *resp = NULL, *chal;
+	struct smtp_reply rep;
+	size_t clen = 0;
+	bool answered;
+	int r, rounds = 0;
+
+	chal = malloc(SMTP_LINE_MAX + 1);
+	if (!chal)
+		return mp_err_oom(err);
+	r = sasl_client_initial(cl, &pending);
+	if (r < 0) {
+		free(chal);
+		return initial_failed(cl, r, err);
 	}
-	answers[0] = u64;
-	answers[1] = p64;
-	r = send_cmd(s, err, "AUTH LOGIN");
-	for (size_t i = 0; r == 0 && i < 2; i++) {
-		r = flush_reply(s, &rep, NULL, err);
+	r = auth_command(s, name, pending, &answered, err);
+	if (answered) {
+		sasl_free(pending);
+		pending = NULL;
+	}
+	while (r == 0) {
+		r = conn_flush(s->c, err);
+		if (r == 0)
+			r = read_reply_raw(s, &rep, NULL, chal, &clen, err);
 		if (r < 0)
 			break;
 		if (r != 334) {
-			r = auth_result(&rep, err);
-			if (r == 0)
-				r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-					       "server accepted LOGIN without a password");
-			goto out;
+			r = auth_end(cl, &rep, answered, err);
+			break;
 		}
-		/* The password never reaches the trace; the user name may. */
-		r = send_line(s, answers[i], strlen(answers[i]), i == 1 ? 0 : SIZE_MAX, err);
+		/* RFC 4422 section 3: no mechanism needs this many rounds. */
+		if (++rounds > 16) {
+			r = mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
+				       "server kept challenging AUTH %s", name);
+			break;
+		}
+		if (!pending) {
+			r = sasl_client_step(cl, chal, clen, &resp);
+			if (r < 0) {
+				r = auth_cancel(s, cl, r, err);
+				break;
+			}
+		}
+		r = send_line(s, pending ? pending : resp, strlen(pending ? pending : resp), 0, err);
+		sasl_free(pending);
+		sasl_free(resp);
+		pending = resp = NULL;
+		answered = true;
 	}
-	if (r == 0)
-		r = flush_reply(s, &rep, NULL, err);
-	if (r >= 0)
-		r = r == 334 ? reply_error(&rep, -EPROTO, MP_EX_PROTOCOL, err,
-					   "server asked for more after the LOGIN password")
-			     : auth_result(&rep, err);
-out:
-	sasl_free(u64);
-	sasl_free(p64);
+	sasl_free(pending);
+	free(chal);
 	return r;
 }
 
 int
-smtp_auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
+smtp_auth(struct smtp *s, struct sasl_client *cl, const char *user, const char *secret,
 	  struct mp_err *err)
 {
 	int r = check_usable(s, err);
 
+	(void)user;
+	(void)secret;
 	if (r < 0)
 		return r;
-	if (!user || !secret)
-		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "no user name or secret for AUTH");
-	s->state = SMTP_ST_AUTH;
-	switch (mech) {
-	case SASL_PLAIN:
-	case SASL_XOAUTH2:
-	case SASL_OAUTHBEARER:
-		r = auth_initial(s, mech, user, secret, err);
-		break;
-	case SASL_LOGIN:
-		r = auth_login(s, user, secret, err);
-		break;
-	default:
+	if (!cl)
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
-				  "SMTP has no %s login; use a SASL mechanism",
-				  sasl_mech_to_string(mech));
-	}
-	return settle(s, r);
+				  "SMTP has no plain login; use a SASL mechanism");
+	s->state = SMTP_ST_AUTH;
+	return settle(s, auth_sasl(s, cl, err));
 }
 
 /* ---- one transaction ---------------------------------------------------------- */

@@ -1,11 +1,17 @@
 /* TLS client: OpenSSL with verification that cannot be skipped by accident. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <arpa/inet.h>
@@ -194,9 +200,110 @@ tls_wait(struct tls *t, int sslerr, int64_t deadline_ms)
 	}
 }
 
-static int
-tls_setup(struct tls *t, const char *host, const char *ca_file, struct mp_err *err)
+/* OpenSSL's last error as text for a message, then forgotten. */
+static void
+ssl_reason(char *buf, size_t size)
 {
+	unsigned long e = ERR_peek_last_error();
+
+	if (e)
+		ERR_error_string_n(e, buf, size);
+	else
+		snprintf(buf, size, "no usable PEM data");
+	ERR_clear_error();
+}
+
+/* Refuses an encrypted key instead of letting OpenSSL prompt on the terminal. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *ud)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)ud;
+	return -1;
+}
+
+/*
+ * Loads the private key from path. The mode is checked on the file opened
+ * (fstat), not on the name, so the file judged is the file read.
+ */
+static int
+load_client_key(struct tls *t, const char *path, const char *cert, struct mp_err *err)
+{
+	char why[256];
+	int r;
+	struct stat st;
+	EVP_PKEY *key = NULL;
+	BIO *bio;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+	if (fd < 0)
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot open the client key %s: %s",
+				  path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "the client key %s is not a regular file", path);
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		close(fd);
+		return mp_err_set(err, -EACCES, MP_EX_CONFIG,
+				  "the client key %s is accessible to group or others; "
+				  "chmod 600 %s", path, path);
+	}
+	bio = BIO_new_fd(fd, BIO_CLOSE);
+	if (!bio) {
+		close(fd);
+		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "cannot read the client key %s", path);
+	}
+	key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	if (!key) {
+		ssl_reason(why, sizeof(why));
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "cannot load the client key %s (PEM, not encrypted): %s", path, why);
+	}
+	/* OpenSSL checks here that the key is the certificate's. */
+	r = SSL_CTX_use_PrivateKey(t->ctx, key);
+	EVP_PKEY_free(key);
+	if (r != 1) {
+		ERR_clear_error();
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "the client key %s does not match the certificate %s", path, cert);
+	}
+	return 0;
+}
+
+/* The client certificate chain and its key, checked to match. */
+static int
+load_client_cert(struct tls *t, const char *cert_file, const char *key_file,
+		 struct mp_err *err)
+{
+	const char *kf = key_file ? key_file : cert_file;
+	char why[256];
+	int r;
+
+	if (SSL_CTX_use_certificate_chain_file(t->ctx, cert_file) != 1) {
+		ssl_reason(why, sizeof(why));
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "cannot load the client certificate %s: %s", cert_file, why);
+	}
+	r = load_client_key(t, kf, cert_file, err);
+	if (r < 0)
+		return r;
+	if (SSL_CTX_check_private_key(t->ctx) != 1) {
+		ERR_clear_error();
+		return mp_err_set(err, -EINVAL, MP_EX_CONFIG,
+				  "the client key %s does not match the certificate %s", kf, cert_file);
+	}
+	return 0;
+}
+
+static int
+tls_setup(struct tls *t, const struct tls_opts *o, struct mp_err *err)
+{
+	const char *host = o->host, *ca_file = o->ca_file;
 	unsigned char ipbuf[16];
 	bool is_ip = inet_pton(AF_INET, host, ipbuf) == 1 || inet_pton(AF_INET6, host, ipbuf) == 1;
 
@@ -214,6 +321,12 @@ tls_setup(struct tls *t, const char *host, const char *ca_file, struct mp_err *e
 	} else if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
 		ERR_clear_error();
 		return mp_err_set(err, -EIO, MP_EX_CONFIG, "cannot load the system CA store");
+	}
+	if (o->cert_file) {
+		int r = load_client_cert(t, o->cert_file, o->key_file, err);
+
+		if (r < 0)
+			return r;
 	}
 	t->ssl = SSL_new(t->ctx);
 	if (!t->ssl || SSL_set_fd(t->ssl, t->fd) != 1)
@@ -256,9 +369,10 @@ tls_check_pin(struct tls *t, const char *host, const char *pin, struct mp_err *e
 }
 
 int
-tls_start(int fd, const char *host, const char *ca_file, const char *fingerprint,
-	  int64_t deadline_ms, struct tls **ret, struct mp_err *err)
+tls_start(int fd, const struct tls_opts *o, int64_t deadline_ms, struct tls **ret,
+	  struct mp_err *err)
 {
+	const char *host = o->host;
 	struct tls *t;
 	int r;
 
@@ -269,7 +383,7 @@ tls_start(int fd, const char *host, const char *ca_file, const char *fingerprint
 		return mp_err_oom(err);
 	t->fd = fd;
 	t->verify_error = X509_V_OK;
-	r = tls_setup(t, host, ca_file, err);
+	r = tls_setup(t, o, err);
 	while (r == 0) {
 		int hr = SSL_connect(t->ssl);
 		int e;
@@ -291,7 +405,7 @@ tls_start(int fd, const char *host, const char *ca_file, const char *fingerprint
 		r = tls_fail(t, host, err);
 	}
 	if (r == 0)
-		r = tls_check_pin(t, host, fingerprint, err);
+		r = tls_check_pin(t, host, o->fingerprint, err);
 	if (r < 0) {
 		tls_free(t);
 		return r;
@@ -360,6 +474,66 @@ tls_write(struct tls *t, const void *buf, size_t len, int64_t deadline_ms, struc
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL, "TLS write failed");
 	}
 	return 0;
+}
+
+/* RFC 9266 section 2: the exporter label, no context, 32 bytes. */
+static ssize_t
+cb_exporter(struct tls *t, unsigned char *buf)
+{
+	static const char label[] = "EXPORTER-Channel-Binding";
+
+	if (SSL_export_keying_material(t->ssl, buf, 32, label, sizeof(label) - 1, NULL, 0, 0) != 1) {
+		ERR_clear_error();
+		return -ENOTSUP;
+	}
+	return 32;
+}
+
+/*
+ * RFC 5929 section 4.1: the server certificate hashed with the digest of
+ * its signature algorithm, SHA-256 when that is MD5 or SHA-1; undefined
+ * for a signature without one digest (Ed25519, RSASSA-PSS with parameters).
+ */
+static ssize_t
+cb_server_end_point(struct tls *t, unsigned char *buf)
+{
+	X509 *cert = SSL_get0_peer_certificate(t->ssl);
+	const EVP_MD *md;
+	unsigned int len = 0;
+	int mdnid = NID_undef, pknid = NID_undef;
+
+	if (!cert)
+		return -ENOTSUP;
+	if (X509_get_signature_info(cert, &mdnid, &pknid, NULL, NULL) != 1 &&
+	    OBJ_find_sigid_algs(X509_get_signature_nid(cert), &mdnid, &pknid) != 1) {
+		ERR_clear_error();
+		return -ENOTSUP;
+	}
+	if (mdnid == NID_md5 || mdnid == NID_sha1)
+		mdnid = NID_sha256;
+	md = mdnid == NID_undef ? NULL : EVP_get_digestbynid(mdnid);
+	if (!md || EVP_MD_get_size(md) > TLS_CB_MAX || X509_digest(cert, md, buf, &len) != 1) {
+		ERR_clear_error();
+		return -ENOTSUP;
+	}
+	return (ssize_t)len;
+}
+
+ssize_t
+tls_channel_binding(struct tls *t, const char **ret_type, unsigned char *buf)
+{
+	ssize_t n;
+
+	if (SSL_version(t->ssl) == TLS1_3_VERSION) {
+		n = cb_exporter(t, buf);
+		if (n > 0)
+			*ret_type = "tls-exporter";
+		return n;
+	}
+	n = cb_server_end_point(t, buf);
+	if (n > 0)
+		*ret_type = "tls-server-end-point";
+	return n;
 }
 
 void

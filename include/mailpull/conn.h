@@ -6,6 +6,8 @@
 #ifndef MAILPULL_CONN_H
 #define MAILPULL_CONN_H
 
+#include <sys/types.h>
+
 #include "mailpull/common.h"
 #include "mailpull/err.h"
 
@@ -41,7 +43,7 @@ struct conn;
  * fingerprint), -ECONNRESET (MP_EX_TEMPFAIL: closed during the handshake),
  * -ETIMEDOUT (MP_EX_TEMPFAIL), -EIO (MP_EX_CONFIG: the system CA store
  * cannot be loaded), -EACCES (MP_EX_CONFIG: the client key file is
- * readable by group or others; the message says chmod 600), -EINVAL
+ * accessible to group or others; the message says chmod 600), -EINVAL
  * (MP_EX_CONFIG: the client certificate or key cannot be loaded, or they
  * do not match; the message names the file).
  */

@@ -78,27 +78,43 @@ const struct imap_caps *imap_caps(const struct imap *m);
 /* True once the server enabled UTF8=ACCEPT (see imap_auth()). Cannot fail. */
 bool imap_utf8_enabled(const struct imap *m);
 
+/*
+ * The text of the server's greeting (after any response code), sanitized:
+ * it names the server software, whose quirks the login may have to
+ * follow. Valid while m lives. Cannot fail.
+ */
+const char *imap_greeting(const struct imap *m);
+
 /* True when the greeting was PREAUTH (allowed on implicit TLS only). Cannot fail. */
 bool imap_preauthenticated(const struct imap *m);
 
 /*
- * Authenticates: SASL_USER is LOGIN (refused with -EPROTO when
- * LOGINDISABLED is advertised), the others AUTHENTICATE, with the initial
- * response inline when SASL-IR is offered. Capabilities are refreshed
- * afterwards (from the tagged OK's [CAPABILITY] code, else by asking).
- * Then, when they offer ENABLE and UTF8=ACCEPT, sends ENABLE UTF8=ACCEPT
- * (RFC 6855), so messages with raw UTF-8 headers come unchanged; mailbox
- * names then cross the wire in UTF-8 instead of modified UTF-7. With a
- * PREAUTH greeting only that is done.
- * Secrets never reach a trace (log_trace with redact_from).
- * Errors: -EACCES (NO; err->srv holds the server's text; MP_EX_TEMPFAIL
- * for [UNAVAILABLE], [INUSE] and [LIMIT], else MP_EX_NOPERM, also for
- * [REFERRAL]), -EPROTO (MP_EX_PROTOCOL: BAD, LOGIN under LOGINDISABLED, a
- * challenge out of place), -EINVAL (MP_EX_CONFIG: user or secret missing,
- * or the mechanism's response cannot be built from them), the engine's
- * errors.
+ * Authenticates. cl NULL: LOGIN with user and secret (refused with
+ * -EPROTO when LOGINDISABLED is advertised). Else AUTHENTICATE driven by
+ * cl, which this engine only carries base64 lines for (see struct
+ * sasl_client in sasl.h; user and secret are then unused): with SASL-IR
+ * (RFC 4959) the initial response goes on the command line ("=" when
+ * empty), else the first continuation goes to sasl_client_step(), as does
+ * every further one. A failed step cancels with "*", reads the tagged
+ * reply (the session stays in step) and is reported as that step's error.
+ * A tagged OK that sasl_client_finish() refuses, or one before any
+ * response, is -EPROTO. Capabilities are refreshed afterwards (from the
+ * tagged OK's [CAPABILITY] code, else by asking). Then, when they offer
+ * ENABLE and UTF8=ACCEPT, sends ENABLE UTF8=ACCEPT (RFC 6855), so messages
+ * with raw UTF-8 headers come unchanged; mailbox names then cross the wire
+ * in UTF-8 instead of modified UTF-7. With a PREAUTH greeting only that is
+ * done. Secrets never reach a trace ("***").
+ * Errors: -EACCES (NO; err->srv holds the server's text, or
+ * sasl_client_detail() when the NO has none; MP_EX_TEMPFAIL for
+ * [UNAVAILABLE], [INUSE] and [LIMIT], else MP_EX_NOPERM, also for
+ * [REFERRAL]; also a step that failed on the server's e=), -EPROTO
+ * (MP_EX_PROTOCOL: BAD, LOGIN under LOGINDISABLED, the server did not
+ * prove it knows the password, a step the server broke), -EBADMSG,
+ * -ERANGE (MP_EX_PROTOCOL: a failed step), -EINVAL (MP_EX_CONFIG: user or
+ * secret missing for LOGIN, an initial response cl cannot build), the
+ * engine's errors.
  */
-int imap_auth(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
+int imap_auth(struct imap *m, struct sasl_client *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 struct imap_mailbox {

@@ -49,19 +49,37 @@ int pop3_open(struct conn *c, bool stls, struct pop3 **ret, struct mp_err *err) 
 /* What CAPA offered, borrowed: valid while p lives. Cannot fail. */
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
 
+/*
+ * The text of the server's greeting after "+OK", sanitized (it names the
+ * server software, whose quirks the login may have to follow). Valid while
+ * p lives. Cannot fail.
+ */
+const char *pop3_greeting(const struct pop3 *p);
+
 /* Whether the server accepted UTF8 in pop3_open(). Cannot fail. */
 bool pop3_utf8_mode(const struct pop3 *p);
 
 /*
- * Authenticates with the given mechanism. The secret never reaches a trace.
+ * Authenticates. cl NULL: USER/PASS (RFC 1939) with user and secret.
+ * Else AUTH (RFC 5034) driven by cl, which this engine only carries base64
+ * lines for (see struct sasl_client in sasl.h; user and secret are then
+ * unused): the initial response goes on the AUTH line when "AUTH MECH
+ * RESP" fits in 255 octets ("=" when empty), else it answers the first
+ * "+ "; every further "+ " goes to sasl_client_step(). A failed step
+ * cancels with "*", reads the final reply and is reported as that step's
+ * error. An +OK that sasl_client_finish() refuses, or one before any
+ * response, is -EPROTO. The secret never reaches a trace ("***").
  * Errors: -EACCES (MP_EX_NOPERM: refused, err->srv holds the server's
- * reason; MP_EX_TEMPFAIL when the reply says [IN-USE], [LOGIN-DELAY] or
- * [SYS/TEMP]), -EINVAL (MP_EX_CONFIG: user or secret missing, a line break
- * in them for USER/PASS, or the mechanism cannot be built from them),
- * -EPROTO (MP_EX_PROTOCOL: AUTH answered neither "+ " nor -ERR, a LOGIN
- * challenge out of place), -ENOMEM (MP_EX_TEMPFAIL), conn's.
+ * reason, or sasl_client_detail() when the -ERR has no text; MP_EX_TEMPFAIL
+ * when the reply says [IN-USE], [LOGIN-DELAY] or [SYS/TEMP]; also a step
+ * that failed on the server's e=), -EINVAL (MP_EX_CONFIG: user or secret
+ * missing or holding a line break for USER/PASS; an initial response cl
+ * cannot build), -EPROTO (MP_EX_PROTOCOL: AUTH answered neither "+ ",
+ * +OK nor -ERR; the server did not prove it knows the password; a step
+ * the server broke), -EBADMSG, -ERANGE (MP_EX_PROTOCOL: a failed step),
+ * -ENOMEM (MP_EX_TEMPFAIL), conn's.
  */
-int pop3_auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+int pop3_auth(struct pop3 *p, struct sasl_client *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 /*

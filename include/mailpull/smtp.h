@@ -60,25 +60,35 @@ struct smtp;
 int smtp_open(struct conn *c, const char *ehlo_name, bool starttls, struct smtp **ret,
 	      struct mp_err *err) MP_WUR;
 
+/*
+ * The text of the 220 greeting, sanitized (it names the server software).
+ * Valid while s lives. Cannot fail.
+ */
+const char *smtp_greeting(const struct smtp *s);
+
 /* What the last EHLO announced. Valid while s lives. Cannot fail. */
 const struct smtp_caps *smtp_caps(const struct smtp *s);
 
 /*
- * AUTH with mech (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER; an initial response
- * is sent on the AUTH line, RFC 4954). The secret is never logged.
- * LOGIN answers the two 334 prompts in order, whatever they say. A 334
- * after an XOAUTH2/OAUTHBEARER response (a JSON error, RFC 7628) is
- * answered ("" or "AQ==") and the final refusal reported, with the
- * decoded error as err->srv. The session stays usable after -EACCES and
- * -EAGAIN.
+ * AUTH (RFC 4954) driven by cl, which this engine only carries base64
+ * lines for (see struct sasl_client in sasl.h; user and secret are
+ * unused): the initial response goes on the AUTH line when the line fits
+ * in 512 octets ("=" when empty), else it answers the first 334; every
+ * further 334 goes to sasl_client_step(). A failed step cancels with "*",
+ * reads the final reply and is reported as that step's error. A 235 that
+ * sasl_client_finish() refuses, or one before any response, is -EPROTO.
+ * A 5xx after the server's error report (RFC 7628 section 3.2.2) has that
+ * report, decoded, as err->srv. The secret is never logged ("***"). The
+ * session stays usable after -EACCES and -EAGAIN.
  * Errors: -EACCES (MP_EX_NOPERM: 535 and other 5xx, the server's text in
- * err->srv), -EAGAIN (MP_EX_TEMPFAIL: 454 and other 4xx), -EINVAL
- * (MP_EX_CONFIG: SASL_USER, which SMTP does not have; user or secret NULL
- * or refused by the mechanism's encoder), -EPROTO (MP_EX_PROTOCOL: a 334
- * after a PLAIN response or the LOGIN password, 235 before the password,
- * another code out of place), the engine's errors.
+ * err->srv; also a step that failed on the server's e=), -EAGAIN
+ * (MP_EX_TEMPFAIL: 454 and other 4xx), -EINVAL (MP_EX_CONFIG: cl NULL, as
+ * SMTP has no plain login; an initial response cl cannot build), -EPROTO
+ * (MP_EX_PROTOCOL: the server did not prove it knows the password, a step
+ * the server broke, a code out of place), -EBADMSG, -ERANGE
+ * (MP_EX_PROTOCOL: a failed step), the engine's errors.
  */
-int smtp_auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
+int smtp_auth(struct smtp *s, struct sasl_client *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 /*

@@ -314,12 +314,28 @@ serve(const uint8_t *data, size_t size, struct conn **ret, unsigned max_line)
 	return sfd;
 }
 
+/* A client for mech, NULL for the plain login or when it cannot be made. */
+static struct sasl_client *
+fuzz_client(enum sasl_mech mech)
+{
+	const struct sasl_params sp = {
+		.mech = mech, .user = "user@example.com", .secret = "s3cret",
+		.host = "mail.example.com", .port = 993, .saslprep = true,
+	};
+	struct sasl_client *cl = NULL;
+
+	if (mech == SASL_USER || sasl_client_new(&sp, &cl) < 0)
+		return NULL;
+	return cl;
+}
+
 static void
 session(uint8_t mode, const uint8_t *data, size_t size)
 {
 	static const enum sasl_mech mechs[] = {
 		SASL_USER, SASL_PLAIN, SASL_LOGIN, SASL_XOAUTH2, SASL_OAUTHBEARER,
 	};
+	struct sasl_client *cl;
 	struct sink_check sc = { 0 };
 	struct mp_sink sink = { sk_begin, sk_data, sk_end, &sc };
 	struct mp_err err = { 0 };
@@ -335,8 +351,9 @@ session(uint8_t mode, const uint8_t *data, size_t size)
 		goto out;
 	check_caps(pop3_caps(p));
 	memset(&err, 0, sizeof(err));
-	(void)pop3_auth(p, mechs[(mode & 7) % ARRAY_SIZE(mechs)], "user@example.com", "s3cret",
-			&err);
+	cl = fuzz_client(mechs[(mode & 7) % ARRAY_SIZE(mechs)]);
+	(void)pop3_auth(p, cl, "user@example.com", "s3cret", &err);
+	sasl_client_free(cl);
 	memset(&err, 0, sizeof(err));
 	r = pop3_list(p, &msgs, &n, &err);
 	if (r == 0)

@@ -12,6 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/crypto.h>
 
 #include "fakeserver.h"
 
@@ -130,6 +133,17 @@ serve(int cfd, const struct fake_step *script)
 			gen_body(cfd, s->n, s->text);
 		} else if (s->dir == 'Q') {
 			expect_quiet(&r);
+		} else if (s->dir == 'F') {
+			const char *out;
+
+			if (!rd_line(&r, line, sizeof(line)))
+				die(1, "expected a line for a computed answer, got EOF");
+			if (s->text && strncmp(line, s->text, strlen(s->text)) != 0)
+				die(1, "expected \"%s...\", got \"%s\"", s->text, line);
+			out = s->fn(line);
+			if (!out)
+				die(1, "refused \"%s\"", line);
+			write_all(cfd, out, strlen(out));
 		} else {
 			if (!rd_line(&r, line, sizeof(line)))
 				die(1, "expected \"%s\", got EOF", s->text ? s->text : "*");
@@ -208,4 +222,147 @@ fake_connect(struct fake *f, unsigned timeout_ms, struct mp_err *err)
 	mp_err_clear(err);
 	assert_int_equal(conn_open(&o, false, &c, err), 0);
 	return c;
+}
+
+/* ---- the server side of SCRAM (in the server's process) ------------------ */
+
+struct fake_scram fake_scram;
+
+static struct {
+	char first_bare[1024];     /* client-first-message-bare */
+	char server_first[1024];
+	char nonce[512];           /* combined */
+	unsigned char salted[64];
+	char out[2048];
+} scram_st;
+
+static const unsigned char scram_salt[] = "fake salt 16 by";
+
+static const EVP_MD *
+scram_md(void)
+{
+	return fake_scram.sha1 ? EVP_sha1() : EVP_sha256();
+}
+
+static size_t
+b64_enc(const void *in, size_t len, char *out)
+{
+	return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+}
+
+/* Decodes base64 into out (NUL-terminated); -1 when it is not base64. */
+static int
+b64_dec(const char *in, char *out, size_t cap)
+{
+	size_t len = strlen(in);
+	int n;
+
+	if (len % 4 || len / 4 * 3 + 1 > cap)
+		return -1;
+	n = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)in, (int)len);
+	if (n < 0)
+		return -1;
+	if (len && in[len - 1] == '=')
+		n--;
+	if (len > 1 && in[len - 2] == '=')
+		n--;
+	out[n] = '\0';
+	return n;
+}
+
+static const char *
+last_word(const char *line)
+{
+	const char *sp = strrchr(line, ' ');
+
+	return sp ? sp + 1 : line;
+}
+
+static const char *
+scram_answer(const char *msg)
+{
+	size_t pl = strlen(fake_scram.prefix);
+
+	memcpy(scram_st.out, fake_scram.prefix, pl);
+	pl += b64_enc(msg, strlen(msg), scram_st.out + pl);
+	memcpy(scram_st.out + pl, "\r\n", 3);
+	return scram_st.out;
+}
+
+const char *
+fake_scram_first(const char *line)
+{
+	char msg[1024], salt[64], want[128];
+	const char *bare, *r;
+	size_t gl = strlen(fake_scram.gs2);
+	int n = b64_dec(last_word(line), msg, sizeof(msg));
+
+	/* gs2-header, then "n=user,r=nonce" */
+	if (n < 0 || strncmp(msg, fake_scram.gs2, gl) != 0)
+		return NULL;
+	bare = msg + gl;
+	snprintf(want, sizeof(want), "n=%s,r=", fake_scram.user);
+	if (strncmp(bare, want, strlen(want)) != 0)
+		return NULL;
+	r = bare + strlen(want);
+	snprintf(scram_st.first_bare, sizeof(scram_st.first_bare), "%s", bare);
+	snprintf(scram_st.nonce, sizeof(scram_st.nonce), "%s%s", r,
+		 fake_scram.short_nonce ? "" : "SeRvErNoNcE");
+	b64_enc(scram_salt, sizeof(scram_salt) - 1, salt);
+	snprintf(scram_st.server_first, sizeof(scram_st.server_first), "r=%s,s=%s,i=%u",
+		 scram_st.nonce, salt, fake_scram.iter ? fake_scram.iter : 4096);
+	PKCS5_PBKDF2_HMAC(fake_scram.password, (int)strlen(fake_scram.password), scram_salt,
+			  (int)sizeof(scram_salt) - 1, (int)(fake_scram.iter ? fake_scram.iter : 4096),
+			  scram_md(), EVP_MD_get_size(scram_md()), scram_st.salted);
+	return scram_answer(scram_st.server_first);
+}
+
+/* HMAC(key, "text") */
+static void
+hmac(const unsigned char *key, size_t klen, const char *text, unsigned char *out)
+{
+	unsigned int len = 0;
+
+	HMAC(scram_md(), key, (int)klen, (const unsigned char *)text, strlen(text), out, &len);
+}
+
+const char *
+fake_scram_final(const char *line)
+{
+	char msg[1024], cbind[512], want_c[800], auth[3072], proof64[128], v[256];
+	unsigned char ckey[64], skey[64], stored[64], csig[64], ssig[64], proof[64];
+	size_t hl = (size_t)EVP_MD_get_size(scram_md()), gl = strlen(fake_scram.gs2);
+	char *p;
+	int n = b64_dec(last_word(line), msg, sizeof(msg));
+
+	p = n < 0 ? NULL : strstr(msg, ",p=");
+	if (!p)
+		return NULL;
+	*p = '\0';
+	/* c= is base64(gs2-header + channel binding data) */
+	memcpy(cbind, fake_scram.gs2, gl);
+	if (fake_scram.cb)
+		memcpy(cbind + gl, fake_scram.cb, fake_scram.cb_len);
+	want_c[0] = 'c';
+	want_c[1] = '=';
+	b64_enc(cbind, gl + (fake_scram.cb ? fake_scram.cb_len : 0), want_c + 2);
+	snprintf(auth, sizeof(auth), "%s,r=%s", want_c, scram_st.nonce);
+	if (strcmp(msg, auth) != 0)
+		return NULL;
+	snprintf(auth, sizeof(auth), "%s,%s,%s", scram_st.first_bare, scram_st.server_first, msg);
+	hmac(scram_st.salted, hl, "Client Key", ckey);
+	EVP_Digest(ckey, hl, stored, NULL, scram_md(), NULL);
+	hmac(stored, hl, auth, csig);
+	for (size_t i = 0; i < hl; i++)
+		proof[i] = ckey[i] ^ csig[i];
+	b64_enc(proof, hl, proof64);
+	if (strcmp(p + 3, proof64) != 0)
+		return NULL;
+	hmac(scram_st.salted, hl, "Server Key", skey);
+	hmac(skey, hl, auth, ssig);
+	if (fake_scram.bad_signature)
+		ssig[0] ^= 1;
+	memcpy(v, "v=", 2);
+	b64_enc(ssig, hl, v + 2);
+	return scram_answer(v);
 }

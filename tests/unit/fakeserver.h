@@ -14,13 +14,22 @@
 
 #include "mailpull/conn.h"
 
+/*
+ * Computes the server's answer to the client's line (the text to send,
+ * CRLF included), or NULL when the line is wrong (the server then fails).
+ * Runs in the server's process: state kept between calls stays there.
+ */
+typedef const char *(*fake_fn)(const char *line);
+
 struct fake_step {
 	char dir;          /* 'S' send text, 'C' expect this line (any line when text
 			      is NULL), 'c' expect a line starting with text, 'Q' expect
 			      silence, 'P' pause, 'G' send n generated body bytes,
-			      'X' close our side, 'W' sleep n ms */
+			      'X' close our side, 'W' sleep n ms, 'F' expect a line starting
+			      with text (any when NULL) and send what fn makes of it */
 	const char *text;
 	size_t n;
+	fake_fn fn;
 };
 
 #define S(t) { 'S', t, 0 }
@@ -35,6 +44,32 @@ struct fake_step {
 #define CLOSE { 'X', NULL, 0 }
 #define SLEEP(ms) { 'W', NULL, ms }
 #define END { 0, NULL, 0 }
+/* A client line (starting with t, when t is not NULL), answered with fn(line). */
+#define ANSWER(t, f) { 'F', t, 0, f }
+
+/*
+ * The server side of SCRAM (RFC 5802) for the scripts, set before the
+ * server is started. fake_scram_first() takes the client-first-message
+ * (the last word of the line, base64) and answers with the
+ * server-first-message; fake_scram_final() checks the client-final's
+ * channel binding and proof and answers with the server-final-message
+ * (v=), both base64 after prefix ("+ " or "334 ").
+ */
+struct fake_scram {
+	const char *prefix;        /* before the base64 challenge: "+ ", "334 " */
+	const char *user;
+	const char *password;      /* as the server hashes it (no SASLprep here) */
+	bool sha1;                 /* SCRAM-SHA-1, else SCRAM-SHA-256 */
+	unsigned iter;             /* 0: 4096 */
+	const char *gs2;           /* the GS2 header expected: "n,,", "y,,", "p=tls-exporter,," */
+	const unsigned char *cb;   /* channel binding data for "p=", else NULL */
+	size_t cb_len;
+	bool short_nonce;          /* answer with the client's nonce not extended */
+	bool bad_signature;        /* a v= that is not the server signature */
+};
+extern struct fake_scram fake_scram;
+const char *fake_scram_first(const char *line);
+const char *fake_scram_final(const char *line);
 
 struct fake {
 	pid_t pid;

@@ -64,6 +64,38 @@ finish(struct fake *f, struct imap *m)
 	assert_int_equal(fake_wait(f), 0);
 }
 
+/*
+ * imap_auth() with a fresh SASL client for mech (cb: channel binding data
+ * for -PLUS or the "y" flag; plus: the server offered a -PLUS mechanism),
+ * freed after. SASL_USER: the plain login (LOGIN).
+ */
+static int
+auth_cb(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
+	const char *cb, bool plus, struct mp_err *err)
+{
+	const struct sasl_params sp = {
+		.mech = mech, .user = user, .secret = secret, .host = "127.0.0.1", .port = 143,
+		.cb_type = cb ? "tls-exporter" : NULL, .cb_data = (const unsigned char *)cb,
+		.cb_len = cb ? strlen(cb) : 0, .server_plus = plus, .saslprep = true,
+	};
+	struct sasl_client *cl = NULL;
+	int r;
+
+	if (mech == SASL_USER)
+		return imap_auth(m, NULL, user, secret, err);
+	assert_int_equal(sasl_client_new(&sp, &cl), 0);
+	r = imap_auth(m, cl, user, secret, err);
+	sasl_client_free(cl);
+	return r;
+}
+
+static int
+auth(struct imap *m, enum sasl_mech mech, const char *user, const char *secret,
+     struct mp_err *err)
+{
+	return auth_cb(m, mech, user, secret, NULL, false, err);
+}
+
 /* ---- a sink that keeps what it gets ------------------------------------- */
 
 #define GOT_MAX 16
@@ -172,7 +204,7 @@ test_greeting_caps_login_logout(void **state)
 	assert_false(caps->starttls || caps->logindisabled || caps->rev2);
 	assert_string_equal(caps->sasl, "PLAIN XOAUTH2");
 	assert_false(imap_preauthenticated(m));
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(m, SASL_USER, "user", "secret", &err), 0);
 	/* capabilities after login come from the tagged OK */
 	assert_true(caps->idle && caps->move);
 	assert_false(caps->sasl_ir || caps->uidplus);
@@ -196,7 +228,7 @@ test_greeting_asks_caps(void **state)
 	(void)state;
 	assert_true(imap_caps(m)->rev2 && imap_caps(m)->starttls && imap_caps(m)->logindisabled);
 	/* LOGIN is never sent under LOGINDISABLED (RFC 3501 section 6.2.3) */
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), -EPROTO);
+	assert_int_equal(auth(m, SASL_USER, "user", "secret", &err), -EPROTO);
 	assert_non_null(strstr(err.msg, "LOGINDISABLED"));
 	finish(&f, m);
 }
@@ -214,7 +246,7 @@ test_preauth(void **state)
 	(void)state;
 	assert_true(imap_preauthenticated(m));
 	/* already authenticated: nothing is sent */
-	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(m, SASL_PLAIN, "user", "secret", &err), 0);
 	finish(&f, m);
 }
 
@@ -368,7 +400,7 @@ test_auth_plain_sasl_ir(void **state)
 	struct imap *m = open_ok(&f, script, &err);
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(m, SASL_PLAIN, "user", "secret", &err), 0);
 	assert_true(imap_caps(m)->uidplus);
 	finish(&f, m);
 }
@@ -387,7 +419,7 @@ test_auth_plain_continuation(void **state)
 	struct imap *m = open_ok(&f, script, &err);
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(m, SASL_PLAIN, "user", "secret", &err), 0);
 	/* the untagged CAPABILITY during the command counts: not asked again */
 	assert_true(imap_caps(m)->namespace_);
 	finish(&f, m);
@@ -410,15 +442,15 @@ test_auth_no(void **state)
 	struct imap *m = open_ok(&f, script, &err);
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_NOPERM);
 	assert_string_equal(err.srv, "bad password");
 	mp_err_clear(&err);
-	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_TEMPFAIL);
 	mp_err_clear(&err);
 	/* a refusal leaves the session usable */
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_USER, "user", "secret", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_NOPERM);
 	finish(&f, m);
 }
@@ -437,7 +469,7 @@ test_login_quoting(void **state)
 	struct imap *m = open_ok(&f, script, &err);
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_USER, "a\"b\\c", "p\xc3\xa4ss", &err), 0);
+	assert_int_equal(auth(m, SASL_USER, "a\"b\\c", "p\xc3\xa4ss", &err), 0);
 	finish(&f, m);
 }
 
@@ -456,7 +488,7 @@ test_login_literal_plus(void **state)
 
 	(void)state;
 	/* a line break cannot be quoted: a literal, not waited for with LITERAL+ */
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "a\r\nb", &err), 0);
+	assert_int_equal(auth(m, SASL_USER, "user", "a\r\nb", &err), 0);
 	finish(&f, m);
 }
 
@@ -474,7 +506,7 @@ test_login_literal_refused(void **state)
 
 	(void)state;
 	/* refused before the literal: its data is never sent */
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "p\xc3\xa4ss", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_USER, "user", "p\xc3\xa4ss", &err), -EACCES);
 	finish(&f, m);
 }
 
@@ -494,7 +526,7 @@ test_auth_xoauth2_error(void **state)
 	struct imap *m = open_ok(&f, script, &err);
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_XOAUTH2, "u", "t", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_XOAUTH2, "u", "t", &err), -EACCES);
 	assert_string_equal(err.srv, "denied");
 	finish(&f, m);
 }
@@ -514,9 +546,155 @@ test_auth_oauthbearer_error(void **state)
 	struct imap *m = open_ok(&f, script, &err);
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_OAUTHBEARER, "u", "t", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_OAUTHBEARER, "u", "t", &err), -EACCES);
 	/* no text in the NO: the decoded error report is shown */
 	assert_string_equal(err.srv, "{\"status\":\"401\"}");
+	finish(&f, m);
+}
+
+/* ---- SCRAM and the generic SASL loop ------------------------------------ */
+
+static void
+scram_setup(void)
+{
+	fake_scram = (struct fake_scram){
+		.prefix = "+ ", .user = "user", .password = "pencil", .gs2 = "n,,",
+	};
+}
+
+/* SASL-IR: the client-first on the command line; the server-final answered with "". */
+static void
+test_auth_scram_sasl_ir(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET_CAPS("SASL-IR AUTH=SCRAM-SHA-256"),
+		ANSWER("A0001 AUTHENTICATE SCRAM-SHA-256 ", fake_scram_first),
+		ANSWER(NULL, fake_scram_final), C(""),
+		S("A0001 OK [CAPABILITY IMAP4rev1 UIDPLUS] in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m;
+
+	(void)state;
+	scram_setup();
+	m = open_ok(&f, script, &err);
+	assert_int_equal(auth(m, SASL_SCRAM_SHA_256, "user", "pencil", &err), 0);
+	assert_true(imap_caps(m)->uidplus);
+	finish(&f, m);
+}
+
+/* Without SASL-IR: the empty first challenge is answered with the client-first. */
+static void
+test_auth_scram_continuation(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET_CAPS("AUTH=SCRAM-SHA-256"),
+		C("A0001 AUTHENTICATE SCRAM-SHA-256"), QUIET, S("+ \r\n"),
+		ANSWER(NULL, fake_scram_first), ANSWER(NULL, fake_scram_final), C(""),
+		S("A0001 OK done\r\n"),
+		C("A0002 CAPABILITY"), S("* CAPABILITY IMAP4rev1\r\nA0002 OK\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m;
+
+	(void)state;
+	scram_setup();
+	m = open_ok(&f, script, &err);
+	assert_int_equal(auth(m, SASL_SCRAM_SHA_256, "user", "pencil", &err), 0);
+	finish(&f, m);
+}
+
+/* -PLUS: the channel binding data travel in c= (the fake server checks them). */
+static void
+test_auth_scram_plus(void **state)
+{
+	static const char cb[] = "0123456789abcdef0123456789abcdef";
+	static const struct fake_step script[] = {
+		GREET_CAPS("SASL-IR AUTH=SCRAM-SHA-256-PLUS"),
+		ANSWER("A0001 AUTHENTICATE SCRAM-SHA-256-PLUS ", fake_scram_first),
+		ANSWER(NULL, fake_scram_final), C(""),
+		S("A0001 OK [CAPABILITY IMAP4rev1] in\r\n"),
+		END,
+	};
+	static const struct fake_step y[] = {
+		GREET_CAPS("SASL-IR AUTH=SCRAM-SHA-256"),
+		ANSWER("A0001 AUTHENTICATE SCRAM-SHA-256 ", fake_scram_first),
+		ANSWER(NULL, fake_scram_final), C(""),
+		S("A0001 OK [CAPABILITY IMAP4rev1] in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m;
+
+	(void)state;
+	scram_setup();
+	fake_scram.gs2 = "p=tls-exporter,,";
+	fake_scram.cb = (const unsigned char *)cb;
+	fake_scram.cb_len = strlen(cb);
+	m = open_ok(&f, script, &err);
+	assert_int_equal(auth_cb(m, SASL_SCRAM_SHA_256_PLUS, "user", "pencil", cb, true, &err), 0);
+	finish(&f, m);
+
+	/* could bind, but no -PLUS offered: "y" (a stripped -PLUS list is noticed) */
+	scram_setup();
+	fake_scram.gs2 = "y,,";
+	m = open_ok(&f, y, &err);
+	assert_int_equal(auth_cb(m, SASL_SCRAM_SHA_256, "user", "pencil", cb, false, &err), 0);
+	finish(&f, m);
+}
+
+/* A tagged OK without the server-final: no proof, no login. */
+static void
+test_auth_scram_ok_without_v(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET_CAPS("SASL-IR AUTH=SCRAM-SHA-256"),
+		ANSWER("A0001 AUTHENTICATE SCRAM-SHA-256 ", fake_scram_first), C(NULL),
+		S("A0001 OK [CAPABILITY IMAP4rev1] in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m;
+
+	(void)state;
+	scram_setup();
+	m = open_ok(&f, script, &err);
+	assert_int_equal(auth(m, SASL_SCRAM_SHA_256, "user", "pencil", &err), -EPROTO);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_non_null(strstr(err.msg, "the server did not prove it knows the password"));
+	finish(&f, m);
+}
+
+/* A wrong server signature: "*", the tagged reply read, the step's error reported. */
+static void
+test_auth_scram_cancel(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET_CAPS("SASL-IR AUTH=SCRAM-SHA-256 AUTH=PLAIN"),
+		ANSWER("A0001 AUTHENTICATE SCRAM-SHA-256 ", fake_scram_first),
+		ANSWER(NULL, fake_scram_final), C("*"), S("A0001 BAD cancelled\r\n"),
+		C("A0002 AUTHENTICATE PLAIN " PLAIN_IR), S("A0002 OK [CAPABILITY IMAP4rev1] in\r\n"),
+		END,
+	};
+	struct fake f;
+	struct mp_err err;
+	struct imap *m;
+
+	(void)state;
+	scram_setup();
+	fake_scram.bad_signature = true;
+	m = open_ok(&f, script, &err);
+	assert_int_equal(auth(m, SASL_SCRAM_SHA_256, "user", "pencil", &err), -EPROTO);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_non_null(strstr(err.msg, "SCRAM-SHA-256 authentication failed: "));
+	/* in step after the cancel: the next login goes on the same session */
+	assert_int_equal(auth(m, SASL_PLAIN, "user", "secret", &err), 0);
 	finish(&f, m);
 }
 
@@ -652,7 +830,7 @@ test_utf8_accept(void **state)
 	size_t n = 0;
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(m, SASL_USER, "user", "secret", &err), 0);
 	assert_true(imap_utf8_enabled(m));
 	assert_int_equal(imap_list(m, "\xc3\xa4/%", &v, &n, &err), 0);
 	/*
@@ -691,7 +869,7 @@ test_utf8_accept_refused(void **state)
 	struct imap_folder fo;
 
 	(void)state;
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(m, SASL_USER, "user", "secret", &err), 0);
 	assert_false(imap_utf8_enabled(m));
 	assert_int_equal(imap_select(m, "\xc3\x84pfel", false, &fo, &err), 0);
 	finish(&f, m);
@@ -1682,9 +1860,9 @@ test_trace_redacts(void **state)
 	dup2(fileno(tmp), 2);
 	log_set_level(LOG_LVL_TRACE);
 	assert_int_equal(fake_open(&f, false, &m, &err), 0);
-	assert_int_equal(imap_auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "secret", &err), -EACCES);
-	assert_int_equal(imap_auth(m, SASL_USER, "user", "s\xc3\xa9" "cret!", &err), 0);
+	assert_int_equal(auth(m, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_USER, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(m, SASL_USER, "user", "s\xc3\xa9" "cret!", &err), 0);
 	log_set_level(LOG_LVL_INFO);
 	fflush(stderr);
 	dup2(saved, 2);
@@ -1984,6 +2162,11 @@ main(void)
 		cmocka_unit_test(test_login_literal_refused),
 		cmocka_unit_test(test_auth_xoauth2_error),
 		cmocka_unit_test(test_auth_oauthbearer_error),
+		cmocka_unit_test(test_auth_scram_sasl_ir),
+		cmocka_unit_test(test_auth_scram_continuation),
+		cmocka_unit_test(test_auth_scram_plus),
+		cmocka_unit_test(test_auth_scram_ok_without_v),
+		cmocka_unit_test(test_auth_scram_cancel),
 		cmocka_unit_test(test_select),
 		cmocka_unit_test(test_list),
 		cmocka_unit_test(test_utf8_accept),

@@ -32,6 +32,38 @@ fake_open(struct fake *f, bool stls, struct pop3 **ret, struct mp_err *err)
 	return pop3_open(fake_connect(f, 3000, err), stls, ret, err);
 }
 
+/*
+ * pop3_auth() with a fresh SASL client for mech (the fake server's address
+ * for OAUTHBEARER's kvpairs; cb for -PLUS or the "y" flag), freed after.
+ * SASL_USER: the plain login.
+ */
+static int
+auth_cb(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+	unsigned port, const char *cb, struct mp_err *err)
+{
+	const struct sasl_params sp = {
+		.mech = mech, .user = user, .secret = secret, .host = "127.0.0.1", .port = port,
+		.cb_type = cb ? "tls-exporter" : NULL, .cb_data = (const unsigned char *)cb,
+		.cb_len = cb ? strlen(cb) : 0, .saslprep = true,
+	};
+	struct sasl_client *cl = NULL;
+	int r;
+
+	if (mech == SASL_USER)
+		return pop3_auth(p, NULL, user, secret, err);
+	assert_int_equal(sasl_client_new(&sp, &cl), 0);
+	r = pop3_auth(p, cl, user, secret, err);
+	sasl_client_free(cl);
+	return r;
+}
+
+static int
+auth(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+     struct mp_err *err)
+{
+	return auth_cb(p, mech, user, secret, 0, NULL, err);
+}
+
 /* ---- a sink that keeps what it gets ------------------------------------- */
 
 struct got {
@@ -117,7 +149,7 @@ test_open_auth_plain_quit(void **state)
 	assert_true(caps->user && caps->uidl && caps->top && caps->pipelining && caps->resp_codes);
 	assert_false(caps->stls);
 	assert_string_equal(caps->sasl, "PLAIN LOGIN XOAUTH2 OAUTHBEARER");
-	assert_int_equal(pop3_auth(p, SASL_PLAIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_PLAIN, "user", "secret", &err), 0);
 	assert_int_equal(pop3_quit(p, &err), 0);
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
@@ -158,16 +190,16 @@ test_auth_refused_then_user_pass(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_auth(p, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(p, SASL_PLAIN, "user", "secret", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_NOPERM);
 	assert_string_equal(err.msg, "authentication refused");
 	assert_string_equal(err.srv, "[AUTH] invalid credentials");
 	mp_err_clear(&err);
 	/* a line break would end the command and start another: never sent */
-	assert_int_equal(pop3_auth(p, SASL_USER, "user\r\nDELE 1", "secret", &err), -EINVAL);
-	assert_int_equal(pop3_auth(p, SASL_USER, "user", "x\nDELE 1", &err), -EINVAL);
+	assert_int_equal(auth(p, SASL_USER, "user\r\nDELE 1", "secret", &err), -EINVAL);
+	assert_int_equal(auth(p, SASL_USER, "user", "x\nDELE 1", &err), -EINVAL);
 	mp_err_clear(&err);
-	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_USER, "user", "secret", &err), 0);
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
 }
@@ -188,7 +220,7 @@ test_pass_refused_in_use(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(p, SASL_USER, "user", "secret", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_TEMPFAIL);
 	assert_string_equal(err.srv, "[IN-USE] mailbox locked");
 	pop3_free(p);
@@ -222,7 +254,7 @@ test_no_capa(void **state)
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
 	assert_true(pop3_caps(p)->user && pop3_caps(p)->uidl && pop3_caps(p)->top);
 	assert_false(pop3_caps(p)->pipelining);
-	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_USER, "user", "secret", &err), 0);
 	assert_int_equal(pop3_list(p, &m, &n, &err), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(m[0].uidl, "");
@@ -285,7 +317,7 @@ utf8_case(const char *reply, bool want)
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
 	assert_true(pop3_caps(p)->utf8);
 	assert_int_equal(pop3_utf8_mode(p), want);
-	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_USER, "user", "secret", &err), 0);
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
 }
@@ -308,7 +340,7 @@ test_utf8(void **state)
 	fake_start(&f, plain);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
 	assert_false(pop3_utf8_mode(p));
-	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_USER, "user", "secret", &err), 0);
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
 }
@@ -734,7 +766,7 @@ test_auth_plain_long(void **state)
 	script[5].text = b64;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_auth(p, SASL_PLAIN, user, "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_PLAIN, user, "secret", &err), 0);
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
 	sasl_free(b64);
@@ -757,7 +789,7 @@ test_auth_login(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_auth(p, SASL_LOGIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_LOGIN, "user", "secret", &err), 0);
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
 }
@@ -781,7 +813,7 @@ test_auth_xoauth2_error(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_auth(p, SASL_XOAUTH2, "user", "tok", &err), -EACCES);
+	assert_int_equal(auth(p, SASL_XOAUTH2, "user", "tok", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_NOPERM);
 	/* the decoded error report stands in for an empty -ERR text */
 	assert_string_equal(err.srv, "{\"status\":\"401\"}");
@@ -810,10 +842,199 @@ test_auth_oauthbearer_error(void **state)
 	script[3].text = want;
 	fake_run(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_auth(p, SASL_OAUTHBEARER, "user", "tok", &err), -EACCES);
+	assert_int_equal(auth_cb(p, SASL_OAUTHBEARER, "user", "tok", f.port, NULL, &err), -EACCES);
 	assert_string_equal(err.srv, "token expired");
 	pop3_free(p);
 	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* ---- SCRAM and the generic SASL loop ------------------------------------ */
+
+#define CAPA_SCRAM C("CAPA"), S("+OK\r\nUSER\r\nSASL SCRAM-SHA-256 SCRAM-SHA-1 EXTERNAL\r\n.\r\n")
+
+static void
+scram_setup(bool sha1)
+{
+	fake_scram = (struct fake_scram){
+		.prefix = "+ ", .user = "user", .password = "pencil", .sha1 = sha1, .gs2 = "n,,",
+	};
+}
+
+/* Runs script against one SCRAM login of mech; returns pop3_auth()'s result. */
+static int
+scram_run(const struct fake_step *script, enum sasl_mech mech, struct mp_err *err)
+{
+	struct fake f;
+	struct pop3 *p = NULL;
+	int r;
+
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, err), 0);
+	r = auth(p, mech, "user", "pencil", err);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+	return r;
+}
+
+/*
+ * The client-first message on the AUTH line, the client-final answering
+ * the server-first, an empty line answering the verified server-final.
+ */
+static void
+test_auth_scram(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET, CAPA_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), ANSWER(NULL, fake_scram_final),
+		C(""), S("+OK logged in\r\n"),
+		END,
+	};
+	static const struct fake_step sha1[] = {
+		GREET, CAPA_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-1 ", fake_scram_first), ANSWER(NULL, fake_scram_final),
+		C(""), S("+OK logged in\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	scram_setup(false);
+	assert_int_equal(scram_run(script, SASL_SCRAM_SHA_256, &err), 0);
+	scram_setup(true);
+	assert_int_equal(scram_run(sha1, SASL_SCRAM_SHA_1, &err), 0);
+}
+
+/* +OK without the server's proof: the server never showed it knows the password. */
+static void
+test_auth_scram_ok_without_v(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET, CAPA_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), C(NULL), S("+OK\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	scram_setup(false);
+	assert_int_equal(scram_run(script, SASL_SCRAM_SHA_256, &err), -EPROTO);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_non_null(strstr(err.msg, "the server did not prove it knows the password"));
+}
+
+/* A wrong server signature, a nonce not extended, 1 iteration: "*" cancels. */
+static void
+test_auth_scram_cancel(void **state)
+{
+	static const struct fake_step bad_v[] = {
+		GREET, CAPA_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), ANSWER(NULL, fake_scram_final),
+		C("*"), S("-ERR cancelled\r\n"),
+		END,
+	};
+	static const struct fake_step first_only[] = {
+		GREET, CAPA_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), C("*"), S("-ERR cancelled\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	scram_setup(false);
+	fake_scram.bad_signature = true;
+	assert_int_equal(scram_run(bad_v, SASL_SCRAM_SHA_256, &err), -EPROTO);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_non_null(strstr(err.msg, "SCRAM-SHA-256 authentication failed: "));
+	/* the server's text is not what failed */
+	assert_string_equal(err.srv, "");
+
+	scram_setup(false);
+	fake_scram.short_nonce = true;
+	assert_int_equal(scram_run(first_only, SASL_SCRAM_SHA_256, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "nonce"));
+
+	scram_setup(false);
+	fake_scram.iter = 1;
+	assert_int_equal(scram_run(first_only, SASL_SCRAM_SHA_256, &err), -ERANGE);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+}
+
+/* The server's e= in the server-final: refused, MP_EX_NOPERM. */
+static void
+test_auth_scram_server_error(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET, CAPA_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), C(NULL),
+		/* base64("e=invalid-proof") */
+		S("+ ZT1pbnZhbGlkLXByb29m\r\n"), C("*"), S("-ERR [AUTH] failed\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	scram_setup(false);
+	assert_int_equal(scram_run(script, SASL_SCRAM_SHA_256, &err), -EACCES);
+	assert_int_equal(err.ex, MP_EX_NOPERM);
+	assert_non_null(strstr(err.msg, "invalid-proof"));
+}
+
+/* An XOAUTH2 response over 255 octets with the command: two steps (RFC 5034 section 4). */
+static void
+test_auth_xoauth2_long(void **state)
+{
+	char tok[301], *b64 = NULL;
+	struct fake_step script[] = {
+		GREET, CAPA_FULL, C("AUTH XOAUTH2"), S("+ \r\n"), C(NULL), S("+OK\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	memset(tok, 't', sizeof(tok) - 1);
+	tok[sizeof(tok) - 1] = '\0';
+	assert_int_equal(sasl_xoauth2("user", tok, &b64), 0);
+	script[5].text = b64;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(auth(p, SASL_XOAUTH2, "user", tok, &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+	sasl_free(b64);
+}
+
+/* EXTERNAL with an empty authorization identity: "=" on the AUTH line. */
+static void
+test_auth_external_empty(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET, CAPA_SCRAM, C("AUTH EXTERNAL ="), S("+OK\r\n"), END,
+	};
+	struct fake f;
+	struct pop3 *p = NULL;
+	struct mp_err err;
+
+	(void)state;
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &p, &err), 0);
+	assert_int_equal(auth(p, SASL_EXTERNAL, "", NULL, &err), 0);
+	pop3_free(p);
+	assert_int_equal(fake_wait(&f), 0);
+}
+
+/* An +OK before any response was sent is no login. */
+static void
+test_auth_ok_without_response(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET, CAPA_FULL, C("AUTH LOGIN"), S("+OK\r\n"), END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	assert_int_equal(scram_run(script, SASL_LOGIN, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "without a response"));
 }
 
 /* With -v, no secret reaches the trace: only "***". */
@@ -841,8 +1062,8 @@ test_trace_redacts(void **state)
 	dup2(fileno(tmp), 2);
 	log_set_level(LOG_LVL_TRACE);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_auth(p, SASL_PLAIN, "user", "secret", &err), -EACCES);
-	assert_int_equal(pop3_auth(p, SASL_USER, "user", "secret", &err), 0);
+	assert_int_equal(auth(p, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(p, SASL_USER, "user", "secret", &err), 0);
 	log_set_level(LOG_LVL_INFO);
 	fflush(stderr);
 	dup2(saved, 2);
@@ -890,6 +1111,13 @@ main(void)
 		cmocka_unit_test(test_auth_login),
 		cmocka_unit_test(test_auth_xoauth2_error),
 		cmocka_unit_test(test_auth_oauthbearer_error),
+		cmocka_unit_test(test_auth_scram),
+		cmocka_unit_test(test_auth_scram_ok_without_v),
+		cmocka_unit_test(test_auth_scram_cancel),
+		cmocka_unit_test(test_auth_scram_server_error),
+		cmocka_unit_test(test_auth_xoauth2_long),
+		cmocka_unit_test(test_auth_external_empty),
+		cmocka_unit_test(test_auth_ok_without_response),
 		cmocka_unit_test(test_trace_redacts),
 	};
 

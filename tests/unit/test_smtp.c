@@ -42,6 +42,29 @@ fake_open(struct fake *f, bool starttls, struct smtp **ret, struct mp_err *err)
 	return smtp_open(fake_connect(f, 3000, err), "client.test", starttls, ret, err);
 }
 
+/*
+ * smtp_auth() with a fresh SASL client for mech, freed after; SASL_USER
+ * passes none (SMTP has no plain login).
+ */
+static int
+auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
+     struct mp_err *err)
+{
+	const struct sasl_params sp = {
+		.mech = mech, .user = user, .secret = secret, .host = "127.0.0.1", .port = 587,
+		.saslprep = true,
+	};
+	struct sasl_client *cl = NULL;
+	int r;
+
+	if (mech == SASL_USER)
+		return smtp_auth(s, NULL, user, secret, err);
+	assert_int_equal(sasl_client_new(&sp, &cl), 0);
+	r = smtp_auth(s, cl, user, secret, err);
+	sasl_client_free(cl);
+	return r;
+}
+
 /* ---- a message supplied in given chunks ----------------------------------- */
 
 struct chunks {
@@ -476,16 +499,16 @@ test_auth_plain(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &s, &err), 0);
-	assert_int_equal(smtp_auth(s, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(s, SASL_PLAIN, "user", "secret", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_NOPERM);
 	assert_string_equal(err.srv, "5.7.8 bad credentials");
 	mp_err_clear(&err);
-	assert_int_equal(smtp_auth(s, SASL_PLAIN, "user", "secret", &err), -EAGAIN);
+	assert_int_equal(auth(s, SASL_PLAIN, "user", "secret", &err), -EAGAIN);
 	assert_int_equal(err.ex, MP_EX_TEMPFAIL);
 	mp_err_clear(&err);
-	assert_int_equal(smtp_auth(s, SASL_PLAIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(s, SASL_PLAIN, "user", "secret", &err), 0);
 	/* SMTP has no USER login: refused without sending anything. */
-	assert_int_equal(smtp_auth(s, SASL_USER, "user", "secret", &err), -EINVAL);
+	assert_int_equal(auth(s, SASL_USER, "user", "secret", &err), -EINVAL);
 	assert_int_equal(err.ex, MP_EX_CONFIG);
 	assert_int_equal(smtp_quit(s, &err), 0);
 	smtp_free(s);
@@ -517,13 +540,13 @@ test_auth_login(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &s, &err), 0);
-	assert_int_equal(smtp_auth(s, SASL_LOGIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(s, SASL_LOGIN, "user", "secret", &err), 0);
 	smtp_free(s);
 	assert_int_equal(fake_wait(&f), 0);
 
 	fake_start(&f, refused);
 	assert_int_equal(fake_open(&f, false, &s, &err), 0);
-	assert_int_equal(smtp_auth(s, SASL_LOGIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(s, SASL_LOGIN, "user", "secret", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_NOPERM);
 	assert_string_equal(err.srv, "5.7.8 Error: authentication failed");
 	smtp_free(s);
@@ -552,13 +575,127 @@ test_auth_xoauth2_error(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &s, &err), 0);
-	assert_int_equal(smtp_auth(s, SASL_XOAUTH2, "user", "tok", &err), -EACCES);
+	assert_int_equal(auth(s, SASL_XOAUTH2, "user", "tok", &err), -EACCES);
 	assert_string_equal(err.srv, "{\"status\":\"401\",\"schemes\":\"bearer\"}");
 	mp_err_clear(&err);
-	assert_int_equal(smtp_auth(s, SASL_OAUTHBEARER, "user", "tok", &err), -EACCES);
+	assert_int_equal(auth(s, SASL_OAUTHBEARER, "user", "tok", &err), -EACCES);
 	assert_int_equal(err.ex, MP_EX_NOPERM);
 	smtp_free(s);
 	assert_int_equal(fake_wait(&f), 0);
+}
+
+#define EHLO_SCRAM EHLO, S("250-mx.test\r\n250-ENHANCEDSTATUSCODES\r\n" \
+			   "250 AUTH SCRAM-SHA-256 SCRAM-SHA-1 XOAUTH2\r\n")
+
+static void
+scram_setup(void)
+{
+	fake_scram = (struct fake_scram){
+		.prefix = "334 ", .user = "user", .password = "pencil", .gs2 = "n,,",
+	};
+}
+
+/* Runs script against one login of mech; returns smtp_auth()'s result. */
+static int
+auth_run(const struct fake_step *script, enum sasl_mech mech, const char *secret,
+	 struct mp_err *err)
+{
+	struct fake f;
+	struct smtp *s;
+	int r;
+
+	fake_start(&f, script);
+	assert_int_equal(fake_open(&f, false, &s, err), 0);
+	r = auth(s, mech, "user", secret, err);
+	smtp_free(s);
+	assert_int_equal(fake_wait(&f), 0);
+	return r;
+}
+
+/* The client-first on the AUTH line (RFC 4954), 334 challenges, "" to the server-final. */
+static void
+test_auth_scram(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET, EHLO_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), ANSWER(NULL, fake_scram_final),
+		C(""), S("235 2.7.0 Authentication successful\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	scram_setup();
+	assert_int_equal(auth_run(script, SASL_SCRAM_SHA_256, "pencil", &err), 0);
+}
+
+/* 235 without the server-final: -EPROTO, the session no longer trusted. */
+static void
+test_auth_scram_ok_without_v(void **state)
+{
+	static const struct fake_step script[] = {
+		GREET, EHLO_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), C(NULL),
+		S("235 2.7.0 Authentication successful\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	scram_setup();
+	assert_int_equal(auth_run(script, SASL_SCRAM_SHA_256, "pencil", &err), -EPROTO);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_non_null(strstr(err.msg, "the server did not prove it knows the password"));
+}
+
+/* A wrong signature or a short nonce: "*", the 501 read, the step's error reported. */
+static void
+test_auth_scram_cancel(void **state)
+{
+	static const struct fake_step bad_v[] = {
+		GREET, EHLO_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first), ANSWER(NULL, fake_scram_final),
+		C("*"), S("501 5.7.0 Authentication aborted\r\n"),
+		END,
+	};
+	static const struct fake_step short_nonce[] = {
+		GREET, EHLO_SCRAM,
+		ANSWER("AUTH SCRAM-SHA-256 ", fake_scram_first),
+		C("*"), S("501 5.7.0 Authentication aborted\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	scram_setup();
+	fake_scram.bad_signature = true;
+	assert_int_equal(auth_run(bad_v, SASL_SCRAM_SHA_256, "pencil", &err), -EPROTO);
+	assert_int_equal(err.ex, MP_EX_PROTOCOL);
+	assert_non_null(strstr(err.msg, "SCRAM-SHA-256 authentication failed: "));
+	scram_setup();
+	fake_scram.short_nonce = true;
+	assert_int_equal(auth_run(short_nonce, SASL_SCRAM_SHA_256, "pencil", &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "nonce"));
+}
+
+/* An XOAUTH2 response past the 512-octet AUTH line goes after an empty 334. */
+static void
+test_auth_xoauth2_long(void **state)
+{
+	char tok[601], *b64 = NULL;
+	struct fake_step script[] = {
+		GREET, EHLO_SCRAM, C("AUTH XOAUTH2"), S("334 \r\n"), C(NULL), S("235 2.7.0 ok\r\n"),
+		END,
+	};
+	struct mp_err err;
+
+	(void)state;
+	memset(tok, 't', sizeof(tok) - 1);
+	tok[sizeof(tok) - 1] = '\0';
+	assert_int_equal(sasl_xoauth2("user", tok, &b64), 0);
+	script[5].text = b64;
+	assert_int_equal(auth_run(script, SASL_XOAUTH2, tok, &err), 0);
+	sasl_free(b64);
 }
 
 static void
@@ -587,8 +724,8 @@ test_trace_redacts(void **state)
 	dup2(fileno(tmp), 2);
 	log_set_level(LOG_LVL_TRACE);
 	assert_int_equal(fake_open(&f, false, &s, &err), 0);
-	assert_int_equal(smtp_auth(s, SASL_PLAIN, "user", "secret", &err), -EACCES);
-	assert_int_equal(smtp_auth(s, SASL_LOGIN, "user", "secret", &err), 0);
+	assert_int_equal(auth(s, SASL_PLAIN, "user", "secret", &err), -EACCES);
+	assert_int_equal(auth(s, SASL_LOGIN, "user", "secret", &err), 0);
 	log_set_level(LOG_LVL_INFO);
 	fflush(stderr);
 	dup2(saved, 2);
@@ -1142,6 +1279,10 @@ main(void)
 		cmocka_unit_test(test_auth_plain),
 		cmocka_unit_test(test_auth_login),
 		cmocka_unit_test(test_auth_xoauth2_error),
+		cmocka_unit_test(test_auth_scram),
+		cmocka_unit_test(test_auth_scram_ok_without_v),
+		cmocka_unit_test(test_auth_scram_cancel),
+		cmocka_unit_test(test_auth_xoauth2_long),
 		cmocka_unit_test(test_trace_redacts),
 		cmocka_unit_test(test_send_pipelined_one_refused),
 		cmocka_unit_test(test_send_all_refused),
