@@ -183,7 +183,7 @@ FUZZ_JOBS ?= 2
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude -Isrc \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state smtp addr scram
+FUZZ_TARGETS = imap_parse mimeword mutf7 folder pop3 config state smtp addr scram oauth2
 FUZZ_SRCS_imap_parse = src/imap_parse.c
 FUZZ_SRCS_mimeword = src/mimeword.c src/utf8.c src/util.c src/err.c
 FUZZ_SRCS_mutf7 = src/mutf7.c src/utf8.c src/util.c
@@ -201,6 +201,8 @@ FUZZ_SRCS_state = src/state.c src/state_pop3.c src/state_imap.c src/state_name.c
 FUZZ_SRCS_scram = src/scram.c src/sasl.c src/util.c src/utf8.c
 FUZZ_PKGS_scram = openssl libidn
 FUZZ_SRCS_addr = src/addr.c src/outbox.c src/hdr.c src/maildir.c src/util.c src/err.c src/utf8.c
+FUZZ_SRCS_oauth2 = src/oauth2.c src/http.c src/log.c src/util.c src/err.c src/utf8.c
+FUZZ_PKGS_oauth2 = jansson libcurl openssl libsystemd
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c src/*.h include/mailpull/*.h)
 	@mkdir -p $(dir $@)

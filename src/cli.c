@@ -15,6 +15,7 @@ cli_usage(void)
 	      "       mailpull [-c FILE] [-q] [-v] [--wait] send [--retry-held] [ACCOUNT...]\n"
 	      "       mailpull [-c FILE] sendmail [-t] [-i] [-f ADDR] [-a ACCOUNT] [RCPT...]\n"
 	      "       mailpull [-c FILE] preview [--json] ACCOUNT [FOLDER]\n"
+	      "       mailpull [-c FILE] authorize ACCOUNT\n"
 	      "       mailpull --daemon [-c FILE] [-q | -v]\n"
 	      "       mailpull --poll-now [-c FILE]\n"
 	      "       mailpull --check-config [-c FILE]\n"
@@ -35,6 +36,9 @@ cli_usage(void)
 	      "\n"
 	      "preview lists what is waiting on the server (date, sender, subject,\n"
 	      "size) without downloading it; --json prints one JSON object per line.\n"
+	      "\n"
+	      "authorize grants mailpull access to an account with oauth2 set: it\n"
+	      "prints a URL (and a code) to open in a browser, then saves the tokens.\n"
 	      "\n"
 	      "  -c, --config FILE   configuration (default $XDG_CONFIG_HOME/mailpull/config)\n"
 	      "  -q, --quiet         print only errors\n"
@@ -72,6 +76,26 @@ parse_preview(int argc, char **argv, struct cli_opts *o, struct cli_opts *ret)
 	o->accounts = argv + i;
 	o->naccounts = 1;
 	o->folder = argc - i == 2 ? argv[i + 1] : NULL;
+	*ret = *o;
+	return 0;
+}
+
+/* authorize ACCOUNT */
+static int
+parse_authorize(int argc, char **argv, struct cli_opts *o, struct cli_opts *ret)
+{
+	o->mode = CLI_AUTHORIZE;
+	if (argc != 2 || argv[1][0] == '-') {
+		fputs("mailpull: authorize takes one account name (see --help)\n", stderr);
+		return -EINVAL;
+	}
+	if (o->quiet || o->wait) {
+		fprintf(stderr, "mailpull: authorize talks to you on the terminal: no %s\n",
+			o->quiet ? "-q" : "--wait");
+		return -EINVAL;
+	}
+	o->accounts = argv + 1;
+	o->naccounts = 1;
 	*ret = *o;
 	return 0;
 }
@@ -178,6 +202,8 @@ cli_parse(int argc, char **argv, struct cli_opts *ret)
 		return parse_preview(o.naccounts, o.accounts, &o, ret);
 	if (o.mode == CLI_FETCH && o.naccounts > 0 && strcmp(o.accounts[0], "send") == 0)
 		return parse_send(o.naccounts, o.accounts, &o, ret);
+	if (o.mode == CLI_FETCH && o.naccounts > 0 && strcmp(o.accounts[0], "authorize") == 0)
+		return parse_authorize(o.naccounts, o.accounts, &o, ret);
 	if (o.mode == CLI_CHECK_CONFIG && o.naccounts > 0) {
 		fputs("mailpull: --check-config takes no account names\n", stderr);
 		return -EINVAL;

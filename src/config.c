@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "mailpull/config.h"
+#include "mailpull/oauth2.h"
+#include "mailpull/state.h"
 #include "mailpull/util.h"
 
 /* A configuration file is a few kilobytes; this only bounds a mistake. */
@@ -59,6 +61,8 @@ enum key_kind {
 	KEY_SYNC,
 	KEY_SAVE_SENT,
 	KEY_SMTP_TLS,
+	KEY_OAUTH2,
+	KEY_URL,        /* https://HOST... */
 };
 
 struct key_def {
@@ -75,11 +79,20 @@ static const struct key_def key_defs[] = {
 	{ "allow_plaintext", KEY_BOOL },
 	{ "tls_ca_file", KEY_PATH },
 	{ "tls_fingerprint", KEY_FPR },
+	{ "tls_cert", KEY_PATH },
+	{ "tls_key", KEY_PATH },
 	{ "user", KEY_TEXT },
 	{ "password", KEY_SECRET },
 	{ "password_file", KEY_PATH },
 	{ "password_command", KEY_COMMAND },
 	{ "auth", KEY_AUTH },
+	{ "oauth2", KEY_OAUTH2 },
+	{ "oauth2_token_url", KEY_URL },
+	{ "oauth2_auth_url", KEY_URL },
+	{ "oauth2_device_url", KEY_URL },
+	{ "oauth2_client_id", KEY_TEXT },
+	{ "oauth2_client_secret", KEY_SECRET },
+	{ "oauth2_scope", KEY_TEXT },
 	{ "maildir", KEY_PATH },
 	{ "keep", KEY_BOOL },
 	{ "keep_days", KEY_DAYS },
@@ -109,7 +122,18 @@ static const struct key_def key_defs[] = {
 	{ "sent_folder", KEY_FOLDER },
 };
 
-static const char *const auth_names[] = { "plain", "login", "xoauth2", "oauthbearer", "user" };
+/* "scram" stands for the four SCRAM mechanisms (sasl_choose()). */
+static const char *const auth_names[] = {
+	"plain", "login", "xoauth2", "oauthbearer", "user", "scram-sha-1", "scram-sha-256",
+	"scram-sha-1-plus", "scram-sha-256-plus", "scram", "external",
+};
+
+/* The mechanisms that send an OAuth2 access token, the only secret of an oauth2 account. */
+static const char *const oauth2_auth_names[] = { "xoauth2", "oauthbearer" };
+static const char *const external_names[] = { "external" };
+
+/* Longest URL accepted: far beyond any real endpoint, short enough to quote. */
+#define URL_MAX 2048
 
 /* One parsed value and where it was written. */
 struct cval {
@@ -400,6 +424,34 @@ parse_save_sent(const char *v, enum mp_save_sent *ret)
 	return -EINVAL;
 }
 
+/* oauth2 = none, google, microsoft or custom. */
+static int
+parse_oauth2(const char *v, enum mp_oauth2 *ret)
+{
+	for (int i = 0; i < MP_OAUTH2_MAX; i++) {
+		if (strcasecmp(v, mp_oauth2_to_string((enum mp_oauth2)i)) == 0) {
+			*ret = (enum mp_oauth2)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/*
+ * An OAuth2 endpoint: https:// (tokens must never cross the network in
+ * clear, RFC 6749 section 3.1.2.1; the test provider runs HTTPS too), a
+ * host, no spaces and no fragment.
+ */
+static bool
+url_ok(const char *v)
+{
+	static const char scheme[] = "https://";
+	const char *host = v + sizeof(scheme) - 1;
+
+	return strncasecmp(v, scheme, sizeof(scheme) - 1) == 0 && strlen(v) <= URL_MAX &&
+	       *host && !strchr("/?#:", *host) && !strpbrk(v, " \t\"<>\\^`{|}#");
+}
+
 static int
 parse_interval(const char *v, uint64_t *ret)
 {
@@ -471,7 +523,9 @@ check_auth(const char *v, char *why, size_t whylen)
 				 strncasecmp(p, auth_names[i], len) == 0;
 		if (!known) {
 			snprintf(why, whylen, "auth: unknown mechanism \"%.*s\" (known: plain "
-				 "login xoauth2 oauthbearer user)", (int)(len > 40 ? 40 : len), p);
+				 "login scram-sha-256 scram-sha-256-plus scram-sha-1 "
+				 "scram-sha-1-plus scram xoauth2 oauthbearer external user)",
+				 (int)(len > 40 ? 40 : len), p);
 			return -EINVAL;
 		}
 		p += len;
@@ -482,6 +536,25 @@ check_auth(const char *v, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* Whether the mechanism list v names one of set (any: true), or only those (any: false). */
+static bool
+auth_match(const char *v, const char *const *set, size_t n, bool any)
+{
+	const char *sep = " \t,";
+
+	for (const char *p = v + strspn(v, sep); *p; p += strspn(p, sep)) {
+		size_t len = strcspn(p, sep);
+		bool in = false;
+
+		for (size_t i = 0; i < n; i++)
+			in |= strlen(set[i]) == len && strncasecmp(p, set[i], len) == 0;
+		if (in == any)
+			return any;
+		p += len;
+	}
+	return !any;
 }
 
 static bool
@@ -563,6 +636,13 @@ check_value(const struct key_def *k, const char *v, char *why, size_t whylen)
 		/* submission has no plaintext fallback (RFC 8314) */
 		what = parse_tls(v, &(enum mp_tls){ 0 }) < 0 || strcasecmp(v, "none") == 0 ?
 			"must be implicit or starttls" : NULL;
+		break;
+	case KEY_OAUTH2:
+		what = parse_oauth2(v, &(enum mp_oauth2){ 0 }) < 0 ?
+			"must be none, google, microsoft or custom" : NULL;
+		break;
+	case KEY_URL:
+		what = url_ok(v) ? NULL : "must be an https:// URL";
 		break;
 	case KEY_SIZE:
 		what = util_parse_size(v, &n) < 0 ?
@@ -890,7 +970,10 @@ parse_text(struct load_ctx *ctx, char *buf, size_t len, cfg_t **ret)
 	cfg_opt_t acct_opts[] = {
 #define K(name) CFG_PTR_CB(name, 0, CFGF_NODEFAULT, val_parse, val_free)
 		K("protocol"), K("host"), K("port"), K("tls"), K("allow_plaintext"),
-		K("tls_ca_file"), K("tls_fingerprint"), K("user"), K("password"),
+		K("tls_ca_file"), K("tls_fingerprint"), K("tls_cert"), K("tls_key"), K("user"),
+		K("password"), K("oauth2"), K("oauth2_token_url"), K("oauth2_auth_url"),
+		K("oauth2_device_url"), K("oauth2_client_id"), K("oauth2_client_secret"),
+		K("oauth2_scope"),
 		K("password_file"), K("password_command"), K("auth"), K("maildir"), K("keep"),
 		K("keep_days"), K("max_size"), K("timeout"), K("namespaces"), K("mark_seen"),
 		K("only_unseen"), K("expunge"), K("interval"), K("idle"), K("sync"),
@@ -945,6 +1028,7 @@ struct acct_src {
 	cfg_t *defs;
 	const char *name;
 	int line;
+	const char *state_dir;
 };
 
 static const struct cval *
@@ -1009,26 +1093,39 @@ check_account_name(const struct acct_src *src)
 	return 0;
 }
 
+/*
+ * An account whose secret is an OAuth2 token (oauth2 set) or its client
+ * certificate (auth = external alone) has no use for a password: one set
+ * in its own section is a mistake worth naming; one inherited from
+ * defaults is meant for the other accounts and ignored.
+ */
 static int
-acct_required(const struct acct_src *src, struct mp_account *a)
+acct_secret(const struct acct_src *src, struct mp_account *a)
 {
-	static const char *const required[] = { "protocol", "host", "user", "maildir" };
-	const struct cval *pw[3] = {
-		own(src, "password"), own(src, "password_file"), own(src, "password_command"),
-	};
-	const struct cval *proto;
+	static const char *const keys[] = { "password", "password_file", "password_command" };
+	const struct cval *auth = get(src, "auth"), *oauth = get(src, "oauth2");
+	const struct cval *pw[3] = { own(src, keys[0]), own(src, keys[1]), own(src, keys[2]) };
+	bool external;
 	int n = 0, r;
 
-	for (size_t i = 0; i < ARRAY_SIZE(required); i++)
-		if (!get(src, required[i]))
-			return acct_error(src, src->line, "%s is required", required[i]);
-	proto = get(src, "protocol");
-	(void)parse_proto(proto->s, &a->protocol);
+	a->oauth2 = MP_OAUTH2_NONE;
+	if (oauth)
+		(void)parse_oauth2(oauth->s, &a->oauth2);
+	external = auth && auth_match(auth->s, external_names, ARRAY_SIZE(external_names), false);
+	if (a->oauth2 != MP_OAUTH2_NONE || external) {
+		for (size_t i = 0; i < ARRAY_SIZE(pw); i++)
+			if (pw[i])
+				return acct_error(src, pw[i]->line, "%s would never be used: %s",
+						  keys[i], external ? "auth = external logs in "
+						  "with the client certificate (tls_cert)" :
+						  "with oauth2 the secret is an OAuth2 token "
+						  "(mailpull authorize)");
+		return 0;
+	}
 	/* the account's own secret replaces every inherited one */
 	if (!pw[0] && !pw[1] && !pw[2]) {
-		pw[0] = get(src, "password");
-		pw[1] = get(src, "password_file");
-		pw[2] = get(src, "password_command");
+		for (size_t i = 0; i < ARRAY_SIZE(pw); i++)
+			pw[i] = get(src, keys[i]);
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(pw); i++)
 		n += pw[i] != NULL;
@@ -1038,14 +1135,99 @@ acct_required(const struct acct_src *src, struct mp_account *a)
 	if (n > 1)
 		return acct_error(src, src->line,
 				  "set only one of password, password_file and password_command");
+	if ((r = dup_value(src, pw[0], false, &a->password)) < 0 ||
+	    (r = dup_value(src, pw[1], true, &a->password_file)) < 0 ||
+	    (r = dup_value(src, pw[2], false, &a->password_command)) < 0)
+		return r;
+	return 0;
+}
+
+static int
+acct_required(const struct acct_src *src, struct mp_account *a)
+{
+	static const char *const required[] = { "protocol", "host", "user", "maildir" };
+	const struct cval *proto;
+	int r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(required); i++)
+		if (!get(src, required[i]))
+			return acct_error(src, src->line, "%s is required", required[i]);
+	proto = get(src, "protocol");
+	(void)parse_proto(proto->s, &a->protocol);
+	if ((r = acct_secret(src, a)) < 0)
+		return r;
 	if ((r = dup_value(src, get(src, "host"), false, &a->host)) < 0 ||
 	    (r = dup_value(src, get(src, "user"), false, &a->user)) < 0 ||
 	    (r = dup_value(src, get(src, "maildir"), true, &a->maildir)) < 0 ||
-	    (r = dup_value(src, pw[0], false, &a->password)) < 0 ||
-	    (r = dup_value(src, pw[1], true, &a->password_file)) < 0 ||
-	    (r = dup_value(src, pw[2], false, &a->password_command)) < 0 ||
 	    (r = dup_value(src, get(src, "auth"), false, &a->auth)) < 0)
 		return r;
+	return 0;
+}
+
+/*
+ * The built-in OAuth2 keys: the provider's endpoints and scope from its
+ * preset unless given, the user's own client id, auth defaulted to
+ * xoauth2 (both Google and Microsoft take it on POP3, IMAP and SMTP), and
+ * the token file beside the account's state files.
+ */
+static int
+acct_oauth2(const struct acct_src *src, struct mp_account *a)
+{
+	static const char *const keys[] = {
+		"oauth2_token_url", "oauth2_auth_url", "oauth2_device_url", "oauth2_client_id",
+		"oauth2_client_secret", "oauth2_scope",
+	};
+	char **dst[] = {
+		&a->oauth2_token_url, &a->oauth2_auth_url, &a->oauth2_device_url,
+		&a->oauth2_client_id, &a->oauth2_client_secret, &a->oauth2_scope,
+	};
+	const char *oname = mp_oauth2_to_string(a->oauth2);
+	const struct oauth2_preset *pre = oauth2_preset(a->oauth2);
+	const struct cval *v, *auth = get(src, "auth");
+	char *esc;
+	int r;
+
+	if (a->oauth2 == MP_OAUTH2_NONE) {
+		for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+			if ((v = own(src, keys[i])))
+				return acct_error(src, v->line, "%s needs oauth2 = google, "
+						  "microsoft or custom", keys[i]);
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		if ((r = dup_value(src, get(src, keys[i]), false, dst[i])) < 0)
+			return r;
+	if (pre) {
+		const char *from[] = { pre->token_url, pre->auth_url, pre->device_url, NULL, NULL,
+				       pre->scope };
+
+		for (size_t i = 0; i < ARRAY_SIZE(from); i++)
+			if (!*dst[i] && from[i] && !(*dst[i] = strdup(from[i])))
+				return -ENOMEM;
+	}
+	if (!a->oauth2_client_id)
+		return acct_error(src, src->line, "oauth2 = %s needs oauth2_client_id, the id of "
+				  "the client you registered with the provider (see "
+				  "mailpull.conf(5), OAUTH2)", oname);
+	if (!a->oauth2_token_url)
+		return acct_error(src, src->line, "oauth2 = %s needs oauth2_token_url", oname);
+	if (!a->oauth2_auth_url && !a->oauth2_device_url)
+		return acct_error(src, src->line, "oauth2 = %s needs oauth2_auth_url or "
+				  "oauth2_device_url", oname);
+	if (auth && !auth_match(auth->s, oauth2_auth_names, ARRAY_SIZE(oauth2_auth_names), false))
+		return acct_error(src, auth->line, "auth = \"%.60s\": with oauth2 the secret is "
+				  "an access token, so auth may name only xoauth2 and "
+				  "oauthbearer", auth->s);
+	if (!a->auth && !(a->auth = strdup("xoauth2")))
+		return -ENOMEM;
+	if (!(esc = state_escape_account(a->name)))
+		return -ENOMEM;
+	r = asprintf(&a->oauth2_token_file, "%s/%s.oauth2", src->state_dir, esc);
+	free(esc);
+	if (r < 0) {
+		a->oauth2_token_file = NULL;
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -1055,6 +1237,9 @@ acct_tls(const struct acct_src *src, struct mp_account *a)
 	const struct cval *tls = get(src, "tls"), *port = get(src, "port");
 	const struct cval *plain = get(src, "allow_plaintext");
 	const struct cval *ca = get(src, "tls_ca_file"), *fpr = get(src, "tls_fingerprint");
+	const struct cval *cert = get(src, "tls_cert"), *key = get(src, "tls_key");
+	const struct cval *auth = get(src, "auth");
+	const struct cval *needs_tls = ca ? ca : fpr ? fpr : cert ? cert : key;
 	static const unsigned ports[MP_PROTO_MAX][2] = { { 995, 110 }, { 993, 143 } };
 	uint64_t n;
 	int r;
@@ -1067,13 +1252,22 @@ acct_tls(const struct acct_src *src, struct mp_account *a)
 	if (a->tls == MP_TLS_NONE && !a->allow_plaintext)
 		return acct_error(src, tls->line, "tls = none sends the password in clear; "
 				  "set allow_plaintext = yes to accept that");
-	if (a->tls == MP_TLS_NONE && (ca || fpr))
-		return acct_error(src, (ca ? ca : fpr)->line, "%s needs TLS, but tls = none",
-				  (ca ? ca : fpr)->key->name);
+	if (a->tls == MP_TLS_NONE && needs_tls)
+		return acct_error(src, needs_tls->line, "%s needs TLS, but tls = none",
+				  needs_tls->key->name);
+	if (key && !cert)
+		return acct_error(src, key->line, "tls_key needs tls_cert (the client certificate "
+				  "it belongs to)");
+	if (auth && !cert &&
+	    auth_match(auth->s, external_names, ARRAY_SIZE(external_names), true))
+		return acct_error(src, auth->line, "auth = external logs in with a client "
+				  "certificate: set tls_cert (and tls_key unless the key is in it)");
 	a->port = ports[a->protocol][a->tls == MP_TLS_IMPLICIT ? 0 : 1];
 	if (port && parse_ranged(port->s, 1, 65535, &n) == 0)
 		a->port = (unsigned)n;
-	if ((r = dup_value(src, ca, true, &a->tls_ca_file)) < 0)
+	if ((r = dup_value(src, ca, true, &a->tls_ca_file)) < 0 ||
+	    (r = dup_value(src, cert, true, &a->tls_cert)) < 0 ||
+	    (r = dup_value(src, key, true, &a->tls_key)) < 0)
 		return r;
 	if (fpr) {
 		a->tls_fingerprint = malloc(65);
@@ -1203,6 +1397,12 @@ acct_folders(const struct acct_src *src, struct mp_account *a)
 	return 0;
 }
 
+static bool
+account_has_password(const struct mp_account *a)
+{
+	return a->password || a->password_file || a->password_command;
+}
+
 /*
  * The sending keys. The submission password is the account's own unless
  * one of the smtp_password keys is given; the account's own secret is then
@@ -1235,6 +1435,17 @@ acct_send(const struct acct_src *src, struct mp_account *a)
 	if ((!!pw[0] + !!pw[1] + !!pw[2]) > 1)
 		return acct_error(src, src->line, "set only one of smtp_password, "
 				  "smtp_password_file and smtp_password_command");
+	/* submission logs in as the account does: with its token or its certificate */
+	for (size_t i = 0; i < ARRAY_SIZE(pw); i++) {
+		if ((v = own(src, send_keys[3 + i])) &&
+		    (a->oauth2 != MP_OAUTH2_NONE || !account_has_password(a)))
+			return acct_error(src, v->line, "%s would never be used: submission "
+					  "logs in as the account does, %s", send_keys[3 + i],
+					  a->oauth2 != MP_OAUTH2_NONE ? "with its OAuth2 token" :
+					  "with its client certificate (auth = external)");
+		if (a->oauth2 != MP_OAUTH2_NONE || !account_has_password(a))
+			pw[i] = NULL;
+	}
 	if ((v = get(src, "smtp_tls")))
 		(void)parse_tls(v->s, &a->smtp_tls);
 	a->smtp_port = a->smtp_tls == MP_TLS_IMPLICIT ? 465 : 587;
@@ -1287,10 +1498,12 @@ check_outbox_shared(struct load_ctx *ctx, const struct mp_config *c, unsigned i)
 }
 
 static int
-build_account(struct load_ctx *ctx, cfg_t *sec, cfg_t *defs, struct mp_account *a)
+build_account(struct load_ctx *ctx, cfg_t *sec, cfg_t *defs, const char *state_dir,
+	      struct mp_account *a)
 {
 	struct acct_src src = {
 		.ctx = ctx, .sec = sec, .defs = defs, .name = cfg_title(sec), .line = sec->line,
+		.state_dir = state_dir,
 	};
 	int r;
 
@@ -1301,6 +1514,7 @@ build_account(struct load_ctx *ctx, cfg_t *sec, cfg_t *defs, struct mp_account *
 	if (!a->name)
 		return -ENOMEM;
 	if ((r = acct_required(&src, a)) < 0 ||
+	    (r = acct_oauth2(&src, a)) < 0 ||
 	    (r = acct_tls(&src, a)) < 0 ||
 	    (r = acct_limits(&src, a)) < 0 ||
 	    (r = acct_folders(&src, a)) < 0 ||
@@ -1367,7 +1581,8 @@ build_config(struct load_ctx *ctx, cfg_t *cfg, struct mp_config *c)
 		return -ENOMEM;
 	for (unsigned i = 0; i < n; i++) {
 		c->naccounts = i + 1;
-		r = build_account(ctx, cfg_getnsec(cfg, "account", i), defs, &c->accounts[i]);
+		r = build_account(ctx, cfg_getnsec(cfg, "account", i), defs, c->state_dir,
+				  &c->accounts[i]);
 		if (r == 0)
 			r = check_outbox_shared(ctx, c, i);
 		if (r < 0)
@@ -1506,6 +1721,14 @@ config_account_equal(const struct mp_account *a, const struct mp_account *b)
 	       a->allow_plaintext == b->allow_plaintext &&
 	       str_equal(a->tls_ca_file, b->tls_ca_file) &&
 	       str_equal(a->tls_fingerprint, b->tls_fingerprint) &&
+	       str_equal(a->tls_cert, b->tls_cert) && str_equal(a->tls_key, b->tls_key) &&
+	       a->oauth2 == b->oauth2 && str_equal(a->oauth2_token_url, b->oauth2_token_url) &&
+	       str_equal(a->oauth2_auth_url, b->oauth2_auth_url) &&
+	       str_equal(a->oauth2_device_url, b->oauth2_device_url) &&
+	       str_equal(a->oauth2_client_id, b->oauth2_client_id) &&
+	       str_equal(a->oauth2_client_secret, b->oauth2_client_secret) &&
+	       str_equal(a->oauth2_scope, b->oauth2_scope) &&
+	       str_equal(a->oauth2_token_file, b->oauth2_token_file) &&
 	       str_equal(a->user, b->user) && str_equal(a->password, b->password) &&
 	       str_equal(a->password_file, b->password_file) &&
 	       str_equal(a->password_command, b->password_command) &&
@@ -1535,6 +1758,15 @@ account_free(struct mp_account *a)
 	free(a->host);
 	free(a->tls_ca_file);
 	free(a->tls_fingerprint);
+	free(a->tls_cert);
+	free(a->tls_key);
+	free(a->oauth2_token_url);
+	free(a->oauth2_auth_url);
+	free(a->oauth2_device_url);
+	free(a->oauth2_client_id);
+	util_free_secret(a->oauth2_client_secret);
+	free(a->oauth2_scope);
+	free(a->oauth2_token_file);
 	free(a->user);
 	free(a->password_file);
 	free(a->password_command);
@@ -1583,6 +1815,62 @@ mp_save_sent_to_string(enum mp_save_sent s)
 		break;
 	}
 	return "?";
+}
+
+const char *
+mp_oauth2_to_string(enum mp_oauth2 o)
+{
+	switch (o) {
+	case MP_OAUTH2_NONE:
+		return "none";
+	case MP_OAUTH2_GOOGLE:
+		return "google";
+	case MP_OAUTH2_MICROSOFT:
+		return "microsoft";
+	case MP_OAUTH2_CUSTOM:
+		return "custom";
+	case MP_OAUTH2_MAX:
+		break;
+	}
+	return "?";
+}
+
+/*
+ * The providers' endpoints (oauth2.h). Defined here, beside the only user
+ * of their defaults, so the configuration needs none of the HTTP code.
+ * Google gives no device grant for the mail scope; Microsoft's scope
+ * names each protocol's permission (and offline_access for a refresh
+ * token), as its IMAP/POP/SMTP OAuth documentation says.
+ */
+const struct oauth2_preset *
+oauth2_preset(enum mp_oauth2 o)
+{
+	static const struct oauth2_preset google = {
+		.token_url = "https://oauth2.googleapis.com/token",
+		.auth_url = "https://accounts.google.com/o/oauth2/v2/auth",
+		.device_url = NULL,
+		.scope = "https://mail.google.com/",
+	};
+	static const struct oauth2_preset microsoft = {
+		.token_url = "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+		.auth_url = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+		.device_url = "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+		.scope = "https://outlook.office.com/IMAP.AccessAsUser.All "
+			 "https://outlook.office.com/POP.AccessAsUser.All "
+			 "https://outlook.office.com/SMTP.Send offline_access",
+	};
+
+	switch (o) {
+	case MP_OAUTH2_GOOGLE:
+		return &google;
+	case MP_OAUTH2_MICROSOFT:
+		return &microsoft;
+	case MP_OAUTH2_NONE:
+	case MP_OAUTH2_CUSTOM:
+	case MP_OAUTH2_MAX:
+		break;
+	}
+	return NULL;
 }
 
 const char *

@@ -11,7 +11,9 @@
 #include "mailpull/config.h"
 #include "mailpull/daemon.h"
 #include "mailpull/log.h"
+#include "mailpull/oauth2.h"
 #include "mailpull/sendmail.h"
+#include "mailpull/state.h"
 
 static void
 print_summary(const struct mp_account *a, const struct account_stats *s)
@@ -158,6 +160,46 @@ preview(const struct mp_config *cfg, const struct cli_opts *o)
 	return MP_EX_OK;
 }
 
+/*
+ * `mailpull authorize ACCOUNT`: the first OAuth2 grant, on the terminal,
+ * under the account's lock so no run refreshes the tokens meanwhile.
+ */
+static enum mp_exit
+authorize(const struct mp_config *cfg, const struct cli_opts *o)
+{
+	const struct mp_account *a = config_find(cfg, o->accounts[0]);
+	struct mp_err err = { 0 };
+	struct state *st = NULL;
+
+	if (!a) {
+		log_err("no account named \"%s\" in %s", o->accounts[0], cfg->path);
+		return MP_EX_USAGE;
+	}
+	if (a->oauth2 == MP_OAUTH2_NONE) {
+		log_err("account %s does not use OAuth2: set oauth2 = google, microsoft or custom "
+			"for it in %s (see mailpull.conf(5), OAUTH2)", a->name, cfg->path);
+		return MP_EX_USAGE;
+	}
+	if (state_open(cfg->state_dir, a->name, false, &st, &err) < 0) {
+		if (err.code == -EAGAIN)
+			log_err("account %s: another run is using %s; try again when it is done",
+				a->name, a->name);
+		else
+			log_err("account %s: %s", a->name, err.msg);
+		return err.ex ? err.ex : MP_EX_TEMPFAIL;
+	}
+	if (oauth2_authorize(a, stdin, stdout, &err) < 0) {
+		state_close(st);
+		log_err("account %s: %s%s%s", a->name, err.msg[0] ? err.msg : strerror(-err.code),
+			err.srv[0] ? "; the provider said: " : "", err.srv);
+		return err.ex ? err.ex : MP_EX_TEMPFAIL;
+	}
+	state_close(st);
+	printf("Authorized: the tokens of account %s are saved in %s\n", a->name,
+	       a->oauth2_token_file);
+	return MP_EX_OK;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -205,6 +247,8 @@ main(int argc, char **argv)
 		ex = daemon_run(&cfg);
 	} else if (o.mode == CLI_PREVIEW) {
 		ex = preview(cfg, &o);
+	} else if (o.mode == CLI_AUTHORIZE) {
+		ex = authorize(cfg, &o);
 	} else if (o.mode == CLI_CHECK_CONFIG) {
 		if (!o.quiet)
 			printf("%s: OK, %zu account%s\n", path, cfg->naccounts,

@@ -98,34 +98,6 @@
 
 /* ---- paths and the lock ---- */
 
-/* File-system-safe account name: [A-Za-z0-9._-] kept, others %XX. */
-static char *
-escape_account(const char *account)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = strlen(account);
-	char *out = malloc(n * 3 + 1), *o = out;
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)account[i];
-		bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			    (c >= '0' && c <= '9') || c == '_' || c == '-' || (c == '.' && i > 0);
-
-		/* A leading '.' would hide the files and could spell ".." */
-		if (keep) {
-			*o++ = (char)c;
-		} else {
-			*o++ = '%';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
 static char *
 make_path(const char *dir, const char *name, const char *suffix)
 {
@@ -140,7 +112,7 @@ make_path(const char *dir, const char *name, const char *suffix)
 static int
 state_paths(struct state *s, const char *dir, const char *account)
 {
-	char *esc = escape_account(account);
+	char *esc = state_escape_account(account);
 
 	s->dir = strdup(dir);
 	s->account = strdup(account);

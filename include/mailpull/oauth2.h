@@ -71,4 +71,46 @@ struct oauth2_token {
 int oauth2_parse_token(const char *json, size_t len, struct oauth2_token *ret) MP_WUR;
 void oauth2_token_clear(struct oauth2_token *t);
 
+/*
+ * The token file (a->oauth2_token_file), text, one "KEY VALUE" a line:
+ *   mailpull-oauth2 1
+ *   refresh_token TOKEN      (absent when the provider gave none)
+ *   access_token TOKEN
+ *   expires_at UNIX-SECONDS  (when the access token expires)
+ * A file of a newer version is refused; unknown keys are ignored.
+ */
+struct oauth2_tokens {
+	char *refresh_token, *access_token;  /* NULL: none */
+	int64_t expires_at;
+};
+
+/*
+ * Loads path into *ret (free with oauth2_tokens_clear()). Errors: -ENOENT
+ * (not recorded: no file), -EACCES (MP_EX_CONFIG: not a regular file,
+ * readable or writable by group or others, or owned by another user:
+ * the message says how to fix it), -EBADMSG (MP_EX_IOERR: not a token
+ * file, or damaged), -EINVAL (MP_EX_CONFIG: a newer version), -EIO or
+ * another errno of open()/read() (MP_EX_IOERR), -ENOMEM.
+ */
+int oauth2_tokens_load(const char *path, struct oauth2_tokens *ret, struct mp_err *err) MP_WUR;
+
+/*
+ * Replaces path with t atomically and durably: PATH.tmp written (mode
+ * 0600), fsynced, renamed over path, the directory fsynced; the directory
+ * is created (0700) when missing. A crash leaves the old file or the new
+ * one, whole. Errors: -EINVAL (MP_EX_IOERR: a token holding a byte that
+ * is not printable ASCII), -EIO, -ENOSPC or another errno (MP_EX_IOERR),
+ * -ENOMEM.
+ */
+int oauth2_tokens_save(const char *path, const struct oauth2_tokens *t, struct mp_err *err) MP_WUR;
+
+/* Wipes and frees the tokens (the struct itself is the caller's). Accepts NULL. */
+void oauth2_tokens_clear(struct oauth2_tokens *t);
+
+/*
+ * PKCE S256 (RFC 7636 section 4.2): BASE64URL(SHA256(verifier)), no
+ * padding, into ret (43 characters and a NUL). Cannot fail.
+ */
+void oauth2_pkce_challenge(const char *verifier, char ret[44]);
+
 #endif

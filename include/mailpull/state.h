@@ -21,8 +21,46 @@
 #ifndef MAILPULL_STATE_H
 #define MAILPULL_STATE_H
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "mailpull/common.h"
 #include "mailpull/err.h"
+
+/*
+ * The file-system-safe form of an account name that the files above (and
+ * the account's OAuth2 token file, config.h) are named after:
+ * [A-Za-z0-9_-] and a '.' that is not first are kept, every other byte is
+ * %XX (a leading '.' would hide the files and could spell ".."). malloc'd;
+ * NULL on ENOMEM. Inline so that the configuration, which names the token
+ * file, needs none of the state code (the config fuzzer links config.c
+ * alone).
+ */
+static inline char *
+state_escape_account(const char *account)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(account);
+	char *out = malloc(n * 3 + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)account[i];
+		bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			    (c >= '0' && c <= '9') || c == '_' || c == '-' || (c == '.' && i > 0);
+
+		if (keep) {
+			*o++ = (char)c;
+		} else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
 
 struct state;
 

@@ -749,6 +749,241 @@ test_send_keys(void **state)
 		     "  smtp_host = \"a b\"\n}\n", 7, "is not a host name");
 }
 
+#define OAUTH_BODY \
+	"  protocol = imap\n" \
+	"  host = h\n" \
+	"  user = u\n" \
+	"  maildir = /m\n"
+
+/* oauth2: presets, overrides, the default auth, the token file, and no password. */
+static void
+test_oauth2_keys(void **state)
+{
+	struct fx *fx = *state;
+	const struct mp_account *g, *m, *c, *p;
+	char want[256];
+
+	assert_int_equal(load(fx, "state_dir = /st\n"
+			      "defaults { password_command = \"pass x\" }\n"
+			      "account \"g@x\" {\n" OAUTH_BODY "  oauth2 = google\n"
+			      "  oauth2_client_id = \"id.apps\"\n  oauth2_client_secret = s3\n}\n"
+			      "account m {\n" OAUTH_BODY "  oauth2 = Microsoft\n  oauth2_client_id = mid\n"
+			      "  auth = \"oauthbearer, xoauth2\"\n  smtp_host = smtp.office365.com\n"
+			      "  smtp_tls = starttls\n"
+			      "  oauth2_scope = \"https://outlook.office.com/IMAP.AccessAsUser.All "
+			      "offline_access\"\n  oauth2_device_url = \"https://dev.example/code\"\n}\n"
+			      "account c {\n" OAUTH_BODY "  oauth2 = custom\n  oauth2_client_id = cid\n"
+			      "  oauth2_token_url = \"https://127.0.0.1:8443/token\"\n"
+			      "  oauth2_auth_url = \"HTTPS://[::1]:8443/auth?x=1\"\n}\n"
+			      "account p {\n" OAUTH_BODY "  oauth2 = none\n}\n", 0600), 0);
+	g = config_find(fx->cfg, "g@x");
+	assert_int_equal(g->oauth2, MP_OAUTH2_GOOGLE);
+	assert_string_equal(g->oauth2_token_url, "https://oauth2.googleapis.com/token");
+	assert_string_equal(g->oauth2_auth_url, "https://accounts.google.com/o/oauth2/v2/auth");
+	assert_null(g->oauth2_device_url);
+	assert_string_equal(g->oauth2_scope, "https://mail.google.com/");
+	assert_string_equal(g->oauth2_client_id, "id.apps");
+	assert_string_equal(g->oauth2_client_secret, "s3");
+	assert_string_equal(g->auth, "xoauth2");
+	assert_null(g->password_command);
+	assert_null(g->password);
+	assert_string_equal(g->oauth2_token_file, "/st/g%40x.oauth2");
+	m = config_find(fx->cfg, "m");
+	assert_int_equal(m->oauth2, MP_OAUTH2_MICROSOFT);
+	assert_string_equal(m->oauth2_token_url,
+			    "https://login.microsoftonline.com/common/oauth2/v2.0/token");
+	assert_string_equal(m->oauth2_auth_url,
+			    "https://login.microsoftonline.com/common/oauth2/v2.0/authorize");
+	assert_string_equal(m->oauth2_device_url, "https://dev.example/code");
+	assert_string_equal(m->oauth2_scope,
+			    "https://outlook.office.com/IMAP.AccessAsUser.All offline_access");
+	assert_null(m->oauth2_client_secret);
+	assert_string_equal(m->auth, "oauthbearer, xoauth2");
+	assert_string_equal(m->smtp_user, "u");
+	assert_null(m->smtp_password_command);
+	c = config_find(fx->cfg, "c");
+	assert_int_equal(c->oauth2, MP_OAUTH2_CUSTOM);
+	assert_null(c->oauth2_device_url);
+	assert_null(c->oauth2_scope);
+	assert_string_equal(c->oauth2_auth_url, "HTTPS://[::1]:8443/auth?x=1");
+	p = config_find(fx->cfg, "p");
+	assert_int_equal(p->oauth2, MP_OAUTH2_NONE);
+	assert_null(p->oauth2_token_file);
+	assert_null(p->oauth2_token_url);
+	assert_string_equal(p->password_command, "pass x");
+	assert_false(config_account_equal(g, m));
+	assert_true(config_account_equal(g, g));
+	assert_string_equal(mp_oauth2_to_string(MP_OAUTH2_MICROSOFT), "microsoft");
+	assert_string_equal(mp_oauth2_to_string(MP_OAUTH2_MAX), "?");
+
+	/* the Microsoft preset's scope and device URL, and the default state dir */
+	assert_int_equal(load(fx, ACCT_HEAD OAUTH_BODY "  oauth2 = microsoft\n"
+			      "  oauth2_client_id = mid\n}\n", 0600), 0);
+	m = config_find(fx->cfg, "a");
+	assert_string_equal(m->oauth2_device_url,
+			    "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode");
+	assert_string_equal(m->oauth2_scope, "https://outlook.office.com/IMAP.AccessAsUser.All "
+			    "https://outlook.office.com/POP.AccessAsUser.All "
+			    "https://outlook.office.com/SMTP.Send offline_access");
+	snprintf(want, sizeof(want), "%s/.local/state/mailpull/a.oauth2", fx->dir);
+	assert_string_equal(m->oauth2_token_file, want);
+}
+
+/* Every change of an oauth2 or client-certificate key makes another account. */
+static void
+test_new_keys_equal(void **state)
+{
+	/* each line of the base replaced in turn by its variant */
+	static const char *const base[] = {
+		"  tls_cert = /c.pem\n", "  tls_key = /k.pem\n", "  oauth2 = custom\n",
+		"  oauth2_client_id = id\n", "  oauth2_client_secret = s\n",
+		"  oauth2_scope = sc\n", "  oauth2_token_url = \"https://t.example/t\"\n",
+		"  oauth2_auth_url = \"https://t.example/a\"\n",
+		"  oauth2_device_url = \"https://t.example/d\"\n", "  auth = xoauth2\n",
+	};
+	static const char *const variant[] = {
+		"  tls_cert = /c2.pem\n", "  tls_key = /k2.pem\n", "  oauth2 = google\n",
+		"  oauth2_client_id = id2\n", "  oauth2_client_secret = s2\n",
+		"  oauth2_scope = sc2\n", "  oauth2_token_url = \"https://t.example/t2\"\n",
+		"  oauth2_auth_url = \"https://t.example/a2\"\n",
+		"  oauth2_device_url = \"https://t.example/d2\"\n", "  auth = oauthbearer\n",
+	};
+	struct fx *fx = *state;
+	struct mp_config *old;
+	char text[2048];
+
+	for (size_t v = 0; v <= ARRAY_SIZE(base); v++) {
+		snprintf(text, sizeof(text), ACCT_HEAD OAUTH_BODY);
+		for (size_t i = 0; i < ARRAY_SIZE(base); i++)
+			strncat(text, i + 1 == v ? variant[i] : base[i], sizeof(text) - strlen(text) - 1);
+		strncat(text, "}\n", sizeof(text) - strlen(text) - 1);
+		old = fx->cfg;
+		fx->cfg = NULL;
+		if (load(fx, text, 0600) != 0)
+			print_error("%s\n%s\n", text, fx->err.msg);
+		assert_non_null(fx->cfg);
+		if (v == 0) {
+			assert_string_equal(fx->cfg->accounts[0].tls_cert, "/c.pem");
+			assert_string_equal(fx->cfg->accounts[0].tls_key, "/k.pem");
+		} else {
+			/* old holds the base (v == 1) or the previous variant: both differ */
+			assert_false(config_account_equal(&old->accounts[0], &fx->cfg->accounts[0]));
+		}
+		config_free(old);
+	}
+	/* the same text, an equal account */
+	old = fx->cfg;
+	fx->cfg = NULL;
+	assert_int_equal(load(fx, text, 0600), 0);
+	assert_true(config_account_equal(&old->accounts[0], &fx->cfg->accounts[0]));
+	config_free(old);
+}
+
+/* Client certificates, EXTERNAL and the SCRAM names. */
+static void
+test_cert_and_auth_names(void **state)
+{
+	struct fx *fx = *state;
+	const struct mp_account *a;
+	char want[256];
+
+	assert_int_equal(load(fx, ACCT_HEAD OAUTH_BODY "  tls_cert = ~/c.pem\n"
+			      "  tls_key = \"~/k.pem\"\n  auth = external\n}\n", 0600), 0);
+	a = config_find(fx->cfg, "a");
+	snprintf(want, sizeof(want), "%s/c.pem", fx->dir);
+	assert_string_equal(a->tls_cert, want);
+	snprintf(want, sizeof(want), "%s/k.pem", fx->dir);
+	assert_string_equal(a->tls_key, want);
+	assert_string_equal(a->auth, "external");
+	assert_null(a->password);
+	assert_null(a->password_command);
+	assert_null(a->oauth2_token_file);
+	/* a certificate alone, with a password login */
+	assert_int_equal(load(fx, ACCT_HEAD ACCT_BODY "  protocol = pop3\n  tls_cert = /c.pem\n"
+			      "  auth = \"SCRAM-SHA-256-PLUS scram-sha-256 scram-sha-1-plus "
+			      "scram-sha-1 scram plain\"\n}\n", 0600), 0);
+	a = config_find(fx->cfg, "a");
+	assert_string_equal(a->tls_cert, "/c.pem");
+	assert_null(a->tls_key);
+	/* external with a fallback needs the password for the fallback */
+	assert_int_equal(load(fx, ACCT_HEAD ACCT_BODY "  protocol = pop3\n  tls_cert = /c.pem\n"
+			      "  auth = \"external plain\"\n}\n", 0600), 0);
+	assert_string_equal(fx->cfg->accounts[0].password_command, "echo x");
+}
+
+static const struct err_case new_err_cases[] = {
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = yahoo\n}\n", 6,
+	  "oauth2 \"yahoo\" must be none, google, microsoft or custom" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = google\n}\n", 1,
+	  "oauth2 = google needs oauth2_client_id" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = custom\n  oauth2_client_id = c\n}\n", 1,
+	  "oauth2 = custom needs oauth2_token_url" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = custom\n  oauth2_client_id = c\n"
+	  "  oauth2_token_url = \"https://t/\"\n}\n", 1,
+	  "oauth2 = custom needs oauth2_auth_url or oauth2_device_url" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = custom\n  oauth2_token_url = \"http://127.0.0.1/t\"\n}\n",
+	  7, "oauth2_token_url \"http://127.0.0.1/t\" must be an https:// URL" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2_auth_url = \"https://\"\n}\n", 6, "https:// URL" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2_device_url = \"https://a b/\"\n}\n", 6, "https:// URL" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2_device_url = \"https:///x\"\n}\n", 6, "https:// URL" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2_device_url = \"ftp://x/\"\n}\n", 6, "https:// URL" },
+	{ ACCT_HEAD OAUTH_BODY "  password = x\n  oauth2_client_id = c\n}\n", 7,
+	  "oauth2_client_id needs oauth2 = google, microsoft or custom" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = none\n  password = x\n  oauth2_scope = s\n}\n", 8,
+	  "oauth2_scope needs oauth2" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = google\n  oauth2_client_id = c\n"
+	  "  password_command = \"pass x\"\n}\n", 8,
+	  "password_command would never be used: with oauth2 the secret is an OAuth2 token" },
+	{ "defaults { oauth2 = google }\n" ACCT_HEAD OAUTH_BODY "  oauth2_client_id = c\n"
+	  "  password = x\n}\n", 8, "password would never be used" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = google\n  oauth2_client_id = c\n"
+	  "  auth = \"xoauth2 plain\"\n}\n", 8,
+	  "auth may name only xoauth2 and oauthbearer" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = google\n  oauth2_client_id = c\n  tls_cert = /c\n"
+	  "  auth = external\n}\n", 9, "auth may name only xoauth2 and oauthbearer" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = google\n  oauth2_client_id = c\n"
+	  "  smtp_host = s\n  smtp_password = p\n}\n", 9,
+	  "smtp_password would never be used: submission logs in as the account does, "
+	  "with its OAuth2 token" },
+	{ ACCT_HEAD OAUTH_BODY "  tls_cert = /c\n  auth = external\n"
+	  "  smtp_host = s\n  smtp_password_file = /p\n}\n", 9,
+	  "smtp_password_file would never be used" },
+	{ ACCT_HEAD OAUTH_BODY "  auth = external\n  tls_cert = /c\n  password = x\n}\n", 8,
+	  "password would never be used: auth = external logs in with the client certificate" },
+	{ ACCT_HEAD OAUTH_BODY "  password = x\n  tls_key = /k\n}\n", 7,
+	  "tls_key needs tls_cert" },
+	{ ACCT_HEAD OAUTH_BODY "  auth = external\n}\n", 6,
+	  "auth = external logs in with a client certificate: set tls_cert" },
+	{ ACCT_HEAD OAUTH_BODY "  password = x\n  auth = \"scram external\"\n}\n", 7,
+	  "set tls_cert" },
+	{ ACCT_HEAD OAUTH_BODY "  password = x\n  tls_cert = relative.pem\n}\n", 7,
+	  "tls_cert \"relative.pem\" must be an absolute path" },
+	{ ACCT_HEAD OAUTH_BODY "  password = x\n  tls = none\n  allow_plaintext = yes\n"
+	  "  tls_cert = /c\n}\n", 9, "tls_cert needs TLS, but tls = none" },
+	{ ACCT_HEAD OAUTH_BODY "  password = x\n  auth = scram-sha-512\n}\n", 7,
+	  "unknown mechanism \"scram-sha-512\"" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = google\n  oauth2_client_id = c\n"
+	  "  oauth2_client_secret = \"a\\nb\"\n}\n", 8,
+	  "oauth2_client_secret contains a line break" },
+};
+
+static void
+test_new_key_errors(void **state)
+{
+	struct fx *fx = *state;
+
+	for (size_t i = 0; i < ARRAY_SIZE(new_err_cases); i++)
+		expect_error(fx, new_err_cases[i].text, new_err_cases[i].line,
+			     new_err_cases[i].part);
+	/* a client secret is a secret: the file holding it must be ours alone */
+	assert_int_equal(load(fx, ACCT_HEAD OAUTH_BODY "  oauth2 = google\n"
+			      "  oauth2_client_id = c\n  oauth2_client_secret = s\n}\n", 0644),
+			 -EACCES);
+	assert_non_null(strstr(fx->err.msg, "chmod 600"));
+	assert_int_equal(load(fx, ACCT_HEAD OAUTH_BODY "  oauth2 = google\n"
+			      "  oauth2_client_id = c\n}\n", 0644), 0);
+}
+
 int
 main(void)
 {
@@ -770,6 +1005,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_sample, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_daemon_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oauth2_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_keys_equal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cert_and_auth_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_key_errors, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
