@@ -551,10 +551,15 @@ timeout_msecs = 10000
         self._passwords[user] = password
         self._write_passwd()
 
-    def make_client_cert(self, user, dirpath=None, key_mode=0o600, days=30):
+    def make_client_cert(self, user, dirpath=None, key_mode=0o600, days=30, untrusted=False):
         """A client certificate of the test CA for user (CN = user, TLS
         client use only) and its key: (cert_path, key_path) in dirpath
-        (default WORKDIR/certs/clients), the key file with key_mode."""
+        (default WORKDIR/certs/clients), the key file with key_mode.
+        untrusted=True: signed by the CA nobody trusts instead."""
+        ca_crt, ca_key = self.ca_file, self.ca_key
+        if untrusted:
+            ca_crt = self.untrusted_ca_file
+            ca_key = os.path.join(self.certdir, "untrusted-ca.key")
         dirpath = dirpath or os.path.join(self.certdir, "clients")
         os.makedirs(dirpath, exist_ok=True)
         name = f"client-{user}-{next(_seq)}"
@@ -574,7 +579,7 @@ timeout_msecs = 10000
                       "-keyout", key, "-out", csr, "-subj", f"/CN={user}"], dirpath)
         finally:
             os.umask(old)
-        _openssl(["x509", "-req", "-in", csr, "-CA", self.ca_file, "-CAkey", self.ca_key,
+        _openssl(["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
                   "-CAcreateserial", "-out", crt, "-days", str(days), "-extfile", ext],
                  dirpath)
         os.chmod(key, key_mode)
