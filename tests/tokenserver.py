@@ -102,6 +102,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # client that connects and stalls holds up nobody else.
         self.request.settimeout(15)
         if self.server.tls:
+            if self.server.ctx is None:
+                raise ConnectionAbortedError("no certificate yet (set_certificate)")
             self.request = self.server.ctx.wrap_socket(self.request, server_side=True)
         super().setup()
 
@@ -189,9 +191,9 @@ class _Server(http.server.ThreadingHTTPServer):
 class TokenServer:
     """The provider: see the module's head comment."""
 
-    def __init__(self, cert_file, key_file, host="127.0.0.1", expires_in=3600, token_len=48,
+    def __init__(self, cert_file=None, key_file=None, host="127.0.0.1", expires_in=3600, token_len=48,
                  rotate=False, device_interval=1, device_expires_in=300,
-                 consent_user=None):
+                 consent_user=None, slow_down_step=5):
         self.cert_file = cert_file
         self.key_file = key_file
         self.host = host
@@ -200,10 +202,13 @@ class TokenServer:
         self.rotate = rotate
         self.device_interval = device_interval
         self.device_expires_in = device_expires_in
+        # What slow_down adds to a device code's interval (RFC 8628: 5 s).
+        self.slow_down_step = slow_down_step
         # Who consents at /authorize (the loopback redirect has no login page).
         self.consent_user = consent_user
         self.deny_authorize = False
         self.lock = threading.Lock()
+        self.ctx = None
         self.clients = {}
         self.devices = {}          # device_code -> dict
         self.codes = {}            # authorization code -> dict
@@ -219,12 +224,38 @@ class TokenServer:
 
     # ---- life ----------------------------------------------------------------
 
-    def start(self):
-        https = _Server((self.host, 0), _Handler)
+    def set_certificate(self, cert_file, key_file):
+        """The HTTPS certificate, also after start(): a Dovecot that must
+        know the introspection URL before it starts can make the
+        certificate the provider then uses."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert_file, self.key_file)
-        https.ctx = ctx
+        ctx.load_cert_chain(cert_file, key_file)
+        self.cert_file, self.key_file = cert_file, key_file
+        self.ctx = ctx
+        for s in self._servers:
+            s.ctx = ctx
+
+    def reset(self, **knobs):
+        """Forgets every client, code and token, zeroes the counters, and
+        sets the knobs (expires_in=..., rotate=..., ...) anew from their
+        defaults: one provider serves test after test."""
+        fresh = TokenServer()
+        with self.lock:
+            for k in ("expires_in", "token_len", "rotate", "device_interval",
+                      "device_expires_in", "consent_user", "deny_authorize", "slow_down_step"):
+                setattr(self, k, knobs.pop(k, getattr(fresh, k)))
+            if knobs:
+                raise TypeError(f"unknown knobs {sorted(knobs)}")
+            for k in ("clients", "devices", "codes", "access", "refresh"):
+                getattr(self, k).clear()
+            for c in (self.grants, self.requests, self.errors, self.introspections):
+                c.clear()
+            self.log.clear()
+
+    def start(self):
+        https = _Server((self.host, 0), _Handler)
+        https.ctx = self.ctx
         https.tls = True
         plain = _Server((self.host, 0), _Handler)
         plain.tls = False
@@ -244,6 +275,8 @@ class TokenServer:
         self.auth_url = self.url + "/authorize"
         self.verification_uri = self.url + "/device/approve"
         self.introspection_url = self.http_url + "/introspect"
+        if self.cert_file:
+            self.set_certificate(self.cert_file, self.key_file)
         return self
 
     def stop(self):
@@ -458,7 +491,7 @@ class TokenServer:
         # A little slack: a client that waits the interval may wake early by
         # a timer's rounding.
         if last is not None and now - last < d["interval"] - 0.2:
-            d["interval"] += 5
+            d["interval"] += self.slow_down_step
             raise OAuthError("slow_down", "polling faster than the interval")
         if d["status"] == "pending":
             raise OAuthError("authorization_pending", "the user has not answered yet")
