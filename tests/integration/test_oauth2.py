@@ -202,10 +202,12 @@ def authorize_device(mp, ts, user, approve=True):
 AUTH_URL_RE = re.compile(r"https://127\.0\.0\.1:\d+/authorize\?[^\s\"'<>]+")
 
 
-def authorize_redirect(mp, ts, user, secret=None):
+def authorize_redirect(mp, ts, user, secret=None, forged_first=False):
     """`mailpull authorize t1` with the loopback redirect: the URL it
     prints is opened as a browser would, the provider's redirect followed
-    to mailpull's listener. Returns (exit status, output, the URL's query)."""
+    to mailpull's listener (forged_first: after a request with another
+    state, which must be answered 400 and ignored). Returns (exit status,
+    output, the URL's query)."""
     ts.register_client(CLIENT_ID, secret)
     ts.consent_user = user
     term = Terminal(mp, "authorize", "t1")
@@ -214,6 +216,12 @@ def authorize_redirect(mp, ts, user, secret=None):
     assert url.startswith(ts.auth_url + "?"), url
     status, location, body = browser_get(url, mp.dc.ca_file)
     assert status == 302 and location, (status, body)
+    if forged_first:
+        forged = re.sub(r"([?&]state=)[^&]*", r"\1forged", location)
+        assert forged != location, location
+        status, _, body = browser_get(forged, None)
+        assert status == 400, (status, body, term.text)
+        assert term.p.poll() is None, f"mailpull gave up on a forged answer:\n{term.text}"
     status, _, body = browser_get(location, None)
     assert status == 200, (status, body, term.text)
     rc = term.finish()
@@ -304,6 +312,17 @@ def test_loopback_redirect_with_pkce(mp, ts, secret):
     assert multiset(mp.messages()) == multiset(msgs)
     assert logins(mp.dc, user) == ["XOAUTH2"]
     assert ts.requests["refresh_token"] == 0
+
+
+def test_loopback_redirect_ignores_a_forged_state(mp, ts):
+    """A request on the listener whose state is not mailpull's (RFC 6749
+    section 10.12) is turned away and the real redirect still counts."""
+    user = mp.new_user("oaf")
+    mp.configure(oauth_account(mp, ts, "imap", user, flow="redirect"))
+    rc, text, _ = authorize_redirect(mp, ts, user, forged_first=True)
+    assert rc == EX_OK, text
+    assert ts.grants["authorization_code"] == 1
+    check_token_file(mp, ts, user)
 
 
 def test_never_authorized(mp, ts):
