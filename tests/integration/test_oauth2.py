@@ -483,7 +483,7 @@ def test_revoked_access_token_error_challenge(mp, ts, mech, proto, needle):
 
 # ---- the harness itself -------------------------------------------------------
 
-def test_harness_provider_and_dovecot(ts, oauth_dc):
+def test_harness_provider_and_dovecot(ts, oauth_dc, oauth_pf):
     """The provider by the letter, with Python's own HTTP and IMAP: the
     device grant's pending answers, PKCE refusing a wrong verifier,
     rotation's grace, and Dovecot taking a live token and refusing a
@@ -543,6 +543,11 @@ def test_harness_provider_and_dovecot(ts, oauth_dc):
     m = imaplib.IMAP4_SSL(oauth_dc.host, oauth_dc.imaps_port, ssl_context=ctx)
     assert m.authenticate("XOAUTH2", lambda chal: sasl)[0] == "OK"
     m.logout()
+    # Submission: Postfix asks the Dovecot, which asks the provider.
+    c = oauth_pf.client()
+    assert {"XOAUTH2", "OAUTHBEARER"} <= set(c.esmtp_features["auth"].split())
+    assert c.auth("XOAUTH2", lambda challenge=None: sasl.decode())[0] == 235
+    c.quit()
     ts.revoke(user)
     m = imaplib.IMAP4_SSL(oauth_dc.host, oauth_dc.imaps_port, ssl_context=ctx)
     chals = []
