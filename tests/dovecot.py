@@ -53,8 +53,8 @@ Logins beyond PLAIN and LOGIN (each off by default):
         nothing but the certificate. make_client_cert(user) makes one.
     user_passwords=True
         set_password(user, pw) gives one user a password of its own
-        (a passwd-file in front of the static passdb, {PLAIN}, so SCRAM
-        works with it); the others keep dc.password.
+        (a passwd-file per user in front of the static passdb, {PLAIN},
+        so SCRAM works with it); the others keep dc.password.
 """
 
 import itertools
@@ -307,8 +307,7 @@ class Dovecot(PrivateServer):
         self.oauth2_introspection_mode = oauth2_introspection_mode
         self.client_certs = client_certs
         self.user_passwords = user_passwords
-        self.passwd_file = os.path.join(self.workdir, "passwd")
-        self._passwords = {}
+        self.passwd_dir = os.path.join(self.workdir, "passwd.d")
         self.proc = None
         self.conf = os.path.join(self.workdir, "dovecot.conf")
         self.log_path = os.path.join(self.workdir, "dovecot.log")
@@ -523,33 +522,40 @@ timeout_msecs = 10000
 }}
 """
         if self.user_passwords:
-            self._write_passwd()
+            os.makedirs(self.passwd_dir, exist_ok=True)
+            os.chmod(self.passwd_dir, 0o755)
             out += f"""passdb {{
   driver = passwd-file
-  args = {self.passwd_file}
+  args = {self.passwd_dir}/%u
 }}
 """
         return out
 
-    def _write_passwd(self):
-        # Written beside and renamed over: the auth process rereads it
-        # whenever it changed, and must never see half a file.
-        tmp = self.passwd_file + ".new"
+    def _write_passwd(self, user, password):
+        # One file per user (the passdb's path holds %u): the auth process
+        # rereads a changed file at most once a second, but a new user's
+        # file is read when first asked for. Written beside and renamed
+        # over, so it is never seen half-written.
+        os.makedirs(self.passwd_dir, exist_ok=True)
+        os.chmod(self.passwd_dir, 0o755)
+        path = os.path.join(self.passwd_dir, user)
+        tmp = path + ".new"
         with open(tmp, "w", encoding="utf-8") as f:
-            for user, pw in self._passwords.items():
-                f.write(f"{user}:{{PLAIN}}{pw}\n")
+            f.write(f"{user}:{{PLAIN}}{password}\n")
         os.chmod(tmp, 0o644)
-        os.replace(tmp, self.passwd_file)
+        os.replace(tmp, path)
 
     def set_password(self, user, password):
         """Gives user a password of its own (needs user_passwords=True).
-        A password may hold any character but ':' and line ends."""
+        A password may hold any character but ':' and line ends. A new
+        user's password counts at once; a changed one may take a second."""
         if not self.user_passwords:
             raise ValueError("set_password needs Dovecot(user_passwords=True)")
         if ":" in password or "\n" in password or "\r" in password:
             raise ValueError("a passwd-file password holds no ':' nor line ends")
-        self._passwords[user] = password
-        self._write_passwd()
+        if "/" in user or user.startswith("."):
+            raise ValueError(f"user name {user!r} cannot name a file")
+        self._write_passwd(user, password)
 
     def make_client_cert(self, user, dirpath=None, key_mode=0o600, days=30, untrusted=False):
         """A client certificate of the test CA for user (CN = user, TLS
