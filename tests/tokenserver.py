@@ -46,7 +46,8 @@ Endpoints:
 
 Knobs and looks: expires_in (of access tokens from now on), token_len
 (length of new access tokens; a long one tests POP3's 255-octet line),
-rotate, expire_access_tokens(), revoke(user=None), grants (a Counter of
+rotate, slow_down_polls (that many device polls get slow_down),
+slow_down_step, device_interval, device_expires_in, expire_access_tokens(), revoke(user=None), grants (a Counter of
 tokens handed out per grant type: "authorization_code", "device_code",
 "refresh_token"), requests (every /token call per grant type, errors
 included), errors (a Counter of error codes answered), introspections.
@@ -204,6 +205,9 @@ class TokenServer:
         self.device_expires_in = device_expires_in
         # What slow_down adds to a device code's interval (RFC 8628: 5 s).
         self.slow_down_step = slow_down_step
+        # The next this many device-code polls get slow_down, however
+        # patient the client was.
+        self.slow_down_polls = 0
         # Who consents at /authorize (the loopback redirect has no login page).
         self.consent_user = consent_user
         self.deny_authorize = False
@@ -243,7 +247,8 @@ class TokenServer:
         fresh = TokenServer()
         with self.lock:
             for k in ("expires_in", "token_len", "rotate", "device_interval",
-                      "device_expires_in", "consent_user", "deny_authorize", "slow_down_step"):
+                      "device_expires_in", "consent_user", "deny_authorize", "slow_down_step",
+                      "slow_down_polls"):
                 setattr(self, k, knobs.pop(k, getattr(fresh, k)))
             if knobs:
                 raise TypeError(f"unknown knobs {sorted(knobs)}")
@@ -490,7 +495,10 @@ class TokenServer:
             raise OAuthError("access_denied", "the user refused")
         # A little slack: a client that waits the interval may wake early by
         # a timer's rounding.
-        if last is not None and now - last < d["interval"] - 0.2:
+        too_soon = last is not None and now - last < d["interval"] - 0.2
+        if too_soon or self.slow_down_polls > 0:
+            if not too_soon:
+                self.slow_down_polls -= 1
             d["interval"] += self.slow_down_step
             raise OAuthError("slow_down", "polling faster than the interval")
         if d["status"] == "pending":

@@ -21,7 +21,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import EX_CRASH, EX_NOPERM, EX_OK, Raw, assert_error, make_message, multiset
+from conftest import EX_CRASH, EX_NOPERM, EX_OK, EX_TEMPFAIL, Raw, assert_error, make_message, multiset
 from dovecot import Dovecot
 import postfix as postfix_mod
 from tokenserver import TokenServer, browser_get
@@ -288,6 +288,38 @@ def test_device_grant_denied(mp, ts):
     assert ts.grants["device_code"] == 0
 
 
+def test_device_grant_slow_down(mp, ts):
+    """slow_down (RFC 8628 section 3.5): the client waits 5 s more between
+    polls from then on; polling sooner would earn another slow_down."""
+    user = mp.new_user("oaw")
+    fill(mp, user)
+    ts.slow_down_polls = 1
+    mp.configure(oauth_account(mp, ts, "imap", user))
+    t0 = time.monotonic()
+    rc, text = authorize_device(mp, ts, user)
+    assert rc == EX_OK, text
+    assert ts.errors["slow_down"] == 1, ts.errors
+    assert ts.requests["device_code"] == 2
+    assert time.monotonic() - t0 >= ts.device_interval + ts.slow_down_step
+    check_token_file(mp, ts, user)
+
+
+def test_device_code_expires(mp, ts):
+    """Nobody enters the code before it expires: authorize gives up (75,
+    a temporary failure) and says to run it again; nothing saved."""
+    user = mp.new_user("oax")
+    ts.device_expires_in = 3
+    mp.configure(oauth_account(mp, ts, "imap", user))
+    ts.register_client(CLIENT_ID)
+    term = Terminal(mp, "authorize", "t1")
+    term.wait_for(lambda text: any(c in text for c in ts.pending_user_codes()))
+    rc = term.finish(30)
+    assert rc == EX_TEMPFAIL, term.text
+    assert "mailpull authorize t1 again" in term.text
+    assert not os.path.exists(token_file(mp))
+    assert ts.grants["device_code"] == 0
+
+
 @pytest.mark.parametrize("secret", [None, "s3cret-of-the-client"], ids=["public", "confidential"])
 def test_loopback_redirect_with_pkce(mp, ts, secret):
     """authorize by the loopback redirect: the URL asks for a code with
@@ -473,7 +505,7 @@ def test_revoked_access_token_error_challenge(mp, ts, mech, proto, needle):
     rc, text = authorize_device(mp, ts, user)
     assert rc == EX_OK, text
     ts.revoke(user, refresh=False)
-    r = mp.run()
+    r = mp.run("-v")
     assert_error(r, EX_NOPERM, "t1", mp.dc.host, needle)
     assert mp.messages() == []
     assert ts.introspections["inactive"] >= 1
