@@ -47,9 +47,10 @@ Endpoints:
 Knobs and looks: expires_in (of access tokens from now on), token_len
 (length of new access tokens; a long one tests POP3's 255-octet line),
 rotate, slow_down_polls (that many device polls get slow_down),
-slow_down_step, device_interval, device_expires_in, expire_access_tokens(), revoke(user=None), grants (a Counter of
-tokens handed out per grant type: "authorization_code", "device_code",
-"refresh_token"), requests (every /token call per grant type, errors
+slow_down_step, device_interval, device_expires_in, consent_user,
+deny_authorize, expire_access_tokens(), revoke(user=None), grants (a
+Counter of tokens handed out per grant type: "authorization_code",
+"device_code", "refresh_token"), requests (every /token call per grant type, errors
 included), errors (a Counter of error codes answered), introspections.
 """
 
@@ -192,8 +193,8 @@ class _Server(http.server.ThreadingHTTPServer):
 class TokenServer:
     """The provider: see the module's head comment."""
 
-    def __init__(self, cert_file=None, key_file=None, host="127.0.0.1", expires_in=3600, token_len=48,
-                 rotate=False, device_interval=1, device_expires_in=300,
+    def __init__(self, cert_file=None, key_file=None, host="127.0.0.1", expires_in=3600,
+                 token_len=48, rotate=False, device_interval=1, device_expires_in=300,
                  consent_user=None, slow_down_step=5):
         self.cert_file = cert_file
         self.key_file = key_file
@@ -516,8 +517,7 @@ class TokenServer:
             self.refresh[t["parent"]]["revoked"] = True
         t["used"] = True
         if not self.rotate:
-            out = self._issue(cid, t["user"], "refresh_token", t["scope"], refresh=False)
-            return out
+            return self._issue(cid, t["user"], "refresh_token", t["scope"], refresh=False)
         return self._issue(cid, t["user"], "refresh_token", t["scope"], parent=rt)
 
     def _introspect(self, token):

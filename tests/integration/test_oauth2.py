@@ -21,7 +21,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import EX_CRASH, EX_NOPERM, EX_OK, EX_TEMPFAIL, Raw, assert_error, make_message, multiset
+from conftest import (EX_CRASH, EX_NOPERM, EX_OK, EX_TEMPFAIL, Raw, assert_error, make_message,
+                      multiset)
 from dovecot import Dovecot
 import postfix as postfix_mod
 from tokenserver import TokenServer, browser_get

@@ -158,7 +158,8 @@ def test_wrong_password(mp, proto, mech):
     """A wrong password with SCRAM: an authentication failure (77) that
     names the account and the host; nothing fetched, nothing deleted."""
     r, user, msgs = fetch_with(mp, proto, mech, password="not-the-Scram-pw-7")
-    assert_error(r, EX_NOPERM, "t1", mp.dc.host)
+    port = mp.dc.pop3s_port if proto == "pop3" else mp.dc.imaps_port
+    assert_error(r, EX_NOPERM, "t1", f"{mp.dc.host}:{port}")
     assert mp.messages() == []
     assert mp.dc.count(user) == len(msgs)
     no_secret(r, "not-the-Scram-pw-7")
@@ -238,7 +239,7 @@ def test_send_wrong_password(mp, scram_pf, mech):
     """Refused by the submission server: 77, the account and the SMTP
     host named, the message still queued, nothing delivered."""
     r, a, b, data = send_with(mp, scram_pf, mech, smtp_password="not-the-Scram-pw-8")
-    assert_error(r, EX_NOPERM, "t1", scram_pf.host)
+    assert_error(r, EX_NOPERM, "t1", f"{scram_pf.host}:{scram_pf.smtps_port}")
     no_secret(r, "not-the-Scram-pw-8")
     outbox = os.path.join(mp.maildir(), ".Outbox")
     left = [n for sub in ("new", "cur") for n in os.listdir(os.path.join(outbox, sub))]
