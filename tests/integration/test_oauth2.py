@@ -430,6 +430,23 @@ def test_expiry_refreshes_once_and_saves_the_rotated_token(mp, ts):
     assert ts.requests["refresh_token"] == 1
 
 
+def test_expiry_without_rotation_keeps_the_refresh_token(mp, ts):
+    """A provider that does not rotate answers a refresh with an access
+    token only: the refresh token on file stays, and works again."""
+    user = mp.new_user("oak")
+    fill(mp, user)
+    first = authorize_expiring(mp, ts, user)
+    ts.rotate = False
+    ts.expires_in = 30
+    for n in (1, 2):
+        r = mp.run()
+        assert r.rc == EX_OK, str(r)
+        assert ts.grants["refresh_token"] == n
+        assert ts.issued_refresh_tokens(user) == [first]
+        assert first.encode() in token_file_bytes(mp)
+    assert logins(mp.dc, user) == ["XOAUTH2", "XOAUTH2"]
+
+
 @pytest.mark.parametrize("proto", PROTOS)
 def test_invalid_grant(mp, ts, proto):
     """The refresh token was revoked: 77, "mailpull authorize t1 again",
