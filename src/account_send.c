@@ -384,6 +384,7 @@ submission_view(struct srun *r)
 {
 	const struct mp_account *a = r->a;
 
+	/* Everything else carries over, the client certificate (tls_cert, tls_key) too. */
 	r->sub = *a;
 	r->sub.host = a->smtp_host;
 	r->sub.port = a->smtp_port;
