@@ -35,6 +35,26 @@ adds what a submission server in front of it needs (tests/postfix.py): LMTP
 on 127.0.0.1:lmtp_port, delivering USER@ANY.DOMAIN to USER, and the
 auth-client protocol on 127.0.0.1:auth_port. auth_delays=False answers a
 wrong password at once and keeps no penalty against the address.
+
+Logins beyond PLAIN and LOGIN (each off by default):
+    auth_mechanisms="plain login scram-sha-1 scram-sha-256"
+        what Dovecot offers (and so the Postfix in front of it); the static
+        passdb holds the password in plaintext, so SCRAM works for any user.
+    oauth2_introspection_url="http://127.0.0.1:PORT/introspect"
+        an oauth2 passdb (XOAUTH2, OAUTHBEARER added to the mechanisms)
+        that asks that URL (RFC 7662, oauth2_introspection_mode: post, get
+        or auth) whether a token is active and whose it is: the token is
+        the user's password there (tests/tokenserver.py plays the provider).
+    client_certs=True
+        Dovecot asks every TLS client for a certificate of the test CA
+        (ssl_verify_client_cert), takes the user name from its commonName,
+        and refuses any login without a valid one
+        (auth_ssl_require_client_cert); EXTERNAL is offered and needs
+        nothing but the certificate. make_client_cert(user) makes one.
+    user_passwords=True
+        set_password(user, pw) gives one user a password of its own
+        (a passwd-file per user in front of the static passdb, {PLAIN},
+        so SCRAM works with it); the others keep dc.password.
 """
 
 import itertools
@@ -245,7 +265,9 @@ class Dovecot(PrivateServer):
 
     def __init__(self, workdir=None, password=PASSWORD, ipv6=None, fsync=False, separator="/",
                  namespaces=False, lmtp=False, auth_inet=False, sent_auto="no",
-                 auth_delays=True):
+                 auth_delays=True, auth_mechanisms="plain login",
+                 oauth2_introspection_url=None, oauth2_introspection_mode="post",
+                 client_certs=False, user_passwords=False):
         self._own_workdir = workdir is None
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="mailpull-dovecot-")
@@ -272,6 +294,20 @@ class Dovecot(PrivateServer):
         if sent_auto not in ("no", "create", "subscribe"):
             raise ValueError(f"sent_auto {sent_auto!r}")
         self.sent_auto = sent_auto
+        # Logins beyond PLAIN and LOGIN (see the module's head comment).
+        mechs = auth_mechanisms.lower().split()
+        if oauth2_introspection_url:
+            mechs += [m for m in ("xoauth2", "oauthbearer") if m not in mechs]
+        if client_certs and "external" not in mechs:
+            mechs.append("external")
+        self.auth_mechanisms = " ".join(mechs)
+        if oauth2_introspection_mode not in ("post", "get", "auth"):
+            raise ValueError(f"oauth2_introspection_mode {oauth2_introspection_mode!r}")
+        self.oauth2_introspection_url = oauth2_introspection_url
+        self.oauth2_introspection_mode = oauth2_introspection_mode
+        self.client_certs = client_certs
+        self.user_passwords = user_passwords
+        self.passwd_dir = os.path.join(self.workdir, "passwd.d")
         self.proc = None
         self.conf = os.path.join(self.workdir, "dovecot.conf")
         self.log_path = os.path.join(self.workdir, "dovecot.log")
@@ -285,9 +321,9 @@ class Dovecot(PrivateServer):
 
     def _make_certs(self):
         os.makedirs(self.certdir, exist_ok=True)
-        self.ca_file, ca_key = make_ca(self.certdir, "test", "mailpull test CA")
+        self.ca_file, self.ca_key = make_ca(self.certdir, "test", "mailpull test CA")
         self.server_cert, self.server_key = make_server_cert(
-            self.certdir, "server", self.ca_file, ca_key)
+            self.certdir, "server", self.ca_file, self.ca_key)
         self.untrusted_ca_file, uca_key = make_ca(self.certdir, "untrusted",
                                                   "mailpull untrusted CA")
         self.untrusted_cert, self.untrusted_key = make_server_cert(
@@ -342,11 +378,11 @@ ssl_dh = <{DH_FILE}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
 
-auth_mechanisms = plain login
+auth_mechanisms = {self.auth_mechanisms}
 auth_cache_size = 0
 auth_verbose = yes
 auth_verbose_passwords = no
-passdb {{
+{self._login_conf()}passdb {{
   driver = static
   args = password={self.password}
 }}
@@ -445,6 +481,117 @@ service anvil {
 """
         return out
 
+    def _login_conf(self):
+        """The client-certificate settings and the passdbs in front of the
+        static one: each serves only its own mechanisms, and the
+        oauth2 one's refusal is final (the token is no password to try
+        against the static passdb)."""
+        out = ""
+        if self.client_certs:
+            # No CRL comes with the test CA: Dovecot would otherwise fail
+            # every certificate for want of one.
+            out += f"""ssl_ca = <{self.ca_file}
+ssl_verify_client_cert = yes
+ssl_require_crl = no
+ssl_cert_username_field = commonName
+auth_ssl_require_client_cert = yes
+auth_ssl_username_from_cert = yes
+passdb {{
+  driver = static
+  args = nopassword=y
+  mechanisms = external
+}}
+"""
+        if self.oauth2_introspection_url:
+            args = os.path.join(self.workdir, "oauth2.conf.ext")
+            with open(args, "w") as f:
+                f.write(f"""# generated by tests/dovecot.py
+introspection_mode = {self.oauth2_introspection_mode}
+introspection_url = {self.oauth2_introspection_url}
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 10000
+""")
+            os.chmod(args, 0o644)
+            out += f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {args}
+  result_failure = return-fail
+}}
+"""
+        if self.user_passwords:
+            os.makedirs(self.passwd_dir, exist_ok=True)
+            os.chmod(self.passwd_dir, 0o755)
+            out += f"""passdb {{
+  driver = passwd-file
+  args = {self.passwd_dir}/%u
+}}
+"""
+        return out
+
+    def _write_passwd(self, user, password):
+        # One file per user (the passdb's path holds %u): the auth process
+        # rereads a changed file at most once a second, but a new user's
+        # file is read when first asked for. Written beside and renamed
+        # over, so it is never seen half-written.
+        os.makedirs(self.passwd_dir, exist_ok=True)
+        os.chmod(self.passwd_dir, 0o755)
+        path = os.path.join(self.passwd_dir, user)
+        tmp = path + ".new"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"{user}:{{PLAIN}}{password}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    def set_password(self, user, password):
+        """Gives user a password of its own (needs user_passwords=True).
+        A password may hold any character but ':' and line ends. A new
+        user's password counts at once; a changed one may take a second."""
+        if not self.user_passwords:
+            raise ValueError("set_password needs Dovecot(user_passwords=True)")
+        if ":" in password or "\n" in password or "\r" in password:
+            raise ValueError("a passwd-file password holds no ':' nor line ends")
+        if "/" in user or user.startswith("."):
+            raise ValueError(f"user name {user!r} cannot name a file")
+        self._write_passwd(user, password)
+
+    def make_client_cert(self, user, dirpath=None, key_mode=0o600, days=30, untrusted=False):
+        """A client certificate of the test CA for user (CN = user, TLS
+        client use only) and its key: (cert_path, key_path) in dirpath
+        (default WORKDIR/certs/clients), the key file with key_mode.
+        untrusted=True: signed by the CA nobody trusts instead."""
+        ca_crt, ca_key = self.ca_file, self.ca_key
+        if untrusted:
+            ca_crt = self.untrusted_ca_file
+            ca_key = os.path.join(self.certdir, "untrusted-ca.key")
+        dirpath = dirpath or os.path.join(self.certdir, "clients")
+        os.makedirs(dirpath, exist_ok=True)
+        name = f"client-{user}-{next(_seq)}"
+        key = os.path.join(dirpath, f"{name}.key")
+        csr = os.path.join(dirpath, f"{name}.csr")
+        crt = os.path.join(dirpath, f"{name}.pem")
+        ext = os.path.join(dirpath, f"{name}.ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature\n"
+                    "extendedKeyUsage=clientAuth\n")
+        # The key is created inside a umask that keeps it private from the
+        # first byte; key_mode is applied afterwards.
+        old = os.umask(0o077)
+        try:
+            _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                      "-keyout", key, "-out", csr, "-subj", f"/CN={user}"], dirpath)
+        finally:
+            os.umask(old)
+        _openssl(["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+                  "-CAcreateserial", "-out", crt, "-days", str(days), "-extfile", ext],
+                 dirpath)
+        os.chmod(key, key_mode)
+        os.chmod(crt, 0o644)
+        return crt, key
+
     def _namespace_conf(self, state):
         """Public and other-users namespaces with ACLs (Dovecot 2.3 acl plugin)."""
         if not self.namespaces:
@@ -519,6 +666,7 @@ namespace shared {{
             self._make_certs()
         else:
             self.ca_file = os.path.join(self.certdir, "test-ca.pem")
+            self.ca_key = os.path.join(self.certdir, "test-ca.key")
             self.server_cert = os.path.join(self.certdir, "server.pem")
             self.server_key = os.path.join(self.certdir, "server.key")
             self.untrusted_ca_file = os.path.join(self.certdir, "untrusted-ca.pem")
