@@ -513,17 +513,21 @@ post_token(const struct mp_account *a, const char *url, const char *form, size_t
 }
 
 /*
- * The answer of an endpoint that said no, as -EACCES (MP_EX_NOPERM) with
- * the provider's words apart from ours; what (our words) says what was
- * refused and what to do.
+ * The answer of an endpoint that said no, as -EACCES (MP_EX_NOPERM): what
+ * (our words) says what was refused, then the error code, sanitized, and
+ * for again (an account name) what to do; the provider's description
+ * apart from ours.
  */
 static int
-refused(const struct oauth2_token *t, struct mp_err *err, const char *what)
+refused(const struct oauth2_token *t, struct mp_err *err, const char *what, const char *again)
 {
 	const char *d = t->error_description ? t->error_description : "";
+	char code[48];
 
-	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, d, strlen(d), "%s (%.40s)", what,
-			      t->error);
+	util_sanitize(code, sizeof(code), t->error, strlen(t->error));
+	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, d, strlen(d), "%s (%s)%s%s%s", what,
+			      code, again ? ": run mailpull authorize " : "", again ? again : "",
+			      again ? " again" : "");
 }
 
 /* The crash point (head comment): after an answer, before it is saved. */
@@ -593,15 +597,10 @@ refresh(const struct mp_account *a, const char *refresh_token, char **ret, struc
 	}
 	r = post_token(a, a->oauth2_token_url, form, len, &tok, err);
 	http_free(form, len);
-	if (r == -EACCES) {
-		char what[200];
-
-		snprintf(what, sizeof(what), "OAuth2: the provider refused the refresh token: "
-			 "run mailpull authorize %s again", a->name);
-		r = refused(&tok, err, what);
-	} else if (r == 0) {
+	if (r == -EACCES)
+		r = refused(&tok, err, "OAuth2: the provider refused the refresh token", a->name);
+	else if (r == 0)
 		r = token_received(a, &tok, refresh_token, ret, err);
-	}
 	oauth2_token_clear(&tok);
 	return r;
 }
@@ -687,7 +686,7 @@ device_refused(const char *body, size_t len, const char *url, long status, struc
 	int r = oauth2_parse_token(body, len, &t);
 
 	if (r == -EACCES)
-		r = refused(&t, err, "OAuth2: the device endpoint refused the request");
+		r = refused(&t, err, "OAuth2: the device endpoint refused the request", NULL);
 	else if (r != -ENOMEM)
 		r = mp_err_set(err, -EACCES, MP_EX_NOPERM, "OAuth2 device endpoint %s: HTTP %ld",
 			       url, status);
@@ -750,6 +749,7 @@ device_poll(const struct mp_account *a, const struct device *d, struct mp_err *e
 	struct oauth2_token tok = { .expires_in = -1, .interval = -1 };
 	char *form = NULL;
 	size_t len = 0;
+	bool expired;
 	int r;
 
 	r = http_form_add(&form, &len, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
@@ -782,11 +782,12 @@ device_poll(const struct mp_account *a, const struct device *d, struct mp_err *e
 				interval = DEVICE_INTERVAL_MAX_S;
 			continue;
 		}
+		expired = strcmp(tok.error, "expired_token") == 0;
 		r = refused(&tok, err, strcmp(tok.error, "access_denied") == 0 ?
-			    "OAuth2: the authorization was refused" :
-			    strcmp(tok.error, "expired_token") == 0 ?
+			    "OAuth2: the authorization was refused" : expired ?
 			    "OAuth2: the code expired before it was entered" :
-			    "OAuth2: the provider refused the authorization");
+			    "OAuth2: the provider refused the authorization",
+			    expired ? a->name : NULL);
 		break;
 	}
 	http_free(form, len);
@@ -1156,7 +1157,7 @@ redirect_exchange(const struct mp_account *a, const struct redirect *rd, const c
 	r = post_token(a, a->oauth2_token_url, form, len, &tok, err);
 	http_free(form, len);
 	if (r == -EACCES)
-		r = refused(&tok, err, "OAuth2: the token endpoint refused the code");
+		r = refused(&tok, err, "OAuth2: the token endpoint refused the code", NULL);
 	else if (r == 0)
 		r = token_received(a, &tok, NULL, NULL, err);
 	oauth2_token_clear(&tok);
@@ -1197,7 +1198,7 @@ authorize_redirect(const struct mp_account *a, FILE *in, FILE *out, struct mp_er
 	if (r == 0 && ans.error)
 		r = refused(&(struct oauth2_token){ .error = ans.error,
 						    .error_description = ans.error_description },
-			    err, "OAuth2: the authorization was refused");
+			    err, "OAuth2: the authorization was refused", NULL);
 	if (r == 0)
 		r = redirect_exchange(a, &rd, ans.code, err);
 	if (rd.fd >= 0)
