@@ -513,17 +513,21 @@ post_token(const struct mp_account *a, const char *url, const char *form, size_t
 }
 
 /*
- * The answer of an endpoint that said no, as -EACCES (MP_EX_NOPERM) with
- * the provider's words apart from ours; what (our words) says what was
- * refused and what to do.
+ * The answer of an endpoint that said no, as -EACCES (MP_EX_NOPERM): what
+ * (our words) says what was refused, then the error code, sanitized, and
+ * for again (an account name) what to do; the provider's description
+ * apart from ours.
  */
 static int
-refused(const struct oauth2_token *t, struct mp_err *err, const char *what)
+refused(const struct oauth2_token *t, struct mp_err *err, const char *what, const char *again)
 {
 	const char *d = t->error_description ? t->error_description : "";
+	char code[48];
 
-	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, d, strlen(d), "%s (%.40s)", what,
-			      t->error);
+	util_sanitize(code, sizeof(code), t->error, strlen(t->error));
+	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, d, strlen(d), "%s (%s)%s%s%s", what,
+			      code, again ? ": run mailpull authorize " : "", again ? again : "",
+			      again ? " again" : "");
 }
 
 /* The crash point (head comment): after an answer, before it is saved. */
@@ -593,15 +597,10 @@ refresh(const struct mp_account *a, const char *refresh_token, char **ret, struc
 	}
 	r = post_token(a, a->oauth2_token_url, form, len, &tok, err);
 	http_free(form, len);
-	if (r == -EACCES) {
-		char what[200];
-
-		snprintf(what, sizeof(what), "OAuth2: the provider refused the refresh token: "
-			 "run mailpull authorize %s again", a->name);
-		r = refused(&tok, err, what);
-	} else if (r == 0) {
+	if (r == -EACCES)
+		r = refused(&tok, err, "OAuth2: the provider refused the refresh token", a->name);
+	else if (r == 0)
 		r = token_received(a, &tok, refresh_token, ret, err);
-	}
 	oauth2_token_clear(&tok);
 	return r;
 }
@@ -687,7 +686,7 @@ device_refused(const char *body, size_t len, const char *url, long status, struc
 	int r = oauth2_parse_token(body, len, &t);
 
 	if (r == -EACCES)
-		r = refused(&t, err, "OAuth2: the device endpoint refused the request");
+		r = refused(&t, err, "OAuth2: the device endpoint refused the request", NULL);
 	else if (r != -ENOMEM)
 		r = mp_err_set(err, -EACCES, MP_EX_NOPERM, "OAuth2 device endpoint %s: HTTP %ld",
 			       url, status);
@@ -750,6 +749,7 @@ device_poll(const struct mp_account *a, const struct device *d, struct mp_err *e
 	struct oauth2_token tok = { .expires_in = -1, .interval = -1 };
 	char *form = NULL;
 	size_t len = 0;
+	bool expired;
 	int r;
 
 	r = http_form_add(&form, &len, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
@@ -782,11 +782,12 @@ device_poll(const struct mp_account *a, const struct device *d, struct mp_err *e
 				interval = DEVICE_INTERVAL_MAX_S;
 			continue;
 		}
+		expired = strcmp(tok.error, "expired_token") == 0;
 		r = refused(&tok, err, strcmp(tok.error, "access_denied") == 0 ?
-			    "OAuth2: the authorization was refused" :
-			    strcmp(tok.error, "expired_token") == 0 ?
+			    "OAuth2: the authorization was refused" : expired ?
 			    "OAuth2: the code expired before it was entered" :
-			    "OAuth2: the provider refused the authorization");
+			    "OAuth2: the provider refused the authorization",
+			    expired ? a->name : NULL);
 		break;
 	}
 	http_free(form, len);
@@ -919,21 +920,12 @@ answer_clear(struct redirect_answer *ans)
 	*ans = (struct redirect_answer){ 0 };
 }
 
-/* The query of "GET /?QUERY HTTP/1.1" into ans. -EBADMSG: not a redirect to us. */
+/* A redirect's query (code, state, error, error_description) into ans. -EBADMSG: none. */
 static int
-parse_request(char *req, struct redirect_answer *ans)
+parse_query(char *q, struct redirect_answer *ans)
 {
-	char *end = strstr(req, "\r\n"), *q, *p;
+	char *p;
 
-	if (!end || strncmp(req, "GET /", 5) != 0)
-		return -EBADMSG;
-	*end = '\0';
-	if (!(end = strrchr(req, ' ')) || end < req + 5)
-		return -EBADMSG;
-	*end = '\0';
-	if (req[5] != '?')
-		return -EBADMSG;
-	q = req + 6;
 	for (p = strsep(&q, "&"); p; p = strsep(&q, "&")) {
 		char *v = strchr(p, '='), **dst = NULL;
 
@@ -950,10 +942,27 @@ parse_request(char *req, struct redirect_answer *ans)
 			dst = &ans->error_description;
 		if (!dst || *dst)
 			continue;
-		if (url_decode(v) < 0 || !(*dst = strdup(v)))
+		if (url_decode(v) < 0)
 			return -EBADMSG;
+		if (!(*dst = strdup(v)))
+			return -ENOMEM;
 	}
 	return ans->code || ans->error ? 0 : -EBADMSG;
+}
+
+/* The query of "GET /?QUERY HTTP/1.1" into ans. -EBADMSG: not a redirect to us. */
+static int
+parse_request(char *req, struct redirect_answer *ans)
+{
+	char *end = strstr(req, "\r\n");
+
+	if (!end || strncmp(req, "GET /?", 6) != 0)
+		return -EBADMSG;
+	*end = '\0';
+	if (!(end = strrchr(req, ' ')) || end < req + 6)
+		return -EBADMSG;
+	*end = '\0';
+	return parse_query(req + 6, ans);
 }
 
 /* Reads one request head (bounded in size and time) from a browser. */
@@ -1037,31 +1046,89 @@ redirect_one(int fd, const struct redirect *rd, struct redirect_answer *ans)
 	return r == -ENOMEM ? r : r == 1 ? 1 : 0;
 }
 
-/* Waits for the browser's redirect, REDIRECT_WAIT_S at most. */
+/*
+ * What the user pastes on the terminal: the address the browser was sent
+ * to, for a browser on another machine that cannot reach our listener.
+ */
+struct paste {
+	int fd;                    /* -1: not read (none, or at its end) */
+	FILE *out;
+	char buf[REQUEST_MAX];
+	size_t len;
+};
+
+/*
+ * Reads what is there of the pasted line. 1 with the answer in ans once a
+ * whole line holds a redirect of ours, else 0 (told on out what was
+ * wrong with a line); -ENOMEM.
+ */
 static int
-redirect_wait(const struct redirect *rd, struct redirect_answer *ans, struct mp_err *err)
+paste_read(struct paste *ps, const struct redirect *rd, struct redirect_answer *ans)
+{
+	ssize_t n = read(ps->fd, ps->buf + ps->len, sizeof(ps->buf) - 1 - ps->len);
+	char *nl, *q;
+	int r;
+
+	if (n <= 0) {
+		if (n == 0 || (errno != EINTR && errno != EAGAIN))
+			ps->fd = -1;
+		return 0;
+	}
+	ps->len += (size_t)n;
+	ps->buf[ps->len] = '\0';
+	if (!(nl = strchr(ps->buf, '\n'))) {
+		/* a line longer than any redirect: dropped */
+		if (ps->len == sizeof(ps->buf) - 1)
+			ps->len = 0;
+		return 0;
+	}
+	*nl = '\0';
+	q = strchr(ps->buf, '?');
+	r = q ? parse_query(q + 1, ans) : -EBADMSG;
+	if (r == 0 && (!ans->state || strcmp(ans->state, rd->state) != 0))
+		r = -EPERM;
+	if (r == -EBADMSG || r == -EPERM)
+		fprintf(ps->out, "%s\n", r == -EPERM ? "That address is not the answer to this "
+			"request (the state does not match); still waiting." : "Paste the whole "
+			"address the browser was sent to (it holds ?code= or ?error=); "
+			"still waiting.");
+	fflush(ps->out);
+	explicit_bzero(ps->buf, sizeof(ps->buf));
+	ps->len = 0;
+	if (r != 0)
+		answer_clear(ans);
+	return r == -ENOMEM ? r : r == 0 ? 1 : 0;
+}
+
+/* Waits for the browser's redirect, or its address pasted, REDIRECT_WAIT_S at most. */
+static int
+redirect_wait(const struct redirect *rd, struct paste *ps, struct redirect_answer *ans,
+	      struct mp_err *err)
 {
 	int64_t deadline = util_now_ms() + REDIRECT_WAIT_S * 1000;
 
 	for (;;) {
-		struct pollfd p = { .fd = rd->fd, .events = POLLIN };
+		struct pollfd p[2] = { { .fd = rd->fd, .events = POLLIN },
+				       { .fd = ps->fd, .events = POLLIN } };
 		int64_t left = deadline - util_now_ms();
-		int n, c, r;
+		int n, c, r = 0;
 
 		if (left <= 0)
 			return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL, "OAuth2: no answer from "
 					  "the browser within %d minutes", REDIRECT_WAIT_S / 60);
-		n = poll(&p, 1, (int)left);
+		n = poll(p, ps->fd >= 0 ? 2 : 1, (int)left);
 		if (n < 0 && errno != EINTR)
 			return mp_err_set(err, -errno, MP_EX_TEMPFAIL, "OAuth2: poll: %s",
 					  strerror(errno));
 		if (n <= 0)
 			continue;
-		c = accept4(rd->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (c < 0)
-			continue;
-		r = redirect_one(c, rd, ans);
-		close(c);
+		if (ps->fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+			r = paste_read(ps, rd, ans);
+		if (r == 0 && (p[0].revents & POLLIN) &&
+		    (c = accept4(rd->fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+			r = redirect_one(c, rd, ans);
+			close(c);
+		}
 		if (r < 0)
 			return mp_err_oom(err);
 		if (r == 1)
@@ -1090,7 +1157,7 @@ redirect_exchange(const struct mp_account *a, const struct redirect *rd, const c
 	r = post_token(a, a->oauth2_token_url, form, len, &tok, err);
 	http_free(form, len);
 	if (r == -EACCES)
-		r = refused(&tok, err, "OAuth2: the token endpoint refused the code");
+		r = refused(&tok, err, "OAuth2: the token endpoint refused the code", NULL);
 	else if (r == 0)
 		r = token_received(a, &tok, NULL, NULL, err);
 	oauth2_token_clear(&tok);
@@ -1098,9 +1165,10 @@ redirect_exchange(const struct mp_account *a, const struct redirect *rd, const c
 }
 
 static int
-authorize_redirect(const struct mp_account *a, FILE *out, struct mp_err *err)
+authorize_redirect(const struct mp_account *a, FILE *in, FILE *out, struct mp_err *err)
 {
 	struct redirect rd = { .fd = -1 };
+	struct paste *ps = NULL;
 	struct redirect_answer ans = { 0 };
 	char *url = NULL;
 	int r;
@@ -1110,7 +1178,8 @@ authorize_redirect(const struct mp_account *a, FILE *out, struct mp_err *err)
 		return mp_err_set(err, -EIO, MP_EX_TEMPFAIL, "OAuth2: no random numbers: %s",
 				  strerror(errno));
 	oauth2_pkce_challenge(rd.verifier, rd.challenge);
-	r = redirect_listen(&rd, err);
+	ps = calloc(1, sizeof(*ps));
+	r = ps ? redirect_listen(&rd, err) : mp_err_oom(err);
 	if (r == 0 && redirect_url(a, &rd, &url) < 0)
 		r = mp_err_oom(err);
 	if (r == 0) {
@@ -1118,13 +1187,18 @@ authorize_redirect(const struct mp_account *a, FILE *out, struct mp_err *err)
 			"this machine and sign in (waiting up to %d minutes):\n", a->name,
 			REDIRECT_WAIT_S / 60);
 		fprintf(out, "URL: %s\n", url);
+		if (in)
+			fprintf(out, "If the browser runs on another machine, paste here the address "
+				"it was sent to (it fails to load there).\n");
 		fflush(out);
-		r = redirect_wait(&rd, &ans, err);
+		ps->fd = in ? fileno(in) : -1;
+		ps->out = out;
+		r = redirect_wait(&rd, ps, &ans, err);
 	}
 	if (r == 0 && ans.error)
 		r = refused(&(struct oauth2_token){ .error = ans.error,
 						    .error_description = ans.error_description },
-			    err, "OAuth2: the authorization was refused");
+			    err, "OAuth2: the authorization was refused", NULL);
 	if (r == 0)
 		r = redirect_exchange(a, &rd, ans.code, err);
 	if (rd.fd >= 0)
@@ -1132,17 +1206,19 @@ authorize_redirect(const struct mp_account *a, FILE *out, struct mp_err *err)
 	answer_clear(&ans);
 	free(url);
 	explicit_bzero(rd.verifier, sizeof(rd.verifier));
+	if (ps)
+		explicit_bzero(ps->buf, sizeof(ps->buf));
+	free(ps);
 	return r;
 }
 
 int
 oauth2_authorize(const struct mp_account *a, FILE *in, FILE *out, struct mp_err *err)
 {
-	(void)in;
 	if (a->oauth2 == MP_OAUTH2_NONE || !a->oauth2_token_file)
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "account %s has no oauth2 set",
 				  a->name);
 	if (a->oauth2_device_url)
 		return authorize_device(a, out, err);
-	return authorize_redirect(a, out, err);
+	return authorize_redirect(a, in, out, err);
 }

@@ -36,7 +36,12 @@ const struct oauth2_preset *oauth2_preset(enum mp_oauth2 o);
  * error_description), -EPROTO (MP_EX_PROTOCOL: an answer that is not a
  * token response), -ETIMEDOUT, -ECONNREFUSED, -EIO (MP_EX_TEMPFAIL: the
  * endpoint could not be reached, or answered 5xx), -EINVAL (MP_EX_CONFIG:
- * TLS verification of the endpoint failed, a bad URL), -ENOMEM.
+ * TLS verification of the endpoint failed, a bad URL, no oauth2 on a, a
+ * token file of a newer version), -ENOMEM; and the token file's errors
+ * (oauth2_tokens_load(), oauth2_tokens_save()): -EACCES (MP_EX_CONFIG: a
+ * file others can open), -EBADMSG, -EIO, -ENOSPC (MP_EX_IOERR).
+ * MAILPULL_CRASH_OAUTH2=1 in the environment makes the process _exit(101)
+ * after a token answer is parsed and before it is saved (crash tests).
  */
 int oauth2_access_token(const struct mp_account *a, char **ret, struct mp_err *err) MP_WUR;
 
@@ -46,8 +51,11 @@ int oauth2_access_token(const struct mp_account *a, char **ret, struct mp_err *e
  * code and URL are printed, the token endpoint polled as the provider
  * says), else the authorization code grant with PKCE S256 (RFC 7636) and a
  * loopback redirect (RFC 8252: http://127.0.0.1:PORT/ on a port of our
- * own; the URL to open is printed, the state parameter checked). The
- * tokens are saved as for oauth2_access_token(). Errors: -EACCES
+ * own; the URL to open is printed, the state parameter checked; the
+ * address the browser was sent to may instead be pasted as a line on in,
+ * for a browser on another machine; in may be NULL). What it prints is
+ * in mailpull(1), AUTHORIZE. The tokens are saved as for
+ * oauth2_access_token(). Errors: -EACCES
  * (MP_EX_NOPERM: the user or provider refused, the code expired), -EPROTO,
  * -ETIMEDOUT (nobody answered within the provider's expiry, or 10 minutes
  * for the redirect), the errors of oauth2_access_token().

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import mprun
-from conftest import ROOT, EX_OK, EX_USAGE, EX_CONFIG, Raw, make_message, assert_error
+from conftest import ROOT, EX_OK, EX_USAGE, EX_CONFIG, EX_TEMPFAIL, Raw, make_message, assert_error
 
 
 def write(path, text, mode=0o600):
@@ -446,3 +446,121 @@ def test_password_command_terminal_back_after_timeout(mp):
     assert rc != EX_OK, out
     assert "did not finish within" in out, out
     assert len(mp.messages(mp.maildir("B"))) == 1, out
+
+
+# ---- built-in OAuth2, client certificates, the new auth names ----
+
+def oauth2_account(mp, **over):
+    """An IMAPS account of the Dovecot with built-in OAuth2 (no password key)."""
+    a = mp.imap_account("someone", password=None, oauth2=Raw("google"),
+                        oauth2_client_id="123-abc.apps.googleusercontent.com")
+    a.update(over)
+    return a
+
+
+def test_check_config_oauth2_and_cert(mp):
+    mp.configure({
+        "gmail": oauth2_account(mp, oauth2_client_secret="GOCSPX-x"),
+        "m365": oauth2_account(mp, oauth2=Raw("microsoft"), auth="oauthbearer xoauth2",
+                               smtp_host="127.0.0.1"),
+        "own": oauth2_account(mp, oauth2=Raw("custom"),
+                              oauth2_token_url="https://127.0.0.1:1/token",
+                              oauth2_device_url="https://127.0.0.1:1/device"),
+        "cert": mp.imap_account("someone", password=None, tls_cert="~/c.pem",
+                                tls_key="~/k.pem", auth="external"),
+        "scram": mp.imap_account("someone", auth="scram-sha-256-plus SCRAM-SHA-256 scram"),
+    })
+    r = mp.run("--check-config")
+    assert r.rc == EX_OK, str(r)
+    assert "5 accounts" in r.out
+
+
+OAUTH2_BROKEN = {
+    "no_client_id": (dict(oauth2_client_id=None), "oauth2 = google needs oauth2_client_id"),
+    "unknown_provider": (dict(oauth2=Raw("yahoo")),
+                         "oauth2 \"yahoo\" must be none, google, microsoft or custom"),
+    "plain_http": (dict(oauth2_token_url="http://127.0.0.1/token"), "must be an https:// URL"),
+    "custom_no_token_url": (dict(oauth2=Raw("custom"), oauth2_auth_url="https://a.example/"),
+                            "oauth2 = custom needs oauth2_token_url"),
+    "custom_no_grant": (dict(oauth2=Raw("custom"), oauth2_token_url="https://a.example/t"),
+                        "needs oauth2_auth_url or oauth2_device_url"),
+    "with_password": (dict(password="x"), "password would never be used"),
+    "with_smtp_password": (dict(smtp_host="127.0.0.1", smtp_password="x"),
+                           "smtp_password would never be used"),
+    "password_auth": (dict(auth="plain"), "auth may name only xoauth2 and oauthbearer"),
+    "key_without_cert": (dict(tls_key="/k.pem"), "tls_key needs tls_cert"),
+    "secret_line_break": (dict(oauth2_client_secret=Raw('"a\\nb"')),
+                          "oauth2_client_secret contains a line break"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OAUTH2_BROKEN))
+def test_check_config_oauth2_broken(mp, name):
+    over, what = OAUTH2_BROKEN[name]
+    mp.configure(oauth2_account(mp, **over))
+    r = mp.run("--check-config")
+    assert_error(r, EX_CONFIG, f"{mp.config_path}:", what)
+    assert "GOCSPX" not in r.err
+
+
+def test_check_config_oauth2_key_without_oauth2(mp):
+    mp.configure(mp.imap_account("someone", oauth2_scope="x"))
+    r = mp.run("--check-config")
+    assert_error(r, EX_CONFIG, "oauth2_scope needs oauth2 = google, microsoft or custom")
+
+
+def test_check_config_external_needs_cert(mp):
+    mp.configure(mp.imap_account("someone", password=None, auth="external"))
+    r = mp.run("--check-config")
+    assert_error(r, EX_CONFIG, "auth = external logs in with a client certificate: set tls_cert")
+
+
+def test_check_config_unknown_mechanism(mp):
+    mp.configure(mp.imap_account("someone", auth="scram-sha-512"))
+    r = mp.run("--check-config")
+    assert_error(r, EX_CONFIG, "unknown mechanism \"scram-sha-512\"")
+
+
+def test_oauth2_client_secret_needs_private_file(mp):
+    mp.configure(oauth2_account(mp, oauth2_client_secret="GOCSPX-x"), mode=0o644)
+    r = mp.run("--check-config")
+    assert_error(r, EX_CONFIG, "chmod 600")
+    assert "GOCSPX" not in r.err
+
+
+AUTHORIZE_USAGE = {
+    "no_account": ((), "authorize takes one account name"),
+    "two_accounts": (("t1", "t2"), "authorize takes one account name"),
+    "unknown_account": (("nope",), 'no account named "nope"'),
+    "no_oauth2": (("plain",), "account plain does not use OAuth2"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUTHORIZE_USAGE))
+def test_authorize_usage(mp, name):
+    args, what = AUTHORIZE_USAGE[name]
+    mp.configure({"t1": oauth2_account(mp), "plain": mp.imap_account("someone")})
+    r = mp.run("authorize", *args)
+    assert r.rc == EX_USAGE, str(r)
+    assert what in r.err, str(r)
+
+
+def test_authorize_while_another_run_holds_the_account(mp):
+    import fcntl
+    mp.configure(oauth2_account(mp))
+    os.makedirs(mp.state_dir, exist_ok=True)
+    with open(os.path.join(mp.state_dir, "t1.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = mp.run("authorize", "t1")
+    assert_error(r, EX_TEMPFAIL, "another run is using t1")
+    assert not os.path.exists(os.path.join(mp.state_dir, "t1.oauth2"))
+
+
+def test_authorize_unreachable_device_endpoint(mp):
+    # nothing listens on port 1: the device request fails at once, nothing is saved
+    mp.configure(oauth2_account(mp, oauth2=Raw("custom"),
+                                oauth2_token_url="https://127.0.0.1:1/token",
+                                oauth2_device_url="https://127.0.0.1:1/device"))
+    r = mp.run("authorize", "t1")
+    assert_error(r, EX_TEMPFAIL, "account t1: OAuth2 endpoint https://127.0.0.1:1/device")
+    assert not os.path.exists(os.path.join(mp.state_dir, "t1.oauth2"))

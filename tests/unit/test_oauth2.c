@@ -421,6 +421,106 @@ test_presets(void **state)
 	assert_null(oauth2_preset(MP_OAUTH2_NONE));
 }
 
+/* Reads one line from f into buf (without its newline); fails the test at EOF. */
+static void
+read_line(FILE *f, char *buf, size_t size)
+{
+	assert_non_null(fgets(buf, (int)size, f));
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+/* The value of key in the query of url, into buf. */
+static void
+query_value(const char *url, const char *key, char *buf, size_t size)
+{
+	char pat[40];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "&%s=", key);
+	p = strstr(url, pat);
+	assert_non_null(p);
+	p += strlen(pat);
+	snprintf(buf, size, "%.*s", (int)strcspn(p, "&"), p);
+}
+
+/*
+ * The redirect grant with the answer pasted on the terminal: a line that
+ * is no address and one with another state are refused with a line each
+ * and the wait goes on; the right one ends the wait and the code goes to
+ * the token endpoint (down here: the grant fails to connect, nothing is
+ * saved). Run in a child with pipes for its terminal.
+ */
+static void
+test_authorize_paste(void **state)
+{
+	struct fx *fx = *state;
+	int to_child[2], from_child[2], status;
+	char line[4096], st[64], paste[256];
+	struct mp_account a;
+	FILE *in, *out;
+	pid_t pid;
+
+	account(fx, &a);
+	a.oauth2_auth_url = "https://auth.example/authorize?tenant=x";
+	a.oauth2_scope = "mail offline";
+	assert_int_equal(pipe(to_child), 0);
+	assert_int_equal(pipe(from_child), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct mp_err err = { 0 };
+		int r;
+
+		close(to_child[1]);
+		close(from_child[0]);
+		in = fdopen(to_child[0], "r");
+		out = fdopen(from_child[1], "w");
+		r = oauth2_authorize(&a, in, out, &err);
+		fprintf(out, "END %d %d %s\n", r, err.ex, err.msg);
+		fclose(out);
+		_exit(0);
+	}
+	close(to_child[0]);
+	close(from_child[1]);
+	in = fdopen(from_child[0], "r");
+	out = fdopen(to_child[1], "w");
+	read_line(in, line, sizeof(line));
+	assert_non_null(strstr(line, "account a@b"));
+	read_line(in, line, sizeof(line));
+	snprintf(paste, sizeof(paste), "URL: https://auth.example/authorize?tenant=x&"
+		 "response_type=code&client_id=cid&redirect_uri=http%%3A%%2F%%2F127.0.0.1%%3A");
+	assert_int_equal(strncmp(line, paste, strlen(paste)), 0);
+	assert_non_null(strstr(line, "&scope=mail%20offline&state="));
+	assert_non_null(strstr(line, "&code_challenge_method=S256"));
+	assert_null(strstr(line, "access_type"));
+	query_value(line, "state", st, sizeof(st));
+	read_line(in, line, sizeof(line));
+	assert_non_null(strstr(line, "paste here"));
+
+	fputs("not an address\n", out);
+	fflush(out);
+	read_line(in, line, sizeof(line));
+	assert_non_null(strstr(line, "Paste the whole address"));
+	fputs("http://127.0.0.1:9/?code=c1&state=forged\n", out);
+	fflush(out);
+	read_line(in, line, sizeof(line));
+	assert_non_null(strstr(line, "the state does not match"));
+	snprintf(paste, sizeof(paste), "http://127.0.0.1:9/?state=%s&code=c%%2F1&scope=x\n", st);
+	fputs(paste, out);
+	fflush(out);
+	read_line(in, line, sizeof(line));
+	if (strncmp(line, "END ", 4) != 0)
+		print_error("%s\n", line);
+	snprintf(paste, sizeof(paste), "END %d %d ", -ECONNREFUSED, MP_EX_TEMPFAIL);
+	assert_int_equal(strncmp(line, paste, strlen(paste)), 0);
+	assert_non_null(strstr(line, "https://127.0.0.1:1/token"));
+	fclose(out);
+	fclose(in);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(access(fx->path, F_OK), -1);
+}
+
 int
 main(void)
 {
@@ -434,6 +534,7 @@ main(void)
 		cmocka_unit_test(test_pkce),
 		cmocka_unit_test_setup_teardown(test_access_token, setup, teardown),
 		cmocka_unit_test(test_presets),
+		cmocka_unit_test_setup_teardown(test_authorize_paste, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
