@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mailpull/oauth2.h"
 #include "mailpull/secret.h"
 #include "mailpull/util.h"
 #include "session.h"
@@ -35,15 +36,9 @@ session_progress(struct session_progress *p, const struct account_stats *s, bool
 static int
 login_secret(const struct mp_account *a, char **ret, struct mp_err *err)
 {
-	/*
-	 * OAuth2 access token: an account with built-in OAuth2 logs in with a
-	 * token instead of the password. Its place is here:
-	 * oauth2_access_token(a, ret, err) (oauth2.h), once that module is
-	 * part of the build.
-	 */
+	/* Built-in OAuth2: the token, refreshed when it is about to expire. */
 	if (a->oauth2 != MP_OAUTH2_NONE)
-		return mp_err_set(err, -ENOTSUP, MP_EX_CONFIG,
-				  "built-in OAuth2 cannot fetch tokens in this build");
+		return oauth2_access_token(a, ret, err);
 	return secret_get(a, a->timeout_s * 1000, ret, err);
 }
 
