@@ -905,7 +905,8 @@ auth_refused(struct imap *m, const struct imap_response *r, const char *detail,
 				"server rejected the authentication command (BAD)");
 	if (imap_response_code_is(r, "REFERRAL"))
 		return referral(m, r, -EACCES, MP_EX_NOPERM, "the login", err);
-	if (len == 0 && detail && detail[0]) {
+	/* An OAuth error report (RFC 7628) says more than "Authentication failed". */
+	if (detail && detail[0]) {
 		text = detail;
 		len = strlen(detail);
 	}

@@ -594,14 +594,18 @@ auth_cancel(struct pop3 *p, struct sasl_client *cl, int step, struct mp_err *err
 			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
 }
 
-/* The server's -ERR ending an exchange: its text, or what the client heard before. */
+/*
+ * The server's -ERR ending an exchange. An OAuth error report heard before
+ * it (RFC 7628) says more than the -ERR text, unless that names a
+ * temporary refusal.
+ */
 static int
 auth_sasl_refused(struct pop3 *p, struct sasl_client *cl, const char *text, size_t len,
 		  struct mp_err *err)
 {
 	const char *detail = sasl_client_detail(cl);
 
-	if (len == 0 && detail[0])
+	if (detail[0] && !(len > 0 && text[0] == '['))
 		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
 				"authentication refused");
 	return auth_refused(p, text, len, err);
