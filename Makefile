@@ -18,7 +18,9 @@ PYTHON ?= /usr/bin/python3
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS = openssl libconfuse libsystemd libcurl jansson libidn
+PKGS = openssl libconfuse libsystemd jansson libidn
+# libcurl: its headers only; src/http.c loads it at run time (see there why).
+CFLAGS_PKGS = libcurl
 
 BUILDDIR ?= build
 SAN ?=
@@ -31,7 +33,7 @@ ifeq ($(SAN),1)
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -Isrc \
-	     $(shell $(PKG_CONFIG) --cflags $(PKGS)) -MMD -MP
+	     $(shell $(PKG_CONFIG) --cflags $(PKGS) $(CFLAGS_PKGS)) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
 

@@ -1,6 +1,6 @@
 /*
  * The one HTTP request mailpull makes: a form POSTed to an OAuth2
- * endpoint, through libcurl. HTTPS only, peer and host verified (the
+ * endpoint, through libcurl (loaded on first use, not linked). HTTPS only, peer and host verified (the
  * system store, or ca_file as for mail), TLS 1.2 at least, no redirect
  * followed, the whole request bounded by a timeout and the answer by
  * HTTP_MAX_RESPONSE. Forms and answers hold secrets: both are wiped by
@@ -37,7 +37,7 @@ struct http_req {
  * (MP_EX_TEMPFAIL: the endpoint could not be reached); -EINVAL
  * (MP_EX_CONFIG: TLS verification failed, the URL is not https or bad);
  * -EPROTO (MP_EX_PROTOCOL: an answer over HTTP_MAX_RESPONSE, or broken);
- * -ENOMEM.
+ * -ENOTSUP (MP_EX_CONFIG: libcurl cannot be loaded); -ENOMEM.
  */
 int http_post(const struct http_req *req, long *ret_status, char **ret_body, size_t *ret_len,
 	      struct mp_err *err) MP_WUR;
