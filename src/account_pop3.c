@@ -172,7 +172,7 @@ static const struct deliver_ops pop3_ops = { fetch_cb, record_cb };
 
 /* The engine behind session_login(). */
 static int
-pop3_auth_cb(void *engine, struct sasl_client *cl, const char *user, const char *secret,
+pop3_auth_cb(void *engine, struct sasl_session *cl, const char *user, const char *secret,
 	     struct mp_err *err)
 {
 	return pop3_auth(engine, cl, user, secret, err);

@@ -398,7 +398,7 @@ submission_view(struct srun *r)
 }
 
 static int
-smtp_auth_cb(void *engine, struct sasl_client *cl, const char *user, const char *secret,
+smtp_auth_cb(void *engine, struct sasl_session *cl, const char *user, const char *secret,
 	     struct mp_err *err)
 {
 	return smtp_auth(engine, cl, user, secret, err);

@@ -938,7 +938,7 @@ send_auth_line(struct imap *m, const char *s, bool secret, struct mp_err *err)
  * reply, and report the step's error, whatever that reply says.
  */
 static int
-auth_cancel(struct imap *m, unsigned tag, struct sasl_client *cl, int step,
+auth_cancel(struct imap *m, unsigned tag, struct sasl_session *cl, int step,
 	    struct mp_err *err)
 {
 	const struct imap_response *r;
@@ -955,47 +955,47 @@ auth_cancel(struct imap *m, unsigned tag, struct sasl_client *cl, int step,
 	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
 			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 			  "%s authentication failed: %s",
-			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
+			  sasl_mech_to_string(sasl_session_mech(cl)), sasl_session_error(cl));
 }
 
 /* The tagged OK: the mechanism decides whether the server proved itself. */
 static int
-auth_sasl_ok(struct sasl_client *cl, bool answered, struct mp_err *err)
+auth_sasl_ok(struct sasl_session *cl, bool answered, struct mp_err *err)
 {
-	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
+	const char *name = sasl_mech_to_string(sasl_session_mech(cl));
 
 	if (!answered)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "server accepted AUTHENTICATE %s without a response", name);
-	if (sasl_client_finish(cl) < 0)
+	if (sasl_session_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "%s: the server did not prove it knows the password", name);
 	return 0;
 }
 
-/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+/* sasl_session_initial() failed: memory, or what the mechanism cannot carry. */
 static int
-initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+initial_failed(struct sasl_session *cl, int r, struct mp_err *err)
 {
 	if (r == -ENOMEM)
 		return mp_err_oom(err);
 	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
-			  sasl_mech_to_string(sasl_client_mech(cl)),
-			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
+			  sasl_mech_to_string(sasl_session_mech(cl)),
+			  sasl_session_error(cl)[0] ? sasl_session_error(cl) : strerror(-r));
 }
 
 /*
  * AUTHENTICATE (RFC 3501 section 6.2.2): the engine only carries base64
  * lines between cl and the server. With SASL-IR (RFC 4959) the initial
  * response goes on the command line ("=" when empty); else the first
- * (empty) challenge goes to sasl_client_step(), which gives it. Returns 0
+ * (empty) challenge goes to sasl_session_step(), which gives it. Returns 0
  * on OK (*ret_ok the tagged response), or an error.
  */
 static int
-auth_sasl(struct imap *m, struct sasl_client *cl, const struct imap_response **ret_ok,
+auth_sasl(struct imap *m, struct sasl_session *cl, const struct imap_response **ret_ok,
 	  struct mp_err *err)
 {
-	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
+	const char *name = sasl_mech_to_string(sasl_session_mech(cl));
 	const struct imap_response *r = NULL;
 	char *resp = NULL;
 	struct cmd cmd;
@@ -1007,7 +1007,7 @@ auth_sasl(struct imap *m, struct sasl_client *cl, const struct imap_response **r
 	cmd_str(&cmd, name);
 	tag = cmd.tag;
 	if (m->caps.sasl_ir) {
-		rc = sasl_client_initial(cl, &resp);
+		rc = sasl_session_initial(cl, &resp);
 		if (rc < 0) {
 			cmd_free(&cmd);
 			return initial_failed(cl, rc, err);
@@ -1033,7 +1033,7 @@ auth_sasl(struct imap *m, struct sasl_client *cl, const struct imap_response **r
 		if (++rounds > 16)
 			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 					  "server kept challenging AUTHENTICATE %s", name);
-		rc = sasl_client_step(cl, r->text, r->text_len, &resp);
+		rc = sasl_session_step(cl, r->text, r->text_len, &resp);
 		if (rc < 0)
 			return auth_cancel(m, tag, cl, rc, err);
 		rc = send_auth_line(m, resp, true, err);
@@ -1044,7 +1044,7 @@ auth_sasl(struct imap *m, struct sasl_client *cl, const struct imap_response **r
 	if (rc < 0)
 		return rc;
 	if (rc != IMAP_STATUS_OK)
-		return auth_refused(m, r, sasl_client_detail(cl), err);
+		return auth_refused(m, r, sasl_session_detail(cl), err);
 	rc = auth_sasl_ok(cl, answered, err);
 	if (rc == 0)
 		*ret_ok = r;
@@ -1136,7 +1136,7 @@ imap_utf8_enabled(const struct imap *m)
 }
 
 int
-imap_auth(struct imap *m, struct sasl_client *cl, const char *user, const char *secret,
+imap_auth(struct imap *m, struct sasl_session *cl, const char *user, const char *secret,
 	  struct mp_err *err)
 {
 	const struct imap_response *ok = NULL;

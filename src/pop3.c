@@ -573,7 +573,7 @@ auth_command(struct pop3 *p, const char *name, const char *ir, bool *ret_sent,
  * final reply, and report the step's error, whatever that reply says.
  */
 static int
-auth_cancel(struct pop3 *p, struct sasl_client *cl, int step, struct mp_err *err)
+auth_cancel(struct pop3 *p, struct sasl_session *cl, int step, struct mp_err *err)
 {
 	const char *text;
 	size_t len;
@@ -591,7 +591,7 @@ auth_cancel(struct pop3 *p, struct sasl_client *cl, int step, struct mp_err *err
 	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
 			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 			  "%s authentication failed: %s",
-			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
+			  sasl_mech_to_string(sasl_session_mech(cl)), sasl_session_error(cl));
 }
 
 /*
@@ -600,10 +600,10 @@ auth_cancel(struct pop3 *p, struct sasl_client *cl, int step, struct mp_err *err
  * temporary refusal.
  */
 static int
-auth_sasl_refused(struct pop3 *p, struct sasl_client *cl, const char *text, size_t len,
+auth_sasl_refused(struct pop3 *p, struct sasl_session *cl, const char *text, size_t len,
 		  struct mp_err *err)
 {
-	const char *detail = sasl_client_detail(cl);
+	const char *detail = sasl_session_detail(cl);
 
 	if (detail[0] && !(len > 0 && text[0] == '['))
 		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
@@ -613,46 +613,46 @@ auth_sasl_refused(struct pop3 *p, struct sasl_client *cl, const char *text, size
 
 /* +OK ends the exchange: the mechanism decides whether the server proved itself. */
 static int
-auth_sasl_ok(struct sasl_client *cl, bool answered, struct mp_err *err)
+auth_sasl_ok(struct sasl_session *cl, bool answered, struct mp_err *err)
 {
-	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
+	const char *name = sasl_mech_to_string(sasl_session_mech(cl));
 
 	if (!answered)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "server accepted AUTH %s without a response", name);
-	if (sasl_client_finish(cl) < 0)
+	if (sasl_session_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "%s: the server did not prove it knows the password", name);
 	return 0;
 }
 
-/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+/* sasl_session_initial() failed: memory, or what the mechanism cannot carry. */
 static int
-initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+initial_failed(struct sasl_session *cl, int r, struct mp_err *err)
 {
 	if (r == -ENOMEM)
 		return mp_err_oom(err);
 	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
-			  sasl_mech_to_string(sasl_client_mech(cl)),
-			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
+			  sasl_mech_to_string(sasl_session_mech(cl)),
+			  sasl_session_error(cl)[0] ? sasl_session_error(cl) : strerror(-r));
 }
 
 /*
  * The SASL exchange (RFC 5034): the engine only carries base64 lines
  * between cl and the server. An initial response too long for the AUTH
  * line answers the server's first (empty) challenge; every other
- * challenge goes to sasl_client_step().
+ * challenge goes to sasl_session_step().
  */
 static int
-auth_sasl(struct pop3 *p, struct sasl_client *cl, struct mp_err *err)
+auth_sasl(struct pop3 *p, struct sasl_session *cl, struct mp_err *err)
 {
-	const char *name = sasl_mech_to_string(sasl_client_mech(cl)), *text;
+	const char *name = sasl_mech_to_string(sasl_session_mech(cl)), *text;
 	char *pending = NULL, *resp = NULL;
 	size_t len;
 	bool answered;
 	int r, rounds = 0;
 
-	r = sasl_client_initial(cl, &pending);
+	r = sasl_session_initial(cl, &pending);
 	if (r < 0)
 		return initial_failed(cl, r, err);
 	r = auth_command(p, name, pending, &answered, err);
@@ -681,7 +681,7 @@ auth_sasl(struct pop3 *p, struct sasl_client *cl, struct mp_err *err)
 			break;
 		}
 		if (!pending) {
-			r = sasl_client_step(cl, text, len, &resp);
+			r = sasl_session_step(cl, text, len, &resp);
 			if (r < 0) {
 				r = auth_cancel(p, cl, r, err);
 				break;
@@ -731,7 +731,7 @@ line_safe(const char *s)
 }
 
 int
-pop3_auth(struct pop3 *p, struct sasl_client *cl, const char *user, const char *secret,
+pop3_auth(struct pop3 *p, struct sasl_session *cl, const char *user, const char *secret,
 	  struct mp_err *err)
 {
 	int r;

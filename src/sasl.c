@@ -401,7 +401,7 @@ sasl_initial(enum sasl_mech m, const char *user, const char *secret, const char 
 /* Longest challenge taken, base64: more than any mechanism here needs. */
 #define CHALLENGE_MAX 16384u
 
-struct sasl_client {
+struct sasl_session {
 	enum sasl_mech mech;
 	char *user;             /* PLAIN, LOGIN, OAuth, EXTERNAL */
 	char *secret;           /* PLAIN, LOGIN, OAuth: wiped on free */
@@ -416,7 +416,7 @@ struct sasl_client {
 };
 
 static int MP_PRINTF(3, 4)
-client_fail(struct sasl_client *c, int code, const char *fmt, ...)
+client_fail(struct sasl_session *c, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -455,7 +455,7 @@ check_params(const struct sasl_params *p)
  * attacker stripping the list) refuses; "n" when we cannot bind at all.
  */
 static int
-client_scram(struct sasl_client *c, const struct sasl_params *p)
+client_scram(struct sasl_session *c, const struct sasl_params *p)
 {
 	bool can_bind = p->cb_data && p->cb_len > 0;
 	struct scram_params sp = {
@@ -475,7 +475,7 @@ client_scram(struct sasl_client *c, const struct sasl_params *p)
 }
 
 static int
-client_copy(struct sasl_client *c, const struct sasl_params *p)
+client_copy(struct sasl_session *c, const struct sasl_params *p)
 {
 	c->user = strdup(p->user ? p->user : "");
 	if (!c->user)
@@ -495,9 +495,9 @@ client_copy(struct sasl_client *c, const struct sasl_params *p)
 }
 
 int
-sasl_client_new(const struct sasl_params *p, struct sasl_client **ret)
+sasl_session_new(const struct sasl_params *p, struct sasl_session **ret)
 {
-	struct sasl_client *c;
+	struct sasl_session *c;
 	int r;
 
 	r = check_params(p);
@@ -509,7 +509,7 @@ sasl_client_new(const struct sasl_params *p, struct sasl_client **ret)
 	c->mech = p->mech;
 	r = is_scram(p->mech) ? client_scram(c, p) : client_copy(c, p);
 	if (r < 0) {
-		sasl_client_free(c);
+		sasl_session_free(c);
 		return r;
 	}
 	*ret = c;
@@ -517,13 +517,13 @@ sasl_client_new(const struct sasl_params *p, struct sasl_client **ret)
 }
 
 enum sasl_mech
-sasl_client_mech(const struct sasl_client *c)
+sasl_session_mech(const struct sasl_session *c)
 {
 	return c->mech;
 }
 
 static int
-scram_initial(struct sasl_client *c, char **ret_b64)
+scram_initial(struct sasl_session *c, char **ret_b64)
 {
 	char *raw;
 	size_t len;
@@ -539,7 +539,7 @@ scram_initial(struct sasl_client *c, char **ret_b64)
 
 /* RFC 4422 appendix A: empty asks for the certificate's identity. */
 static int
-external_initial(const struct sasl_client *c, char **ret_b64)
+external_initial(const struct sasl_session *c, char **ret_b64)
 {
 	if (!*c->user) {
 		*ret_b64 = strdup("");
@@ -549,7 +549,7 @@ external_initial(const struct sasl_client *c, char **ret_b64)
 }
 
 int
-sasl_client_initial(struct sasl_client *c, char **ret_b64)
+sasl_session_initial(struct sasl_session *c, char **ret_b64)
 {
 	char *out = NULL;
 	int r;
@@ -582,7 +582,7 @@ sasl_client_initial(struct sasl_client *c, char **ret_b64)
 
 /* "" as a malloc'd string: an empty response line. */
 static int
-empty_response(struct sasl_client *c, char **ret_b64)
+empty_response(struct sasl_session *c, char **ret_b64)
 {
 	*ret_b64 = strdup("");
 	return *ret_b64 ? 0 : client_fail(c, -ENOMEM, "out of memory");
@@ -590,7 +590,7 @@ empty_response(struct sasl_client *c, char **ret_b64)
 
 /* draft-murchison-sasl-login: the user, then the password, whatever the prompts say. */
 static int
-login_step(struct sasl_client *c, char **ret_b64)
+login_step(struct sasl_session *c, char **ret_b64)
 {
 	const char *v;
 	int r;
@@ -609,7 +609,7 @@ login_step(struct sasl_client *c, char **ret_b64)
  * so the server ends the exchange with its failure.
  */
 static int
-oauth_step(struct sasl_client *c, const char *chal, size_t len, char **ret_b64)
+oauth_step(struct sasl_session *c, const char *chal, size_t len, char **ret_b64)
 {
 	char *json = NULL;
 	size_t jlen = 0;
@@ -635,7 +635,7 @@ oauth_step(struct sasl_client *c, const char *chal, size_t len, char **ret_b64)
 
 /* server-first, then server-final (answered with an empty response). */
 static int
-scram_step(struct sasl_client *c, const char *chal, size_t len, char **ret_b64)
+scram_step(struct sasl_session *c, const char *chal, size_t len, char **ret_b64)
 {
 	char *raw = NULL, *out = NULL;
 	size_t rlen = 0, olen = 0;
@@ -663,7 +663,7 @@ scram_step(struct sasl_client *c, const char *chal, size_t len, char **ret_b64)
 }
 
 int
-sasl_client_step(struct sasl_client *c, const char *chal_b64, size_t len, char **ret_b64)
+sasl_session_step(struct sasl_session *c, const char *chal_b64, size_t len, char **ret_b64)
 {
 	int r;
 
@@ -678,7 +678,7 @@ sasl_client_step(struct sasl_client *c, const char *chal_b64, size_t len, char *
 	 * the answer is the initial response.
 	 */
 	if (!c->initial_given && c->mech != SASL_LOGIN)
-		return sasl_client_initial(c, ret_b64);
+		return sasl_session_initial(c, ret_b64);
 	switch (c->mech) {
 	case SASL_LOGIN:
 		r = login_step(c, ret_b64);
@@ -702,7 +702,7 @@ sasl_client_step(struct sasl_client *c, const char *chal_b64, size_t len, char *
 }
 
 int
-sasl_client_finish(struct sasl_client *c)
+sasl_session_finish(struct sasl_session *c)
 {
 	if (c->failed)
 		return client_fail(c, -EPROTO, "the server accepted an exchange that had failed");
@@ -714,19 +714,19 @@ sasl_client_finish(struct sasl_client *c)
 }
 
 const char *
-sasl_client_error(const struct sasl_client *c)
+sasl_session_error(const struct sasl_session *c)
 {
 	return c->error;
 }
 
 const char *
-sasl_client_detail(const struct sasl_client *c)
+sasl_session_detail(const struct sasl_session *c)
 {
 	return c->detail;
 }
 
 void
-sasl_client_free(struct sasl_client *c)
+sasl_session_free(struct sasl_session *c)
 {
 	if (!c)
 		return;

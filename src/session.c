@@ -78,8 +78,8 @@ login_sasl(const struct mp_account *a, const struct session_server *srv, enum sa
 			       sasl_offered(srv->sasl, SASL_SCRAM_SHA_1_PLUS),
 		.saslprep = !greeting_is_dovecot(srv->greeting),
 	};
-	struct sasl_client *cl = NULL;
-	int ret = sasl_client_new(&sp, &cl);
+	struct sasl_session *cl = NULL;
+	int ret = sasl_session_new(&sp, &cl);
 
 	if (ret == -ENOMEM)
 		return mp_err_oom(err);
@@ -88,7 +88,7 @@ login_sasl(const struct mp_account *a, const struct session_server *srv, enum sa
 				  "cannot log in with %s: the user name or secret is missing or "
 				  "cannot be carried by it", sasl_mech_to_string(mech));
 	ret = srv->auth(srv->engine, cl, NULL, NULL, err);
-	sasl_client_free(cl);
+	sasl_session_free(cl);
 	return ret;
 }
 
@@ -167,7 +167,7 @@ session_connect(const struct mp_account *a, struct conn **ret, struct mp_err *er
 
 /* The engine behind session_login() for IMAP. */
 static int
-imap_auth_cb(void *engine, struct sasl_client *cl, const char *user, const char *secret,
+imap_auth_cb(void *engine, struct sasl_session *cl, const char *user, const char *secret,
 	     struct mp_err *err)
 {
 	return imap_auth(engine, cl, user, secret, err);

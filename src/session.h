@@ -18,7 +18,7 @@
  * USER/PASS, IMAP LOGIN) with user and secret, else the SASL exchange cl
  * drives (pop3_auth(), imap_auth(), smtp_auth()).
  */
-typedef int (*session_auth_fn)(void *engine, struct sasl_client *cl, const char *user,
+typedef int (*session_auth_fn)(void *engine, struct sasl_session *cl, const char *user,
 			       const char *secret, struct mp_err *err);
 
 /* What session_login() needs to know of the session it logs in; all borrowed. */

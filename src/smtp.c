@@ -658,7 +658,7 @@ auth_result(const struct smtp_reply *rep, struct mp_err *err)
  * reply, and report the step's error, whatever that reply says.
  */
 static int
-auth_cancel(struct smtp *s, struct sasl_client *cl, int step, struct mp_err *err)
+auth_cancel(struct smtp *s, struct sasl_session *cl, int step, struct mp_err *err)
 {
 	struct smtp_reply rep;
 	int r = send_line(s, "*", 1, SIZE_MAX, err);
@@ -675,7 +675,7 @@ auth_cancel(struct smtp *s, struct sasl_client *cl, int step, struct mp_err *err
 	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
 			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 			  "%s authentication failed: %s",
-			  sasl_mech_to_string(sasl_client_mech(cl)), sasl_client_error(cl));
+			  sasl_mech_to_string(sasl_session_mech(cl)), sasl_session_error(cl));
 }
 
 /*
@@ -685,16 +685,16 @@ auth_cancel(struct smtp *s, struct sasl_client *cl, int step, struct mp_err *err
  * where the reply says little.
  */
 static int
-auth_end(struct sasl_client *cl, const struct smtp_reply *rep, bool answered,
+auth_end(struct sasl_session *cl, const struct smtp_reply *rep, bool answered,
 	 struct mp_err *err)
 {
-	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
-	const char *detail = sasl_client_detail(cl);
+	const char *name = sasl_mech_to_string(sasl_session_mech(cl));
+	const char *detail = sasl_session_detail(cl);
 
 	if (rep->code == 235 && !answered)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "server accepted AUTH %s without a response", name);
-	if (rep->code == 235 && sasl_client_finish(cl) < 0)
+	if (rep->code == 235 && sasl_session_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 				  "%s: the server did not prove it knows the password", name);
 	if (rep->code / 100 == 5 && detail[0])
@@ -730,27 +730,27 @@ auth_command(struct smtp *s, const char *name, const char *ir, bool *ret_sent,
 	return r;
 }
 
-/* sasl_client_initial() failed: memory, or what the mechanism cannot carry. */
+/* sasl_session_initial() failed: memory, or what the mechanism cannot carry. */
 static int
-initial_failed(struct sasl_client *cl, int r, struct mp_err *err)
+initial_failed(struct sasl_session *cl, int r, struct mp_err *err)
 {
 	if (r == -ENOMEM)
 		return mp_err_oom(err);
 	return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "cannot build the %s response: %s",
-			  sasl_mech_to_string(sasl_client_mech(cl)),
-			  sasl_client_error(cl)[0] ? sasl_client_error(cl) : strerror(-r));
+			  sasl_mech_to_string(sasl_session_mech(cl)),
+			  sasl_session_error(cl)[0] ? sasl_session_error(cl) : strerror(-r));
 }
 
 /*
  * The SASL exchange (RFC 4954): the engine only carries base64 lines
  * between cl and the server. An initial response too long for the AUTH
  * line answers the server's first (empty) 334; every other 334 goes to
- * sasl_client_step().
+ * sasl_session_step().
  */
 static int
-auth_sasl(struct smtp *s, struct sasl_client *cl, struct mp_err *err)
+auth_sasl(struct smtp *s, struct sasl_session *cl, struct mp_err *err)
 {
-	const char *name = sasl_mech_to_string(sasl_client_mech(cl));
+	const char *name = sasl_mech_to_string(sasl_session_mech(cl));
 	char *pending = NULL, *resp = NULL, *chal;
 	struct smtp_reply rep;
 	size_t clen = 0;
@@ -760,7 +760,7 @@ auth_sasl(struct smtp *s, struct sasl_client *cl, struct mp_err *err)
 	chal = malloc(SMTP_LINE_MAX + 1);
 	if (!chal)
 		return mp_err_oom(err);
-	r = sasl_client_initial(cl, &pending);
+	r = sasl_session_initial(cl, &pending);
 	if (r < 0) {
 		free(chal);
 		return initial_failed(cl, r, err);
@@ -787,7 +787,7 @@ auth_sasl(struct smtp *s, struct sasl_client *cl, struct mp_err *err)
 			break;
 		}
 		if (!pending) {
-			r = sasl_client_step(cl, chal, clen, &resp);
+			r = sasl_session_step(cl, chal, clen, &resp);
 			if (r < 0) {
 				r = auth_cancel(s, cl, r, err);
 				break;
@@ -805,7 +805,7 @@ auth_sasl(struct smtp *s, struct sasl_client *cl, struct mp_err *err)
 }
 
 int
-smtp_auth(struct smtp *s, struct sasl_client *cl, const char *user, const char *secret,
+smtp_auth(struct smtp *s, struct sasl_session *cl, const char *user, const char *secret,
 	  struct mp_err *err)
 {
 	int r = check_usable(s, err);

@@ -92,12 +92,12 @@ bool imap_preauthenticated(const struct imap *m);
  * Authenticates. cl NULL: LOGIN with user and secret (refused with
  * -EPROTO when LOGINDISABLED is advertised). Else AUTHENTICATE driven by
  * cl, which this engine only carries base64 lines for (see struct
- * sasl_client in sasl.h; user and secret are then unused): with SASL-IR
+ * sasl_session in sasl.h; user and secret are then unused): with SASL-IR
  * (RFC 4959) the initial response goes on the command line ("=" when
- * empty), else the first continuation goes to sasl_client_step(), as does
+ * empty), else the first continuation goes to sasl_session_step(), as does
  * every further one. A failed step cancels with "*", reads the tagged
  * reply (the session stays in step) and is reported as that step's error.
- * A tagged OK that sasl_client_finish() refuses, or one before any
+ * A tagged OK that sasl_session_finish() refuses, or one before any
  * response, is -EPROTO. Capabilities are refreshed afterwards (from the
  * tagged OK's [CAPABILITY] code, else by asking). Then, when they offer
  * ENABLE and UTF8=ACCEPT, sends ENABLE UTF8=ACCEPT (RFC 6855), so messages
@@ -105,7 +105,7 @@ bool imap_preauthenticated(const struct imap *m);
  * in UTF-8 instead of modified UTF-7. With a PREAUTH greeting only that is
  * done. Secrets never reach a trace ("***").
  * Errors: -EACCES (NO; err->srv holds the server's text, or
- * sasl_client_detail() when the NO has none; MP_EX_TEMPFAIL for
+ * sasl_session_detail() when the NO has none; MP_EX_TEMPFAIL for
  * [UNAVAILABLE], [INUSE] and [LIMIT], else MP_EX_NOPERM, also for
  * [REFERRAL]; also a step that failed on the server's e=), -EPROTO
  * (MP_EX_PROTOCOL: BAD, LOGIN under LOGINDISABLED, the server did not
@@ -114,7 +114,7 @@ bool imap_preauthenticated(const struct imap *m);
  * secret missing for LOGIN, an initial response cl cannot build), the
  * engine's errors.
  */
-int imap_auth(struct imap *m, struct sasl_client *cl, const char *user, const char *secret,
+int imap_auth(struct imap *m, struct sasl_session *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 struct imap_mailbox {

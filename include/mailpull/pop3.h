@@ -62,15 +62,15 @@ bool pop3_utf8_mode(const struct pop3 *p);
 /*
  * Authenticates. cl NULL: USER/PASS (RFC 1939) with user and secret.
  * Else AUTH (RFC 5034) driven by cl, which this engine only carries base64
- * lines for (see struct sasl_client in sasl.h; user and secret are then
+ * lines for (see struct sasl_session in sasl.h; user and secret are then
  * unused): the initial response goes on the AUTH line when "AUTH MECH
  * RESP" fits in 255 octets ("=" when empty), else it answers the first
- * "+ "; every further "+ " goes to sasl_client_step(). A failed step
+ * "+ "; every further "+ " goes to sasl_session_step(). A failed step
  * cancels with "*", reads the final reply and is reported as that step's
- * error. An +OK that sasl_client_finish() refuses, or one before any
+ * error. An +OK that sasl_session_finish() refuses, or one before any
  * response, is -EPROTO. The secret never reaches a trace ("***").
  * Errors: -EACCES (MP_EX_NOPERM: refused, err->srv holds the server's
- * reason, or sasl_client_detail() when the -ERR has no text; MP_EX_TEMPFAIL
+ * reason, or sasl_session_detail() when the -ERR has no text; MP_EX_TEMPFAIL
  * when the reply says [IN-USE], [LOGIN-DELAY] or [SYS/TEMP]; also a step
  * that failed on the server's e=), -EINVAL (MP_EX_CONFIG: user or secret
  * missing or holding a line break for USER/PASS; an initial response cl
@@ -79,7 +79,7 @@ bool pop3_utf8_mode(const struct pop3 *p);
  * the server broke), -EBADMSG, -ERANGE (MP_EX_PROTOCOL: a failed step),
  * -ENOMEM (MP_EX_TEMPFAIL), conn's.
  */
-int pop3_auth(struct pop3 *p, struct sasl_client *cl, const char *user, const char *secret,
+int pop3_auth(struct pop3 *p, struct sasl_session *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 /*

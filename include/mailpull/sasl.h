@@ -91,16 +91,16 @@ void sasl_free(char *s);
  *
  * The engine sends the initial response on the AUTH line when the
  * protocol allows one (SASL-IR) and it fits, else sends the bare command
- * and answers the server's first (empty) challenge with sasl_client_step():
+ * and answers the server's first (empty) challenge with sasl_session_step():
  * a client that has not given its initial response gives it then. Each
- * further challenge goes to sasl_client_step(); a step that fails means
+ * further challenge goes to sasl_session_step(); a step that fails means
  * cancel ("*"), read the server's final reply, and report the step's
- * error. When the server says OK, sasl_client_finish() decides: SCRAM
+ * error. When the server says OK, sasl_session_finish() decides: SCRAM
  * fails there unless the server proved it knows the password (a verified
- * v=). When the server refuses, sasl_client_detail() holds what the
+ * v=). When the server refuses, sasl_session_detail() holds what the
  * server's error challenge said (RFC 7628 JSON), to quote.
  */
-struct sasl_client;
+struct sasl_session;
 
 struct sasl_params {
 	enum sasl_mech mech;
@@ -129,21 +129,21 @@ struct sasl_params {
 
 /*
  * A client for p (its strings are copied; secrets wiped on free). *ret is
- * freed with sasl_client_free(). Errors: -EINVAL (SASL_USER, a missing
+ * freed with sasl_session_free(). Errors: -EINVAL (SASL_USER, a missing
  * user or secret, a -PLUS mechanism without channel binding data, a value
  * the mechanism cannot carry), -ENOMEM.
  */
-int sasl_client_new(const struct sasl_params *p, struct sasl_client **ret) MP_WUR;
+int sasl_session_new(const struct sasl_params *p, struct sasl_session **ret) MP_WUR;
 
 /* The mechanism. Cannot fail. */
-enum sasl_mech sasl_client_mech(const struct sasl_client *c);
+enum sasl_mech sasl_session_mech(const struct sasl_session *c);
 
 /*
  * The initial response, base64 ("" for an empty one), or NULL when the
  * mechanism waits for the server (LOGIN). Once asked, it counts as given.
  * *ret is freed with sasl_free(). Errors: -ENOMEM.
  */
-int sasl_client_initial(struct sasl_client *c, char **ret_b64) MP_WUR;
+int sasl_session_initial(struct sasl_session *c, char **ret_b64) MP_WUR;
 
 /*
  * Answers one challenge (base64, as the server sent it, len bytes, may be
@@ -153,28 +153,28 @@ int sasl_client_initial(struct sasl_client *c, char **ret_b64) MP_WUR;
  * nonce that does not extend ours, a wrong server signature, a challenge
  * after the exchange ended), -ERANGE (SCRAM iteration count below 4096 or
  * above 10 000 000), -EACCES (the server reported an error, e=...),
- * -ENOMEM. After an error, sasl_client_error() says what, for the user.
+ * -ENOMEM. After an error, sasl_session_error() says what, for the user.
  */
-int sasl_client_step(struct sasl_client *c, const char *chal_b64, size_t len,
+int sasl_session_step(struct sasl_session *c, const char *chal_b64, size_t len,
 		     char **ret_b64) MP_WUR;
 
 /*
  * The server said the exchange succeeded. 0, or -EPROTO when the mechanism
  * requires the server's proof and none was verified (SCRAM without a
- * valid v=); sasl_client_error() says so.
+ * valid v=); sasl_session_error() says so.
  */
-int sasl_client_finish(struct sasl_client *c) MP_WUR;
+int sasl_session_finish(struct sasl_session *c) MP_WUR;
 
 /* Why the last call failed ("" when none did). Valid while c lives. Cannot fail. */
-const char *sasl_client_error(const struct sasl_client *c);
+const char *sasl_session_error(const struct sasl_session *c);
 
 /*
  * The server's error report carried in a challenge (RFC 7628 section
  * 3.2.2 JSON, sanitized), "" when none. Valid while c lives. Cannot fail.
  */
-const char *sasl_client_detail(const struct sasl_client *c);
+const char *sasl_session_detail(const struct sasl_session *c);
 
 /* Wipes and frees; NULL is allowed. */
-void sasl_client_free(struct sasl_client *c);
+void sasl_session_free(struct sasl_session *c);
 
 #endif

@@ -71,12 +71,12 @@ const struct smtp_caps *smtp_caps(const struct smtp *s);
 
 /*
  * AUTH (RFC 4954) driven by cl, which this engine only carries base64
- * lines for (see struct sasl_client in sasl.h; user and secret are
+ * lines for (see struct sasl_session in sasl.h; user and secret are
  * unused): the initial response goes on the AUTH line when the line fits
  * in 512 octets ("=" when empty), else it answers the first 334; every
- * further 334 goes to sasl_client_step(). A failed step cancels with "*",
+ * further 334 goes to sasl_session_step(). A failed step cancels with "*",
  * reads the final reply and is reported as that step's error. A 235 that
- * sasl_client_finish() refuses, or one before any response, is -EPROTO.
+ * sasl_session_finish() refuses, or one before any response, is -EPROTO.
  * A 5xx after the server's error report (RFC 7628 section 3.2.2) has that
  * report, decoded, as err->srv. The secret is never logged ("***"). The
  * session stays usable after -EACCES and -EAGAIN.
@@ -88,7 +88,7 @@ const struct smtp_caps *smtp_caps(const struct smtp *s);
  * the server broke, a code out of place), -EBADMSG, -ERANGE
  * (MP_EX_PROTOCOL: a failed step), the engine's errors.
  */
-int smtp_auth(struct smtp *s, struct sasl_client *cl, const char *user, const char *secret,
+int smtp_auth(struct smtp *s, struct sasl_session *cl, const char *user, const char *secret,
 	      struct mp_err *err) MP_WUR;
 
 /*

@@ -315,16 +315,16 @@ serve(const uint8_t *data, size_t size, struct conn **ret, unsigned max_line)
 }
 
 /* A client for mech, NULL for the plain login or when it cannot be made. */
-static struct sasl_client *
+static struct sasl_session *
 fuzz_client(enum sasl_mech mech)
 {
 	const struct sasl_params sp = {
 		.mech = mech, .user = "user@example.com", .secret = "s3cret",
 		.host = "mail.example.com", .port = 993, .saslprep = true,
 	};
-	struct sasl_client *cl = NULL;
+	struct sasl_session *cl = NULL;
 
-	if (mech == SASL_USER || sasl_client_new(&sp, &cl) < 0)
+	if (mech == SASL_USER || sasl_session_new(&sp, &cl) < 0)
 		return NULL;
 	return cl;
 }
@@ -335,7 +335,7 @@ session(uint8_t mode, const uint8_t *data, size_t size)
 	static const enum sasl_mech mechs[] = {
 		SASL_USER, SASL_PLAIN, SASL_LOGIN, SASL_XOAUTH2, SASL_OAUTHBEARER,
 	};
-	struct sasl_client *cl;
+	struct sasl_session *cl;
 	struct sink_check sc = { 0 };
 	struct mp_sink sink = { sk_begin, sk_data, sk_end, &sc };
 	struct mp_err err = { 0 };
@@ -353,7 +353,7 @@ session(uint8_t mode, const uint8_t *data, size_t size)
 	memset(&err, 0, sizeof(err));
 	cl = fuzz_client(mechs[(mode & 7) % ARRAY_SIZE(mechs)]);
 	(void)pop3_auth(p, cl, "user@example.com", "s3cret", &err);
-	sasl_client_free(cl);
+	sasl_session_free(cl);
 	memset(&err, 0, sizeof(err));
 	r = pop3_list(p, &msgs, &n, &err);
 	if (r == 0)

@@ -120,12 +120,12 @@ static void
 run_client(const struct sasl_params *p, const struct input *in)
 {
 	for (int b64 = 0; b64 < 2; b64++) {
-		struct sasl_client *c = NULL;
+		struct sasl_session *c = NULL;
 		char *ir = NULL;
 
-		if (sasl_client_new(p, &c) < 0)
+		if (sasl_session_new(p, &c) < 0)
 			return;
-		if (sasl_client_initial(c, &ir) < 0)
+		if (sasl_session_initial(c, &ir) < 0)
 			abort();
 		sasl_free(ir);
 		for (int k = 0; k < 2 && in->part[k]; k++) {
@@ -135,19 +135,19 @@ run_client(const struct sasl_params *p, const struct input *in)
 			if (b64 && sasl_base64_encode(in->part[k], in->len[k], &chal) < 0)
 				abort();
 			if (b64)
-				r = sasl_client_step(c, chal, strlen(chal), &resp);
+				r = sasl_session_step(c, chal, strlen(chal), &resp);
 			else
-				r = sasl_client_step(c, in->part[k], in->len[k], &resp);
+				r = sasl_session_step(c, in->part[k], in->len[k], &resp);
 			free(chal);
 			if (r < 0) {
-				if (resp || !sasl_client_error(c)[0])
+				if (resp || !sasl_session_error(c)[0])
 					abort();
 				break;
 			}
 			sasl_free(resp);
 		}
-		(void)sasl_client_finish(c);
-		sasl_client_free(c);
+		(void)sasl_session_finish(c);
+		sasl_session_free(c);
 	}
 }
 

@@ -277,16 +277,16 @@ check_result(const struct smtp_result *res, const struct smtp_reply *rcpt, size_
 }
 
 /* A client for mech, NULL for the plain login or when it cannot be made. */
-static struct sasl_client *
+static struct sasl_session *
 fuzz_client(enum sasl_mech mech)
 {
 	const struct sasl_params sp = {
 		.mech = mech, .user = "user@example.com", .secret = "s3cret",
 		.host = "mail.example.com", .port = 993, .saslprep = true,
 	};
-	struct sasl_client *cl = NULL;
+	struct sasl_session *cl = NULL;
 
-	if (mech == SASL_USER || sasl_client_new(&sp, &cl) < 0)
+	if (mech == SASL_USER || sasl_session_new(&sp, &cl) < 0)
 		return NULL;
 	return cl;
 }
@@ -296,7 +296,7 @@ session(uint8_t mode, const uint8_t *data, size_t size)
 {
 	static const enum sasl_mech mechs[] = { SASL_PLAIN, SASL_LOGIN, SASL_XOAUTH2,
 						SASL_OAUTHBEARER };
-	struct sasl_client *cl;
+	struct sasl_session *cl;
 	static const char *const rcpts[] = { "a@example.com", "b@example.com",
 					     "c\xc3\xa9@example.com" };
 	struct smtp_reply rcpt[3];
@@ -318,7 +318,7 @@ session(uint8_t mode, const uint8_t *data, size_t size)
 	memset(&err, 0, sizeof(err));
 	cl = fuzz_client(mechs[mode & 3]);
 	(void)smtp_auth(s, cl, "user@example.com", "s3cret", &err);
-	sasl_client_free(cl);
+	sasl_session_free(cl);
 	memset(&err, 0, sizeof(err));
 	r = smtp_send(s, &env, msg_read, &m, &res, &err);
 	check_result(&res, rcpt, env.nrcpts, r);

@@ -78,14 +78,14 @@ auth_cb(struct imap *m, enum sasl_mech mech, const char *user, const char *secre
 		.cb_type = cb ? "tls-exporter" : NULL, .cb_data = (const unsigned char *)cb,
 		.cb_len = cb ? strlen(cb) : 0, .server_plus = plus, .saslprep = true,
 	};
-	struct sasl_client *cl = NULL;
+	struct sasl_session *cl = NULL;
 	int r;
 
 	if (mech == SASL_USER)
 		return imap_auth(m, NULL, user, secret, err);
-	assert_int_equal(sasl_client_new(&sp, &cl), 0);
+	assert_int_equal(sasl_session_new(&sp, &cl), 0);
 	r = imap_auth(m, cl, user, secret, err);
-	sasl_client_free(cl);
+	sasl_session_free(cl);
 	return r;
 }
 

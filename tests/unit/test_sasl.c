@@ -276,31 +276,31 @@ test_offered(void **state)
 	assert_false(sasl_offered("PLAIN", SASL_USER));
 }
 
-/* ---- sasl_client: the simple mechanisms ------------------------------------ */
+/* ---- sasl_session: the simple mechanisms ------------------------------------ */
 
-static struct sasl_client *
+static struct sasl_session *
 client(enum sasl_mech mech, const char *user, const char *secret)
 {
 	struct sasl_params p = { .mech = mech, .user = user, .secret = secret,
 				 .host = "mail.example.org", .port = 993 };
-	struct sasl_client *c = NULL;
+	struct sasl_session *c = NULL;
 
-	assert_int_equal(sasl_client_new(&p, &c), 0);
-	assert_int_equal(sasl_client_mech(c), mech);
-	assert_string_equal(sasl_client_error(c), "");
-	assert_string_equal(sasl_client_detail(c), "");
+	assert_int_equal(sasl_session_new(&p, &c), 0);
+	assert_int_equal(sasl_session_mech(c), mech);
+	assert_string_equal(sasl_session_error(c), "");
+	assert_string_equal(sasl_session_detail(c), "");
 	return c;
 }
 
 /* Answers chal (plain text, base64'd here) and checks the decoded answer. */
 static void
-step_expect(struct sasl_client *c, const char *chal, const char *want, size_t want_len)
+step_expect(struct sasl_session *c, const char *chal, const char *want, size_t want_len)
 {
 	char *c64 = NULL, *resp = NULL, *raw = NULL;
 	size_t len = 0;
 
 	assert_int_equal(sasl_base64_encode(chal, strlen(chal), &c64), 0);
-	assert_int_equal(sasl_client_step(c, c64, strlen(c64), &resp), 0);
+	assert_int_equal(sasl_session_step(c, c64, strlen(c64), &resp), 0);
 	assert_int_equal(sasl_base64_decode(resp, strlen(resp), &raw, &len), 0);
 	assert_int_equal(len, want_len);
 	assert_memory_equal(raw, want, len);
@@ -310,94 +310,94 @@ step_expect(struct sasl_client *c, const char *chal, const char *want, size_t wa
 }
 
 static void
-step_fails(struct sasl_client *c, const char *chal_b64, int code)
+step_fails(struct sasl_session *c, const char *chal_b64, int code)
 {
 	char *resp = NULL;
 
-	assert_int_equal(sasl_client_step(c, chal_b64, strlen(chal_b64), &resp), code);
+	assert_int_equal(sasl_session_step(c, chal_b64, strlen(chal_b64), &resp), code);
 	assert_null(resp);
-	assert_string_not_equal(sasl_client_error(c), "");
+	assert_string_not_equal(sasl_session_error(c), "");
 }
 
 static void
 test_client_plain(void **state)
 {
-	struct sasl_client *c;
+	struct sasl_session *c;
 	char *ir = NULL;
 
 	(void)state;
 	c = client(SASL_PLAIN, "tim", "tanstaaftanstaaf");
-	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_session_initial(c, &ir), 0);
 	assert_string_equal(ir, "AHRpbQB0YW5zdGFhZnRhbnN0YWFm");
 	sasl_free(ir);
 	step_fails(c, "", -EPROTO);
-	assert_int_equal(sasl_client_finish(c), -EPROTO);
-	sasl_client_free(c);
+	assert_int_equal(sasl_session_finish(c), -EPROTO);
+	sasl_session_free(c);
 
 	/* without SASL-IR: the initial response answers the empty challenge */
 	c = client(SASL_PLAIN, "tim", "tanstaaftanstaaf");
 	step_expect(c, "", "\0tim\0tanstaaftanstaaf", 21);
-	assert_int_equal(sasl_client_finish(c), 0);
-	sasl_client_free(c);
+	assert_int_equal(sasl_session_finish(c), 0);
+	sasl_session_free(c);
 }
 
 static void
 test_client_login(void **state)
 {
-	struct sasl_client *c = client(SASL_LOGIN, "tim", "secret");
+	struct sasl_session *c = client(SASL_LOGIN, "tim", "secret");
 	char *ir = (char *)"x";
 
 	(void)state;
-	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_session_initial(c, &ir), 0);
 	assert_null(ir);
 	/* whatever the prompts say */
 	step_expect(c, "Password:", "tim", 3);
 	step_expect(c, "Username:", "secret", 6);
 	step_fails(c, "", -EPROTO);
-	sasl_client_free(c);
+	sasl_session_free(c);
 
 	c = client(SASL_LOGIN, "tim", "secret");
 	step_expect(c, "", "tim", 3);
 	step_expect(c, "", "secret", 6);
-	assert_int_equal(sasl_client_finish(c), 0);
-	sasl_client_free(c);
+	assert_int_equal(sasl_session_finish(c), 0);
+	sasl_session_free(c);
 }
 
 static void
 test_client_oauth(void **state)
 {
 	const char json[] = "{\"status\":\"invalid_token\",\"scope\":\"x\x1b[2J\"}";
-	struct sasl_client *c;
+	struct sasl_session *c;
 	char *ir = NULL, *j64 = NULL, *resp = NULL;
 
 	(void)state;
 	assert_int_equal(sasl_base64_encode(json, strlen(json), &j64), 0);
 	c = client(SASL_OAUTHBEARER, "user@example.com", "tok");
-	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_session_initial(c, &ir), 0);
 	sasl_free(ir);
 	/* RFC 7628 section 3.2.3: the error report, answered with %x01 */
-	assert_int_equal(sasl_client_step(c, j64, strlen(j64), &resp), 0);
+	assert_int_equal(sasl_session_step(c, j64, strlen(j64), &resp), 0);
 	assert_string_equal(resp, "AQ==");
 	sasl_free(resp);
-	assert_string_equal(sasl_client_detail(c),
+	assert_string_equal(sasl_session_detail(c),
 			    "{\"status\":\"invalid_token\",\"scope\":\"x\\x1b[2J\"}");
 	step_fails(c, j64, -EPROTO);
-	sasl_client_free(c);
+	sasl_session_free(c);
 
 	c = client(SASL_XOAUTH2, "user@example.com", "tok");
-	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_session_initial(c, &ir), 0);
 	sasl_free(ir);
-	assert_int_equal(sasl_client_step(c, j64, strlen(j64), &resp), 0);
+	assert_int_equal(sasl_session_step(c, j64, strlen(j64), &resp), 0);
 	assert_string_equal(resp, "");
 	sasl_free(resp);
-	assert_non_null(strstr(sasl_client_detail(c), "invalid_token"));
-	sasl_client_free(c);
+	assert_non_null(strstr(sasl_session_detail(c), "invalid_token"));
+	sasl_session_free(c);
 
 	/* the initial response through the first challenge, then a report not in base64 */
 	c = client(SASL_XOAUTH2, "u", "t");
 	step_expect(c, "", "user=u\001auth=Bearer t\001\001", 22);
 	step_fails(c, "{not base64}", -EBADMSG);
-	sasl_client_free(c);
+	sasl_session_free(c);
 	free(j64);
 }
 
@@ -405,30 +405,30 @@ static void
 test_client_external(void **state)
 {
 	struct sasl_params p = { .mech = SASL_EXTERNAL, .user = "" };
-	struct sasl_client *c = NULL;
+	struct sasl_session *c = NULL;
 	char *ir = NULL;
 
 	(void)state;
-	assert_int_equal(sasl_client_new(&p, &c), 0);
-	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_session_new(&p, &c), 0);
+	assert_int_equal(sasl_session_initial(c, &ir), 0);
 	assert_string_equal(ir, "");
 	sasl_free(ir);
 	step_fails(c, "", -EPROTO);
-	sasl_client_free(c);
+	sasl_session_free(c);
 
 	p.user = NULL;
-	assert_int_equal(sasl_client_new(&p, &c), 0);
+	assert_int_equal(sasl_session_new(&p, &c), 0);
 	step_expect(c, "", "", 0);
-	assert_int_equal(sasl_client_finish(c), 0);
-	sasl_client_free(c);
+	assert_int_equal(sasl_session_finish(c), 0);
+	sasl_session_free(c);
 
 	/* RFC 4422 appendix A: an authorization identity when a user is named */
 	p.user = "fred@example.org";
-	assert_int_equal(sasl_client_new(&p, &c), 0);
-	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_session_new(&p, &c), 0);
+	assert_int_equal(sasl_session_initial(c, &ir), 0);
 	assert_string_equal(ir, "ZnJlZEBleGFtcGxlLm9yZw==");
 	sasl_free(ir);
-	sasl_client_free(c);
+	sasl_session_free(c);
 }
 
 static void
@@ -436,47 +436,47 @@ test_client_new_bad(void **state)
 {
 	static const unsigned char cb[32] = { 1 };
 	struct sasl_params p = { .mech = SASL_USER, .user = "u", .secret = "s" };
-	struct sasl_client *c = NULL;
+	struct sasl_session *c = NULL;
 
 	(void)state;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.mech = SASL_MECH_MAX;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.mech = SASL_PLAIN;
 	p.secret = NULL;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.secret = "s";
 	p.user = NULL;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.user = "";
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.user = "u\001";
 	p.mech = SASL_XOAUTH2;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.user = "u";
 	p.mech = SASL_OAUTHBEARER;
 	p.port = 65536;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.port = 0;
 	/* -PLUS needs channel binding data */
 	p.mech = SASL_SCRAM_SHA_256_PLUS;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.cb_type = "tls-exporter";
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.cb_data = cb;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.cb_type = NULL;
 	p.cb_len = sizeof(cb);
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.mech = SASL_SCRAM_SHA_1_PLUS;
-	assert_int_equal(sasl_client_new(&p, &c), -EINVAL);
+	assert_int_equal(sasl_session_new(&p, &c), -EINVAL);
 	p.cb_type = "tls-server-end-point";
-	assert_int_equal(sasl_client_new(&p, &c), 0);
-	sasl_client_free(c);
-	sasl_client_free(NULL);
+	assert_int_equal(sasl_session_new(&p, &c), 0);
+	sasl_session_free(c);
+	sasl_session_free(NULL);
 }
 
-/* ---- sasl_client: SCRAM against a server written from RFC 5802 section 3 ------ */
+/* ---- sasl_session: SCRAM against a server written from RFC 5802 section 3 ------ */
 
 #define SALT "QSXCR+Q6sek8bf92"
 
@@ -497,15 +497,15 @@ sha1_mech(enum sasl_mech m)
 	return m == SASL_SCRAM_SHA_1 || m == SASL_SCRAM_SHA_1_PLUS;
 }
 
-static struct sasl_client *
+static struct sasl_session *
 scram_client(const struct sasl_params *p, struct server *srv, const char *want_gs2)
 {
-	struct sasl_client *c = NULL;
+	struct sasl_session *c = NULL;
 	char *ir = NULL, *raw = NULL;
 	size_t len = 0, glen = strlen(want_gs2);
 
-	assert_int_equal(sasl_client_new(p, &c), 0);
-	assert_int_equal(sasl_client_initial(c, &ir), 0);
+	assert_int_equal(sasl_session_new(p, &c), 0);
+	assert_int_equal(sasl_session_initial(c, &ir), 0);
 	assert_int_equal(sasl_base64_decode(ir, strlen(ir), &raw, &len), 0);
 	if (strncmp(raw, want_gs2, glen) != 0)
 		fail_msg("client-first \"%s\" does not start with \"%s\"", raw, want_gs2);
@@ -564,14 +564,14 @@ server_check_final(struct server *srv, const char *final, const unsigned char *w
 
 /* The server's step: server-first in, client-final out, checked. */
 static void
-server_first_step(struct sasl_client *c, struct server *srv, const unsigned char *cbind,
+server_first_step(struct sasl_session *c, struct server *srv, const unsigned char *cbind,
 		  size_t cbind_len)
 {
 	char *sf64 = NULL, *resp = NULL, *final = NULL;
 
 	assert_int_equal(sasl_base64_encode(srv->server_first, strlen(srv->server_first), &sf64),
 			 0);
-	assert_int_equal(sasl_client_step(c, sf64, strlen(sf64), &resp), 0);
+	assert_int_equal(sasl_session_step(c, sf64, strlen(sf64), &resp), 0);
 	assert_int_equal(sasl_base64_decode(resp, strlen(resp), &final, NULL), 0);
 	server_check_final(srv, final, cbind, cbind_len);
 	sasl_free(final);
@@ -602,21 +602,21 @@ scram_full(enum sasl_mech mech, const char *password, bool saslprep, const char 
 	struct sasl_params p = { .mech = mech, .user = "user", .secret = password,
 				 .saslprep = saslprep };
 	struct server srv = { .password = stored, .iter = 4096 };
-	struct sasl_client *c = scram_client(&p, &srv, "n,,");
+	struct sasl_session *c = scram_client(&p, &srv, "n,,");
 	char *v = NULL, *resp = NULL;
 
 	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
 	/* before the signature, success is refused */
 	v = server_final_b64(&srv, false);
-	assert_int_equal(sasl_client_step(c, v, strlen(v), &resp), 0);
+	assert_int_equal(sasl_session_step(c, v, strlen(v), &resp), 0);
 	assert_string_equal(resp, "");
 	sasl_free(resp);
-	assert_int_equal(sasl_client_finish(c), 0);
-	assert_string_equal(sasl_client_error(c), "");
+	assert_int_equal(sasl_session_finish(c), 0);
+	assert_string_equal(sasl_session_error(c), "");
 	/* a step after the verified signature */
 	step_fails(c, v, -EPROTO);
 	free(v);
-	sasl_client_free(c);
+	sasl_session_free(c);
 }
 
 static void
@@ -639,30 +639,30 @@ test_client_scram_gs2(void **state)
 				 .cb_type = "tls-exporter", .cb_data = cb, .cb_len = sizeof(cb) };
 	struct server srv = { .password = "pencil", .iter = 4096 };
 	unsigned char cbind[64];
-	struct sasl_client *c;
+	struct sasl_session *c;
 
 	(void)state;
 	/* could bind, server offered no -PLUS: "y" */
 	c = scram_client(&p, &srv, "y,,");
 	assert_memory_equal(srv.first_bare, "n=a=2Cb=3Dc,r=", 14);
 	server_first_step(c, &srv, (const unsigned char *)"y,,", 3);
-	sasl_client_free(c);
+	sasl_session_free(c);
 	/* the server offers -PLUS, yet plain SCRAM was chosen: "n" */
 	p.server_plus = true;
 	c = scram_client(&p, &srv, "n,,");
 	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
-	sasl_client_free(c);
+	sasl_session_free(c);
 	/* -PLUS: "p=tls-exporter", and c= binds the data */
 	p.mech = SASL_SCRAM_SHA_256_PLUS;
 	c = scram_client(&p, &srv, "p=tls-exporter,,");
 	memcpy(cbind, "p=tls-exporter,,", 16);
 	memcpy(cbind + 16, cb, sizeof(cb));
 	server_first_step(c, &srv, cbind, 16 + sizeof(cb));
-	sasl_client_free(c);
+	sasl_session_free(c);
 	p.mech = SASL_SCRAM_SHA_1_PLUS;
 	p.cb_type = "tls-server-end-point";
 	c = scram_client(&p, &srv, "p=tls-server-end-point,,");
-	sasl_client_free(c);
+	sasl_session_free(c);
 	/* no TLS: "n" */
 	p.mech = SASL_SCRAM_SHA_1;
 	p.cb_type = NULL;
@@ -670,7 +670,7 @@ test_client_scram_gs2(void **state)
 	p.cb_len = 0;
 	p.server_plus = false;
 	c = scram_client(&p, &srv, "n,,");
-	sasl_client_free(c);
+	sasl_session_free(c);
 }
 
 static void
@@ -678,7 +678,7 @@ test_client_scram_faults(void **state)
 {
 	struct sasl_params p = { .mech = SASL_SCRAM_SHA_256, .user = "user", .secret = "pencil" };
 	struct server srv = { .password = "pencil", .iter = 4096 };
-	struct sasl_client *c;
+	struct sasl_session *c;
 	char *v, *e64 = NULL;
 
 	(void)state;
@@ -687,64 +687,64 @@ test_client_scram_faults(void **state)
 	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
 	v = server_final_b64(&srv, true);
 	step_fails(c, v, -EPROTO);
-	assert_non_null(strstr(sasl_client_error(c), "signature is wrong"));
-	assert_int_equal(sasl_client_finish(c), -EPROTO);
+	assert_non_null(strstr(sasl_session_error(c), "signature is wrong"));
+	assert_int_equal(sasl_session_finish(c), -EPROTO);
 	free(v);
-	sasl_client_free(c);
+	sasl_session_free(c);
 
 	/* OK without v=: the server proved nothing */
 	c = scram_client(&p, &srv, "n,,");
 	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
-	assert_int_equal(sasl_client_finish(c), -EPROTO);
-	assert_non_null(strstr(sasl_client_error(c), "without proving"));
-	sasl_client_free(c);
+	assert_int_equal(sasl_session_finish(c), -EPROTO);
+	assert_non_null(strstr(sasl_session_error(c), "without proving"));
+	sasl_session_free(c);
 
 	/* an empty final challenge is no signature either */
 	c = scram_client(&p, &srv, "n,,");
 	server_first_step(c, &srv, (const unsigned char *)"n,,", 3);
 	step_fails(c, "", -EPROTO);
-	sasl_client_free(c);
+	sasl_session_free(c);
 
 	/* i=4095 */
 	srv.iter = 4095;
 	c = scram_client(&p, &srv, "n,,");
 	assert_int_equal(sasl_base64_encode(srv.server_first, strlen(srv.server_first), &e64), 0);
 	step_fails(c, e64, -ERANGE);
-	assert_non_null(strstr(sasl_client_error(c), "4095"));
+	assert_non_null(strstr(sasl_session_error(c), "4095"));
 	free(e64);
-	sasl_client_free(c);
+	sasl_session_free(c);
 	srv.iter = 4096;
 
 	/* e= from the server */
 	c = scram_client(&p, &srv, "n,,");
 	assert_int_equal(sasl_base64_encode("e=unknown-user", 14, &e64), 0);
 	step_fails(c, e64, -EACCES);
-	assert_non_null(strstr(sasl_client_error(c), "unknown-user"));
-	assert_string_equal(sasl_client_detail(c), "unknown-user");
+	assert_non_null(strstr(sasl_session_error(c), "unknown-user"));
+	assert_string_equal(sasl_session_detail(c), "unknown-user");
 	free(e64);
-	sasl_client_free(c);
+	sasl_session_free(c);
 
 	/* not base64, and an empty server-first */
 	c = scram_client(&p, &srv, "n,,");
 	step_fails(c, "cj1hYmM", -EBADMSG);
 	step_fails(c, "cj1hYmM=", -EPROTO);   /* the exchange failed already */
-	sasl_client_free(c);
+	sasl_session_free(c);
 	c = scram_client(&p, &srv, "n,,");
 	step_fails(c, "", -EBADMSG);
-	sasl_client_free(c);
+	sasl_session_free(c);
 
 	/* the initial response through the first challenge */
 	{
-		struct sasl_client *c2 = NULL;
+		struct sasl_session *c2 = NULL;
 		char *resp = NULL, *raw = NULL;
 
-		assert_int_equal(sasl_client_new(&p, &c2), 0);
-		assert_int_equal(sasl_client_step(c2, "", 0, &resp), 0);
+		assert_int_equal(sasl_session_new(&p, &c2), 0);
+		assert_int_equal(sasl_session_step(c2, "", 0, &resp), 0);
 		assert_int_equal(sasl_base64_decode(resp, strlen(resp), &raw, NULL), 0);
 		assert_memory_equal(raw, "n,,n=user,r=", 12);
 		sasl_free(raw);
 		sasl_free(resp);
-		sasl_client_free(c2);
+		sasl_session_free(c2);
 	}
 }
 
@@ -753,7 +753,7 @@ test_client_scram_oversize(void **state)
 {
 	struct sasl_params p = { .mech = SASL_SCRAM_SHA_1, .user = "user", .secret = "pencil" };
 	struct server srv = { .password = "pencil", .iter = 4096 };
-	struct sasl_client *c = scram_client(&p, &srv, "n,,");
+	struct sasl_session *c = scram_client(&p, &srv, "n,,");
 	size_t n = 20000;
 	char *big = malloc(n + 1);
 
@@ -763,7 +763,7 @@ test_client_scram_oversize(void **state)
 	big[n] = '\0';
 	step_fails(c, big, -EBADMSG);
 	free(big);
-	sasl_client_free(c);
+	sasl_session_free(c);
 }
 
 int

@@ -54,14 +54,14 @@ auth(struct smtp *s, enum sasl_mech mech, const char *user, const char *secret,
 		.mech = mech, .user = user, .secret = secret, .host = "127.0.0.1", .port = 587,
 		.saslprep = true,
 	};
-	struct sasl_client *cl = NULL;
+	struct sasl_session *cl = NULL;
 	int r;
 
 	if (mech == SASL_USER)
 		return smtp_auth(s, NULL, user, secret, err);
-	assert_int_equal(sasl_client_new(&sp, &cl), 0);
+	assert_int_equal(sasl_session_new(&sp, &cl), 0);
 	r = smtp_auth(s, cl, user, secret, err);
-	sasl_client_free(cl);
+	sasl_session_free(cl);
 	return r;
 }
 
