@@ -606,11 +606,14 @@ refresh(const struct mp_account *a, const char *refresh_token, char **ret, struc
 }
 
 int
-oauth2_access_token(const struct mp_account *a, char **ret, struct mp_err *err)
+oauth2_access_token(const struct mp_account *a, bool fresh, char **ret, bool *ret_cached,
+		    struct mp_err *err)
 {
 	struct oauth2_tokens t = { 0 };
 	int r;
 
+	if (ret_cached)
+		*ret_cached = false;
 	if (a->oauth2 == MP_OAUTH2_NONE || !a->oauth2_token_file)
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "account %s has no oauth2 set",
 				  a->name);
@@ -620,9 +623,11 @@ oauth2_access_token(const struct mp_account *a, char **ret, struct mp_err *err)
 				  "authorize %s", a->name);
 	if (r < 0)
 		return r;
-	if (t.access_token && t.expires_at - (int64_t)time(NULL) > ACCESS_MARGIN_S) {
+	if (!fresh && t.access_token && t.expires_at - (int64_t)time(NULL) > ACCESS_MARGIN_S) {
 		*ret = strdup(t.access_token);
 		r = *ret ? 0 : mp_err_oom(err);
+		if (r == 0 && ret_cached)
+			*ret_cached = true;
 	} else if (!t.refresh_token) {
 		r = mp_err_set(err, -EACCES, MP_EX_NOPERM, "OAuth2: the access token expired and "
 			       "the provider gave no refresh token: run mailpull authorize %s "

@@ -504,19 +504,30 @@ settle(struct pop3 *p, int r)
  * 3206 [SYS/TEMP] say the credentials may be fine: retry later rather
  * than ask the user to fix the password.
  */
+static const char *const temp_codes[] = { "[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]" };
+
+/* The temporary response code text starts with, or NULL. */
+static const char *
+temp_code(const char *text, size_t len)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(temp_codes); i++) {
+		size_t tl = strlen(temp_codes[i]);
+
+		if (len >= tl && strncasecmp(text, temp_codes[i], tl) == 0)
+			return temp_codes[i];
+	}
+	return NULL;
+}
+
 static int
 auth_refused(struct pop3 *p, const char *text, size_t len, struct mp_err *err)
 {
-	static const char *const temp[] = { "[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]" };
+	const char *temp = temp_code(text, len);
 
 	(void)p;
-	for (size_t i = 0; i < ARRAY_SIZE(temp); i++) {
-		size_t tl = strlen(temp[i]);
-
-		if (len >= tl && strncasecmp(text, temp[i], tl) == 0)
-			return mp_err_set_srv(err, -EACCES, MP_EX_TEMPFAIL, text, len,
-					"login refused for now (%s); will retry", temp[i]);
-	}
+	if (temp)
+		return mp_err_set_srv(err, -EACCES, MP_EX_TEMPFAIL, text, len,
+				"login refused for now (%s); will retry", temp);
 	return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, text, len, "authentication refused");
 }
 
@@ -605,7 +616,7 @@ auth_sasl_refused(struct pop3 *p, struct sasl_session *cl, const char *text, siz
 {
 	const char *detail = sasl_session_detail(cl);
 
-	if (detail[0] && !(len > 0 && text[0] == '['))
+	if (detail[0] && !temp_code(text, len))
 		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
 				"authentication refused");
 	return auth_refused(p, text, len, err);

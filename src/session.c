@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mailpull/log.h"
 #include "mailpull/oauth2.h"
 #include "mailpull/secret.h"
 #include "mailpull/util.h"
@@ -31,14 +32,16 @@ session_progress(struct session_progress *p, const struct account_stats *s, bool
 
 /*
  * The secret the mechanism carries, fetched only now: after TLS is
- * verified, right before use.
+ * verified, right before use. *ret_cached: an OAuth2 access token that
+ * came from the token file rather than from the provider just now.
  */
 static int
-login_secret(const struct mp_account *a, char **ret, struct mp_err *err)
+login_secret(const struct mp_account *a, char **ret, bool *ret_cached, struct mp_err *err)
 {
+	*ret_cached = false;
 	/* Built-in OAuth2: the token, refreshed when it is about to expire. */
 	if (a->oauth2 != MP_OAUTH2_NONE)
-		return oauth2_access_token(a, ret, err);
+		return oauth2_access_token(a, false, ret, ret_cached, err);
 	return secret_get(a, a->timeout_s * 1000, ret, err);
 }
 
@@ -99,6 +102,7 @@ session_login(const struct mp_account *a, const struct session_server *srv, stru
 	ssize_t n = conn_channel_binding(srv->c, &cb.type, cb.data);
 	enum sasl_mech mech;
 	char *secret = NULL;
+	bool cached = false;
 	int ret;
 
 	cb.len = n > 0 ? (size_t)n : 0;
@@ -110,11 +114,27 @@ session_login(const struct mp_account *a, const struct session_server *srv, stru
 				  srv->plain, a->auth ? a->auth : "automatic");
 	/* EXTERNAL: the TLS client certificate is the credential. */
 	if (mech != SASL_EXTERNAL)
-		ret = login_secret(a, &secret, err);
+		ret = login_secret(a, &secret, &cached, err);
 	if (ret == 0 && mech == SASL_USER)
 		ret = srv->auth(srv->engine, NULL, a->user, secret, err);
 	else if (ret == 0)
 		ret = login_sasl(a, srv, mech, &cb, secret, err);
+	/*
+	 * A provider may revoke an access token before it expires (password
+	 * change, sign-out everywhere): a refused cached token gets one fresh
+	 * one, on the same connection, rather than failing every run until
+	 * the cached one would have expired.
+	 */
+	if (ret == -EACCES && err->ex == MP_EX_NOPERM && cached) {
+		log_acct(LOG_LVL_INFO, a->name, conn_host(srv->c), "account %s: the server "
+			 "refused the cached OAuth2 access token; asking the provider for a new one",
+			 a->name);
+		secret_free(secret);
+		secret = NULL;
+		ret = oauth2_access_token(a, true, &secret, NULL, err);
+		if (ret == 0)
+			ret = login_sasl(a, srv, mech, &cb, secret, err);
+	}
 	secret_free(secret);
 	explicit_bzero(cb.data, sizeof(cb.data));
 	return ret;

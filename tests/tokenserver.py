@@ -48,7 +48,8 @@ Knobs and looks: expires_in (of access tokens from now on), token_len
 (length of new access tokens; a long one tests POP3's 255-octet line),
 rotate, slow_down_polls (that many device polls get slow_down),
 slow_down_step, device_interval, device_expires_in, consent_user,
-deny_authorize, expire_access_tokens(), revoke(user=None), grants (a
+deny_authorize, mail_denied (a set of users whose every token introspects
+inactive), expire_access_tokens(), revoke(user=None), grants (a
 Counter of tokens handed out per grant type: "authorization_code",
 "device_code", "refresh_token"), requests (every /token call per grant type, errors
 included), errors (a Counter of error codes answered), introspections.
@@ -212,6 +213,9 @@ class TokenServer:
         # Who consents at /authorize (the loopback redirect has no login page).
         self.consent_user = consent_user
         self.deny_authorize = False
+        # Users whose tokens introspect inactive however fresh (the mailbox
+        # takes no OAuth logins): a new token cannot help.
+        self.mail_denied = set()
         self.lock = threading.Lock()
         self.ctx = None
         self.clients = {}
@@ -249,7 +253,7 @@ class TokenServer:
         with self.lock:
             for k in ("expires_in", "token_len", "rotate", "device_interval",
                       "device_expires_in", "consent_user", "deny_authorize", "slow_down_step",
-                      "slow_down_polls"):
+                      "slow_down_polls", "mail_denied"):
                 setattr(self, k, knobs.pop(k, getattr(fresh, k)))
             if knobs:
                 raise TypeError(f"unknown knobs {sorted(knobs)}")
@@ -523,7 +527,8 @@ class TokenServer:
     def _introspect(self, token):
         with self.lock:
             t = self.access.get(token)
-            live = t is not None and not t["revoked"] and t["expires_at"] > time.time()
+            live = (t is not None and not t["revoked"] and t["expires_at"] > time.time()
+                    and t["user"] not in self.mail_denied)
             self.introspections["active" if live else "inactive"] += 1
             if not live:
                 return {"active": False}

@@ -27,9 +27,12 @@ const struct oauth2_preset *oauth2_preset(enum mp_oauth2 o);
 
 /*
  * An access token for a (secret: free with util_free_secret()): the cached
- * one while it has more than a minute left, else a refresh-token grant,
- * whose answer (a new access token, maybe a rotated refresh token) is
- * saved before it is returned.
+ * one while it has more than a minute left (unless refresh), else a
+ * refresh-token grant, whose answer (a new access token, maybe a rotated
+ * refresh token) is saved before it is returned. *ret_cached (may be
+ * NULL) says whether it came from the file: a server that refuses a
+ * cached token may have revoked it early, and a fresh one is worth one
+ * more try.
  * Errors: -ENOENT (MP_EX_NOPERM: never authorized: "run mailpull authorize
  * NAME"), -EACCES (MP_EX_NOPERM: invalid_grant or another refusal of the
  * refresh token: "run mailpull authorize NAME again", with the provider's
@@ -43,7 +46,8 @@ const struct oauth2_preset *oauth2_preset(enum mp_oauth2 o);
  * MAILPULL_CRASH_OAUTH2=1 in the environment makes the process _exit(101)
  * after a token answer is parsed and before it is saved (crash tests).
  */
-int oauth2_access_token(const struct mp_account *a, char **ret, struct mp_err *err) MP_WUR;
+int oauth2_access_token(const struct mp_account *a, bool refresh, char **ret, bool *ret_cached,
+			struct mp_err *err) MP_WUR;
 
 /*
  * The first grant, talking to the user on in/out (a terminal): the device

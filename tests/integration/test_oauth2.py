@@ -513,22 +513,41 @@ def test_pop3_long_token_two_step(mp, ts, mech):
     ("OAUTHBEARER", "pop3", "invalid_token"),
     ("XOAUTH2", "imap", "401"),
 ])
-def test_revoked_access_token_error_challenge(mp, ts, mech, proto, needle):
-    """The cached access token was revoked at the provider: Dovecot answers
-    with an RFC 7628 error challenge; mailpull ends the exchange and
-    reports the server's JSON error (77)."""
+def test_refused_token_error_challenge(mp, ts, mech, proto, needle):
+    """The server takes no token of this user, cached or fresh: Dovecot
+    answers with an RFC 7628 error challenge; mailpull ends the exchange,
+    tries one fresh token, and reports the server's JSON error (77)."""
     user = mp.new_user("oav")
     fill(mp, user)
     mp.configure(oauth_account(mp, ts, proto, user, mech))
     rc, text = authorize_device(mp, ts, user)
     assert rc == EX_OK, text
-    ts.revoke(user, refresh=False)
+    ts.mail_denied.add(user)
     r = mp.run("-v")
     assert_error(r, EX_NOPERM, "t1", mp.dc.host, needle)
     assert mp.messages() == []
-    assert ts.introspections["inactive"] >= 1
+    assert ts.introspections["inactive"] == 2
+    assert ts.grants["refresh_token"] == 1
     for tok in ts.issued_access_tokens(user):
         assert tok not in r.out + r.err
+
+
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+def test_revoked_cached_token_replaced_once(mp, ts, proto):
+    """The provider revoked the cached access token before it expired: the
+    server refuses it, mailpull asks for a fresh one on the same
+    connection, and the run fetches the mail."""
+    user = mp.new_user("oaw")
+    msgs = fill(mp, user)
+    mp.configure(oauth_account(mp, ts, proto, user))
+    rc, text = authorize_device(mp, ts, user)
+    assert rc == EX_OK, text
+    ts.revoke(user, refresh=False)
+    r = mp.run()
+    assert r.rc == EX_OK, r
+    assert "refused the cached OAuth2 access token" in r.err
+    assert multiset(mp.messages()) == multiset(msgs)
+    assert ts.grants["refresh_token"] == 1
 
 
 # ---- the harness itself -------------------------------------------------------

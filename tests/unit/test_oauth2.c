@@ -359,21 +359,21 @@ test_access_token(void **state)
 
 	account(fx, &a);
 	/* never authorized */
-	assert_int_equal(oauth2_access_token(&a, &tok, &fx->err), -ENOENT);
+	assert_int_equal(oauth2_access_token(&a, false, &tok, NULL, &fx->err), -ENOENT);
 	assert_int_equal(fx->err.ex, MP_EX_NOPERM);
 	assert_non_null(strstr(fx->err.msg, "run mailpull authorize a@b"));
 	/* a cached token with more than a minute left */
 	t.expires_at = (int64_t)time(NULL) + 120;
 	assert_int_equal(oauth2_tokens_save(fx->path, &t, &fx->err), 0);
 	mp_err_clear(&fx->err);
-	assert_int_equal(oauth2_access_token(&a, &tok, &fx->err), 0);
+	assert_int_equal(oauth2_access_token(&a, false, &tok, NULL, &fx->err), 0);
 	assert_string_equal(tok, "A1");
 	free(tok);
 	tok = NULL;
 	/* less than a minute left: refreshed, here against an endpoint that is down */
 	t.expires_at = (int64_t)time(NULL) + 30;
 	assert_int_equal(oauth2_tokens_save(fx->path, &t, &fx->err), 0);
-	assert_int_equal(oauth2_access_token(&a, &tok, &fx->err), -ECONNREFUSED);
+	assert_int_equal(oauth2_access_token(&a, false, &tok, NULL, &fx->err), -ECONNREFUSED);
 	assert_int_equal(fx->err.ex, MP_EX_TEMPFAIL);
 	assert_null(strstr(fx->err.msg, "R1"));
 	assert_null(tok);
@@ -386,7 +386,7 @@ test_access_token(void **state)
 	t.expires_at = 1;
 	assert_int_equal(oauth2_tokens_save(fx->path, &t, &fx->err), 0);
 	mp_err_clear(&fx->err);
-	assert_int_equal(oauth2_access_token(&a, &tok, &fx->err), -EACCES);
+	assert_int_equal(oauth2_access_token(&a, false, &tok, NULL, &fx->err), -EACCES);
 	assert_int_equal(fx->err.ex, MP_EX_NOPERM);
 	assert_non_null(strstr(fx->err.msg, "run mailpull authorize a@b again"));
 	/* an http:// endpoint is never asked (the configuration refuses it too) */
@@ -394,12 +394,12 @@ test_access_token(void **state)
 	assert_int_equal(oauth2_tokens_save(fx->path, &t, &fx->err), 0);
 	a.oauth2_token_url = "http://127.0.0.1:1/token";
 	mp_err_clear(&fx->err);
-	assert_int_equal(oauth2_access_token(&a, &tok, &fx->err), -EINVAL);
+	assert_int_equal(oauth2_access_token(&a, false, &tok, NULL, &fx->err), -EINVAL);
 	assert_int_equal(fx->err.ex, MP_EX_CONFIG);
 	/* not an oauth2 account */
 	a.oauth2 = MP_OAUTH2_NONE;
 	mp_err_clear(&fx->err);
-	assert_int_equal(oauth2_access_token(&a, &tok, &fx->err), -EINVAL);
+	assert_int_equal(oauth2_access_token(&a, false, &tok, NULL, &fx->err), -EINVAL);
 	assert_int_equal(oauth2_authorize(&a, stdin, stdout, &fx->err), -EINVAL);
 }
 

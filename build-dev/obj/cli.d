@@ -1,0 +1,4 @@
+build-dev/obj/cli.o: src/cli.c include/mailpull/cli.h \
+ include/mailpull/common.h
+include/mailpull/cli.h:
+include/mailpull/common.h:
