@@ -767,6 +767,8 @@ do_starttls(struct imap *m, struct mp_err *err)
 	rc = conn_starttls(m->c, err);
 	if (rc < 0)
 		return rc;
+	/* Nothing said before the handshake is believed after it (DESIGN, TLS rules). */
+	m->greeting[0] = '\0';
 	return ask_caps(m, err);
 }
 
@@ -969,7 +971,7 @@ auth_sasl_ok(struct sasl_session *cl, bool answered, struct mp_err *err)
 				  "server accepted AUTHENTICATE %s without a response", name);
 	if (sasl_session_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "%s: the server did not prove it knows the password", name);
+				  "%s: %s", name, sasl_session_error(cl));
 	return 0;
 }
 

@@ -379,6 +379,8 @@ pop3_stls(struct pop3 *p, struct mp_err *err)
 	r = conn_starttls(p->c, err);
 	if (r < 0)
 		return r;
+	/* Nothing said before the handshake is believed after it (DESIGN, TLS rules). */
+	p->greeting[0] = '\0';
 	return pop3_capa(p, err);
 }
 
@@ -598,6 +600,9 @@ auth_cancel(struct pop3 *p, struct sasl_session *cl, int step, struct mp_err *er
 		return r;
 	if (step == -ENOMEM)
 		return mp_err_oom(err);
+	/* +OK to a cancel logged us in after all: the session is not what we think. */
+	if (r == REPLY_OK)
+		step = -EPROTO;
 	/* The session stays in step after the cancel: -EACCES keeps it usable. */
 	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
 			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
@@ -633,7 +638,7 @@ auth_sasl_ok(struct sasl_session *cl, bool answered, struct mp_err *err)
 				  "server accepted AUTH %s without a response", name);
 	if (sasl_session_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "%s: the server did not prove it knows the password", name);
+				  "%s: %s", name, sasl_session_error(cl));
 	return 0;
 }
 

@@ -105,9 +105,15 @@ mech_fits(const char *server_mechs, bool user_ok, bool cb_ok, enum sasl_mech m)
 	return sasl_offered(server_mechs, m);
 }
 
-/* Strongest first: SCRAM with channel binding, SCRAM, then what sends the password. */
+/*
+ * Strongest first: SCRAM with channel binding, SCRAM, then what sends the
+ * password. Binding comes before the hash: a server offering
+ * SCRAM-SHA-1-PLUS and SCRAM-SHA-256 (or one whose SCRAM-SHA-256-PLUS was
+ * stripped on the way) gets the -PLUS one, so someone relaying the TLS
+ * session cannot answer; the GS2 flag "y" covers every -PLUS stripped.
+ */
 static const enum sasl_mech scram_order[] = {
-	SASL_SCRAM_SHA_256_PLUS, SASL_SCRAM_SHA_256, SASL_SCRAM_SHA_1_PLUS, SASL_SCRAM_SHA_1,
+	SASL_SCRAM_SHA_256_PLUS, SASL_SCRAM_SHA_1_PLUS, SASL_SCRAM_SHA_256, SASL_SCRAM_SHA_1,
 };
 
 static bool
@@ -709,7 +715,12 @@ sasl_session_finish(struct sasl_session *c)
 	if (c->scram && !scram_verified(c->scram))
 		return client_fail(c, -EPROTO,
 				   "the server said the login succeeded without proving it knows "
-				   "the password (no valid SCRAM signature)");
+				   "the password (no valid SCRAM signature); the login counts as "
+				   "failed: the server is not the one holding the password, or "
+				   "someone is in the middle");
+	/* A server that never asked for the password did not check it. */
+	if (c->mech == SASL_LOGIN && c->challenges < 2)
+		return client_fail(c, -EPROTO, "the server accepted LOGIN before the password");
 	return 0;
 }
 

@@ -460,8 +460,19 @@ static char *
 normalized_password(const struct scram *s)
 {
 	char *out = NULL;
+	bool ascii = true;
 
-	if (s->saslprep && stringprep_profile(s->password, &out, "SASLprep", 0) == STRINGPREP_OK)
+	/*
+	 * SASLprep leaves printable ASCII as it is; skipping libidn then also
+	 * spares the copies it makes (and frees unwiped) of the password.
+	 */
+	for (const unsigned char *p = (const unsigned char *)s->password; *p && ascii; p++)
+		ascii = *p >= 0x20 && *p <= 0x7e;
+	if (ascii || !s->saslprep)
+		return strdup(s->password);
+	/* RFC 5802 section 2.2: the password is a stored string (no unassigned code points). */
+	if (stringprep_profile(s->password, &out, "SASLprep", STRINGPREP_NO_UNASSIGNED) ==
+	    STRINGPREP_OK)
 		return out;
 	return strdup(s->password);
 }

@@ -107,6 +107,14 @@ session_login(const struct mp_account *a, const struct session_server *srv, stru
 
 	cb.len = n > 0 ? (size_t)n : 0;
 	ret = sasl_choose(srv->sasl, srv->user_ok, cb.len > 0, a->auth, &mech);
+	/* What would fit with channel binding is a -PLUS the connection cannot bind. */
+	if (ret == -ENOENT && cb.len == 0 &&
+	    sasl_choose(srv->sasl, srv->user_ok, true, a->auth, &mech) == 0)
+		return mp_err_set(err, -ENOENT, MP_EX_CONFIG,
+				  "%s needs channel binding, which this connection cannot give "
+				  "(it needs TLS, and on TLS 1.2 a server certificate signed with "
+				  "RSA or ECDSA); name another mechanism in auth",
+				  sasl_mech_to_string(mech));
 	if (ret < 0)
 		return mp_err_set(err, ret, ret == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
 				  "no usable authentication mechanism (server offers \"%s\"%s%s; "

@@ -547,6 +547,8 @@ starttls(struct smtp *s, const char *name, struct mp_err *err)
 	r = conn_starttls(s->c, err);
 	if (r < 0)
 		return r;
+	/* Nothing said before the handshake is believed after it (DESIGN, TLS rules). */
+	s->greeting[0] = '\0';
 	return hello(s, name, err);
 }
 
@@ -669,8 +671,11 @@ auth_cancel(struct smtp *s, struct sasl_session *cl, int step, struct mp_err *er
 		return r;
 	if (step == -ENOMEM)
 		return mp_err_oom(err);
-	/* A 334 to the cancel leaves us out of step: settle() marks the session. */
-	if (r == 334)
+	/*
+	 * A 334 to the cancel leaves us out of step, a 235 logged us in after
+	 * all: either way settle() marks the session.
+	 */
+	if (r == 334 || r == 235)
 		step = -EPROTO;
 	return mp_err_set(err, step, step == -EACCES ? MP_EX_NOPERM :
 			  step == -EINVAL ? MP_EX_CONFIG : MP_EX_PROTOCOL,
@@ -696,7 +701,7 @@ auth_end(struct sasl_session *cl, const struct smtp_reply *rep, bool answered,
 				  "server accepted AUTH %s without a response", name);
 	if (rep->code == 235 && sasl_session_finish(cl) < 0)
 		return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
-				  "%s: the server did not prove it knows the password", name);
+				  "%s: %s", name, sasl_session_error(cl));
 	if (rep->code / 100 == 5 && detail[0])
 		return mp_err_set_srv(err, -EACCES, MP_EX_NOPERM, detail, strlen(detail),
 				      "authentication refused (%d)", rep->code);

@@ -41,7 +41,7 @@ int sasl_mech_from_string(const char *s, enum sasl_mech *ret);
  * channel binding data (TLS is on): without it no -PLUS mechanism is
  * chosen, even when named. wanted: the account's `auth` list, space- or
  * comma-separated, in preference order, or NULL for automatic
- * (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1, PLAIN,
+ * (SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN,
  * LOGIN, then USER; the OAuth mechanisms and EXTERNAL only when named).
  * "scram" in wanted stands for the four SCRAM mechanisms in that order.
  * Returns 0 and *ret, or -ENOENT when nothing fits, -EINVAL when wanted

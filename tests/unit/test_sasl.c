@@ -219,13 +219,16 @@ test_choose_order(void **state)
 {
 	(void)state;
 	/*
-	 * automatic: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1,
+	 * automatic: SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS, SCRAM-SHA-256, SCRAM-SHA-1,
 	 * PLAIN, LOGIN, USER
 	 */
 	assert_int_equal(choose("PLAIN LOGIN " ALL_SCRAM, true, true, NULL),
 			 SASL_SCRAM_SHA_256_PLUS);
 	assert_int_equal(choose("PLAIN LOGIN " ALL_SCRAM, true, false, NULL), SASL_SCRAM_SHA_256);
+	/* binding before the hash: a stripped SCRAM-SHA-256-PLUS leaves the other -PLUS */
 	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS SCRAM-SHA-256", true, true,
+				NULL), SASL_SCRAM_SHA_1_PLUS);
+	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS SCRAM-SHA-256", true, false,
 				NULL), SASL_SCRAM_SHA_256);
 	assert_int_equal(choose("PLAIN SCRAM-SHA-1 SCRAM-SHA-1-PLUS", true, true, NULL),
 			 SASL_SCRAM_SHA_1_PLUS);

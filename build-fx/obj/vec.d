@@ -1,0 +1,3 @@
+build-fx/obj/vec.o: src/vec.c src/vec.h include/mailpull/common.h
+src/vec.h:
+include/mailpull/common.h:
