@@ -221,37 +221,21 @@ sasl_base64_encode(const void *data, size_t len, char **ret)
 int
 sasl_base64_decode(const char *s, size_t len, char **ret, size_t *ret_len)
 {
-	struct util_b64 d = UTIL_B64_STD;
-	size_t o = 0, pad = 0;
-	char *out;
+	size_t cap = len / 4 * 3 + 1, o = 0;
+	char *out = malloc(cap);
 
-	if (len % 4 != 0)
-		return -EBADMSG;
-	if (len > 0 && s[len - 1] == '=')
-		pad = len > 1 && s[len - 2] == '=' ? 2 : 1;
-	out = malloc(len / 4 * 3 + 1);
 	if (!out)
 		return -ENOMEM;
-	for (size_t i = 0; i < len - pad; i++) {
-		unsigned char c;
-		int r = util_b64_put(&d, s[i], &c);
-
-		if (r < 0)
-			goto bad;
-		if (r > 0)
-			out[o++] = (char)c;
+	if (util_b64_decode_strict(s, len, (unsigned char *)out, cap - 1, &o) < 0) {
+		explicit_bzero(out, cap);
+		free(out);
+		return -EBADMSG;
 	}
-	if (util_b64_end(&d, true) < 0)
-		goto bad;
 	out[o] = '\0';
 	*ret = out;
 	if (ret_len)
 		*ret_len = o;
 	return 0;
-bad:
-	explicit_bzero(out, len / 4 * 3 + 1);
-	free(out);
-	return -EBADMSG;
 }
 
 /*
@@ -317,33 +301,6 @@ sasl_xoauth2(const char *user, const char *token, char **ret_b64)
 }
 
 /*
- * RFC 5801 section 5.1 saslname: "," and "=" in the authzid are written
- * "=2C" and "=3D". Returns a malloc'd string or NULL.
- */
-static char *
-gs2_escape(const char *s)
-{
-	size_t n = 0, o = 0;
-	char *out;
-
-	for (const char *p = s; *p; p++)
-		n += (*p == ',' || *p == '=') ? 3 : 1;
-	out = malloc(n + 1);
-	if (!out)
-		return NULL;
-	for (const char *p = s; *p; p++) {
-		if (*p == ',' || *p == '=') {
-			memcpy(out + o, *p == ',' ? "=2C" : "=3D", 3);
-			o += 3;
-		} else {
-			out[o++] = *p;
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-/*
  * RFC 7628 section 3.1: gs2-header "n,a=" authzid "," then ^A-separated
  * kvpairs host, port (both optional there, sent when known) and auth.
  */
@@ -360,7 +317,7 @@ sasl_oauthbearer(const char *user, const char *host, unsigned port, const char *
 	if (!user || !token || strchr(user, '\001') || strchr(token, '\001') ||
 	    (host && strchr(host, '\001')) || port > 65535)
 		return -EINVAL;
-	euser = gs2_escape(user);
+	euser = util_saslname(user);
 	if (!euser)
 		return -ENOMEM;
 	parts[n++] = "n,a=";

@@ -95,38 +95,6 @@ b64_encode(const unsigned char *data, size_t len)
 	return out;
 }
 
-/*
- * Strict RFC 4648 base64 (whole quanta, padding only at the end, zero
- * pad bits) into out[0..outmax). 0 or -EBADMSG, also when it does not fit.
- */
-static int
-b64_decode(const char *s, size_t len, unsigned char *out, size_t outmax, size_t *ret_len)
-{
-	struct util_b64 d = UTIL_B64_STD;
-	size_t o = 0, pad = 0;
-
-	if (len % 4 != 0)
-		return -EBADMSG;
-	if (len > 0 && s[len - 1] == '=')
-		pad = len > 1 && s[len - 2] == '=' ? 2 : 1;
-	for (size_t i = 0; i < len - pad; i++) {
-		unsigned char c;
-		int r = util_b64_put(&d, s[i], &c);
-
-		if (r < 0)
-			return -EBADMSG;
-		if (r > 0) {
-			if (o == outmax)
-				return -EBADMSG;
-			out[o++] = c;
-		}
-	}
-	if (util_b64_end(&d, true) < 0)
-		return -EBADMSG;
-	*ret_len = o;
-	return 0;
-}
-
 /* RFC 5802 section 7 printable: %x21-2B / %x2D-7E. */
 static bool
 printable(const char *p, size_t len)
@@ -153,30 +121,6 @@ cb_name_ok(const char *t)
 			return false;
 	}
 	return true;
-}
-
-/* RFC 5802 section 5.1: saslname writes "," as "=2C" and "=" as "=3D". */
-static char *
-saslname(const char *user)
-{
-	size_t n = 0, o = 0;
-	char *out;
-
-	for (const char *p = user; *p; p++)
-		n += (*p == ',' || *p == '=') ? 3 : 1;
-	out = malloc(n + 1);
-	if (!out)
-		return NULL;
-	for (const char *p = user; *p; p++) {
-		if (*p == ',' || *p == '=') {
-			memcpy(out + o, *p == ',' ? "=2C" : "=3D", 3);
-			o += 3;
-		} else {
-			out[o++] = *p;
-		}
-	}
-	out[o] = '\0';
-	return out;
 }
 
 /* Concatenates NUL-terminated parts into one malloc'd string. */
@@ -274,7 +218,7 @@ scram_new(const struct scram_params *p, struct scram **ret)
 		r = random_nonce(&s->nonce);
 	}
 	if (r == 0) {
-		name = saslname(p->user);
+		name = util_saslname(p->user);
 		r = name ? 0 : -ENOMEM;
 	}
 	if (r == 0) {
@@ -611,7 +555,8 @@ scram_server_first(struct scram *s, const char *msg, size_t len, char **ret, siz
 	r = check_first(s, msg, len, &sf);
 	if (r < 0)
 		return r;
-	if (b64_decode(sf.salt, sf.salt_len, salt, sizeof(salt), &salt_len) < 0 || salt_len == 0)
+	if (util_b64_decode_strict(sf.salt, sf.salt_len, salt, sizeof(salt), &salt_len) < 0 ||
+	    salt_len == 0)
 		return fail(s, -EBADMSG, "the server's SCRAM salt (s=) is not base64");
 	cfwp = final_without_proof(s, &sf);
 	if (cfwp) {
@@ -667,7 +612,7 @@ scram_server_final(struct scram *s, const char *msg, size_t len)
 	if (!is_attr(f, flen, 'v'))
 		return fail(s, -EPROTO, "the server sent no SCRAM signature (v=): it does not know "
 			    "the password, or someone is in the middle");
-	if (b64_decode(f + 2, flen - 2, v, sizeof(v), &vlen) < 0)
+	if (util_b64_decode_strict(f + 2, flen - 2, v, sizeof(v), &vlen) < 0)
 		return fail(s, -EBADMSG, "the server's SCRAM signature (v=) is not base64");
 	/* RFC 5802 section 9: compare in constant time */
 	if (vlen != hl || CRYPTO_memcmp(v, s->server_sig, hl) != 0)

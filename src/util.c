@@ -351,3 +351,55 @@ util_write_all(int fd, const char *p, size_t len)
 	return 0;
 }
 
+
+int
+util_b64_decode_strict(const char *s, size_t len, unsigned char *out, size_t outmax,
+		       size_t *ret_len)
+{
+	struct util_b64 d = UTIL_B64_STD;
+	size_t o = 0, pad = 0;
+
+	if (len % 4 != 0)
+		return -EBADMSG;
+	if (len > 0 && s[len - 1] == '=')
+		pad = len > 1 && s[len - 2] == '=' ? 2 : 1;
+	for (size_t i = 0; i < len - pad; i++) {
+		unsigned char c;
+		int r = util_b64_put(&d, s[i], &c);
+
+		if (r < 0)
+			return -EBADMSG;
+		if (r > 0) {
+			if (o == outmax)
+				return -EBADMSG;
+			out[o++] = c;
+		}
+	}
+	if (util_b64_end(&d, true) < 0)
+		return -EBADMSG;
+	*ret_len = o;
+	return 0;
+}
+
+char *
+util_saslname(const char *s)
+{
+	size_t n = 0, o = 0;
+	char *out;
+
+	for (const char *p = s; *p; p++)
+		n += (*p == ',' || *p == '=') ? 3 : 1;
+	out = malloc(n + 1);
+	if (!out)
+		return NULL;
+	for (const char *p = s; *p; p++) {
+		if (*p == ',' || *p == '=') {
+			memcpy(out + o, *p == ',' ? "=2C" : "=3D", 3);
+			o += 3;
+		} else {
+			out[o++] = *p;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}

@@ -112,6 +112,21 @@ int util_b64_put(struct util_b64 *d, char c, unsigned char *ret_byte);
 int util_b64_end(const struct util_b64 *d, bool strict);
 
 /*
+ * Strict padded base64 (SASL, SCRAM: whole quanta, padding only at the
+ * end, the bits padding drops zero) of s[0..len) into out[0..outmax).
+ * 0 and *ret_len, or -EBADMSG (also when it does not fit). Cannot fail
+ * otherwise.
+ */
+int util_b64_decode_strict(const char *s, size_t len, unsigned char *out, size_t outmax,
+			   size_t *ret_len);
+
+/*
+ * GS2 saslname (RFC 5801 section 5.1; SCRAM, OAUTHBEARER): "," and "="
+ * written "=2C" and "=3D". malloc'd; NULL on ENOMEM.
+ */
+char *util_saslname(const char *s);
+
+/*
  * Wipes a NUL-terminated string that held a secret (explicit_bzero), then
  * frees it. Accepts NULL. Cannot fail.
  */

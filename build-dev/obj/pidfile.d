@@ -1,5 +1,0 @@
-build-dev/obj/pidfile.o: src/pidfile.c include/mailpull/pidfile.h \
- include/mailpull/common.h include/mailpull/util.h
-include/mailpull/pidfile.h:
-include/mailpull/common.h:
-include/mailpull/util.h:

@@ -1,4 +1,0 @@
-build-dev/obj/svc.o: src/svc.c include/mailpull/svc.h \
- include/mailpull/common.h
-include/mailpull/svc.h:
-include/mailpull/common.h:

@@ -1,4 +1,0 @@
-build-dev/tests/test_hdr: tests/unit/test_hdr.c include/mailpull/hdr.h \
- include/mailpull/common.h
-include/mailpull/hdr.h:
-include/mailpull/common.h:

@@ -1,4 +1,0 @@
-build-fx/obj/pop3_body.o: src/pop3_body.c include/mailpull/pop3_body.h \
- include/mailpull/common.h
-include/mailpull/pop3_body.h:
-include/mailpull/common.h:
