@@ -21,7 +21,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import (EX_CRASH, EX_NOPERM, EX_OK, EX_TEMPFAIL, Raw, assert_error, make_message,
+from conftest import (EX_CONFIG, EX_CRASH, EX_NOPERM, EX_OK, EX_TEMPFAIL, Raw, assert_error, make_message,
                       multiset)
 from dovecot import Dovecot
 import postfix as postfix_mod
@@ -430,6 +430,25 @@ def test_never_authorized(mp, ts):
     assert_error(r, EX_NOPERM, "t1", "mailpull authorize t1")
     assert mp.messages() == []
     assert not any(ts.requests.values())
+
+
+def test_libcurl_that_cannot_be_loaded(mp, ts):
+    """libcurl is loaded when a token must be fetched: one that cannot be
+    loaded is a configuration error (78) that says why, in the loader's
+    words, and nothing reaches the provider."""
+    user = mp.new_user("oal")
+    mp.configure(oauth_account(mp, ts, "imap", user))
+    ts.register_client(CLIENT_ID)
+    libdir = mp.path("badlib")
+    os.makedirs(libdir)
+    with open(os.path.join(libdir, "libcurl.so.4"), "wb") as f:
+        f.write(b"not a shared object\n")
+    r = mp.run("authorize", "t1", env={"LD_LIBRARY_PATH": libdir})
+    assert r.rc == EX_CONFIG, str(r)
+    out = r.out + r.err
+    assert "libcurl.so.4" in out and "cannot be loaded (" in out, out
+    assert re.search(r"cannot be loaded \([^)]*(invalid ELF header|too short)", out), out
+    assert not ts.pending_user_codes() and not any(ts.requests.values())
 
 
 # ---- sending -----------------------------------------------------------------
