@@ -452,6 +452,21 @@ url_ok(const char *v)
 	       *host && !strchr("/?#:", *host) && !strpbrk(v, " \t\"<>\\^`{|}#");
 }
 
+/*
+ * Userinfo (user:password@) in a URL's authority: the URL is printed in
+ * errors and debug logs, so it must hold no credentials.
+ */
+static bool
+url_has_userinfo(const char *v)
+{
+	const char *host = strstr(v, "://");
+
+	if (!host)
+		return false;
+	host += 3;
+	return memchr(host, '@', strcspn(host, "/?#")) != NULL;
+}
+
 static int
 parse_interval(const char *v, uint64_t *ret)
 {
@@ -642,6 +657,13 @@ check_value(const struct key_def *k, const char *v, char *why, size_t whylen)
 			"must be none, google, microsoft or custom" : NULL;
 		break;
 	case KEY_URL:
+		if (url_has_userinfo(v)) {
+			/* not quoted: what stands before the '@' is a secret */
+			snprintf(why, whylen, "%s must not hold credentials (user:password@): "
+				 "client credentials go in oauth2_client_id / "
+				 "oauth2_client_secret", k->name);
+			return -EINVAL;
+		}
 		what = url_ok(v) ? NULL : "must be an https:// URL";
 		break;
 	case KEY_SIZE:
@@ -1238,8 +1260,9 @@ acct_tls(const struct acct_src *src, struct mp_account *a)
 	const struct cval *plain = get(src, "allow_plaintext");
 	const struct cval *ca = get(src, "tls_ca_file"), *fpr = get(src, "tls_fingerprint");
 	const struct cval *cert = get(src, "tls_cert"), *key = get(src, "tls_key");
-	const struct cval *auth = get(src, "auth");
+	const struct cval *auth = get(src, "auth"), *oauth = get(src, "oauth2");
 	const struct cval *needs_tls = ca ? ca : fpr ? fpr : cert ? cert : key;
+	enum mp_oauth2 oauth2;
 	static const unsigned ports[MP_PROTO_MAX][2] = { { 995, 110 }, { 993, 143 } };
 	uint64_t n;
 	int r;
@@ -1252,6 +1275,10 @@ acct_tls(const struct acct_src *src, struct mp_account *a)
 	if (a->tls == MP_TLS_NONE && !a->allow_plaintext)
 		return acct_error(src, tls->line, "tls = none sends the password in clear; "
 				  "set allow_plaintext = yes to accept that");
+	if (a->tls == MP_TLS_NONE && oauth && parse_oauth2(oauth->s, &oauth2) == 0 &&
+	    oauth2 != MP_OAUTH2_NONE)
+		return acct_error(src, tls->line, "oauth2 needs TLS: with tls = none the access "
+				  "token would cross the network in clear");
 	if (a->tls == MP_TLS_NONE && needs_tls)
 		return acct_error(src, needs_tls->line, "%s needs TLS, but tls = none",
 				  needs_tls->key->name);

@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@
 static struct {
 	bool tried;
 	void *handle;
+	char why[256];             /* dlerror()'s text: its own buffer is reused */
 	CURL *(*easy_init)(void);
 	CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
 	CURLcode (*easy_perform)(CURL *);
@@ -35,6 +37,15 @@ static struct {
 	struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
 	void (*slist_free_all)(struct curl_slist *);
 } lc;
+
+/* Copies the last dlerror() text before another dl call overwrites it. */
+static void
+keep_dlerror(void)
+{
+	const char *e = dlerror();
+
+	snprintf(lc.why, sizeof(lc.why), "%s", e ? e : "unknown error");
+}
 
 /* Loads libcurl on first use; false when it cannot be had. */
 static bool
@@ -55,11 +66,14 @@ libcurl_load(void)
 		return lc.handle != NULL;
 	lc.tried = true;
 	lc.handle = dlopen(HTTP_LIBCURL, RTLD_NOW | RTLD_LOCAL);
-	if (!lc.handle)
+	if (!lc.handle) {
+		keep_dlerror();
 		return false;
+	}
 	for (size_t i = 0; i < ARRAY_SIZE(syms); i++) {
 		*syms[i].fn = dlsym(lc.handle, syms[i].name);
 		if (!*syms[i].fn) {
+			keep_dlerror();
 			dlclose(lc.handle);
 			lc.handle = NULL;
 			return false;
@@ -177,6 +191,11 @@ curl_fail(CURLcode rc, const struct http_req *req, const char *detail, struct mp
 	case CURLE_URL_MALFORMAT:
 		return mp_err_set(err, -EINVAL, MP_EX_CONFIG, "OAuth2 endpoint %s: %s", req->url,
 				  why);
+	case CURLE_UNKNOWN_OPTION:
+	case CURLE_NOT_BUILT_IN:
+		/* CURLOPT_PROTOCOLS_STR came in 7.85; a build without TLS lacks the rest */
+		return mp_err_set(err, -ENOTSUP, MP_EX_CONFIG, "OAuth2 endpoint %s: libcurl 7.85 "
+				  "or later, built with HTTPS, is needed: %s", req->url, why);
 	case CURLE_OUT_OF_MEMORY:
 		return mp_err_oom(err);
 	default:
@@ -209,7 +228,12 @@ setup(CURL *c, const struct http_req *req, struct curl_slist *hdrs, struct sink 
 	    (rc = lc.easy_setopt(c, CURLOPT_WRITEDATA, s)) ||
 	    (rc = lc.easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf)))
 		return rc;
-	if (req->ca_file && (rc = lc.easy_setopt(c, CURLOPT_CAINFO, req->ca_file)))
+	/*
+	 * The CA file alone, as for mail: libcurl would otherwise also trust
+	 * the CA directory it was built with (/etc/ssl/certs on Debian).
+	 */
+	if (req->ca_file && ((rc = lc.easy_setopt(c, CURLOPT_CAINFO, req->ca_file)) ||
+			     (rc = lc.easy_setopt(c, CURLOPT_CAPATH, (char *)NULL))))
 		return rc;
 	return CURLE_OK;
 }
@@ -228,7 +252,7 @@ http_post(const struct http_req *req, long *ret_status, char **ret_body, size_t 
 
 	if (!libcurl_load())
 		return mp_err_set(err, -ENOTSUP, MP_EX_CONFIG, "OAuth2 needs libcurl (%s), which "
-				  "cannot be loaded: install libcurl4", HTTP_LIBCURL);
+				  "cannot be loaded (%s): install libcurl4", HTTP_LIBCURL, lc.why);
 	s.buf = malloc(HTTP_MAX_RESPONSE + 1);
 	if (!s.buf)
 		return mp_err_oom(err);

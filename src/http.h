@@ -24,7 +24,7 @@ int http_form_add(char **form, size_t *len, const char *key, const char *value) 
 
 struct http_req {
 	const char *url;           /* https:// */
-	const char *ca_file;       /* NULL: the system store */
+	const char *ca_file;       /* NULL: the system store; else the only trust */
 	unsigned timeout_s;        /* the whole request */
 	const char *form;          /* application/x-www-form-urlencoded body */
 	size_t len;
@@ -37,7 +37,8 @@ struct http_req {
  * (MP_EX_TEMPFAIL: the endpoint could not be reached); -EINVAL
  * (MP_EX_CONFIG: TLS verification failed, the URL is not https or bad);
  * -EPROTO (MP_EX_PROTOCOL: an answer over HTTP_MAX_RESPONSE, or broken);
- * -ENOTSUP (MP_EX_CONFIG: libcurl cannot be loaded); -ENOMEM.
+ * -ENOTSUP (MP_EX_CONFIG: libcurl cannot be loaded, or is older than
+ * 7.85 or built without HTTPS); -ENOMEM.
  */
 int http_post(const struct http_req *req, long *ret_status, char **ret_body, size_t *ret_len,
 	      struct mp_err *err) MP_WUR;

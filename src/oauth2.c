@@ -335,24 +335,38 @@ oauth2_tokens_load(const char *path, struct oauth2_tokens *ret, struct mp_err *e
 	return 0;
 }
 
-/* The file's text (a secret: the caller wipes it). */
+/*
+ * The file's text (a secret: the caller wipes it). Sized first and
+ * written once into its own buffer: asprintf() may grow its buffer and
+ * leave copies of the tokens in freed memory.
+ */
+#define TOKENS_FMT TOKEN_MAGIC " %d\n%s%s%s%s%s%sexpires_at %" PRId64 "\n"
+#define TOKENS_ARGS(t) TOKEN_VERSION, \
+	(t)->refresh_token ? "refresh_token " : "", \
+	(t)->refresh_token ? (t)->refresh_token : "", (t)->refresh_token ? "\n" : "", \
+	(t)->access_token ? "access_token " : "", \
+	(t)->access_token ? (t)->access_token : "", (t)->access_token ? "\n" : "", \
+	(t)->expires_at < 0 ? (int64_t)0 : (t)->expires_at
+
 static int
 tokens_format(const struct oauth2_tokens *t, char **ret, size_t *ret_len)
 {
-	char *s = NULL;
+	char *s;
 	int n;
 
 	if ((t->refresh_token && !token_ok(t->refresh_token)) ||
 	    (t->access_token && !token_ok(t->access_token)))
 		return -EINVAL;
-	n = asprintf(&s, TOKEN_MAGIC " %d\n%s%s%s%s%s%sexpires_at %" PRId64 "\n", TOKEN_VERSION,
-		     t->refresh_token ? "refresh_token " : "",
-		     t->refresh_token ? t->refresh_token : "", t->refresh_token ? "\n" : "",
-		     t->access_token ? "access_token " : "",
-		     t->access_token ? t->access_token : "", t->access_token ? "\n" : "",
-		     t->expires_at < 0 ? (int64_t)0 : t->expires_at);
+	n = snprintf(NULL, 0, TOKENS_FMT, TOKENS_ARGS(t));
 	if (n < 0)
+		return -EINVAL;
+	s = malloc((size_t)n + 1);
+	if (!s)
 		return -ENOMEM;
+	if (snprintf(s, (size_t)n + 1, TOKENS_FMT, TOKENS_ARGS(t)) != n) {
+		free(s);
+		return -EINVAL;
+	}
 	*ret = s;
 	*ret_len = (size_t)n;
 	return 0;
@@ -746,12 +760,41 @@ print_line(FILE *out, const char *label, const char *value)
 	fprintf(out, "%s%s\n", label, clean);
 }
 
-/* Polls the token endpoint until the user said yes or no, or the code expired. */
+/* A failure that may pass: the endpoint unreachable, slow, or answering 5xx. */
+static bool
+temporary(int r)
+{
+	return r == -ETIMEDOUT || r == -ECONNREFUSED || r == -EIO;
+}
+
+/*
+ * After authorize got tokens: without a refresh token nothing can renew
+ * the access token, so the user must be told they will be back.
+ */
+static void
+warn_no_refresh(const struct mp_account *a, const struct oauth2_token *tok, FILE *out)
+{
+	if (tok->refresh_token || !out)
+		return;
+	fprintf(out, "Warning: the provider gave no refresh token: run mailpull authorize %s "
+		"again when the access token expires (in about %" PRId64 " s).\n", a->name,
+		tok->expires_in >= 0 ? tok->expires_in : (int64_t)EXPIRES_DEFAULT_S);
+	fflush(out);
+}
+
+/*
+ * Polls the token endpoint until the user said yes or no, or the code
+ * expired. An endpoint that cannot be reached for a while does not end
+ * the grant while the code is good: the wait doubles (up to
+ * DEVICE_INTERVAL_MAX_S) and polling goes on.
+ */
 static int
-device_poll(const struct mp_account *a, const struct device *d, struct mp_err *err)
+device_poll(const struct mp_account *a, const struct device *d, FILE *out, struct mp_err *err)
 {
 	int64_t deadline = util_now_ms() + 1000 * d->expires_in, interval = d->interval;
+	int64_t wait = interval;
 	struct oauth2_token tok = { .expires_in = -1, .interval = -1 };
+	struct mp_err last = { 0 };
 	char *form = NULL;
 	size_t len = 0;
 	bool expired;
@@ -767,24 +810,44 @@ device_poll(const struct mp_account *a, const struct device *d, struct mp_err *e
 		return mp_err_oom(err);
 	}
 	for (;;) {
-		if (util_now_ms() + 1000 * interval > deadline) {
-			r = mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL, "OAuth2: the code was not "
-				       "entered in time (%" PRId64 " s): run mailpull authorize %s "
-				       "again", d->expires_in, a->name);
+		if (util_now_ms() + 1000 * wait > deadline) {
+			if (last.code)
+				r = mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL, "OAuth2: the code "
+					       "expired (%" PRId64 " s) while the token endpoint "
+					       "failed: %s: run mailpull authorize %s again",
+					       d->expires_in, last.msg, a->name);
+			else
+				r = mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL, "OAuth2: the code "
+					       "was not entered in time (%" PRId64 " s): run "
+					       "mailpull authorize %s again", d->expires_in, a->name);
 			break;
 		}
-		sleep((unsigned)interval);
+		sleep((unsigned)wait);
 		oauth2_token_clear(&tok);
-		r = post_token(a, a->oauth2_token_url, form, len, &tok, err);
-		if (r != -EACCES)
+		mp_err_clear(&last);
+		r = post_token(a, a->oauth2_token_url, form, len, &tok, &last);
+		if (temporary(r)) {
+			log_acct(LOG_LVL_DEBUG, a->name, NULL, "account %s: %s", a->name,
+				 last.msg);
+			wait = wait * 2 > DEVICE_INTERVAL_MAX_S ? DEVICE_INTERVAL_MAX_S : wait * 2;
+			continue;
+		}
+		if (r != -EACCES) {
+			/* a token, or a failure no wait mends: its detail is the caller's */
+			if (r < 0 && err && !err->code)
+				*err = last;
 			break;
+		}
+		mp_err_clear(&last);
+		wait = interval;
 		if (strcmp(tok.error, "authorization_pending") == 0)
 			continue;
 		if (strcmp(tok.error, "slow_down") == 0) {
-			/* RFC 8628 3.5: five seconds more, or what the provider says */
-			interval = tok.interval > interval ? tok.interval : interval + 5;
+			/* RFC 8628 3.5: five seconds more for this and every later poll */
+			interval = tok.interval > interval + 5 ? tok.interval : interval + 5;
 			if (interval > DEVICE_INTERVAL_MAX_S)
 				interval = DEVICE_INTERVAL_MAX_S;
+			wait = interval;
 			continue;
 		}
 		expired = strcmp(tok.error, "expired_token") == 0;
@@ -798,6 +861,8 @@ device_poll(const struct mp_account *a, const struct device *d, struct mp_err *e
 	http_free(form, len);
 	if (r == 0)
 		r = token_received(a, &tok, NULL, NULL, err);
+	if (r == 0)
+		warn_no_refresh(a, &tok, out);
 	oauth2_token_clear(&tok);
 	return r;
 }
@@ -825,7 +890,7 @@ authorize_device(const struct mp_account *a, FILE *out, struct mp_err *err)
 		fprintf(out, "Waiting for the authorization (up to %" PRId64 " s)...\n",
 			d.expires_in);
 		fflush(out);
-		r = device_poll(a, &d, err);
+		r = device_poll(a, &d, out, err);
 	}
 	device_clear(&d);
 	return r;
@@ -1144,7 +1209,7 @@ redirect_wait(const struct redirect *rd, struct paste *ps, struct redirect_answe
 /* Trades the code for tokens (RFC 6749 4.1.3, RFC 7636 4.5). */
 static int
 redirect_exchange(const struct mp_account *a, const struct redirect *rd, const char *code,
-		  struct mp_err *err)
+		  FILE *out, struct mp_err *err)
 {
 	struct oauth2_token tok = { .expires_in = -1, .interval = -1 };
 	char *form = NULL;
@@ -1165,6 +1230,8 @@ redirect_exchange(const struct mp_account *a, const struct redirect *rd, const c
 		r = refused(&tok, err, "OAuth2: the token endpoint refused the code", NULL);
 	else if (r == 0)
 		r = token_received(a, &tok, NULL, NULL, err);
+	if (r == 0)
+		warn_no_refresh(a, &tok, out);
 	oauth2_token_clear(&tok);
 	return r;
 }
@@ -1205,7 +1272,7 @@ authorize_redirect(const struct mp_account *a, FILE *in, FILE *out, struct mp_er
 						    .error_description = ans.error_description },
 			    err, "OAuth2: the authorization was refused", NULL);
 	if (r == 0)
-		r = redirect_exchange(a, &rd, ans.code, err);
+		r = redirect_exchange(a, &rd, ans.code, out, err);
 	if (rd.fd >= 0)
 		close(rd.fd);
 	answer_clear(&ans);

@@ -47,7 +47,10 @@ Endpoints:
 Knobs and looks: expires_in (of access tokens from now on), token_len
 (length of new access tokens; a long one tests POP3's 255-octet line),
 rotate, slow_down_polls (that many device polls get slow_down),
-slow_down_step, device_interval, device_expires_in, consent_user,
+slow_down_step, unavailable_polls (that many device polls get HTTP 503,
+temporarily_unavailable: the endpoint down for a while), issue_refresh
+(False: the code and device grants give no refresh token, as some
+providers do without offline access), device_interval, device_expires_in, consent_user,
 deny_authorize, mail_denied (a set of users whose every token introspects
 inactive), expire_access_tokens(), revoke(user=None), grants (a
 Counter of tokens handed out per grant type: "authorization_code",
@@ -210,6 +213,10 @@ class TokenServer:
         # The next this many device-code polls get slow_down, however
         # patient the client was.
         self.slow_down_polls = 0
+        # The next this many device-code polls get a 503, before anything else.
+        self.unavailable_polls = 0
+        # Whether the first grant (code or device) gives a refresh token.
+        self.issue_refresh = True
         # Who consents at /authorize (the loopback redirect has no login page).
         self.consent_user = consent_user
         self.deny_authorize = False
@@ -253,7 +260,8 @@ class TokenServer:
         with self.lock:
             for k in ("expires_in", "token_len", "rotate", "device_interval",
                       "device_expires_in", "consent_user", "deny_authorize", "slow_down_step",
-                      "slow_down_polls", "mail_denied"):
+                      "slow_down_polls", "mail_denied", "unavailable_polls",
+                      "issue_refresh"):
                 setattr(self, k, knobs.pop(k, getattr(fresh, k)))
             if knobs:
                 raise TypeError(f"unknown knobs {sorted(knobs)}")
@@ -486,12 +494,17 @@ class TokenServer:
         verifier = form.get("code_verifier", "")
         if not (43 <= len(verifier) <= 128) or pkce_challenge(verifier) != c["challenge"]:
             raise OAuthError("invalid_grant", "PKCE verifier does not match the challenge")
-        return self._issue(cid, c["user"], "authorization_code", c["scope"])
+        return self._issue(cid, c["user"], "authorization_code", c["scope"],
+                           refresh=self.issue_refresh)
 
     def _device_grant(self, cid, form):
         d = self.devices.get(form.get("device_code", ""))
         if d is None or d["client_id"] != cid:
             raise OAuthError("invalid_grant", "unknown device code")
+        if self.unavailable_polls > 0:
+            self.unavailable_polls -= 1
+            raise OAuthError("temporarily_unavailable", "the service is down for a while",
+                             status=503)
         now = time.time()
         if d["expires_at"] < now or d["status"] == "used":
             raise OAuthError("expired_token", "the device code has expired")
@@ -509,7 +522,8 @@ class TokenServer:
         if d["status"] == "pending":
             raise OAuthError("authorization_pending", "the user has not answered yet")
         d["status"] = "used"
-        return self._issue(cid, d["user"], "device_code", d["scope"])
+        return self._issue(cid, d["user"], "device_code", d["scope"],
+                           refresh=self.issue_refresh)
 
     def _refresh_grant(self, cid, form):
         rt = form.get("refresh_token", "")

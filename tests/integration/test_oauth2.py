@@ -21,7 +21,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import (EX_CRASH, EX_NOPERM, EX_OK, EX_TEMPFAIL, Raw, assert_error, make_message,
+from conftest import (EX_CONFIG, EX_CRASH, EX_NOPERM, EX_OK, EX_TEMPFAIL, Raw, assert_error, make_message,
                       multiset)
 from dovecot import Dovecot
 import postfix as postfix_mod
@@ -321,6 +321,69 @@ def test_device_code_expires(mp, ts):
     assert ts.grants["device_code"] == 0
 
 
+def test_device_poll_outlives_an_unavailable_endpoint(mp, ts):
+    """The token endpoint answers 503 twice while the code is good: the
+    grant goes on, each wait doubled (1 s, 2 s, then 4 s), and succeeds."""
+    user = mp.new_user("oau")
+    ts.unavailable_polls = 2
+    mp.configure(oauth_account(mp, ts, "imap", user))
+    t0 = time.monotonic()
+    rc, text = authorize_device(mp, ts, user)
+    assert rc == EX_OK, text
+    assert ts.errors["temporarily_unavailable"] == 2, ts.errors
+    assert ts.requests["device_code"] == 3, ts.requests
+    assert time.monotonic() - t0 >= 1 + 2 + 4
+    check_token_file(mp, ts, user)
+
+
+def test_device_poll_endpoint_down_until_expiry(mp, ts):
+    """The endpoint stays down until the code expires: authorize gives up
+    (75) and says why (the endpoint's last failure) and what to do."""
+    user = mp.new_user("oae")
+    ts.device_expires_in = 4
+    ts.unavailable_polls = 100
+    mp.configure(oauth_account(mp, ts, "imap", user))
+    ts.register_client(CLIENT_ID)
+    term = Terminal(mp, "authorize", "t1")
+    term.wait_for(lambda text: any(c in text for c in ts.pending_user_codes()))
+    rc = term.finish(30)
+    assert rc == EX_TEMPFAIL, term.text
+    assert "while the token endpoint failed" in term.text, term.text
+    assert "HTTP 503" in term.text, term.text
+    assert "mailpull authorize t1 again" in term.text
+    assert ts.errors["temporarily_unavailable"] >= 1, ts.errors
+    assert not os.path.exists(token_file(mp))
+
+
+@pytest.mark.parametrize("flow", ["device", "redirect"])
+def test_authorize_without_refresh_token_warns(mp, ts, flow):
+    """A provider that gives no refresh token: authorize succeeds, saves the
+    access token, and tells the user to come back when it expires."""
+    user = mp.new_user("oan")
+    fill(mp, user)
+    ts.issue_refresh = False
+    mp.configure(oauth_account(mp, ts, "imap", user, flow=flow))
+    if flow == "device":
+        rc, text = authorize_device(mp, ts, user)
+    else:
+        rc, text, _ = authorize_redirect(mp, ts, user)
+    assert rc == EX_OK, text
+    assert not ts.issued_refresh_tokens(user)
+    assert re.search(r"no refresh token: run mailpull authorize t1 again when the access "
+                     rf"token expires \(in about {ts.expires_in} s\)", text), text
+    r = mp.run()
+    assert r.rc == EX_OK, str(r)
+    assert logins(mp.dc, user) == ["XOAUTH2"]
+
+
+def test_authorize_with_refresh_token_does_not_warn(mp, ts):
+    user = mp.new_user("oaq")
+    mp.configure(oauth_account(mp, ts, "imap", user))
+    rc, text = authorize_device(mp, ts, user)
+    assert rc == EX_OK, text
+    assert "refresh token" not in text, text
+
+
 @pytest.mark.parametrize("secret", [None, "s3cret-of-the-client"], ids=["public", "confidential"])
 def test_loopback_redirect_with_pkce(mp, ts, secret):
     """authorize by the loopback redirect: the URL asks for a code with
@@ -367,6 +430,25 @@ def test_never_authorized(mp, ts):
     assert_error(r, EX_NOPERM, "t1", "mailpull authorize t1")
     assert mp.messages() == []
     assert not any(ts.requests.values())
+
+
+def test_libcurl_that_cannot_be_loaded(mp, ts):
+    """libcurl is loaded when a token must be fetched: one that cannot be
+    loaded is a configuration error (78) that says why, in the loader's
+    words, and nothing reaches the provider."""
+    user = mp.new_user("oal")
+    mp.configure(oauth_account(mp, ts, "imap", user))
+    ts.register_client(CLIENT_ID)
+    libdir = mp.path("badlib")
+    os.makedirs(libdir)
+    with open(os.path.join(libdir, "libcurl.so.4"), "wb") as f:
+        f.write(b"not a shared object\n")
+    r = mp.run("authorize", "t1", env={"LD_LIBRARY_PATH": libdir})
+    assert r.rc == EX_CONFIG, str(r)
+    out = r.out + r.err
+    assert "libcurl.so.4" in out and "cannot be loaded (" in out, out
+    assert re.search(r"cannot be loaded \([^)]*(invalid ELF header|too short)", out), out
+    assert not ts.pending_user_codes() and not any(ts.requests.values())
 
 
 # ---- sending -----------------------------------------------------------------

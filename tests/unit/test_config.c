@@ -927,6 +927,14 @@ static const struct err_case new_err_cases[] = {
 	{ ACCT_HEAD OAUTH_BODY "  oauth2_device_url = \"https://a b/\"\n}\n", 6, "https:// URL" },
 	{ ACCT_HEAD OAUTH_BODY "  oauth2_device_url = \"https:///x\"\n}\n", 6, "https:// URL" },
 	{ ACCT_HEAD OAUTH_BODY "  oauth2_device_url = \"ftp://x/\"\n}\n", 6, "https:// URL" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2_token_url = \"https://id:s3cr3t@t.example/t\"\n}\n", 6,
+	  "oauth2_token_url must not hold credentials (user:password@): client credentials go "
+	  "in oauth2_client_id / oauth2_client_secret" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2_auth_url = \"https://u@t.example?x=1\"\n}\n", 6,
+	  "oauth2_auth_url must not hold credentials" },
+	{ ACCT_HEAD OAUTH_BODY "  oauth2 = google\n  oauth2_client_id = c\n  tls = none\n"
+	  "  allow_plaintext = yes\n}\n", 8, "oauth2 needs TLS: with tls = none the access token "
+	  "would cross the network in clear" },
 	{ ACCT_HEAD OAUTH_BODY "  password = x\n  oauth2_client_id = c\n}\n", 7,
 	  "oauth2_client_id needs oauth2 = google, microsoft or custom" },
 	{ ACCT_HEAD OAUTH_BODY "  oauth2 = none\n  password = x\n  oauth2_scope = s\n}\n", 8,
@@ -982,6 +990,17 @@ test_new_key_errors(void **state)
 	assert_non_null(strstr(fx->err.msg, "chmod 600"));
 	assert_int_equal(load(fx, ACCT_HEAD OAUTH_BODY "  oauth2 = google\n"
 			      "  oauth2_client_id = c\n}\n", 0644), 0);
+	/* credentials in an endpoint URL are refused without being quoted */
+	assert_int_equal(load(fx, ACCT_HEAD OAUTH_BODY "  oauth2 = custom\n"
+			      "  oauth2_client_id = c\n"
+			      "  oauth2_device_url = \"https://id:s3cr3t@t.example/d\"\n"
+			      "  oauth2_token_url = \"https://t.example/t\"\n}\n", 0600), -EINVAL);
+	assert_null(strstr(fx->err.msg, "s3cr3t"));
+	/* an '@' past the host is a path or a query, not credentials */
+	assert_int_equal(load(fx, ACCT_HEAD OAUTH_BODY "  oauth2 = custom\n"
+			      "  oauth2_client_id = c\n"
+			      "  oauth2_device_url = \"https://t.example/d/u@x\"\n"
+			      "  oauth2_token_url = \"https://t.example/t?for=u@x\"\n}\n", 0600), 0);
 }
 
 int

@@ -194,6 +194,29 @@ test_tokens_round_trip(void **state)
 	oauth2_tokens_clear(NULL);
 }
 
+/* Tokens of a few kilobytes (Microsoft's are) are written whole, sized exactly. */
+static void
+test_tokens_long(void **state)
+{
+	struct fx *fx = *state;
+	static char rt[6001], at[3001];
+	struct oauth2_tokens t = { .refresh_token = rt, .access_token = at, .expires_at = 5 };
+	struct oauth2_tokens got = { 0 };
+	struct stat st;
+
+	memset(rt, 'r', sizeof(rt) - 1);
+	memset(at, 'a', sizeof(at) - 1);
+	assert_int_equal(oauth2_tokens_save(fx->path, &t, &fx->err), 0);
+	assert_int_equal(stat(fx->path, &st), 0);
+	assert_int_equal(st.st_size, strlen("mailpull-oauth2 1\nrefresh_token \naccess_token \n"
+					    "expires_at 5\n") + 6000 + 3000);
+	assert_int_equal(oauth2_tokens_load(fx->path, &got, &fx->err), 0);
+	assert_string_equal(got.refresh_token, rt);
+	assert_string_equal(got.access_token, at);
+	assert_int_equal(got.expires_at, 5);
+	oauth2_tokens_clear(&got);
+}
+
 static void
 write_text(const char *path, const char *text, mode_t mode)
 {
@@ -528,6 +551,7 @@ main(void)
 		cmocka_unit_test(test_parse_token),
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test_setup_teardown(test_tokens_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tokens_long, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tokens_bad_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tokens_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tokens_atomic, setup, teardown),
