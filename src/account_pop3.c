@@ -78,7 +78,7 @@ fetch_cb(void *ud, const uint32_t *nums, size_t n)
 	struct run *r = ud;
 	struct mp_sink sink = { sink_begin, sink_data, sink_end, r };
 
-	return pop3_retr(r->pop, nums, n, &sink, r->err);
+	return pop3_retr(r->pop, nums, NULL, n, &sink, r->err);
 }
 
 /*

@@ -1166,9 +1166,10 @@ batch_cmd(struct pop3 *p, enum pop3_state state, const char *verb, const unsigne
 }
 
 int
-pop3_retr(struct pop3 *p, const unsigned *nums, size_t n, const struct mp_sink *sink,
-	  struct mp_err *err)
+pop3_retr(struct pop3 *p, const unsigned *nums, const uint64_t *sizes, size_t n,
+	  const struct mp_sink *sink, struct mp_err *err)
 {
+	(void)sizes;
 	return batch_cmd(p, POP3_ST_RETR, "RETR", nums, n, sink, err);
 }
 

@@ -95,12 +95,15 @@ int pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_er
 /*
  * Retrieves messages nums[0..n) (RETR, pipelined when PIPELINING is
  * offered), streaming each decoded body into sink with idx = position.
+ * sizes[i] is nums[i]'s LISTed size (NULL: unknown): the pipeline keeps
+ * about a round trip's worth of expected bytes in flight, not a fixed
+ * number of commands. n may be the whole mailbox.
  * Errors: -EPROTO (MP_EX_PROTOCOL: -ERR reply, server text in err->srv),
  * -EINVAL (MP_EX_USAGE: message number 0; nothing sent), the sink's
  * negative errno (recorded with mp_exit_from_errno()'s class), conn's.
  */
-int pop3_retr(struct pop3 *p, const unsigned *nums, size_t n, const struct mp_sink *sink,
-	      struct mp_err *err) MP_WUR;
+int pop3_retr(struct pop3 *p, const unsigned *nums, const uint64_t *sizes, size_t n,
+	      const struct mp_sink *sink, struct mp_err *err) MP_WUR;
 
 /* TOP num lines, streamed like RETR (idx 0). Errors as pop3_retr(). */
 int pop3_top(struct pop3 *p, unsigned num, unsigned lines, const struct mp_sink *sink,

@@ -364,7 +364,7 @@ session(uint8_t mode, const uint8_t *data, size_t size)
 	if (k == 0)
 		k = 2;
 	memset(&err, 0, sizeof(err));
-	r = pop3_retr(p, nums, k, &sink, &err);
+	r = pop3_retr(p, nums, NULL, k, &sink, &err);
 	if (r == 0 && (sc.expect_idx != k || sc.open))
 		abort();
 	if (mode & 0x08) {

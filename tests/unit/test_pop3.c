@@ -259,7 +259,7 @@ test_no_capa(void **state)
 	assert_int_equal(n, 2);
 	assert_string_equal(m[0].uidl, "");
 	assert_false(pop3_caps(p)->uidl);
-	assert_int_equal(pop3_retr(p, nums, 2, &sink, &err), 0);
+	assert_int_equal(pop3_retr(p, nums, NULL, 2, &sink, &err), 0);
 	assert_string_equal(g.buf[0], "a\n");
 	assert_string_equal(g.buf[1], "b\n");
 	free(m);
@@ -443,7 +443,7 @@ test_retr_pipelined(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_retr(p, nums, 3, &sink, &err), 0);
+	assert_int_equal(pop3_retr(p, nums, NULL, 3, &sink, &err), 0);
 	assert_int_equal(g.begun, 3);
 	assert_int_equal(g.ended, 3);
 	assert_string_equal(g.buf[0], "A: 1\n\n.dot\n");
@@ -518,7 +518,7 @@ test_retr_window_large(void **state)
 	assert_true(k < ARRAY_SIZE(script));
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_retr(p, nums, NMSG, &sink, &err), 0);
+	assert_int_equal(pop3_retr(p, nums, NULL, NMSG, &sink, &err), 0);
 	assert_int_equal(g.ended, NMSG);
 	for (size_t i = 0; i < NMSG; i++) {
 		char *want = decoded(bodies[i] + 5, lens[i] - 5 + 2);
@@ -553,7 +553,7 @@ test_retr_err(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_retr(p, nums, 2, &sink, &err), -EPROTO);
+	assert_int_equal(pop3_retr(p, nums, NULL, 2, &sink, &err), -EPROTO);
 	assert_string_equal(err.msg, "server refused RETR 2");
 	assert_string_equal(err.srv, "no such message");
 	assert_int_equal(g.ended, 1);
@@ -580,7 +580,7 @@ test_retr_sink_fails(void **state)
 	(void)state;
 	fake_start(&f, script);
 	assert_int_equal(fake_open(&f, false, &p, &err), 0);
-	assert_int_equal(pop3_retr(p, nums, 1, &sink, &err), -ENOSPC);
+	assert_int_equal(pop3_retr(p, nums, NULL, 1, &sink, &err), -ENOSPC);
 	assert_int_equal(g.ended, 0);
 	got_free(&g);
 	pop3_free(p);
