@@ -29,6 +29,9 @@ struct tls {
 
 static int tls_ex_index = -1;
 
+/* OpenSSL's read buffer (with read-ahead): a few full records per recv(). */
+#define TLS_READ_BUF (64 * 1024)
+
 void
 tls_fingerprint_hex(const unsigned char *der, size_t len, char *out)
 {
@@ -311,6 +314,15 @@ tls_setup(struct tls *t, const struct tls_opts *o, struct mp_err *err)
 	if (!t->ctx)
 		return mp_err_set(err, -ENOMEM, MP_EX_TEMPFAIL, "cannot create TLS context");
 	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	/*
+	 * Read-ahead into a larger buffer: one recv() brings several records
+	 * instead of a 5-byte header and then its record. What is read ahead
+	 * stays in OpenSSL (tls_pending() sees it). The handshake is first on
+	 * the wire, so nothing sent before STARTTLS's answer is read here:
+	 * conn reads those bytes itself, and refuses them.
+	 */
+	SSL_CTX_set_read_ahead(t->ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(t->ctx, TLS_READ_BUF);
 	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, verify_cb);
 	if (ca_file) {
 		if (SSL_CTX_load_verify_locations(t->ctx, ca_file, NULL) != 1) {
@@ -414,17 +426,48 @@ tls_start(int fd, const struct tls_opts *o, int64_t deadline_ms, struct tls **re
 	return 0;
 }
 
+/* One SSL_read_ex(): 1 with *got bytes, else SSL_get_error()'s code. */
+static int
+read_once(struct tls *t, char *buf, size_t len, size_t *got)
+{
+	int r = SSL_read_ex(t->ssl, buf, len, got);
+
+	return r == 1 ? 0 : SSL_get_error(t->ssl, r);
+}
+
+/*
+ * After the first bytes, more of what OpenSSL already holds (decrypted,
+ * or records read ahead) and what the socket has without waiting: the
+ * caller's buffer fills in one call instead of one call per record. A
+ * failure here is left for the next call, which meets it again (the peer
+ * closed, or the session broke); the bytes read so far are returned.
+ */
+static size_t
+drain(struct tls *t, char *buf, size_t len)
+{
+	size_t total = 0;
+
+	while (total < len && (SSL_pending(t->ssl) > 0 || SSL_has_pending(t->ssl) == 1)) {
+		size_t got = 0;
+
+		if (read_once(t, buf + total, len - total, &got) != 0) {
+			ERR_clear_error();
+			break;
+		}
+		total += got;
+	}
+	return total;
+}
+
 ssize_t
 tls_read(struct tls *t, void *buf, size_t len, int64_t deadline_ms, struct mp_err *err)
 {
 	for (;;) {
 		size_t got = 0;
-		int r = SSL_read_ex(t->ssl, buf, len, &got);
-		int e;
+		int e = read_once(t, buf, len, &got);
 
-		if (r == 1)
-			return (ssize_t)got;
-		e = SSL_get_error(t->ssl, r);
+		if (e == 0)
+			return (ssize_t)(got + drain(t, (char *)buf + got, len - got));
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 			if (tls_wait(t, e, deadline_ms) < 0)
 				return 0;

@@ -56,8 +56,9 @@ int tls_start(int fd, const struct tls_opts *o, int64_t deadline_ms, struct tls 
 ssize_t tls_channel_binding(struct tls *t, const char **ret_type, unsigned char *buf);
 
 /*
- * Reads up to len bytes. Returns the count (> 0), or 0 when the deadline
- * passed with nothing read.
+ * Reads up to len bytes: waits for the first, then adds without waiting
+ * what OpenSSL holds and the socket has (several records per call).
+ * Returns the count (> 0), or 0 when the deadline passed with nothing read.
  * Errors: -ECONNRESET (not recorded: the peer closed, the caller words it),
  * -EPROTO (MP_EX_PROTOCOL).
  */
