@@ -30,7 +30,14 @@
 #define IMAP_MAX_LITERAL_TOTAL (1024 * 1024)
 #define IMAP_MAX_CMD (1024 * 1024)     /* one command we build */
 #define IMAP_SET_MAX 1000              /* bytes of a UID set in one command */
-#define IMAP_WINDOW 8                  /* pipelined commands in flight at most */
+/*
+ * Unanswered command bytes at most: well under any socket buffer, so a
+ * server that writes its responses before reading more commands, while we
+ * write commands before reading responses, cannot deadlock both TCP
+ * windows. Within it, a large set's commands all go out in a few writes.
+ */
+#define IMAP_QUEUE_MAX (32 * 1024)
+#define IMAP_INFLIGHT_MAX 512          /* unanswered commands at most */
 #define IMAP_MAX_MSGS 10000000u
 #define IMAP_MAX_MAILBOXES 100000u
 #define IMAP_MAX_NAMESPACES 1000u
@@ -1948,59 +1955,101 @@ struct batch {
 	int (*prepare)(void *ud, struct mp_err *err);
 };
 
+/* The commands of run_batches() in flight: tags [lo, hi), each open until completed. */
+struct flight {
+	unsigned lo, hi;
+	size_t bytes;                           /* of the open commands */
+	bool open[IMAP_INFLIGHT_MAX];           /* by tag % IMAP_INFLIGHT_MAX */
+	unsigned short len[IMAP_INFLIGHT_MAX];
+};
+
+/*
+ * Whether to queue more commands now: into an empty pipe, or once a
+ * quarter of the command bytes or count is free again, so the commands go
+ * out in chunks (one write, one TLS record) rather than one per completion.
+ */
+static bool
+refill_due(const struct flight *f)
+{
+	return f->hi == f->lo ||
+	       (f->bytes <= IMAP_QUEUE_MAX - IMAP_QUEUE_MAX / 4 &&
+		f->hi - f->lo <= IMAP_INFLIGHT_MAX - IMAP_INFLIGHT_MAX / 4);
+}
+
+/* Queues "verb set tail" commands for v[*pos..n) while the bounds allow, then sends them. */
+static int
+refill(struct imap *m, struct flight *f, const uint32_t *v, size_t n, size_t *pos,
+       const struct batch *b, struct mp_err *err)
+{
+	char set[IMAP_SET_MAX + 32];
+	size_t extra = strlen(b->verb) + strlen(b->tail) + 16;
+
+	while (*pos < n && f->hi - f->lo < IMAP_INFLIGHT_MAX) {
+		const struct imap_response *r;
+		size_t from = *pos, sl = set_next(v, n, pos, set);
+		struct cmd cmd;
+		int rc;
+
+		/* One command always goes into an empty pipe. */
+		if (f->hi > f->lo && f->bytes + sl + extra > IMAP_QUEUE_MAX) {
+			*pos = from;
+			break;
+		}
+		cmd_start(m, &cmd, b->verb);
+		cmd_str(&cmd, " ");
+		cmd_add(&cmd, set, sl);
+		cmd_str(&cmd, b->tail);
+		rc = cmd_send(m, &cmd, &r, err);
+		cmd_free(&cmd);
+		if (rc < 0)
+			return rc;
+		f->open[cmd.tag % IMAP_INFLIGHT_MAX] = true;
+		f->len[cmd.tag % IMAP_INFLIGHT_MAX] = (unsigned short)(sl + extra);
+		f->bytes += sl + extra;
+		f->hi = cmd.tag + 1;
+	}
+	return conn_flush(m->c, err);
+}
+
 /*
  * Sends "verb set tail" for the whole of v[0..n), one command per
- * IMAP_SET_MAX bytes of set, with up to IMAP_WINDOW of them in flight
- * (more could fill both TCP windows while neither side reads), and reads
- * every response until each tagged completion is in. Completions may come
- * in any order (RFC 3501 section 5.5); each is accepted once. After a NO
- * or BAD no further command is sent, those in flight are awaited.
+ * IMAP_SET_MAX bytes of set, all of them pipelined within IMAP_QUEUE_MAX
+ * bytes and IMAP_INFLIGHT_MAX commands in flight, and reads every
+ * response until each tagged completion is in: a large set costs about
+ * one round trip plus its transfer. Completions may come in any order
+ * (RFC 3501 section 5.5); each is accepted once. After a NO or BAD no
+ * further command is sent, those in flight are awaited.
  */
 static int
 run_batches(struct imap *m, const uint32_t *v, size_t n, const struct batch *b,
 	    struct mp_err *err)
 {
-	char set[IMAP_SET_MAX + 32];
-	unsigned lo = m->tag + 1, hi = lo, pending = 0;
+	struct flight f = { .lo = m->tag + 1, .hi = m->tag + 1 };
 	size_t pos = 0;
 	int fail = 0, rc;
 
-	while ((pos < n && !fail) || pending) {
+	while ((pos < n && !fail) || f.hi > f.lo) {
 		const struct imap_response *r;
 		unsigned t;
 
-		while (pos < n && !fail && hi - lo < IMAP_WINDOW) {
-			struct cmd cmd;
-			size_t sl = set_next(v, n, &pos, set);
-
-			cmd_start(m, &cmd, b->verb);
-			cmd_str(&cmd, " ");
-			cmd_add(&cmd, set, sl);
-			cmd_str(&cmd, b->tail);
-			rc = cmd_send(m, &cmd, &r, err);
-			cmd_free(&cmd);
+		if (pos < n && !fail && refill_due(&f)) {
+			rc = refill(m, &f, v, n, &pos, b, err);
 			if (rc < 0)
 				return rc;
-			pending |= 1u << (cmd.tag - lo);
-			hi = cmd.tag + 1;
 		}
-		rc = conn_flush(m->c, err);
-		if (rc < 0)
-			return rc;
-		rc = read_until_range(m, lo, hi, false, b->fn, b->lit, b->ud, &r, err);
+		rc = read_until_range(m, f.lo, f.hi, false, b->fn, b->lit, b->ud, &r, err);
 		if (rc < 0)
 			return rc;
 		t = tag_number(r->tag);
-		if (!(pending & (1u << (t - lo))))
+		if (!f.open[t % IMAP_INFLIGHT_MAX])
 			return mp_err_set(err, -EPROTO, MP_EX_PROTOCOL,
 					  "server completed one command twice");
-		pending &= ~(1u << (t - lo));
+		f.open[t % IMAP_INFLIGHT_MAX] = false;
+		f.bytes -= f.len[t % IMAP_INFLIGHT_MAX];
 		if (rc != IMAP_STATUS_OK && !fail)
 			fail = refused(m, r, -EPROTO, b->what, err);
-		while (lo < hi && !(pending & 1u)) {
-			lo++;
-			pending >>= 1;
-		}
+		while (f.lo < f.hi && !f.open[f.lo % IMAP_INFLIGHT_MAX])
+			f.lo++;
 	}
 	return fail;
 }

@@ -1203,6 +1203,49 @@ test_fetch_split_pipelined(void **state)
 	finish(&f, m);
 }
 
+/*
+ * A large sparse set: its sixteen commands (163 five-digit UIDs each) are
+ * all in flight before the first completion, not eight at a time, and the
+ * completions may come in any order.
+ */
+static void
+test_fetch_sparse_large_pipelined(void **state)
+{
+	enum { NCMD = 16, PER = 163, N = NCMD * PER };
+	struct fake_step script[64];
+	char cmds[NCMD][32], done[NCMD * 16 + 64];
+	uint32_t *uids = malloc(N * sizeof(*uids));
+	struct fake f;
+	struct mp_err err;
+	struct imap *m;
+	struct got g = { 0 };
+	size_t k = 0, o = 0;
+
+	(void)state;
+	assert_non_null(uids);
+	script[k++] = (struct fake_step)LOGGED_IN;
+	for (unsigned i = 0; i < NCMD; i++) {
+		snprintf(cmds[i], sizeof(cmds[i]), "A%04u UID FETCH %u,", i + 1, 10000 + 2 * PER * i);
+		script[k++] = (struct fake_step){ 'c', cmds[i], 0 };
+	}
+	o += (size_t)snprintf(done + o, sizeof(done) - o,
+			      "* 1 FETCH (UID 10002 BODY[] {1}\r\nz)\r\n");
+	for (unsigned i = NCMD; i > 0; i--)
+		o += (size_t)snprintf(done + o, sizeof(done) - o, "A%04u OK\r\n", i);
+	script[k++] = (struct fake_step)S(done);
+	script[k++] = (struct fake_step)END;
+	assert_true(k <= ARRAY_SIZE(script));
+	for (uint32_t i = 0; i < N; i++)
+		uids[i] = 10000 + 2 * i;
+	m = open_ok(&f, script, &err);
+	assert_int_equal(imap_fetch_bodies(m, uids, N, false, sink_of(&g), &err), 0);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.uid[0], 10002);
+	free(uids);
+	got_free(&g);
+	finish(&f, m);
+}
+
 #define BIG (5u * 1024 * 1024)
 
 static void
@@ -2180,6 +2223,7 @@ main(void)
 		cmocka_unit_test(test_fetch_bodies),
 		cmocka_unit_test(test_fetch_mark_seen_quoted),
 		cmocka_unit_test(test_fetch_split_pipelined),
+		cmocka_unit_test(test_fetch_sparse_large_pipelined),
 		cmocka_unit_test(test_fetch_big),
 		cmocka_unit_test(test_fetch_sink_fails),
 		cmocka_unit_test(test_fetch_bye),
