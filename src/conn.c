@@ -42,9 +42,12 @@ struct conn {
 	size_t out_len;
 
 	bool body;            /* minimum-rate window active (conn_body_start) */
-	int64_t win_start;
+	int64_t win_waited;   /* ms spent waiting on the socket in this window */
 	uint64_t win_bytes;
 };
+
+static int send_all(struct conn *c, const char *p, size_t len, struct mp_err *err);
+static int flush_queue(struct conn *c, struct mp_err *err);
 
 /* Non-blocking connect to one address, bounded by timeout_ms. Returns fd or -errno. */
 static int
@@ -250,8 +253,21 @@ conn_peer(const struct conn *c)
 static ssize_t
 fill(struct conn *c, int64_t deadline_ms, struct mp_err *err)
 {
+	int64_t t0;
 	size_t room;
 	ssize_t n;
+
+	/*
+	 * A queued command is never awaited unsent: engines queue a batch of
+	 * commands and read, and the batch leaves in one write here.
+	 */
+	if (c->out_len > 0) {
+		int r = flush_queue(c, err);
+
+		if (r < 0)
+			return r;
+	}
+	t0 = util_now_ms();
 
 	if (c->in_start > 0 && (c->in_start == c->in_end || c->in_end > CONN_INBUF / 2)) {
 		memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
@@ -301,8 +317,15 @@ fill(struct conn *c, int64_t deadline_ms, struct mp_err *err)
 		return mp_err_set(err, (int)n, MP_EX_TEMPFAIL, "reading from %s: %s", c->peer,
 				  strerror((int)-n));
 	c->in_end += (size_t)n;
-	if (c->body)
+	/*
+	 * Only time spent waiting here counts against the minimum rate: the
+	 * caller may spend seconds elsewhere (a sink waiting for the disk),
+	 * and that is not the server being slow.
+	 */
+	if (c->body) {
+		c->win_waited += util_now_ms() - t0;
 		c->win_bytes += (uint64_t)n;
+	}
 	return n;
 }
 
@@ -357,21 +380,22 @@ conn_read_line(struct conn *c, const char **ret_line, size_t *ret_len, struct mp
 }
 
 /*
- * The minimum-rate rule: once a window of the timeout's length has passed
- * since conn_body_start() (or the last window), it must have brought
- * CONN_MIN_RATE bytes a second; then a new window starts.
+ * The minimum-rate rule: once a window of the timeout's length has been
+ * spent waiting on the socket since conn_body_start() (or the last
+ * window), it must have brought CONN_MIN_RATE bytes a second; then a new
+ * window starts. Time the caller spends between reads does not count.
  */
 static int
-window_check(struct conn *c, int64_t now, struct mp_err *err)
+window_check(struct conn *c, struct mp_err *err)
 {
 	uint64_t need = (uint64_t)CONN_MIN_RATE * (c->timeout_ms / 1000 ? c->timeout_ms / 1000 : 1);
 
-	if (!c->body || now < c->win_start + c->timeout_ms)
+	if (!c->body || c->win_waited < (int64_t)c->timeout_ms)
 		return 0;
 	if (c->win_bytes < need)
 		return mp_err_set(err, -ETIMEDOUT, MP_EX_TEMPFAIL, "%s sends slower than %u bytes/s",
 				  c->peer, CONN_MIN_RATE);
-	c->win_start = now;
+	c->win_waited = 0;
 	c->win_bytes = 0;
 	return 0;
 }
@@ -385,7 +409,7 @@ conn_read_body_line(struct conn *c, const char **ret_line, size_t *ret_len, stru
 	 * response that comes a short line at a time, each just in time,
 	 * fails within two windows instead of never.
 	 */
-	int r = window_check(c, now, err);
+	int r = window_check(c, err);
 
 	if (r < 0)
 		return r;
@@ -396,7 +420,7 @@ void
 conn_body_start(struct conn *c)
 {
 	c->body = true;
-	c->win_start = util_now_ms();
+	c->win_waited = 0;
 	c->win_bytes = 0;
 }
 
@@ -405,11 +429,13 @@ conn_peek(struct conn *c, const char **ret_data, size_t *ret_len, struct mp_err 
 {
 	while (c->in_end == c->in_start) {
 		int64_t now = util_now_ms();
-		ssize_t n = window_check(c, now, err);
+		ssize_t n = window_check(c, err);
 
 		if (n < 0)
 			return (int)n;
-		n = fill(c, c->body ? c->win_start + c->timeout_ms : now + c->timeout_ms, err);
+		/* In a body, the wait ends with the window: what is left of it. */
+		n = fill(c, now + (c->body ? (int64_t)c->timeout_ms - c->win_waited : c->timeout_ms),
+			 err);
 		if (n < 0)
 			return (int)n;
 		if (n == 0 && !c->body)
@@ -451,6 +477,12 @@ conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err)
 	int64_t deadline = util_now_ms() + timeout_ms;
 	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 
+	if (c->out_len > 0) {
+		int r = flush_queue(c, err);
+
+		if (r < 0)
+			return r;
+	}
 	for (;;) {
 		int64_t left;
 		int r;
@@ -517,8 +549,8 @@ send_all(struct conn *c, const char *p, size_t len, struct mp_err *err)
 	return 0;
 }
 
-int
-conn_flush(struct conn *c, struct mp_err *err)
+static int
+flush_queue(struct conn *c, struct mp_err *err)
 {
 	int r;
 
@@ -528,6 +560,12 @@ conn_flush(struct conn *c, struct mp_err *err)
 	explicit_bzero(c->out, c->out_len);
 	c->out_len = 0;
 	return r;
+}
+
+int
+conn_flush(struct conn *c, struct mp_err *err)
+{
+	return flush_queue(c, err);
 }
 
 int

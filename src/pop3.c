@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "mailpull/log.h"
 #include "mailpull/pop3.h"
@@ -19,8 +20,24 @@
 #include "mailpull/util.h"
 
 #define POP3_BUFSIZE (64 * 1024)   /* decoded body chunk handed to the sink */
-#define POP3_WINDOW 32             /* pipelined commands in flight at most */
-#define POP3_QUEUE_MAX 2048        /* bytes of unanswered commands at most */
+/*
+ * The pipeline keeps about twice a round trip's worth of expected reply
+ * bytes in flight (bandwidth x delay, measured; twice so that a window
+ * too small to fill the path measures a rate that grows it), between
+ * these bounds. The bytes in flight sit in the network and the kernels'
+ * buffers, not in our memory: bodies are streamed as they come.
+ */
+#define POP3_WIN_MIN (128 * 1024)
+#define POP3_WIN_MAX (16 * 1024 * 1024)
+/*
+ * Unanswered command bytes at most: well under any socket buffer, so a
+ * server that writes its replies before reading more commands, while we
+ * write commands before reading replies, cannot deadlock both TCP windows.
+ */
+#define POP3_QUEUE_MAX 8192
+#define POP3_INFLIGHT_MAX 1024     /* unanswered commands at most */
+#define POP3_SIZE_GUESS 16384      /* expected reply of an unLISTed message at first */
+#define POP3_REPLY_EXTRA 32        /* status line and terminator of a reply */
 /*
  * Messages in one listing at most: each costs 24 bytes and its UIDL, so a
  * hostile listing costs at most about 100 MB, however long it goes on.
@@ -74,6 +91,11 @@ struct pop3 {
 	enum pop3_state state;
 	char *buf;           /* POP3_BUFSIZE + 1 decoded body bytes */
 	char greeting[256];  /* the greeting's text, sanitized */
+	/* the pipeline's estimates, kept across batches */
+	int64_t rtt_us;      /* smallest command-to-reply time seen, 0: none yet */
+	uint64_t rate;       /* reply bytes per second, recent, 0: none yet */
+	uint64_t avg_reply;  /* mean reply bytes seen, for replies of unknown size */
+	uint64_t rx;         /* reply bytes received in batches */
 };
 
 static const char *
@@ -1064,7 +1086,8 @@ sink_failed(struct mp_err *err, int r, size_t idx)
  * a bounded chunk at a time: memory does not grow with message size.
  */
 static int
-stream_body(struct pop3 *p, size_t idx, const struct mp_sink *sink, struct mp_err *err)
+stream_body(struct pop3 *p, size_t idx, const struct mp_sink *sink, uint64_t *ret_wire,
+	    struct mp_err *err)
 {
 	struct pop3_body b;
 	char note[48];
@@ -1091,6 +1114,7 @@ stream_body(struct pop3 *p, size_t idx, const struct mp_sink *sink, struct mp_er
 				return sink_failed(err, r, idx);
 		}
 		conn_consume(p->c, used);
+		*ret_wire += used;
 	}
 	n = snprintf(note, sizeof(note), "<%" PRIu64 " octets>", b.bytes);
 	log_trace("S", note, (size_t)n, SIZE_MAX);
@@ -1098,20 +1122,160 @@ stream_body(struct pop3 *p, size_t idx, const struct mp_sink *sink, struct mp_er
 	return r < 0 ? sink_failed(err, r, idx) : 0;
 }
 
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The pipeline of one batch: what is sent and unanswered, and the samples. */
+struct pipe {
+	const unsigned *nums;
+	const uint64_t *sizes;    /* NULL: unknown */
+	size_t n, sent, done;
+	uint64_t flight;          /* expected reply bytes sent for and unanswered */
+	size_t cmd_bytes;         /* bytes of unanswered commands */
+	int64_t probe_at;         /* when command `probe` left, into an idle pipe */
+	size_t probe;             /* SIZE_MAX: no RTT probe running */
+	int64_t mark_at;          /* start of the current rate sample */
+	uint64_t mark_rx;
+};
+
+static size_t
+cmd_len(const char *verb, unsigned num)
+{
+	char tmp[16];
+
+	return strlen(verb) + 1 + (size_t)snprintf(tmp, sizeof(tmp), "%u", num) + 2;
+}
+
+static uint64_t
+expected_reply(const struct pop3 *p, const struct pipe *q, size_t i, bool body)
+{
+	if (!body)
+		return POP3_REPLY_EXTRA;
+	if (q->sizes)
+		return q->sizes[i] + POP3_REPLY_EXTRA;
+	return p->avg_reply ? p->avg_reply : POP3_SIZE_GUESS;
+}
+
+/* Twice the measured bandwidth x delay, within the bounds. */
+static uint64_t
+window_bytes(const struct pop3 *p)
+{
+	uint64_t w = p->rate * (uint64_t)p->rtt_us / 1000000 * 2;
+
+	return w < POP3_WIN_MIN ? POP3_WIN_MIN : w > POP3_WIN_MAX ? POP3_WIN_MAX : w;
+}
+
+/*
+ * Whether to queue more commands now. Never with every limit more than
+ * three quarters used, so the window is refilled in chunks: many commands
+ * in one write (one TLS record) rather than one per reply.
+ */
+static bool
+refill_due(const struct pop3 *p, const struct pipe *q, size_t depth)
+{
+	size_t inflight = q->sent - q->done;
+
+	if (q->sent == q->n)
+		return false;
+	if (inflight == 0)
+		return true;
+	return inflight <= depth - depth / 4 && q->cmd_bytes <= POP3_QUEUE_MAX - POP3_QUEUE_MAX / 4 &&
+	       q->flight <= window_bytes(p) - window_bytes(p) / 4;
+}
+
+/* Queues commands while every limit allows, then sends them in one write. */
+static int
+refill(struct pop3 *p, struct pipe *q, const char *verb, size_t depth, bool body,
+       struct mp_err *err)
+{
+	uint64_t win = window_bytes(p);
+	bool idle = q->sent == q->done;
+	int r;
+
+	while (q->sent < q->n && q->sent - q->done < depth) {
+		size_t cl = cmd_len(verb, q->nums[q->sent]);
+		char cmd[32];
+
+		/* One command always goes out into an idle pipe, whatever its reply's size. */
+		if (q->sent > q->done && (q->cmd_bytes + cl > POP3_QUEUE_MAX || q->flight >= win))
+			break;
+		snprintf(cmd, sizeof(cmd), "%s %u", verb, q->nums[q->sent]);
+		r = send_line(p, cmd, cl - 2, SIZE_MAX, err);
+		if (r < 0)
+			return r;
+		q->cmd_bytes += cl;
+		q->flight += expected_reply(p, q, q->sent, body);
+		q->sent++;
+	}
+	r = conn_flush(p->c, err);
+	if (r < 0)
+		return r;
+	/* Into an idle pipe the first reply comes one round trip later. */
+	if (idle && q->probe == SIZE_MAX) {
+		q->probe = q->done;
+		q->probe_at = now_us();
+	}
+	return 0;
+}
+
+/* Takes one answered command out of the pipe and updates the estimates. */
+static void
+answered(struct pop3 *p, struct pipe *q, const char *verb, bool body, uint64_t got)
+{
+	int64_t now = now_us();
+
+	q->cmd_bytes -= cmd_len(verb, q->nums[q->done]);
+	q->flight -= expected_reply(p, q, q->done, body);
+	q->done++;
+	p->rx += got;
+	if (body)
+		p->avg_reply = p->avg_reply ? (p->avg_reply * 7 + got) / 8 : got;
+	/* Rate samples over at least a round trip (and 2 ms), the recent peak kept. */
+	if (now - q->mark_at >= (p->rtt_us > 2000 ? p->rtt_us : 2000)) {
+		uint64_t sample = (p->rx - q->mark_rx) * 1000000 / (uint64_t)(now - q->mark_at);
+
+		p->rate = sample > p->rate ? sample : (p->rate * 3 + sample) / 4;
+		q->mark_at = now;
+		q->mark_rx = p->rx;
+	}
+}
+
+/* The reply to the probe's command has begun: one round trip sample. */
+static void
+rtt_sample(struct pop3 *p, struct pipe *q)
+{
+	int64_t rtt;
+
+	if (q->probe != q->done)
+		return;
+	rtt = now_us() - q->probe_at;
+	if (rtt < 1)
+		rtt = 1;
+	if (p->rtt_us == 0 || rtt < p->rtt_us)
+		p->rtt_us = rtt;
+	q->probe = SIZE_MAX;
+}
+
 /*
  * Sends "verb num" for each of nums[0..n) and handles the replies in
  * order; with a sink each reply carries a body. With PIPELINING (RFC 2449
- * section 6.6) up to POP3_WINDOW commands are in flight, but never more
- * than POP3_QUEUE_MAX bytes of them: a server that stops reading while we
- * stop reading would otherwise deadlock both TCP windows.
+ * section 6.6) the commands in flight are bounded by the expected reply
+ * bytes (window_bytes()), by POP3_QUEUE_MAX bytes of commands and by
+ * POP3_INFLIGHT_MAX; without it, one command at a time.
  */
 static int
-run_batch(struct pop3 *p, const char *verb, const unsigned *nums, size_t n,
-	  const struct mp_sink *sink, struct mp_err *err)
+run_batch(struct pop3 *p, const char *verb, const unsigned *nums, const uint64_t *sizes,
+	  size_t n, const struct mp_sink *sink, struct mp_err *err)
 {
-	size_t window = p->caps.pipelining ? POP3_WINDOW : 1;
-	size_t sent = 0, done = 0, queued = 0;
-	unsigned short qlen[POP3_WINDOW];
+	size_t depth = p->caps.pipelining ? POP3_INFLIGHT_MAX : 1;
+	struct pipe q = { .nums = nums, .sizes = sizes, .n = n, .probe = SIZE_MAX,
+			  .mark_at = now_us(), .mark_rx = p->rx };
 	const char *text;
 	size_t len;
 	int r;
@@ -1119,35 +1283,27 @@ run_batch(struct pop3 *p, const char *verb, const unsigned *nums, size_t n,
 	for (size_t i = 0; i < n; i++)
 		if (nums[i] == 0)
 			return mp_err_set(err, -EINVAL, MP_EX_USAGE, "message number 0");
-	while (done < n) {
-		while (sent < n && sent - done < window) {
-			char cmd[32];
-			int cl = snprintf(cmd, sizeof(cmd), "%s %u", verb, nums[sent]);
+	while (q.done < n) {
+		uint64_t got = 0;
 
-			if (sent > done && queued + (size_t)cl + 2 > POP3_QUEUE_MAX)
-				break;
-			r = send_line(p, cmd, (size_t)cl, SIZE_MAX, err);
+		if (refill_due(p, &q, depth)) {
+			r = refill(p, &q, verb, depth, sink != NULL, err);
 			if (r < 0)
 				return r;
-			qlen[sent % POP3_WINDOW] = (unsigned short)(cl + 2);
-			queued += (size_t)cl + 2;
-			sent++;
 		}
-		r = conn_flush(p->c, err);
-		if (r == 0)
-			r = read_reply(p, false, &text, &len, err);
+		r = read_reply(p, false, &text, &len, err);
 		if (r < 0)
 			return r;
+		rtt_sample(p, &q);
 		if (r == REPLY_ERR)
 			return mp_err_set_srv(err, -EPROTO, MP_EX_PROTOCOL, text, len,
-					"server refused %s %u", verb, nums[done]);
+					"server refused %s %u", verb, nums[q.done]);
 		if (sink) {
-			r = stream_body(p, done, sink, err);
+			r = stream_body(p, q.done, sink, &got, err);
 			if (r < 0)
 				return r;
 		}
-		queued -= qlen[done % POP3_WINDOW];
-		done++;
+		answered(p, &q, verb, sink != NULL, got + len + 6);
 	}
 	return 0;
 }
@@ -1155,22 +1311,21 @@ run_batch(struct pop3 *p, const char *verb, const unsigned *nums, size_t n,
 /* RETR or DELE over nums, on a session still in step. */
 static int
 batch_cmd(struct pop3 *p, enum pop3_state state, const char *verb, const unsigned *nums,
-	  size_t n, const struct mp_sink *sink, struct mp_err *err)
+	  const uint64_t *sizes, size_t n, const struct mp_sink *sink, struct mp_err *err)
 {
 	int r = check_usable(p, err);
 
 	if (r < 0)
 		return r;
 	p->state = state;
-	return settle(p, run_batch(p, verb, nums, n, sink, err));
+	return settle(p, run_batch(p, verb, nums, sizes, n, sink, err));
 }
 
 int
 pop3_retr(struct pop3 *p, const unsigned *nums, const uint64_t *sizes, size_t n,
 	  const struct mp_sink *sink, struct mp_err *err)
 {
-	(void)sizes;
-	return batch_cmd(p, POP3_ST_RETR, "RETR", nums, n, sink, err);
+	return batch_cmd(p, POP3_ST_RETR, "RETR", nums, sizes, n, sink, err);
 }
 
 int
@@ -1187,15 +1342,18 @@ pop3_top(struct pop3 *p, unsigned num, unsigned lines, const struct mp_sink *sin
 	r = send_cmd(p, err, "TOP %u %u", num, lines);
 	if (r == 0)
 		r = expect_ok(p, "TOP", err);
-	if (r == 0)
-		r = stream_body(p, 0, sink, err);
+	if (r == 0) {
+		uint64_t wire = 0;
+
+		r = stream_body(p, 0, sink, &wire, err);
+	}
 	return settle(p, r);
 }
 
 int
 pop3_dele(struct pop3 *p, const unsigned *nums, size_t n, struct mp_err *err)
 {
-	return batch_cmd(p, POP3_ST_DELE, "DELE", nums, n, NULL, err);
+	return batch_cmd(p, POP3_ST_DELE, "DELE", nums, NULL, n, NULL, err);
 }
 
 int

@@ -24,7 +24,9 @@ struct conn_opts {
 
 /*
  * Minimum rate at which a body read through conn_peek() must progress: each
- * timeout period must bring at least CONN_MIN_RATE bytes per second of it.
+ * timeout period spent waiting on the socket must bring at least
+ * CONN_MIN_RATE bytes per second of it. Time the caller spends between
+ * reads (a sink waiting for the disk) does not count.
  */
 #define CONN_MIN_RATE 1024
 
@@ -127,8 +129,9 @@ int conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err) MP_WUR;
 
 /*
  * Queues bytes for sending (pipelining: several commands, one flush).
- * Queued bytes are sent by conn_flush(), or as soon as the queue is full;
- * the queue is wiped once sent (it may hold a secret).
+ * Queued bytes are sent by conn_flush(), as soon as the queue is full, or
+ * before any read or wait blocks (a queued command is never awaited
+ * unsent); the queue is wiped once sent (it may hold a secret).
  * Errors (conn_flush() too): -ETIMEDOUT (MP_EX_TEMPFAIL), -ECONNRESET,
  * -EPIPE or another send() errno (MP_EX_TEMPFAIL), -EPROTO
  * (MP_EX_PROTOCOL: TLS write failed).

@@ -112,6 +112,118 @@ gen_body(int fd, size_t n, const char *fill)
 	free(b);
 }
 
+/* Complete lines buffered in r. */
+static size_t
+rd_count(const struct rd *r)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < r->len; i++)
+		k += r->buf[i] == '\n';
+	return k;
+}
+
+/*
+ * 'D': waits until n complete client lines are buffered, consuming none
+ * (the client had them all in flight before any answer). With text, they
+ * must have come in at most one read() from here: one write by the client.
+ */
+static void
+expect_depth(struct rd *r, size_t n, bool one_read)
+{
+	unsigned reads = 0;
+
+	while (rd_count(r) < n) {
+		ssize_t got;
+
+		if (r->len == sizeof(r->buf))
+			die(3, "client lines fill the buffer before %zu arrived", n);
+		got = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+		if (got <= 0)
+			die(1, "EOF with %zu of %zu lines in flight", rd_count(r), n);
+		r->len += (size_t)got;
+		reads++;
+	}
+	if (one_read && reads > 1)
+		die(5, "%zu lines came in %u reads, not one write", n, reads);
+}
+
+/*
+ * 'M': once the client has gone quiet for a while, at most n bytes of its
+ * lines may be unread (its cap on unanswered command bytes).
+ */
+static void
+expect_at_most(struct rd *r, size_t n)
+{
+	struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+	while (poll(&pfd, 1, 300) > 0) {
+		ssize_t got;
+
+		if (r->len == sizeof(r->buf))
+			break;
+		got = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+		if (got <= 0)
+			break;
+		r->len += (size_t)got;
+	}
+	if (r->len > n)
+		die(5, "client has %zu bytes of commands in flight, more than %zu", r->len, n);
+	if (r->len == 0)
+		die(5, "client sent nothing");
+}
+
+/* 'B': fn's answers to the lines "1" to "n", written without reading anything. */
+static void
+bulk(int fd, size_t n, fake_fn fn)
+{
+	char num[24];
+
+	for (size_t i = 1; i <= n; i++) {
+		const char *out;
+
+		snprintf(num, sizeof(num), "%zu", i);
+		out = fn(num);
+		if (!out)
+			die(1, "no bulk answer for %zu", i);
+		write_all(fd, out, strlen(out));
+	}
+}
+
+/*
+ * 'R': a server that reads a batch of commands and writes all its replies
+ * before reading more (as many do): n lines in all, each answered with fn.
+ */
+static void
+rounds(struct rd *r, size_t n, fake_fn fn)
+{
+	struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+	char line[8192];
+
+	while (n > 0) {
+		size_t k;
+
+		/* What is there now, with at least one line, then all of it answered. */
+		while (rd_count(r) == 0 || (r->len < sizeof(r->buf) && poll(&pfd, 1, 0) > 0)) {
+			ssize_t got = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+
+			if (got <= 0)
+				die(1, "EOF with %zu commands to come", n);
+			r->len += (size_t)got;
+		}
+		for (k = rd_count(r); k > 0 && n > 0; k--, n--) {
+			const char *out;
+
+			if (!rd_line(r, line, sizeof(line)))
+				die(1, "EOF in a round");
+			out = fn(line);
+			if (!out)
+				die(1, "refused \"%s\"", line);
+			write_all(r->fd, out, strlen(out));
+		}
+	}
+}
+
 static void
 serve(int cfd, const struct fake_step *script)
 {
@@ -133,6 +245,14 @@ serve(int cfd, const struct fake_step *script)
 			gen_body(cfd, s->n, s->text);
 		} else if (s->dir == 'Q') {
 			expect_quiet(&r);
+		} else if (s->dir == 'D') {
+			expect_depth(&r, s->n, s->text != NULL);
+		} else if (s->dir == 'M') {
+			expect_at_most(&r, s->n);
+		} else if (s->dir == 'R') {
+			rounds(&r, s->n, s->fn);
+		} else if (s->dir == 'B') {
+			bulk(cfd, s->n, s->fn);
 		} else if (s->dir == 'F') {
 			const char *out;
 
