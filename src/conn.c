@@ -247,6 +247,23 @@ conn_peer(const struct conn *c)
 }
 
 /*
+ * Acknowledges what was just read at once instead of after the delayed-ACK
+ * timer (40 ms on Linux). A server that writes replies in pieces smaller
+ * than a segment without TCP_NODELAY (Cyrus pop3d) holds each next piece
+ * (Nagle) until the last is acknowledged; while a deep pipeline leaves us
+ * nothing to send for long stretches, no command carries that ACK, and
+ * every reply would wait for the timer. The flag does not stick: it is set
+ * again after each read. Best effort: a failure only costs that wait.
+ */
+static void
+quick_ack(struct conn *c)
+{
+	int one = 1;
+
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
+/*
  * Reads what is available into the buffer, waiting until deadline_ms.
  * Returns bytes added (> 0), 0 on deadline, or a negative errno.
  */
@@ -317,6 +334,7 @@ fill(struct conn *c, int64_t deadline_ms, struct mp_err *err)
 		return mp_err_set(err, (int)n, MP_EX_TEMPFAIL, "reading from %s: %s", c->peer,
 				  strerror((int)-n));
 	c->in_end += (size_t)n;
+	quick_ack(c);
 	/*
 	 * Only time spent waiting here counts against the minimum rate: the
 	 * caller may spend seconds elsewhere (a sink waiting for the disk),
