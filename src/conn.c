@@ -284,14 +284,6 @@ fill(struct conn *c, int64_t deadline_ms, struct mp_err *err)
 		if (r < 0)
 			return r;
 	}
-	/*
-	 * We are about to wait for the server: acknowledge at once what comes.
-	 * A server whose writes wait for our ACK under Nagle (Cyrus pop3d) would
-	 * otherwise stall 40 ms on our delayed ACK whenever we have no command
-	 * to carry it. Linux keeps quick-ack mode only a while, so it is
-	 * renewed before each wait.
-	 */
-	setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &(int){ 1 }, sizeof(int));
 	t0 = util_now_ms();
 
 	if (c->in_start > 0 && (c->in_start == c->in_end || c->in_end > CONN_INBUF / 2)) {
