@@ -165,7 +165,7 @@ $(BUILDDIR)/bench/%: tests/bench/%.c
 bench-tools: $(BENCH_TOOLS)
 
 bench: $(BIN) $(BENCH_TOOLS)
-	$(PYTHON) tests/bench.py $(abspath $(BIN)) --tools $(abspath $(BUILDDIR)/bench)
+	$(PYTHON) tests/bench.py $(abspath $(BIN)) --tools $(abspath $(BUILDDIR)/bench) --poll
 
 install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
