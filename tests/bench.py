@@ -1,22 +1,44 @@
-"""mailpull against its peers on the same private Dovecot and the same mail.
+"""mailpull against its peers and the physical limits, on Dovecot and Cyrus, at several round-trip times.
 
-    python3 tests/bench.py BUILD/mailpull [--rounds 3] [--count 5000] [--large]
-                                          [--proto pop3|imap|send|all] [--send-count 1000]
-                                          [--cache DIR] [--mpop mpop] [--mbsync mbsync] [--msmtp msmtp]
+    python3 tests/bench.py BUILD/mailpull [--tools DIR] [--server dovecot|cyrus|all]
+                                          [--proto pop3|imap|send|all] [--rtt 0,20,100]
+                                          [--rounds 3] [--rounds-slow 2] [--count 5000] [--large]
+                                          [--poll] [--poll-count 100000] [--poll-rounds 3]
+                                          [--send-count 1000] [--cache DIR]
+                                          [--mpop mpop] [--mbsync mbsync] [--msmtp msmtp]
 
-POP3: mailpull (keep = no, a fresh Maildir) against mpop (keep off, delivery
-maildir, tls on, tls_trust_file the test CA, pipelining auto), both over
-POP3S. IMAP: mailpull (keep = yes, folders INBOX) against isync's mbsync
-(IMAPS with the test CA as CertificateFile, a MaildirStore, a Channel
-pulling INBOX only: Sync Pull, Create Near, Expunge None), both over IMAPS;
-after each IMAP run the server must still hold every message. --proto
-picks one protocol. A pristine mailbox of COUNT ~4 KiB messages (plus 5 x 20 MiB with
---large) is built once under the cache directory; before every run it is
-restored with hard links (`cp -al`) into a fresh Dovecot user, without
-index files, and indexed by doveadm outside the timing. Runs are
-interleaved (A B A B ...) because file I/O timings on these machines swing
-by 3x between identical runs; the table quotes medians and the ratio
-peer / mailpull (above 1: mailpull is faster or smaller).
+A condition is a server (the private Dovecot, tests/dovecot.py; the private
+Cyrus 3.6, tests/cyrus.py), a protocol (POP3S, IMAPS: implicit TLS) and a
+round-trip time. This kernel has no sch_netem, so every run goes through a
+fresh delay proxy (DIR/delayproxy, tests/bench/delayproxy.c) that forwards
+each chunk RTT/2 later each way and counts the bytes and turns. In each
+condition, round after round (interleaved, because file I/O timings on
+these machines swing by 3x between identical runs):
+  mailpull  POP3: keep = no, a fresh Maildir; IMAP: keep = yes, folders INBOX
+  peer      POP3: mpop (keep off, delivery maildir, tls on, tls_trust_file
+            the test CA, pipelining auto); IMAP: isync's mbsync (IMAPS, the
+            test CA as CertificateFile, a MaildirStore, a Channel pulling
+            INBOX only: Sync Pull, Create Near, Expunge None)
+  raw       DIR/rawwire: one connection, every message moved with maximal
+            pipelining and discarded, bytes checked (the wire's limit)
+  files     DIR/filecreate: the same sizes created in tmp/, renamed into
+            new/, then one syncfs (and, for information, with an fsync each)
+Limit = max(raw, files); the tables give medians, peer/mailpull (goal
+>= 1.5), mailpull/limit (goal <= 1.25) and peak RSS. Rounds above 100 ms:
+--rounds-slow. A pristine mailbox of COUNT ~4 KiB messages (plus 5 x 20 MiB
+with --large) is built once under the cache directory; for Dovecot it is
+restored before every run with hard links (`cp -al`) into a fresh user,
+without index files, and indexed by doveadm outside the timing; Cyrus gets
+it once by MULTIAPPEND into a folder "Pristine" and, before every run that
+needs it, a fresh INBOX by one COPY. After each run, outside the timing,
+every message must have arrived once, byte for byte, and the server must
+still hold every message (IMAP, raw) or none (POP3).
+
+--poll (make bench): a POLL_COUNT-message pristine set (built once, cached)
+restored into Dovecot and fetched once by mailpull over IMAP (keep = yes),
+then mailpull again at each RTT with nothing new: its time, the proxy's
+turns (about the round trips) and bytes each way; then a POP3 fetch of as
+many, for peak RSS at that size.
 
 Wall time is measured here; CPU (user + system) is wait4()'s of GNU time
 with its reaped child; peak RSS is GNU time's report of the child alone.
