@@ -67,9 +67,11 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -220,6 +222,69 @@ class Wire:
         out = self.proc.stdout.read().split()
         self.proc.wait(30)
         return {k: float(v) for k, v in zip(out[::2], out[1::2])}
+
+
+def check_proxy(args):
+    """The proxy itself, before anything else: a ping-pong through it must
+    cost the RTT, and a bulk transfer (32 MiB from a local server) must not
+    be slowed beyond the delay and the 4 MiB window. Returns whether every
+    ping-pong cost at least the RTT."""
+    blob = os.urandom(32 << 20)
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(60)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                if c.recv(1) == b"p":
+                    while c.recv(1) == b"p":
+                        c.sendall(b"p")
+                else:
+                    c.sendall(blob)
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def bulk(port):
+        c = socket.create_connection(("127.0.0.1", port))
+        t0 = time.monotonic()
+        c.sendall(b"b")
+        n = 0
+        while n < len(blob):
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            n += len(d)
+        c.close()
+        return time.monotonic() - t0, n
+
+    direct, _ = bulk(srv.getsockname()[1])
+    ok = True
+    for rtt in args.rtts:
+        wire = Wire(args.tools, srv.getsockname()[1], rtt)
+        try:
+            c = socket.create_connection(("127.0.0.1", wire.port))
+            c.sendall(b"p")
+            times = []
+            for _ in range(10):
+                t0 = time.monotonic()
+                c.sendall(b"p")
+                c.recv(1)
+                times.append(time.monotonic() - t0)
+            c.close()
+            dt, n = bulk(wire.port)
+        finally:
+            w = wire.stop()
+        pp = median(times) * 1000
+        ok = ok and min(times) * 1000 >= rtt and n == len(blob)
+        log(f"proxy at {rtt:3d} ms: ping-pong {pp:7.2f} ms; 32 MiB in {dt:.3f} s "
+            f"(direct {direct:.3f} s, so the delay + window cost {dt - direct:+.3f} s); "
+            f"proxy cpu {w['cpu']:.2f} s")
+    srv.close()
+    return ok
 
 
 # ---- the servers ---------------------------------------------------------------
@@ -968,7 +1033,9 @@ def main():
         with open(args.sizes_file, "w") as f:
             f.write("".join(f"{n}\n" for n in sizes))
     results, send_results, poll_out = {}, None, None
-    failed = False
+    failed = not check_proxy(args)
+    if failed:
+        log("proxy: a ping-pong cost less than the RTT: FAILED")
     cy = None
     # LMTP and auth listeners for the sending section's Postfix.
     dc = Dovecot(workdir=os.path.join(work, "dovecot"), lmtp=True, auth_inet=True,
