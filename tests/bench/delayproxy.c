@@ -421,9 +421,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: delayproxy [-6] LISTEN_PORT TARGET_PORT RTT_MS\n");
 		return 2;
 	}
-	port = atoi(argv[1]);
-	target = atoi(argv[2]);
-	rtt = atoi(argv[3]);
+	port = (int)strtol(argv[1], NULL, 10);
+	target = (int)strtol(argv[2], NULL, 10);
+	rtt = (int)strtol(argv[3], NULL, 10);
 	g_delay_ns = (int64_t)rtt * 1000000 / 2;
 	sa.sa_handler = on_signal;      /* no SA_RESTART: epoll_wait returns EINTR */
 	sigaction(SIGTERM, &sa, NULL);

@@ -40,11 +40,13 @@ static size_t *read_sizes(const char *path, size_t *ret_n)
 	FILE *f = fopen(path, "r");
 	size_t n = 0, cap = 1024;
 	size_t *v = malloc(cap * sizeof(*v));
-	unsigned long long x;
+	char line[64];
 
 	if (!f || !v)
 		die("cannot read", path);
-	while (fscanf(f, "%llu", &x) == 1) {
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long x = strtoull(line, NULL, 10);
+
 		if (n == cap) {
 			size_t *w = realloc(v, 2 * cap * sizeof(*v));
 

@@ -253,15 +253,21 @@ static void run_pop3(struct conn *c, struct tally *t, const char *user, const ch
 	snprintf(cmd, sizeof(cmd), "PASS %s\r\n", pass);
 	pop3_simple(c, cmd, NULL, 0);
 	pop3_simple(c, "STAT\r\n", line, sizeof(line));
-	if (sscanf(line, "+OK %llu %llu", &t->announced, &t->announced_bytes) != 2)
-		die("cannot read STAT's answer");
+	{
+		char *end;
+
+		t->announced = strtoull(line + 3, &end, 10);
+		t->announced_bytes = strtoull(end, &end, 10);
+		if (strncmp(line, "+OK ", 4) != 0 || (*end != '\r' && *end != ' '))
+			die("cannot read STAT's answer");
+	}
 	if (t->announced == 0)
 		return;
 	out = malloc(t->announced * 24 + 16);
 	if (!out)
 		die("out of memory");
 	for (unsigned long long i = 1; i <= t->announced; i++)
-		outlen += (size_t)sprintf(out + outlen, "RETR %llu\r\n", i);
+		outlen += (size_t)snprintf(out + outlen, 24, "RETR %llu\r\n", i);
 	pump(c, t, out, outlen, pop3_line);
 	free(out);
 	pop3_simple(c, "QUIT\r\n", NULL, 0);
