@@ -497,13 +497,13 @@ def one_fetch_run(args, side, proto, name, rtt, work, want):
         f"wire up {w.get('up', 0) / 1024:8.0f} KiB down {w.get('down', 0) / 1024:8.0f} KiB "
         f"turns {w.get('turns', 0):6.0f} proxy cpu {w.get('cpu', 0):5.2f} s  "
         f"got {got}/{args.expect}{'' if same else ' (content differs)'}, {left} left"
-        f"{'' if ok else '  FAILED'}")
+        f"  load {os.getloadavg()[0]:.1f}{'' if ok else '  FAILED'}")
     side.done(user)
     if not ok:
         log(str(r))
         return None
     return {"wall": r.elapsed, "cpu": r.cpu, "rss": r.maxrss_kib / 1024, "wire": w,
-            "down": w.get("down", 0)}
+            "down": w.get("down", 0), "load": os.getloadavg()[0]}
 
 
 def bench_fetch(args, sides, want, work):
@@ -902,8 +902,8 @@ def report_fetch(args, results):
     log("")
     log(f"| condition | mailpull | peer | raw wire | files + 1 flush (fsync each) | limit "
         f"| peer/mailpull (>= 1.5) | mailpull/limit (<= 1.25) | peak RSS mailpull / peer "
-        f"| rounds |")
-    log("|---|---|---|---|---|---|---|---|---|---|")
+        f"| rounds | load |")
+    log("|---|---|---|---|---|---|---|---|---|---|---|")
     for key, res, m, limit in rows:
         peer = PEERS[key[1]][0]
         pr, lr = ratio(m[peer], m["mailpull"]), ratio(m["mailpull"], limit)
@@ -916,7 +916,9 @@ def report_fetch(args, results):
             f"| {limit:.2f} s | {pr:.2f}{'' if pr >= 1.5 else ' ✗'} "
             f"| {lr:.2f}{'' if lr <= 1.25 else ' ✗'} "
             f"| {med_of(res, 'mailpull', 'rss'):.1f} / {med_of(res, peer, 'rss'):.1f} MiB "
-            f"| {res['rounds']} |")
+            f"| {res['rounds']} | {med_of(res, 'mailpull', 'load'):.1f} |")
+    log(f"(load: the 1-minute load average after mailpull's runs, on {os.cpu_count()} CPUs; "
+        f"rounds above 100 ms: --rounds-slow)")
 
 
 def report_poll(args, out, results):
@@ -961,7 +963,8 @@ def parse_args():
     ap.add_argument("--large", action="store_true", help=f"add {LARGE_COUNT} x 20 MiB messages")
     ap.add_argument("--cache", default=os.environ.get("MAILPULL_BENCH_CACHE",
                                                        "/var/tmp/mailpull-bench"))
-    ap.add_argument("--proto", choices=("pop3", "imap", "send", "all"), default="all")
+    ap.add_argument("--proto", choices=("pop3", "imap", "send", "fetch", "all"), default="all",
+                    help="fetch: POP3 and IMAP without the sending section")
     ap.add_argument("--poll", action="store_true",
                     help="the no-new-mail poll and the scale section (make bench: on)")
     ap.add_argument("--poll-count", type=int, default=100000)
@@ -978,7 +981,7 @@ def parse_args():
                                                             "bench"))
     args.rtts = [int(x) for x in args.rtt.split(",") if x.strip()]
     args.rounds_slow = min(args.rounds_slow, args.rounds)
-    args.protos = [p for p in ("pop3", "imap") if args.proto in ("all", p)]
+    args.protos = [p for p in ("pop3", "imap") if args.proto in ("all", "fetch", p)]
     args.servers = ["dovecot", "cyrus"] if args.server == "all" else [args.server]
     return args
 
