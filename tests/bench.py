@@ -535,6 +535,8 @@ def bench_fetch(args, sides, want, work):
                     for fs in (False, True):
                         r = run_files(args, work, fs)
                         name = "files+fsync" if fs else "files"
+                        log(f"  {side.label:7s} {proto} {rtt:3d} ms {name:11s} "
+                            f"{r.out.strip() if r.rc == 0 else 'FAILED'}")
                         if r.rc != 0:
                             failed = True
                             log(f"  filecreate FAILED: {r}")
@@ -1053,6 +1055,9 @@ def main():
                 f"({args.rounds_slow} at 100 ms and above)")
             results, f = bench_fetch(args, sides, want, work)
             failed = failed or f
+            # The tables at once: the sections after this one take minutes.
+            report_fetch(args, results)
+            log("")
         if args.poll:
             try:
                 poll_out, f = bench_poll(args, dc, work)
