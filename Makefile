@@ -153,8 +153,19 @@ lint: $(OBJS)
 demo: $(BIN)
 	$(PYTHON) tests/demo.py $(abspath $(BIN))
 
-bench: $(BIN)
-	$(PYTHON) tests/bench.py $(abspath $(BIN))
+# The bench's helpers: a delay proxy (no netem here), the raw-wire and the
+# file-creation references.
+BENCH_TOOLS = $(BUILDDIR)/bench/delayproxy $(BUILDDIR)/bench/rawwire $(BUILDDIR)/bench/filecreate
+
+$(BUILDDIR)/bench/%: tests/bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(shell $(PKG_CONFIG) --cflags openssl) \
+		-o $@ $< $(shell $(PKG_CONFIG) --libs openssl)
+
+bench-tools: $(BENCH_TOOLS)
+
+bench: $(BIN) $(BENCH_TOOLS)
+	$(PYTHON) tests/bench.py $(abspath $(BIN)) --tools $(abspath $(BUILDDIR)/bench) --poll
 
 install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
@@ -167,7 +178,7 @@ install: $(BIN)
 clean:
 	rm -rf build build-asan build-clang build-fuzz
 
-.PHONY: all unit integration check asan valgrind killtest oomtest lint demo bench install clean
+.PHONY: all unit integration check asan valgrind killtest oomtest lint demo bench bench-tools install clean
 
 -include $(OBJS:.o=.d)
 
