@@ -49,7 +49,7 @@ def sample_smaps(pid, stop, out):
 def run(args, cfg, work, verbose=False):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work,
            "XDG_STATE_HOME": os.path.join(work, "xdg-state")}
-    argv = [args.binary, "-v" if verbose else "-q", "-c", cfg]
+    argv = args.wrap.split() + [args.binary, "-v" if verbose else "-q", "-c", cfg]
     p = mprun.Proc(argv, env=env, measure_rss=True)
     sm = {}
     t = None
@@ -147,6 +147,8 @@ def main():
     ap.add_argument("--proto", action="append", choices=("pop3", "imap"))
     ap.add_argument("--smaps", action="store_true", help="sample smaps at the peak")
     ap.add_argument("--trace", action="store_true", help="print the poll's -v trace tail")
+    ap.add_argument("--wrap", default="", help="a command to run mailpull under, e.g. "
+                    "'heaptrack -o /tmp/hp' (peak RSS is then the wrapper's too)")
     ap.add_argument("--cache", default=os.environ.get("MAILPULL_BENCH_CACHE",
                                                        "/var/tmp/mailpull-bench"))
     ap.add_argument("--timeout", type=float, default=1800.0)
