@@ -83,6 +83,10 @@ def report(tag, r, extra=""):
           f"rss {r.maxrss_kib / 1024:6.2f} MiB {extra}", flush=True)
     if r.rc != 0:
         print(str(r))
+    if r.extra.get("rollup"):
+        keys = ("Rss", "Shared_Clean", "Private_Clean", "Private_Dirty", "Anonymous")
+        got = dict(re.findall(r"^(\w+):\s+(\d+) kB", r.extra["rollup"], re.M))
+        print("      at the peak: " + ", ".join(f"{k} {got.get(k, '?')} KiB" for k in keys))
     if r.extra.get("smaps"):
         for name, kib in top_mappings(r.extra["smaps"]):
             print(f"      {kib:7d} KiB  {name}")
