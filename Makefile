@@ -35,7 +35,8 @@ endif
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -Isrc \
 	     $(shell $(PKG_CONFIG) --cflags $(PKGS) $(CFLAGS_PKGS)) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
-LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
+# libsystemd: headers only; src/util.c loads it when the daemon needs it.
+LIBS = $(shell $(PKG_CONFIG) --libs $(filter-out libsystemd,$(PKGS)))
 
 SRCS = $(wildcard src/*.c)
 OBJS = $(SRCS:src/%.c=$(BUILDDIR)/obj/%.o)

@@ -483,6 +483,12 @@ state_interrupted(const struct state *s)
 	return s->interrupted;
 }
 
+void
+state_names_release(struct state *s)
+{
+	st_names_clear(s);
+}
+
 int
 state_forget_name(struct state *s, const char *maildir_name, struct mp_err *err)
 {

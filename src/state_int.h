@@ -220,8 +220,8 @@ void st_send_free(struct state *s);
  * message was forgotten and fetched again) and speaks for nothing.
  */
 struct name_owner {
-	char *id;
-	char *latest;
+	const char *id;                   /* owner_ix's key */
+	const char *latest;               /* names' key; NULL when none */
 };
 
 struct folder;

@@ -49,19 +49,18 @@ st_names_clear(struct state *s)
 {
 	st_kv_free(&s->names);
 	st_kv_free(&s->name_flags);
+	/* The owners' strings are the tables' keys. */
 	st_kv_free(&s->owner_ix);
-	for (size_t i = 0; i < s->nowners; i++) {
-		free(s->owners[i].id);
-		free(s->owners[i].latest);
-	}
 	free(s->owners);
 	s->owners = NULL;
 	s->nowners = s->ocap = 0;
 }
 
 /*
- * A failure leaves at worst an owner whose latest name is not recorded,
- * which only keeps an older name from being forgotten (see
+ * The owner's id and latest name point at the keys of owner_ix and names
+ * (strings that stay put when the tables grow, and are freed only with
+ * them), so each is held once. A failure leaves at worst an owner with no
+ * latest name, which only keeps an older name from being forgotten (see
  * state_forget_name()).
  */
 int
@@ -69,7 +68,7 @@ st_name_insert(struct state *s, const char *name, const char *id)
 {
 	struct kv_slot *sl;
 	struct name_owner *o;
-	char *latest;
+	size_t ix;
 	bool added;
 	int r;
 
@@ -82,29 +81,21 @@ st_name_insert(struct state *s, const char *name, const char *id)
 		s->owners = v;
 		s->ocap = cap;
 	}
-	latest = strdup(name);
-	if (!latest)
-		return -ENOMEM;
 	r = st_kv_insert(&s->owner_ix, id, (int64_t)s->nowners, &sl, &added);
-	if (r < 0) {
-		free(latest);
+	if (r < 0)
 		return r;
-	}
+	ix = (size_t)sl->when;
 	if (added) {
-		o = &s->owners[s->nowners];
-		o->id = strdup(id);
-		if (!o->id) {
-			st_kv_remove(&s->owner_ix, id);
-			free(latest);
-			return -ENOMEM;
-		}
-		o->latest = NULL;
+		s->owners[ix].id = sl->key;
 		s->nowners++;
 	}
-	o = &s->owners[sl->when];
-	free(o->latest);
-	o->latest = latest;
-	return st_kv_insert(&s->names, name, sl->when + 1, &sl, &added);
+	o = &s->owners[ix];
+	o->latest = NULL;
+	r = st_kv_insert(&s->names, name, (int64_t)ix + 1, &sl, &added);
+	if (r < 0)
+		return r;
+	o->latest = sl->key;
+	return 0;
 }
 
 const char *

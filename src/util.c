@@ -1,13 +1,19 @@
 /* Parsing, paths, time and sanitizing helpers. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-journal.h>
 
 #include "mailpull/util.h"
 #include "mailpull/utf8.h"
@@ -402,4 +408,81 @@ util_saslname(const char *s)
 	}
 	out[o] = '\0';
 	return out;
+}
+
+/*
+ * libsystemd, loaded (dlopen) the first time it is needed rather than
+ * linked: with libgcrypt, liblzma, libzstd, liblz4 and libcap behind it
+ * its relocations cost every run about 1 MiB of resident memory, while
+ * only the daemon under systemd uses it (readiness and watchdog
+ * notifications, native journal entries). The three functions mailpull
+ * calls are defined here under their own names, so svc.c and log.c use
+ * them as documented; without NOTIFY_SOCKET or WATCHDOG_USEC they answer
+ * as libsystemd does (0) without loading it. When it cannot be loaded,
+ * notifications fail (-ENOSYS) and log.c falls back to stderr.
+ */
+#define UTIL_LIBSYSTEMD "libsystemd.so.0"
+
+static struct {
+	pthread_once_t once;
+	void *handle;
+	int (*notify)(int, const char *);
+	int (*watchdog_enabled)(int, uint64_t *);
+	int (*journal_sendv)(const char *, const char *, const char *, const struct iovec *, int);
+} sd = { .once = PTHREAD_ONCE_INIT };
+
+static void
+sd_load(void)
+{
+	void *h = dlopen(UTIL_LIBSYSTEMD, RTLD_NOW | RTLD_LOCAL);
+
+	if (!h)
+		return;
+	*(void **)&sd.notify = dlsym(h, "sd_notify");
+	*(void **)&sd.watchdog_enabled = dlsym(h, "sd_watchdog_enabled");
+	*(void **)&sd.journal_sendv = dlsym(h, "sd_journal_sendv_with_location");
+	if (!sd.notify || !sd.watchdog_enabled || !sd.journal_sendv) {
+		sd.notify = NULL;
+		sd.watchdog_enabled = NULL;
+		sd.journal_sendv = NULL;
+		dlclose(h);
+		return;
+	}
+	sd.handle = h;
+}
+
+/* Whether libsystemd is loaded (loading it on the first call; once, thread-safe). */
+static bool
+sd_have(void)
+{
+	(void)pthread_once(&sd.once, sd_load);
+	return sd.handle != NULL;
+}
+
+int
+sd_notify(int unset_environment, const char *state)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+
+	if (!e || !*e)
+		return 0;
+	return sd_have() ? sd.notify(unset_environment, state) : -ENOSYS;
+}
+
+int
+sd_watchdog_enabled(int unset_environment, uint64_t *usec)
+{
+	const char *e = getenv("WATCHDOG_USEC");
+
+	if (!e || !*e)
+		return 0;
+	return sd_have() ? sd.watchdog_enabled(unset_environment, usec) : -ENOSYS;
+}
+
+/* What log.c's sd_journal_sendv() expands to (sd-journal.h adds the caller's location). */
+int
+sd_journal_sendv_with_location(const char *file, const char *line, const char *func,
+			       const struct iovec *iov, int n)
+{
+	return sd_have() ? sd.journal_sendv(file, line, func, iov, n) : -ENOSYS;
 }

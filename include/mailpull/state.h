@@ -179,6 +179,18 @@ int state_name_foreach(const struct state *s, int (*cb)(void *ud, const char *na
 int state_forget_name(struct state *s, const char *maildir_name, struct mp_err *err) MP_WUR;
 
 /*
+ * Every Maildir name recorded so far is published and the journal that
+ * records it synced: forgets the names, their owners and flags in memory,
+ * as state_compact() does, but leaves the journal as it is, so start-up
+ * recovery still finds them after a crash. Call it after each batch is
+ * published, so a run's memory does not grow with the messages it
+ * fetches; state_name_recorded(), state_name_flags(),
+ * state_name_foreach() and state_forget_name() know none of them after.
+ * No errors.
+ */
+void state_names_release(struct state *s);
+
+/*
  * Whether the files loaded by state_open() held Maildir names: the last
  * run ended (crash or error) before its final compaction, so what it
  * published may not be durable yet. No errors.

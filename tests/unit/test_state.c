@@ -224,6 +224,59 @@ count_name(void *ud, const char *name)
 	return 0;
 }
 
+/*
+ * Released names leave memory but not the journal: after a crash the next
+ * start-up finds them again, with their flags; the records stay.
+ */
+static void
+test_names_release(void **state)
+{
+	struct fixture *fx = *state;
+	struct mp_err err = { 0 };
+	char flags[STATE_FLAGS_MAX + 1];
+	struct state *s = open_ok(fx, "rel");
+	int n = 0;
+
+	assert_int_equal(state_add(s, "k1", 10, "n1", &err), 0);
+	assert_int_equal(state_folder_reset(s, "INBOX", 7, &err), 0);
+	assert_int_equal(state_name_set_flags(s, "n2", "S", &err), 0);
+	assert_int_equal(state_uid_add(s, "INBOX", 3, 0x1234, "n2", &err), 0);
+	assert_int_equal(state_sync(s, &err), 0);
+	state_names_release(s);
+	assert_false(state_name_recorded(s, "n1"));
+	assert_false(state_name_recorded(s, "n2"));
+	assert_int_equal(state_name_flags(s, "n2", flags), 0);
+	assert_int_equal(state_name_foreach(s, count_name, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(state_forget_name(s, "n1", &err), 0);
+	assert_true(state_has(s, "k1", NULL));
+	assert_true(state_uid_has(s, "INBOX", 3));
+	/* Recorded after the release: known as before. */
+	assert_int_equal(state_add(s, "k3", 10, "n3", &err), 0);
+	assert_true(state_name_recorded(s, "n3"));
+	assert_int_equal(state_sync(s, &err), 0);
+	state_names_release(s);
+	state_names_release(s);
+	state_close(s);
+
+	s = open_ok(fx, "rel");
+	assert_true(state_interrupted(s));
+	assert_true(state_name_recorded(s, "n1"));
+	assert_true(state_name_recorded(s, "n2"));
+	assert_true(state_name_recorded(s, "n3"));
+	assert_int_equal(state_name_flags(s, "n2", flags), 1);
+	assert_string_equal(flags, "S");
+	state_names_release(s);
+	assert_int_equal(state_compact(s, &err), 0);
+	state_close(s);
+	s = open_ok(fx, "rel");
+	assert_false(state_interrupted(s));
+	assert_false(state_name_recorded(s, "n1"));
+	assert_true(state_has(s, "k3", NULL));
+	assert_true(state_uid_has(s, "INBOX", 3));
+	state_close(s);
+}
+
 /* A name whose file is gone gives back its key: fetched again, not deleted. */
 static void
 test_forget_name_key(void **state)
@@ -2207,6 +2260,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_folder_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_name_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_names_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_name_uid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_scale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_skipped, setup, teardown),
