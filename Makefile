@@ -32,9 +32,9 @@ CFLAGS ?= -O2 -g
 ifeq ($(SAN),1)
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -Isrc \
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -Isrc \
 	     $(shell $(PKG_CONFIG) --cflags $(PKGS) $(CFLAGS_PKGS)) -MMD -MP
-ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread
 # libsystemd: headers only; src/util.c loads it when the daemon needs it.
 LIBS = $(shell $(PKG_CONFIG) --libs $(filter-out libsystemd,$(PKGS)))
 

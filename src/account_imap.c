@@ -64,7 +64,7 @@ struct irun {
 	struct hdr_scan hs;
 	uint64_t cur_size;
 	uint64_t cur_bytes;        /* decoded bytes of cur so far */
-	const uint32_t *want;      /* the UIDs the batch asked for */
+	uint32_t *want;            /* the UIDs fetch_new() asks for */
 	size_t nwant;
 };
 
@@ -168,25 +168,23 @@ isink_abort(void *ud)
 }
 
 static int
-fetch_cb(void *ud, const uint32_t *uids, size_t n)
+fetch_cb(void *ud)
 {
 	struct irun *r = ud;
 	struct imap_fetch_sink sink = { isink_begin, isink_data, isink_end, isink_abort, r };
 
-	r->want = uids;
-	r->nwant = n;
-	return imap_fetch_bodies(r->im, uids, n, r->a->mark_seen, &sink, r->err);
+	return imap_fetch_bodies(r->im, r->want, r->nwant, r->a->mark_seen, &sink, r->err);
 }
 
 /* The flags first: the journal must never hold the name without them. */
 static int
-record_cb(void *ud, const struct deliver_msg *m, const char *name)
+record_cb(void *ud, const struct deliver_msg *m, const char *name, struct mp_err *err)
 {
 	struct irun *r = ud;
-	int ret = state_name_set_flags(r->st, name, m->flags[0] ? m->flags : NULL, r->err);
+	int ret = state_name_set_flags(r->st, name, m->flags[0] ? m->flags : NULL, err);
 
 	if (ret == 0)
-		ret = state_uid_add(r->st, r->folder, m->uid, m->fp, name, r->err);
+		ret = state_uid_add(r->st, r->folder, m->uid, m->fp, name, err);
 	return ret;
 }
 
@@ -239,18 +237,27 @@ uid_list_put(char *buf, size_t size, uint32_t uid)
 		memcpy(buf + len, "...", 4);
 }
 
+/*
+ * Every wanted UID goes to the engine at once (it sizes its pipeline);
+ * the choice is made here, before the storage thread owns the state.
+ */
 static int
 fetch_new(struct irun *r)
 {
-	int ret = deliver_start(&r->d);
+	int ret = 0;
 
 	r->d.md = r->md;
+	r->want = calloc(r->nmsgs + 1, sizeof(*r->want));
+	if (!r->want)
+		ret = mp_err_oom(r->err);
 	for (size_t i = 0; i < r->nmsgs && ret == 0; i++)
 		if (pick(r, &r->msgs[i]) == PICK_FETCH)
-			ret = deliver_queue(&r->d, r->msgs[i].uid, r->msgs[i].size, NULL);
-	if (ret == 0)
-		ret = deliver_flush(&r->d);
-	deliver_done(&r->d);
+			r->want[r->nwant++] = r->msgs[i].uid;
+	if (ret == 0 && r->nwant)
+		ret = deliver_run(&r->d);
+	free(r->want);
+	r->want = NULL;
+	r->nwant = 0;
 	return ret;
 }
 

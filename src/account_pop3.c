@@ -32,6 +32,12 @@ struct run {
 	struct mp_err *err;
 	struct deliver d;
 
+	/* what fetch_new() asks for: numbers, LISTed sizes, indexes into msgs */
+	unsigned *want_nums;
+	uint64_t *want_sizes;
+	uint32_t *want_idx;
+	size_t nwant;
+
 	/* the message being received */
 	const struct pop3_msg *cur;
 	uint64_t cur_bytes;    /* bytes of cur received so far */
@@ -43,7 +49,7 @@ sink_begin(void *ud, size_t idx)
 	struct run *r = ud;
 	int ret = deliver_begin(&r->d);
 
-	r->cur = deliver_queued(&r->d, idx);
+	r->cur = &r->msgs[r->want_idx[idx]];
 	r->cur_bytes = 0;
 	return ret;
 }
@@ -73,12 +79,12 @@ sink_end(void *ud)
 }
 
 static int
-fetch_cb(void *ud, const uint32_t *nums, size_t n)
+fetch_cb(void *ud)
 {
 	struct run *r = ud;
 	struct mp_sink sink = { sink_begin, sink_data, sink_end, r };
 
-	return pop3_retr(r->pop, nums, NULL, n, &sink, r->err);
+	return pop3_retr(r->pop, r->want_nums, r->want_sizes, r->nwant, &sink, r->err);
 }
 
 /*
@@ -151,7 +157,7 @@ already_fetched(struct state *st, const struct pop3_msg *m, int64_t *ret_when)
  * the record (time included, for keep_days) is the new message's.
  */
 static int
-record_cb(void *ud, const struct deliver_msg *dm, const char *name)
+record_cb(void *ud, const struct deliver_msg *dm, const char *name, struct mp_err *err)
 {
 	struct run *r = ud;
 	const struct pop3_msg *m = dm->ref;
@@ -160,11 +166,11 @@ record_cb(void *ud, const struct deliver_msg *dm, const char *name)
 	int ret = 0;
 
 	if (m->uidl[0] && state_has(r->st, key, NULL))
-		ret = state_remove(r->st, key, r->err);
+		ret = state_remove(r->st, key, err);
 	if (ret == 0 && m->uidl[0])
-		ret = state_add_sized(r->st, key, (int64_t)r->now, m->size, name, r->err);
+		ret = state_add_sized(r->st, key, (int64_t)r->now, m->size, name, err);
 	else if (ret == 0)
-		ret = state_add(r->st, key, (int64_t)r->now, name, r->err);
+		ret = state_add(r->st, key, (int64_t)r->now, name, err);
 	return ret;
 }
 
@@ -193,24 +199,41 @@ wanted(struct run *r, const struct pop3_msg *m)
 	return true;
 }
 
+/*
+ * Everything wanted goes to the engine at once (it sizes its pipeline by
+ * the LISTed bytes); the choice is made here, before the storage thread
+ * owns the state.
+ */
 static int
 fetch_new(struct run *r)
 {
-	int ret = deliver_start(&r->d);
+	int ret = 0;
 
-	if (ret < 0)
-		return ret;
 	r->d.md = r->md;
-	for (size_t i = 0; i < r->nmsgs; i++)
+	r->want_nums = calloc(r->nmsgs + 1, sizeof(*r->want_nums));
+	r->want_sizes = calloc(r->nmsgs + 1, sizeof(*r->want_sizes));
+	r->want_idx = calloc(r->nmsgs + 1, sizeof(*r->want_idx));
+	if (!r->want_nums || !r->want_sizes || !r->want_idx)
+		ret = mp_err_oom(r->err);
+	for (size_t i = 0; i < r->nmsgs && ret == 0; i++) {
 		if (!already_fetched(r->st, &r->msgs[i], NULL))
 			r->d.progress.total++;
-	for (size_t i = 0; i < r->nmsgs && ret == 0; i++)
-		if (wanted(r, &r->msgs[i]))
-			ret = deliver_queue(&r->d, r->msgs[i].num, r->msgs[i].size, &r->msgs[i]);
-	if (ret == 0)
-		ret = deliver_flush(&r->d);
+		if (!wanted(r, &r->msgs[i]))
+			continue;
+		r->want_nums[r->nwant] = r->msgs[i].num;
+		r->want_sizes[r->nwant] = r->msgs[i].size;
+		r->want_idx[r->nwant++] = (uint32_t)i;
+	}
+	if (ret == 0 && r->nwant)
+		ret = deliver_run(&r->d);
 	session_progress(&r->d.progress, r->stats, true);
-	deliver_done(&r->d);
+	free(r->want_nums);
+	free(r->want_sizes);
+	free(r->want_idx);
+	r->want_nums = NULL;
+	r->want_sizes = NULL;
+	r->want_idx = NULL;
+	r->nwant = 0;
 	return ret;
 }
 

@@ -1,6 +1,13 @@
 /*
  * The delivery sequence of both protocols, and the exactly-once argument
- * (DESIGN invariants 1 and 2). Messages go in batches; for each batch:
+ * (DESIGN invariants 1 and 2). Two threads share the work so the server
+ * never waits for the disk: the wire thread (the engine and its sink) only
+ * copies each message's bytes into a bounded queue (store.c), and one
+ * storage thread does every file system step below, in the order given,
+ * and is the only one touching the Maildir and the state until the fetch
+ * is over and it has been joined; the order of the steps, and so the
+ * argument, is the same as with one thread. The storage thread cuts the
+ * batches (a count, bytes, or an age); for each batch:
  *
  *   1. each message streams into tmp/NAME and is fsynced (the batch back
  *      to back, so the file system can commit it at once);
@@ -25,13 +32,19 @@
  *
  * A stop signal is honoured where a message begins: the messages complete
  * by then are committed (steps 2 to 4), the one in flight is dropped and
- * fetched again next time, and nothing more is deleted.
+ * fetched again next time, and nothing more is deleted. A storage error
+ * stops the storage thread (what it had not committed is discarded, or
+ * left to recovery after step 3 began) and reaches the wire thread at its
+ * next sink call: the fetch fails, so step 5 never comes for any of it.
  *
  * The crash tests count the durable steps (MAILPULL_CRASH_AT): one per
  * message received, one after step 2, one after step 3, one per message
- * published, one after step 4, for POP3 and IMAP alike.
+ * published, one after step 4, for POP3 and IMAP alike, whichever thread
+ * takes them (the count is atomic).
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,31 +52,52 @@
 #include "mailpull/log.h"
 #include "mailpull/util.h"
 #include "deliver.h"
+#include "store.h"
 #include "vec.h"
 
+/* What the wire thread queues for the storage thread. */
+enum {
+	REC_BEGIN = 1,         /* a message begins */
+	REC_DATA,              /* its bytes */
+	REC_END,               /* it is complete: a struct deliver_msg */
+	REC_ABORT,             /* it turned out unusable */
+	REC_CLOSE,             /* the fetch is over: its outcome, an int */
+};
+
+/* The pipeline: the queue, and the storage thread's own state. */
 struct deliver_batch {
-	/* what the batch asks for */
-	uint32_t ids[DELIVER_BATCH_MSGS];
-	const void *refs[DELIVER_BATCH_MSGS];
-	size_t nids;
-	uint64_t bytes;
-	/* what arrived, complete: n files and their descriptions */
+	struct store_queue *q;
+	pthread_t thread;
+	/* the storage thread's; the wire thread reads them once the queue failed or after join */
+	struct mp_err err;
+	int ret;
+	unsigned fetched;
+	/* the message being written, and the complete ones not committed yet */
+	struct maildir_msg *cur;
 	struct maildir_msg *files[DELIVER_BATCH_MSGS];
 	struct deliver_msg msgs[DELIVER_BATCH_MSGS];
 	size_t n;
+	uint64_t bytes;
+	int64_t first_ms;      /* when the batch's first message was complete */
 };
+
+static pthread_once_t crash_once = PTHREAD_ONCE_INIT;
+static long crash_at;
+static atomic_long crash_count;
+
+static void
+crash_init(void)
+{
+	const char *e = getenv("MAILPULL_CRASH_AT");
+
+	crash_at = e ? strtol(e, NULL, 10) : 0;
+}
 
 void
 deliver_crash_point(void)
 {
-	static long at = -1, count;
-
-	if (at < 0) {
-		const char *e = getenv("MAILPULL_CRASH_AT");
-
-		at = e ? strtol(e, NULL, 10) : 0;
-	}
-	if (at > 0 && ++count == at)
+	pthread_once(&crash_once, crash_init);
+	if (crash_at > 0 && atomic_fetch_add(&crash_count, 1) + 1 == crash_at)
 		_exit(101);
 }
 
@@ -201,6 +235,17 @@ deliver_check_stop(const struct deliver *d)
 	return mp_err_set(d->err, -ECANCELED, MP_EX_TEMPFAIL, "stopped by a signal");
 }
 
+/* ---- the wire thread's side: the sink ------------------------------------ */
+
+/* The storage thread failed: its error becomes the run's. */
+static int
+storage_failed(struct deliver *d, int ret)
+{
+	if (ret < 0)
+		*d->err = d->b->err;
+	return ret;
+}
+
 int
 deliver_begin(struct deliver *d)
 {
@@ -208,56 +253,57 @@ deliver_begin(struct deliver *d)
 
 	if (ret < 0)
 		return ret;
-	return maildir_msg_new(d->md, &d->cur, d->err);
+	ret = store_queue_put(d->b->q, REC_BEGIN, NULL, 0, false);
+	d->in_msg = ret == 0;
+	return storage_failed(d, ret);
 }
 
 int
 deliver_data(struct deliver *d, const char *buf, size_t len)
 {
-	int ret = maildir_msg_write(d->cur, buf, len, d->err);
+	size_t max = store_queue_max_record(d->b->q);
+	int ret = 0;
 
 	d->stats->bytes += len;
 	session_progress(&d->progress, d->stats, false);
-	return ret;
+	while (len && ret == 0) {
+		size_t n = len < max ? len : max;
+
+		ret = store_queue_put(d->b->q, REC_DATA, buf, n, false);
+		buf += n;
+		len -= n;
+	}
+	return storage_failed(d, ret);
 }
 
 int
 deliver_end(struct deliver *d, const struct deliver_msg *m)
 {
-	struct deliver_batch *b = d->b;
-	int ret = maildir_msg_flush(d->cur, d->err);
-
-	b->files[b->n] = d->cur;
-	b->msgs[b->n++] = *m;
-	d->cur = NULL;
+	d->in_msg = false;
 	d->progress.done++;
-	deliver_crash_point();
-	return ret;
+	return storage_failed(d, store_queue_put(d->b->q, REC_END, m, sizeof(*m), true));
 }
 
 void
 deliver_abort(struct deliver *d)
 {
-	maildir_msg_discard(d->cur);
-	d->cur = NULL;
+	if (d->in_msg)
+		(void)store_queue_put(d->b->q, REC_ABORT, NULL, 0, true);
+	d->in_msg = false;
 }
 
-const void *
-deliver_queued(const struct deliver *d, size_t idx)
-{
-	return idx < d->b->nids ? d->b->refs[idx] : NULL;
-}
+/* ---- the storage thread -------------------------------------------------- */
 
 /* Drops what is not committed: the message in flight and the batch's files. */
 static void
-discard(struct deliver *d)
+discard(struct deliver_batch *b)
 {
-	deliver_abort(d);
-	if (!d->b)
-		return;
-	for (size_t i = 0; i < d->b->n; i++)
-		maildir_msg_discard(d->b->files[i]);
-	d->b->n = 0;
+	maildir_msg_discard(b->cur);
+	b->cur = NULL;
+	for (size_t i = 0; i < b->n; i++)
+		maildir_msg_discard(b->files[i]);
+	b->n = 0;
+	b->bytes = 0;
 }
 
 /*
@@ -267,14 +313,13 @@ discard(struct deliver *d)
  * forgets the record (deliver_forget_lost()).
  */
 static int
-publish(struct deliver *d, size_t n)
+publish(struct deliver_batch *b, size_t n)
 {
-	struct deliver_batch *b = d->b;
 	int ret = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		const char *flags = b->msgs[i].flags[0] ? b->msgs[i].flags : NULL;
-		int pr = maildir_msg_publish(b->files[i], flags, d->err);
+		int pr = maildir_msg_publish(b->files[i], flags, &b->err);
 
 		b->files[i] = NULL;
 		if (pr < 0 && ret == 0)
@@ -292,17 +337,19 @@ commit(struct deliver *d)
 	size_t n = b->n;
 	int ret;
 
-	ret = maildir_sync_batch(d->md, b->files, n, d->err);
+	if (n == 0)
+		return 0;
+	ret = maildir_sync_batch(d->md, b->files, n, &b->err);
 	if (ret == 0)
-		ret = maildir_sync_tmp(d->md, d->err);
+		ret = maildir_sync_tmp(d->md, &b->err);
 	if (ret < 0)
 		return ret;
 	deliver_crash_point();
 	d->unpublished = true;
 	for (size_t i = 0; i < n && ret == 0; i++)
-		ret = d->ops->record(d->ud, &b->msgs[i], maildir_msg_name(b->files[i]));
+		ret = d->ops->record(d->ud, &b->msgs[i], maildir_msg_name(b->files[i]), &b->err);
 	if (ret == 0)
-		ret = state_sync(d->st, d->err);
+		ret = state_sync(d->st, &b->err);
 	if (ret < 0) {
 		/*
 		 * The journal may or may not hold the batch's records (a failed
@@ -319,94 +366,165 @@ commit(struct deliver *d)
 	d->changed = true;
 	deliver_crash_point();
 	b->n = 0;
-	ret = publish(d, n);
+	b->bytes = 0;
+	ret = publish(b, n);
 	if (ret == 0)
-		ret = maildir_sync_new(d->md, d->err);
+		ret = maildir_sync_new(d->md, &b->err);
 	if (ret < 0)
 		return ret;
 	d->unpublished = false;
 	deliver_crash_point();
-	d->stats->fetched += (unsigned)n;
+	b->fetched += (unsigned)n;
 	return 0;
+}
+
+/* Step 1 for one message: its bytes are with the kernel, the file in the batch. */
+static int
+end_message(struct deliver *d, const struct store_rec *rec)
+{
+	struct deliver_batch *b = d->b;
+	int ret;
+
+	if (!b->cur)
+		return mp_err_set(&b->err, -EINVAL, MP_EX_IOERR, "message end without a begin");
+	ret = maildir_msg_flush(b->cur, &b->err);
+	b->bytes += maildir_msg_size(b->cur);
+	b->files[b->n] = b->cur;
+	store_rec_copy(rec, &b->msgs[b->n], sizeof(b->msgs[b->n]));
+	b->cur = NULL;
+	if (b->n++ == 0)
+		b->first_ms = util_now_ms();
+	if (ret < 0)
+		return ret;
+	deliver_crash_point();
+	if (b->n == DELIVER_BATCH_MSGS || b->bytes >= DELIVER_BATCH_BYTES ||
+	    util_now_ms() - b->first_ms >= DELIVER_BATCH_MS)
+		return commit(d);
+	return 0;
+}
+
+static int
+write_data(struct deliver_batch *b, const struct store_rec *rec)
+{
+	int ret = 0;
+
+	if (!b->cur)
+		return mp_err_set(&b->err, -EINVAL, MP_EX_IOERR, "message data without a begin");
+	for (int i = 0; i < 2 && ret == 0; i++)
+		if (rec->n[i])
+			ret = maildir_msg_write(b->cur, rec->p[i], rec->n[i], &b->err);
+	return ret;
 }
 
 /*
- * A stop (-ECANCELED from deliver_begin()) arrived after some messages of
- * the batch were complete: commits them (so the message being written
- * when the signal came is kept), then returns -ECANCELED with the stop
- * reason in err, or the commit's error. Nothing is deleted after it.
+ * One record from the wire thread. 1 when the pipeline is over (REC_CLOSE
+ * carries the fetch's outcome), 0 to go on, or a negative errno.
  */
 static int
-commit_stopped(struct deliver *d)
-{
-	struct mp_err stopped = *d->err;
-	int ret;
-
-	if (d->b->n == 0)
-		return -ECANCELED;
-	mp_err_clear(d->err);
-	ret = commit(d);
-	if (ret < 0)
-		return ret;
-	*d->err = stopped;
-	return -ECANCELED;
-}
-
-static int
-fetch_batch(struct deliver *d)
-{
-	int ret;
-
-	d->b->n = 0;
-	ret = d->ops->fetch(d->ud, d->b->ids, d->b->nids);
-	if (ret == -ECANCELED) {
-		ret = commit_stopped(d);
-		if (ret == -ECANCELED)
-			return ret;
-	} else if (ret == 0 && d->b->n > 0) {
-		ret = commit(d);
-	}
-	if (ret < 0)
-		discard(d);
-	return ret;
-}
-
-int
-deliver_start(struct deliver *d)
-{
-	d->b = calloc(1, sizeof(*d->b));
-	return d->b ? 0 : mp_err_oom(d->err);
-}
-
-int
-deliver_queue(struct deliver *d, uint32_t id, uint64_t size, const void *ref)
+handle(struct deliver *d, const struct store_rec *rec)
 {
 	struct deliver_batch *b = d->b;
+	int outcome = 0;
 
-	b->ids[b->nids] = id;
-	b->refs[b->nids++] = ref;
-	b->bytes += size;
-	if (b->nids == DELIVER_BATCH_MSGS || b->bytes >= DELIVER_BATCH_BYTES)
-		return deliver_flush(d);
-	return 0;
+	switch (rec->type) {
+	case REC_BEGIN:
+		maildir_msg_discard(b->cur);
+		b->cur = NULL;
+		return maildir_msg_new(d->md, &b->cur, &b->err);
+	case REC_DATA:
+		return write_data(b, rec);
+	case REC_END:
+		return end_message(d, rec);
+	case REC_ABORT:
+		maildir_msg_discard(b->cur);
+		b->cur = NULL;
+		return 0;
+	case REC_CLOSE:
+		store_rec_copy(rec, &outcome, sizeof(outcome));
+		/* A stop keeps what is complete; the message in flight goes. */
+		maildir_msg_discard(b->cur);
+		b->cur = NULL;
+		if (outcome == 0 || outcome == -ECANCELED) {
+			int ret = commit(d);
+
+			return ret < 0 ? ret : 1;
+		}
+		discard(b);
+		return 1;
+	default:
+		return mp_err_set(&b->err, -EINVAL, MP_EX_IOERR, "unknown storage record %u",
+				  rec->type);
+	}
+}
+
+static void *
+storage_main(void *arg)
+{
+	struct deliver *d = arg;
+	struct deliver_batch *b = d->b;
+	struct store_rec rec;
+	int ret = 0;
+
+	while (ret == 0) {
+		int64_t deadline = b->n ? b->first_ms + DELIVER_BATCH_MS : -1;
+
+		if (store_queue_get(b->q, deadline, &rec) == 0) {
+			/* The wire is quiet: make what arrived durable meanwhile. */
+			ret = commit(d);
+			continue;
+		}
+		ret = handle(d, &rec);
+		store_queue_next(b->q, &rec);
+	}
+	if (ret < 0) {
+		discard(b);
+		b->ret = ret;
+		store_queue_fail(b->q, ret);
+	}
+	return NULL;
+}
+
+static void
+batch_free(struct deliver_batch *b)
+{
+	if (!b)
+		return;
+	store_queue_free(b->q);
+	free(b);
 }
 
 int
-deliver_flush(struct deliver *d)
+deliver_run(struct deliver *d)
 {
-	int ret = d->b->nids ? fetch_batch(d) : 0;
+	struct deliver_batch *b = calloc(1, sizeof(*b));
+	int ret, fret, r;
 
-	d->b->nids = 0;
-	d->b->bytes = 0;
-	return ret;
-}
-
-void
-deliver_done(struct deliver *d)
-{
-	discard(d);
-	free(d->b);
+	if (!b || store_queue_new(DELIVER_QUEUE_BYTES, &b->q) < 0) {
+		batch_free(b);
+		return mp_err_oom(d->err);
+	}
+	d->b = b;
+	r = pthread_create(&b->thread, NULL, storage_main, d);
+	if (r != 0) {
+		d->b = NULL;
+		batch_free(b);
+		return mp_err_set(d->err, -r, MP_EX_TEMPFAIL, "cannot start the storage thread: %s",
+				  strerror(r));
+	}
+	fret = d->ops->fetch(d->ud);
+	d->in_msg = false;
+	/* After a failure the thread is gone and the put returns at once. */
+	(void)store_queue_put(b->q, REC_CLOSE, &fret, sizeof(fret), true);
+	pthread_join(b->thread, NULL);
+	d->stats->fetched += b->fetched;
+	ret = fret;
+	if (b->ret < 0) {
+		*d->err = b->err;
+		ret = b->ret;
+	}
 	d->b = NULL;
+	batch_free(b);
+	return ret;
 }
 
 int
@@ -421,6 +539,5 @@ deliver_finish(struct deliver *d, int ret)
 			ret = cret;
 		}
 	}
-	deliver_done(d);
 	return ret;
 }

@@ -15,9 +15,16 @@
 #include "mailpull/state.h"
 #include "session.h"
 
-/* A batch ends at whichever cap comes first. */
+/*
+ * The storage thread cuts a group commit at whichever comes first: a
+ * message count, a byte count, or an age (so a crash loses little and
+ * progress is durable steadily while the wire keeps going).
+ */
 #define DELIVER_BATCH_MSGS 128
 #define DELIVER_BATCH_BYTES (32u * 1024 * 1024)
+#define DELIVER_BATCH_MS 500
+/* The queue between the wire and the storage thread (see deliver_run()). */
+#define DELIVER_QUEUE_BYTES (256u * 1024)
 
 /* One received message of the batch, as its run described it to deliver_end(). */
 struct deliver_msg {
@@ -29,14 +36,20 @@ struct deliver_msg {
 
 struct deliver_ops {
 	/*
-	 * Fetches ids[0..n) from the server (POP3 message numbers, IMAP UIDs);
-	 * its sink calls deliver_begin(), deliver_data() and deliver_end().
-	 * 0, -ECANCELED (a stop, from deliver_begin()) or another negative
-	 * errno with the run's err set.
+	 * Fetches every wanted message from the server in one go (the run
+	 * chose them before: it must not touch the state while this runs);
+	 * its sink calls deliver_begin(), deliver_data(), deliver_end() and
+	 * deliver_abort(). Runs on the calling thread. 0, -ECANCELED (a stop,
+	 * from deliver_begin()) or another negative errno with the run's err
+	 * set.
 	 */
-	int (*fetch)(void *ud, const uint32_t *ids, size_t n);
-	/* Records m, stored as Maildir name, in the state (not synced). 0 or a state_* error. */
-	int (*record)(void *ud, const struct deliver_msg *m, const char *name);
+	int (*fetch)(void *ud);
+	/*
+	 * Records m, stored as Maildir name, in the state (not synced), errors
+	 * in err. Called on the storage thread, the only one touching the
+	 * state while deliver_run() runs. 0 or a state_* error.
+	 */
+	int (*record)(void *ud, const struct deliver_msg *m, const char *name, struct mp_err *err);
 };
 
 struct deliver_batch;
@@ -53,8 +66,8 @@ struct deliver {
 	bool changed;                  /* state needs compaction at the end (runs set it too) */
 	bool unpublished;              /* names recorded but not all published: never compact */
 	struct session_progress progress;   /* total: set by the run; done: counted here */
-	struct deliver_batch *b;       /* between deliver_start() and deliver_done() */
-	struct maildir_msg *cur;       /* being received */
+	struct deliver_batch *b;       /* the storage thread's, during deliver_run() */
+	bool in_msg;                   /* the wire thread is between begin and end */
 };
 
 /* Sets d up for one run of a; ops->fetch and ops->record get ud. Never fails. */
@@ -92,31 +105,23 @@ int deliver_recover(const struct mp_account *a, struct state *st, struct maildir
  */
 int deliver_forget_lost(const struct mp_account *a, struct state *st, struct mp_err *err) MP_WUR;
 
-/* Allocates the batch. 0 or -ENOMEM (MP_EX_TEMPFAIL). */
-int deliver_start(struct deliver *d) MP_WUR;
-
 /*
- * Adds message id (size as declared, ref for the sink: deliver_queued())
- * to the batch; a full batch (DELIVER_BATCH_MSGS or DELIVER_BATCH_BYTES)
- * is fetched and made durable at once. Errors as deliver_flush().
+ * Fetches and stores what the run wants: starts the storage thread, calls
+ * ops->fetch on this thread (the wire), then waits for the storage thread.
+ * The storage thread does all file system work: it creates and writes
+ * each tmp/ file, and commits in batches (steps 1 to 4 of deliver.c),
+ * calling ops->record and counting stats->fetched; d->md and d->st are its
+ * own until deliver_run() returns. A storage error reaches the sink at its
+ * next call (the fetch stops, the connection is to be abandoned). When the
+ * fetch returns 0 or -ECANCELED (a stop), what is complete is committed;
+ * after any other error what was not committed yet is discarded.
+ * Returns 0, -ECANCELED (MP_EX_TEMPFAIL), ops->fetch's error, or the
+ * storage thread's (ops->record's, the maildir_* errors, state_sync()'s:
+ * -EIO, -ENOSPC, -EDQUOT, -EROFS... MP_EX_IOERR; -ENOMEM; a pthread
+ * error), err set. After an error nothing fetched by this call may be
+ * deleted on the server.
  */
-int deliver_queue(struct deliver *d, uint32_t id, uint64_t size, const void *ref) MP_WUR;
-
-/*
- * Fetches what is queued and makes it durable (steps 1 to 4 of deliver.c),
- * counting stats->fetched. On a stop, what was complete is committed and
- * -ECANCELED (MP_EX_TEMPFAIL) returned. Errors: ops->fetch's, ops->record's,
- * the maildir_* sync and publish errors and state_sync()'s (-EIO, -ENOSPC,
- * -EDQUOT, -EROFS... MP_EX_IOERR), -ECANCELED. After an error nothing of
- * the batch may be deleted on the server.
- */
-int deliver_flush(struct deliver *d) MP_WUR;
-
-/* Ends the batch: discards what was not committed, frees it. NULL batch is fine. */
-void deliver_done(struct deliver *d);
-
-/* The ref queued at position idx of the batch being fetched. */
-const void *deliver_queued(const struct deliver *d, size_t idx);
+int deliver_run(struct deliver *d) MP_WUR;
 
 /*
  * -ECANCELED (MP_EX_TEMPFAIL, err set) when o->stop asks the run to end,
@@ -126,12 +131,15 @@ const void *deliver_queued(const struct deliver *d, size_t idx);
 int deliver_check_stop(const struct deliver *d) MP_WUR;
 
 /*
- * The sink's steps for one message: deliver_begin() checks the stop
- * signal and creates the tmp/ file (-ECANCELED, maildir_msg_new()'s
- * errors); deliver_data() appends (maildir_msg_write()'s errors: -ENOSPC,
- * -EIO, -EDQUOT... with the path); deliver_end() flushes it into the batch
- * as m describes it (a crash point; maildir_msg_flush()'s errors);
- * deliver_abort() discards it (a response that turned out unusable).
+ * The sink's steps for one message, on the wire thread during
+ * deliver_run(): each queues its part for the storage thread, blocking
+ * only while the queue is full. deliver_begin() checks the stop signal
+ * first (-ECANCELED); the tmp/ file is created, written, and flushed into
+ * the batch as m describes it (a crash point) by the storage thread;
+ * deliver_abort() discards it (a response that turned out unusable). Each
+ * returns the storage thread's first error, if any, with err set
+ * (maildir_msg_new()'s, maildir_msg_write()'s: -ENOSPC, -EIO, -EDQUOT...
+ * with the path, a commit's).
  */
 int deliver_begin(struct deliver *d) MP_WUR;
 int deliver_data(struct deliver *d, const char *buf, size_t len) MP_WUR;
@@ -140,7 +148,7 @@ void deliver_abort(struct deliver *d);
 
 /*
  * The end of a run: compacts the state when it changed and nothing
- * recorded is still unpublished, and frees the batch. Returns ret, or
+ * recorded is still unpublished. Returns ret, or
  * state_compact()'s error (-EIO, -ENOSPC... MP_EX_IOERR, err set) when ret
  * was 0.
  */
@@ -148,8 +156,9 @@ int deliver_finish(struct deliver *d, int ret) MP_WUR;
 
 /*
  * Fault injection for the crash tests: MAILPULL_CRASH_AT=N ends the process
- * at the Nth durable step, as a SIGKILL would. The runs call it after each
- * deletion step on the server too.
+ * at the Nth durable step, as a SIGKILL would, from whichever thread takes
+ * that step (the count is atomic). The runs call it after each deletion
+ * step on the server too.
  */
 void deliver_crash_point(void);
 

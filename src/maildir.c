@@ -42,6 +42,7 @@ struct maildir {
 	bool dirty[MD_SUB_MAX];           /* changed since their last fsync */
 	bool use_syncfs;                  /* group commit by syncfs(), else fdatasync per file */
 	uint64_t seq;
+	char *spare;                      /* a finished message's write buffer, for the next */
 };
 
 struct maildir_msg {
@@ -240,14 +241,31 @@ md_make_name(struct maildir *md, char *name, size_t len)
 	return 0;
 }
 
+/*
+ * Messages are written one at a time: the buffer of a finished one serves
+ * the next, so a run of small messages allocates one buffer, not one each.
+ */
+static void
+md_buf_put(struct maildir *md, char *buf)
+{
+	if (!md->spare)
+		md->spare = buf;
+	else
+		free(buf);
+}
+
 /* A message of md with its write buffer, not yet named or opened. */
 static int
 md_msg_alloc(struct maildir *md, struct maildir_msg **ret, struct mp_err *err)
 {
 	struct maildir_msg *m = calloc(1, sizeof(*m));
 
-	if (m)
+	if (m && md->spare) {
+		m->buf = md->spare;
+		md->spare = NULL;
+	} else if (m) {
 		m->buf = malloc(MD_BUF_SIZE);
+	}
 	if (!m || !m->buf) {
 		free(m);
 		return md_fail(err, -ENOMEM, "cannot create message in", md->path, "tmp");
@@ -277,7 +295,7 @@ maildir_msg_new(struct maildir *md, struct maildir_msg **ret, struct mp_err *err
 	}
 	if (r < 0) {
 		md_fail(err, r, "cannot create message in", md->path, "tmp");
-		free(m->buf);
+		md_buf_put(md, m->buf);
 		free(m);
 		return r;
 	}
@@ -304,7 +322,7 @@ maildir_msg_new_named(struct maildir *md, const char *name, struct maildir_msg *
 		int r = -errno;
 
 		md_fail(err, r, "cannot create message in", md->path, "tmp");
-		free(m->buf);
+		md_buf_put(md, m->buf);
 		free(m);
 		return r;
 	}
@@ -389,7 +407,7 @@ maildir_msg_flush(struct maildir_msg *m, struct mp_err *err)
 	r = md_flush(m, err);
 	if (r < 0)
 		return r;
-	free(m->buf);
+	md_buf_put(m->md, m->buf);
 	m->buf = NULL;
 	return 0;
 }
@@ -458,7 +476,7 @@ maildir_msg_sync(struct maildir_msg *m, struct mp_err *err)
 	if (close(m->fd) < 0 && r == 0 && errno != EINTR)
 		r = md_msg_fail(m, -errno, "cannot close", err);
 	m->fd = -1;
-	free(m->buf);
+	md_buf_put(m->md, m->buf);
 	m->buf = NULL;
 	if (r < 0)
 		return r;
@@ -500,7 +518,8 @@ md_msg_free(struct maildir_msg *m)
 {
 	if (m->fd >= 0)
 		close(m->fd);
-	free(m->buf);
+	if (m->buf)
+		md_buf_put(m->md, m->buf);
 	free(m);
 }
 
@@ -870,6 +889,7 @@ maildir_close(struct maildir *md)
 	for (int i = 0; i < MD_SUB_MAX; i++)
 		if (md->fd[i] >= 0)
 			close(md->fd[i]);
+	free(md->spare);
 	free(md->path);
 	free(md);
 }
