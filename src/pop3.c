@@ -30,12 +30,14 @@
 #define POP3_WIN_MIN (128 * 1024)
 #define POP3_WIN_MAX (16 * 1024 * 1024)
 /*
- * Unanswered command bytes at most: well under any socket buffer, so a
- * server that writes its replies before reading more commands, while we
- * write commands before reading replies, cannot deadlock both TCP windows.
+ * Unanswered command bytes at most: under the smallest receive buffer a
+ * server's kernel is likely to have (64 KiB), so a server that writes its
+ * replies before reading more commands, while we write commands before
+ * reading replies, cannot deadlock both TCP windows. Large enough that a
+ * DELE of a whole mailbox (~11 bytes a command) costs a few round trips.
  */
-#define POP3_QUEUE_MAX 8192
-#define POP3_INFLIGHT_MAX 1024     /* unanswered commands at most */
+#define POP3_QUEUE_MAX (32 * 1024)
+#define POP3_INFLIGHT_MAX 4096     /* unanswered commands at most */
 #define POP3_SIZE_GUESS 16384      /* expected reply of an unLISTed message at first */
 #define POP3_REPLY_EXTRA 32        /* status line and terminator of a reply */
 /*

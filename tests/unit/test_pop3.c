@@ -628,7 +628,7 @@ test_retr_large_sizes(void **state)
 
 /*
  * The cap on unanswered command bytes: deep (hundreds of commands) but
- * never past 8 KiB, against a server that writes all its replies to what
+ * never past 32 KiB, against a server that writes all its replies to what
  * it has read before reading more. Without the cap, both sides would wait
  * on full TCP windows for ever (the server's alarm would end it).
  */
@@ -637,7 +637,7 @@ test_retr_command_cap(void **state)
 {
 	enum { NMSG = 20000 };
 	static const struct fake_step script[] = {
-		GREET, CAPA_PIPE, DEPTH(500), AT_MOST(8192), ROUNDS(NMSG, retr_reply), END,
+		GREET, CAPA_PIPE, DEPTH(500), AT_MOST(32768), ROUNDS(NMSG, retr_reply), END,
 	};
 	struct fake f;
 	struct pop3 *p = NULL;
