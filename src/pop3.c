@@ -857,7 +857,8 @@ grow_msgs(struct pop3_msg **msgs, size_t *cap, size_t n)
 
 /* LIST: every message's number and size, numbers strictly increasing. */
 static int
-read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *err)
+read_list(struct pop3 *p, bool uidl_too, struct pop3_msg **ret, size_t *ret_n,
+	  struct mp_err *err)
 {
 	struct pop3_msg *msgs = NULL;
 	size_t n = 0, cap = 0, len;
@@ -866,6 +867,9 @@ read_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 
 	p->state = POP3_ST_LIST;
 	r = send_cmd(p, err, "LIST");
+	/* Pipelined, UIDL's answer follows LIST's: one round trip saved. */
+	if (r == 0 && uidl_too)
+		r = send_cmd(p, err, "UIDL");
 	if (r == 0)
 		r = expect_ok(p, "LIST", err);
 	conn_body_start(p->c);
@@ -1012,14 +1016,17 @@ check_unique(const struct pop3_msg *msgs, size_t n, struct mp_err *err)
 
 /* UIDL: every LIST entry gets its unique id, or none when the server lacks UIDL. */
 static int
-read_uidl(struct pop3 *p, struct pop3_msg **msgs, size_t n, struct mp_err *err)
+read_uidl(struct pop3 *p, bool sent, struct pop3_msg **msgs, size_t n, struct mp_err *err)
 {
 	size_t len, pos = 0, used = 0;
 	const char *line;
 	int r;
 
 	p->state = POP3_ST_UIDL;
-	r = command(p, false, &line, &len, err, "UIDL");
+	if (sent)
+		r = read_reply(p, false, &line, &len, err);
+	else
+		r = command(p, false, &line, &len, err, "UIDL");
 	if (r < 0)
 		return r;
 	if (r == REPLY_ERR) {
@@ -1062,9 +1069,15 @@ pop3_list(struct pop3 *p, struct pop3_msg **ret, size_t *ret_n, struct mp_err *e
 	r = check_usable(p, err);
 	if (r < 0)
 		return r;
-	r = read_list(p, &msgs, &n, err);
+	/*
+	 * Only when CAPA named both: a guessed UIDL may be refused, and a
+	 * server without PIPELINING may drop the second command.
+	 */
+	bool both = p->capa_ok && p->caps.pipelining && p->caps.uidl;
+
+	r = read_list(p, both, &msgs, &n, err);
 	if (r == 0 && p->caps.uidl)
-		r = read_uidl(p, &msgs, n, err);
+		r = read_uidl(p, both, &msgs, n, err);
 	if (r < 0) {
 		free(msgs);
 		return settle(p, r);
