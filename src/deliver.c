@@ -373,6 +373,8 @@ commit(struct deliver *d)
 	if (ret < 0)
 		return ret;
 	d->unpublished = false;
+	/* Published and journalled: the names need not stay in memory. */
+	state_names_release(d->st);
 	deliver_crash_point();
 	b->fetched += (unsigned)n;
 	return 0;

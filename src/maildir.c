@@ -42,6 +42,7 @@ struct maildir {
 	bool dirty[MD_SUB_MAX];           /* changed since their last fsync */
 	bool use_syncfs;                  /* group commit by syncfs(), else fdatasync per file */
 	uint64_t seq;
+	long pid;                         /* for names: a system call saved per message */
 	char *spare;                      /* a finished message's write buffer, for the next */
 };
 
@@ -200,6 +201,7 @@ maildir_open(const char *path, const char *tag, struct maildir **ret, struct mp_
 		return md_fail(err, -ENOMEM, "cannot open Maildir", path, NULL);
 	for (int i = 0; i < MD_SUB_MAX; i++)
 		md->fd[i] = -1;
+	md->pid = (long)getpid();
 	md->path = strdup(path);
 	if (!md->path) {
 		maildir_close(md);
@@ -234,7 +236,7 @@ md_make_name(struct maildir *md, char *name, size_t len)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	n = snprintf(name, len, "%lld.M%ldP%ldQ%lluX%s.%s", (long long)ts.tv_sec,
-		     (long)(ts.tv_nsec / 1000), (long)getpid(), (unsigned long long)++md->seq,
+		     (long)(ts.tv_nsec / 1000), md->pid, (unsigned long long)++md->seq,
 		     md->tag, md->host);
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
