@@ -164,6 +164,8 @@ $(BUILDDIR)/bench/%: tests/bench/%.c
 		-o $@ $< $(shell $(PKG_CONFIG) --libs openssl)
 
 bench-tools: $(BENCH_TOOLS)
+# tests/integration/test_bench_tools.py checks them.
+integration: $(BENCH_TOOLS)
 
 bench: $(BIN) $(BENCH_TOOLS)
 	$(PYTHON) tests/bench.py $(abspath $(BIN)) --tools $(abspath $(BUILDDIR)/bench) --poll

@@ -46,9 +46,6 @@ struct conn {
 	uint64_t win_bytes;
 };
 
-static int send_all(struct conn *c, const char *p, size_t len, struct mp_err *err);
-static int flush_queue(struct conn *c, struct mp_err *err);
-
 /* Non-blocking connect to one address, bounded by timeout_ms. Returns fd or -errno. */
 static int
 connect_one(const struct addrinfo *ai, unsigned timeout_ms)
@@ -279,7 +276,7 @@ fill(struct conn *c, int64_t deadline_ms, struct mp_err *err)
 	 * commands and read, and the batch leaves in one write here.
 	 */
 	if (c->out_len > 0) {
-		int r = flush_queue(c, err);
+		int r = conn_flush(c, err);
 
 		if (r < 0)
 			return r;
@@ -496,7 +493,7 @@ conn_wait(struct conn *c, unsigned timeout_ms, struct mp_err *err)
 	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 
 	if (c->out_len > 0) {
-		int r = flush_queue(c, err);
+		int r = conn_flush(c, err);
 
 		if (r < 0)
 			return r;
@@ -567,8 +564,8 @@ send_all(struct conn *c, const char *p, size_t len, struct mp_err *err)
 	return 0;
 }
 
-static int
-flush_queue(struct conn *c, struct mp_err *err)
+int
+conn_flush(struct conn *c, struct mp_err *err)
 {
 	int r;
 
@@ -578,12 +575,6 @@ flush_queue(struct conn *c, struct mp_err *err)
 	explicit_bzero(c->out, c->out_len);
 	c->out_len = 0;
 	return r;
-}
-
-int
-conn_flush(struct conn *c, struct mp_err *err)
-{
-	return flush_queue(c, err);
 }
 
 int
